@@ -1,0 +1,46 @@
+/**
+ * Container networking on one node (issue 2 scope): a bridge on the host, one veth per container
+ * plumbed into the network namespace runc creates (by an OCI prestart hook, so it works with user
+ * namespaces and again at CRIU restore), addresses from a node-local pool, and published ports.
+ * The cluster-wide overlay (VXLAN, IPAM in the store) comes with the cluster-networking issue.
+ */
+import type { Hook } from '../runtime/types.ts';
+
+/** One published port: host address/port forwarded to the container's port. */
+export interface PortMapping {
+  readonly hostIp: string;
+  readonly hostPort: number;
+  readonly containerPort: number;
+  readonly protocol: 'tcp';
+}
+
+/** The network identity a container gets. */
+export interface Attachment {
+  readonly containerId: string;
+  readonly ip: string;
+  readonly prefixLength: number;
+  readonly gateway: string;
+  readonly mac: string;
+  /** Host-side veth name. */
+  readonly hostVeth: string;
+  /** The prestart hook runc must run to plumb the namespace it creates. */
+  readonly hooks: { prestart: Hook[]; poststop: Hook[] };
+}
+
+/** Node networking. */
+export interface NodeNetwork {
+  /** Creates the bridge etc. if missing; idempotent. */
+  init(): Promise<void>;
+  /** Reserves an address (persisted) and returns the hooks for the bundle; idempotent per containerId. */
+  attach(containerId: string): Promise<Attachment>;
+  /** Removes the host veth (if left) and frees the address; idempotent. */
+  detach(containerId: string): Promise<void>;
+  /** Starts forwarding host ports to the container; FERRY_ERR_PORT_IN_USE when a port is taken. */
+  publish(containerId: string, ip: string, ports: PortMapping[]): Promise<void>;
+  /** Stops forwarding the container's ports; idempotent. */
+  unpublish(containerId: string): Promise<void>;
+  /** Attachments currently held (for adoption and cleanup). */
+  list(): Promise<Attachment[]>;
+  /** Removes everything this node network made (bridge, veths, forwards). */
+  destroy(): Promise<void>;
+}

@@ -1,0 +1,55 @@
+/** Client of an agent's API: what the manager calls on a node (logs, exec, stats, images). */
+import type { ImageRecord } from '../model/index.ts';
+import type { Endpoint, ExecFrame } from './http.ts';
+import { ndjson, requestJson, send } from './http.ts';
+import type { LogLine } from './ferry.ts';
+
+/** Client of one agent. */
+export class AgentClient {
+  /** Where the agent is. */
+  readonly endpoint: Endpoint;
+
+  constructor(endpoint: Endpoint) {
+    this.endpoint = endpoint;
+  }
+
+  /** The container's log lines. */
+  async logs(id: string, o: { follow?: boolean; tail?: number; signal?: AbortSignal } = {}): Promise<Response> {
+    return send(this.endpoint, 'GET', `v1/containers/${encodeURIComponent(id)}/logs`, { query: { follow: o.follow ? 'true' : undefined, tail: o.tail }, signal: o.signal });
+  }
+
+  /** Parsed log lines (for callers that do not just pass the stream on). */
+  async logLines(id: string, o: { follow?: boolean; tail?: number; signal?: AbortSignal } = {}): Promise<AsyncGenerator<LogLine>> {
+    return ndjson<LogLine>(await this.logs(id, o));
+  }
+
+  /** Runs a process in the container; the response is an NDJSON stream of ExecFrames. */
+  async exec(id: string, body: { args: string[]; env?: string[]; cwd?: string; stdin?: string }, signal?: AbortSignal): Promise<Response> {
+    return send(this.endpoint, 'POST', `v1/containers/${encodeURIComponent(id)}/exec`, { body, signal });
+  }
+
+  /** Parsed exec frames. */
+  async execFrames(id: string, body: { args: string[]; env?: string[]; cwd?: string; stdin?: string }, signal?: AbortSignal): Promise<AsyncGenerator<ExecFrame>> {
+    return ndjson<ExecFrame>(await this.exec(id, body, signal));
+  }
+
+  /** cgroup stats of the container. */
+  stats(id: string): Promise<Record<string, unknown>> {
+    return requestJson(this.endpoint, 'GET', `v1/containers/${encodeURIComponent(id)}/stats`);
+  }
+
+  /** Imports an image archive into the node's store. */
+  importImage(archive: AsyncIterable<Uint8Array> | Uint8Array, name?: string, signal?: AbortSignal): Promise<ImageRecord> {
+    return requestJson(this.endpoint, 'POST', 'v1/images/import', { rawBody: archive, query: { name }, signal });
+  }
+
+  /** Removes an image (tag or id) from the node's store. */
+  removeImage(ref: string, force = false): Promise<void> {
+    return requestJson(this.endpoint, 'DELETE', `v1/images/${encodeURIComponent(ref)}`, { query: { force: force ? 'true' : undefined } });
+  }
+
+  /** Checks the agent is up. */
+  health(): Promise<{ ok: boolean; node: string }> {
+    return requestJson(this.endpoint, 'GET', 'healthz');
+  }
+}

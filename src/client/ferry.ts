@@ -1,0 +1,137 @@
+/** The typed client of the manager API — the one door the CLI, agents, benches and dashboard use. */
+import type { ContainerSpec, ContainerStatus, ContainerView, ImageView, Node, NodeFacts, ImageRecord } from '../model/index.ts';
+import type { Endpoint, ExecFrame } from './http.ts';
+import { ndjson, requestJson, send } from './http.ts';
+
+/** A node with its derived readiness. */
+export interface NodeView {
+  node: Node;
+  state: 'Ready' | 'NotReady';
+  containers: number;
+}
+
+/** Input of `containers.create`. */
+export type CreateContainerInput = Partial<ContainerSpec> & { image: string; name?: string };
+
+/** Changes `ferry update` may make to a live container. */
+export interface ContainerPatch {
+  resources?: { memoryBytes?: number; cpus?: number; pidsLimit?: number };
+  restart?: ContainerSpec['restart'];
+}
+
+/** Wait options: block until the agent has applied the change (or `timeoutMs` passes). */
+export interface WaitOptions {
+  wait?: boolean;
+  timeoutMs?: number;
+}
+
+/** A log line as the API streams it. */
+export interface LogLine {
+  time: string;
+  stream: 'stdout' | 'stderr';
+  line: string;
+}
+
+/** One change from the store, as the watch endpoint streams it. */
+export interface WatchFrame {
+  type: 'put' | 'delete';
+  revision: number;
+  key: string;
+  value?: unknown;
+}
+
+/** Registration an agent sends when it starts. */
+export interface NodeRegistration {
+  name: string;
+  address: string;
+  labels: Record<string, string>;
+  capacity: { cpus: number; memoryBytes: number };
+  facts: NodeFacts;
+  agentVersion: string;
+}
+
+function waitQuery(o?: WaitOptions): Record<string, string | number | undefined> {
+  return { wait: o?.wait ? 'true' : undefined, timeoutMs: o?.timeoutMs };
+}
+
+/** Client of the manager API. */
+export class FerryClient {
+  /** Where the manager is. */
+  readonly endpoint: Endpoint;
+
+  constructor(endpoint: Endpoint) {
+    this.endpoint = endpoint;
+  }
+
+  /** Container operations. */
+  readonly containers = {
+    list: (): Promise<ContainerView[]> => requestJson(this.endpoint, 'GET', 'v1/containers'),
+    get: (name: string): Promise<ContainerView> => requestJson(this.endpoint, 'GET', `v1/containers/${enc(name)}`),
+    create: (input: CreateContainerInput, o?: WaitOptions): Promise<ContainerView> =>
+      requestJson(this.endpoint, 'POST', 'v1/containers', { body: input, query: waitQuery(o) }),
+    update: (name: string, patch: ContainerPatch, o?: WaitOptions): Promise<ContainerView> =>
+      requestJson(this.endpoint, 'PATCH', `v1/containers/${enc(name)}`, { body: patch, query: waitQuery(o) }),
+    start: (name: string, o?: WaitOptions): Promise<ContainerView> =>
+      requestJson(this.endpoint, 'POST', `v1/containers/${enc(name)}/start`, { query: waitQuery(o) }),
+    stop: (name: string, o?: WaitOptions): Promise<ContainerView> =>
+      requestJson(this.endpoint, 'POST', `v1/containers/${enc(name)}/stop`, { query: waitQuery(o) }),
+    restart: (name: string, o?: WaitOptions): Promise<ContainerView> =>
+      requestJson(this.endpoint, 'POST', `v1/containers/${enc(name)}/restart`, { query: waitQuery(o) }),
+    remove: (name: string, o?: WaitOptions & { force?: boolean }): Promise<void> =>
+      requestJson(this.endpoint, 'DELETE', `v1/containers/${enc(name)}`, { query: { ...waitQuery(o), force: o?.force ? 'true' : undefined } }),
+    logs: async (name: string, o: { follow?: boolean; tail?: number; signal?: AbortSignal } = {}): Promise<AsyncGenerator<LogLine>> =>
+      ndjson<LogLine>(await send(this.endpoint, 'GET', `v1/containers/${enc(name)}/logs`, {
+        query: { follow: o.follow ? 'true' : undefined, tail: o.tail }, signal: o.signal,
+      })),
+    exec: async (name: string, o: { args: string[]; env?: string[]; cwd?: string; stdin?: string; signal?: AbortSignal }): Promise<AsyncGenerator<ExecFrame>> =>
+      ndjson<ExecFrame>(await send(this.endpoint, 'POST', `v1/containers/${enc(name)}/exec`, {
+        body: { args: o.args, env: o.env, cwd: o.cwd, stdin: o.stdin }, signal: o.signal,
+      })),
+    stats: (name: string): Promise<Record<string, unknown>> => requestJson(this.endpoint, 'GET', `v1/containers/${enc(name)}/stats`),
+  };
+
+  /** Node operations. */
+  readonly nodes = {
+    list: (): Promise<NodeView[]> => requestJson(this.endpoint, 'GET', 'v1/nodes'),
+    get: (name: string): Promise<NodeView> => requestJson(this.endpoint, 'GET', `v1/nodes/${enc(name)}`),
+  };
+
+  /** Image operations. */
+  readonly images = {
+    list: (): Promise<ImageView[]> => requestJson(this.endpoint, 'GET', 'v1/images'),
+    inspect: (ref: string): Promise<ImageView> => requestJson(this.endpoint, 'GET', `v1/images/${enc(ref)}`),
+    remove: (ref: string, o: { force?: boolean } = {}): Promise<void> =>
+      requestJson(this.endpoint, 'DELETE', `v1/images/${enc(ref)}`, { query: { force: o.force ? 'true' : undefined } }),
+    /** Streams an archive (tar of an OCI layout, OCI/docker archive, or rootfs tar) to every node (or one). */
+    import: (archive: AsyncIterable<Uint8Array> | Uint8Array, o: { name?: string; node?: string } = {}): Promise<ImageView> =>
+      requestJson(this.endpoint, 'POST', 'v1/images/import', { rawBody: archive, query: { name: o.name, node: o.node } }),
+  };
+
+  /** Calls agents make. */
+  readonly agent = {
+    register: (reg: NodeRegistration): Promise<{ node: Node; leaseTtl: number }> => requestJson(this.endpoint, 'POST', 'v1/agent/register', { body: reg }),
+    heartbeat: (name: string): Promise<{ ok: boolean }> => requestJson(this.endpoint, 'POST', `v1/agent/${enc(name)}/heartbeat`),
+    reportStatus: (status: ContainerStatus): Promise<void> => requestJson(this.endpoint, 'PUT', `v1/agent/status/${enc(status.name)}`, { body: status }),
+    clearStatus: (name: string, uid: string): Promise<void> => requestJson(this.endpoint, 'DELETE', `v1/agent/status/${enc(name)}`, { query: { uid } }),
+    reportImages: (node: string, images: ImageRecord[]): Promise<void> => requestJson(this.endpoint, 'PUT', `v1/agent/${enc(node)}/images`, { body: { images } }),
+  };
+
+  /** Streams store changes under a prefix (after `afterRevision`, or from now). */
+  async watch(prefix: string, o: { afterRevision?: number; signal?: AbortSignal } = {}): Promise<AsyncGenerator<WatchFrame>> {
+    return ndjson<WatchFrame>(await send(this.endpoint, 'GET', 'v1/watch', { query: { prefix, afterRevision: o.afterRevision }, signal: o.signal }));
+  }
+
+  /** Lists store keys under a prefix with the revision to watch from. */
+  list<T>(prefix: string): Promise<{ revision: number; items: { key: string; value: T; modRevision: number }[] }> {
+    return requestJson(this.endpoint, 'GET', 'v1/kv', { query: { prefix } });
+  }
+
+  /** Checks the manager is up. */
+  health(): Promise<{ ok: boolean; version: string }> {
+    return requestJson(this.endpoint, 'GET', 'healthz');
+  }
+}
+
+function enc(s: string): string {
+  return encodeURIComponent(s);
+}

@@ -1,0 +1,164 @@
+/**
+ * The Container object: what a user asked for (spec), where it was placed (placement), and what the
+ * agent observed (status, stored under its own key so agents never write user intent).
+ */
+import { Type, type Static } from 'typebox';
+
+/** A published port. */
+export const PortSchema = Type.Object({
+  hostIp: Type.String({ default: '0.0.0.0' }),
+  hostPort: Type.Integer({ minimum: 1, maximum: 65535 }),
+  containerPort: Type.Integer({ minimum: 1, maximum: 65535 }),
+  protocol: Type.Literal('tcp'),
+});
+/** A published port. */
+export type Port = Static<typeof PortSchema>;
+
+/** A bind-mounted host directory. */
+export const VolumeSchema = Type.Object({
+  source: Type.String({ minLength: 1 }),
+  target: Type.String({ minLength: 1 }),
+  readOnly: Type.Boolean(),
+});
+/** A bind-mounted host directory. */
+export type Volume = Static<typeof VolumeSchema>;
+
+/** Limits; absent means unlimited. */
+export const ResourcesSchema = Type.Object({
+  memoryBytes: Type.Optional(Type.Integer({ minimum: 6 * 1024 * 1024 })),
+  cpus: Type.Optional(Type.Number({ minimum: 0.01, maximum: 1024 })),
+  pidsLimit: Type.Optional(Type.Integer({ minimum: 1 })),
+});
+/** Limits; absent means unlimited. */
+export type ContainerResources = Static<typeof ResourcesSchema>;
+
+/** When the agent restarts an exited container. */
+export const RestartSchema = Type.Object({
+  policy: Type.Union([Type.Literal('no'), Type.Literal('on-failure'), Type.Literal('always')]),
+  /** For on-failure: give up after this many restarts; 0 = no limit. */
+  maxRetries: Type.Integer({ minimum: 0 }),
+});
+/** When the agent restarts an exited container. */
+export type RestartPolicy = Static<typeof RestartSchema>;
+
+/** What the user wants. */
+export const ContainerSpecSchema = Type.Object({
+  image: Type.String({ minLength: 1 }),
+  /** Replaces the image's entrypoint when set. */
+  entrypoint: Type.Optional(Type.Array(Type.String())),
+  /** Replaces the image's cmd when set. */
+  command: Type.Optional(Type.Array(Type.String())),
+  env: Type.Array(Type.String()),
+  workdir: Type.Optional(Type.String()),
+  user: Type.Optional(Type.String()),
+  ports: Type.Array(PortSchema),
+  volumes: Type.Array(VolumeSchema),
+  resources: ResourcesSchema,
+  restart: RestartSchema,
+  /** Desired run state. */
+  state: Type.Union([Type.Literal('running'), Type.Literal('stopped')]),
+  /** Pin to a node by name. */
+  node: Type.Optional(Type.String()),
+  labels: Type.Record(Type.String(), Type.String()),
+});
+/** What the user wants. */
+export type ContainerSpec = Static<typeof ContainerSpecSchema>;
+
+/** Identity and bookkeeping. */
+export const MetadataSchema = Type.Object({
+  name: Type.String(),
+  uid: Type.String(),
+  createdAt: Type.String(),
+  /** Bumped on every spec change; the agent reports which generation it applied. */
+  generation: Type.Integer(),
+  /** Set by `rm`: the controllers tear the container down, then delete the object. */
+  deleting: Type.Optional(Type.Boolean()),
+});
+
+/** Where the scheduler put the container. */
+export const PlacementSchema = Type.Object({
+  node: Type.String(),
+  /** Increases on every new placement; an agent acts only on the epoch it was given (fencing). */
+  epoch: Type.Integer(),
+  scheduledAt: Type.String(),
+  reason: Type.String(),
+});
+/** Where the scheduler put the container. */
+export type Placement = Static<typeof PlacementSchema>;
+
+/** A container as stored at `/ferry/containers/<name>`. */
+export const ContainerSchema = Type.Object({
+  apiVersion: Type.Literal('ferry/v1'),
+  kind: Type.Literal('Container'),
+  metadata: MetadataSchema,
+  spec: ContainerSpecSchema,
+  placement: Type.Optional(PlacementSchema),
+});
+/** A container as stored at `/ferry/containers/<name>`. */
+export type Container = Static<typeof ContainerSchema>;
+
+/** Observed phase of a container. */
+export const PhaseSchema = Type.Union([
+  Type.Literal('pending'), Type.Literal('creating'), Type.Literal('running'), Type.Literal('stopped'),
+  Type.Literal('exited'), Type.Literal('restarting'), Type.Literal('failed'), Type.Literal('removing'),
+]);
+/** Observed phase of a container. */
+export type Phase = Static<typeof PhaseSchema>;
+
+/** What the agent saw, stored at `/ferry/status/<name>`. */
+export const ContainerStatusSchema = Type.Object({
+  name: Type.String(),
+  uid: Type.String(),
+  node: Type.String(),
+  epoch: Type.Integer(),
+  runtimeId: Type.String(),
+  phase: PhaseSchema,
+  observedGeneration: Type.Integer(),
+  pid: Type.Integer(),
+  ip: Type.Optional(Type.String()),
+  exitCode: Type.Optional(Type.Integer()),
+  oomKilled: Type.Optional(Type.Boolean()),
+  startedAt: Type.Optional(Type.String()),
+  finishedAt: Type.Optional(Type.String()),
+  restartCount: Type.Integer(),
+  /** Human reason for the phase (an error, a backoff, …). */
+  message: Type.Optional(Type.String()),
+  /** Limits currently applied to the cgroup. */
+  appliedResources: Type.Optional(ResourcesSchema),
+  rootfsMode: Type.Optional(Type.String()),
+  updatedAt: Type.String(),
+});
+/** What the agent saw, stored at `/ferry/status/<name>`. */
+export type ContainerStatus = Static<typeof ContainerStatusSchema>;
+
+/** The desired state a node's agent reconciles, at `/ferry/assignments/<node>/<name>`. */
+export const AssignmentSchema = Type.Object({
+  name: Type.String(),
+  uid: Type.String(),
+  generation: Type.Integer(),
+  epoch: Type.Integer(),
+  spec: ContainerSpecSchema,
+});
+/** The desired state a node's agent reconciles. */
+export type Assignment = Static<typeof AssignmentSchema>;
+
+const NAME_RE = /^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$/;
+
+/** True when `name` is a valid container/node name (DNS-ish, ≤ 63 chars). */
+export function isValidName(name: string): boolean {
+  return NAME_RE.test(name);
+}
+
+/** Defaults for a spec built from partial input. */
+export function defaultSpec(image: string): ContainerSpec {
+  return {
+    image, env: [], ports: [], volumes: [], resources: {},
+    restart: { policy: 'no', maxRetries: 0 }, state: 'running', labels: {},
+  };
+}
+
+/** A container with what its agent last reported (the API's answer for one container). */
+export interface ContainerView {
+  container: Container;
+  status?: ContainerStatus;
+}

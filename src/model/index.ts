@@ -1,0 +1,8 @@
+/** The domain model: object schemas, store keys, and parsers of user input. Pure; no I/O. */
+export * from './container.ts';
+export * from './node.ts';
+export * from './keys.ts';
+export * from './parse.ts';
+export * from './units.ts';
+export { modelErrors } from './errors.ts';
+export * from './image.ts';

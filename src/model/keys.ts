@@ -1,0 +1,28 @@
+/** Where each kind of object lives in the store. One place, so prefixes never drift apart. */
+
+const ROOT = '/ferry';
+
+/** Key builders and prefixes for every object kind. */
+export const keys = {
+  containers: `${ROOT}/containers/`,
+  container: (name: string): string => `${ROOT}/containers/${name}`,
+  statuses: `${ROOT}/status/`,
+  status: (name: string): string => `${ROOT}/status/${name}`,
+  nodes: `${ROOT}/nodes/`,
+  node: (name: string): string => `${ROOT}/nodes/${name}`,
+  /** Lease-bound key that exists while the node's agent heartbeats. */
+  nodeAlive: (name: string): string => `${ROOT}/alive/${name}`,
+  alive: `${ROOT}/alive/`,
+  assignments: (node: string): string => `${ROOT}/assignments/${node}/`,
+  assignment: (node: string, name: string): string => `${ROOT}/assignments/${node}/${name}`,
+  allAssignments: `${ROOT}/assignments/`,
+  nodeImages: (node: string): string => `${ROOT}/images/${node}`,
+  images: `${ROOT}/images/`,
+  events: `${ROOT}/events/`,
+  event: (id: string): string => `${ROOT}/events/${id}`,
+} as const;
+
+/** The last path segment of a key. */
+export function keyName(key: string): string {
+  return key.slice(key.lastIndexOf('/') + 1);
+}

@@ -1,0 +1,40 @@
+/** The Node object: a host running an agent, at `/ferry/nodes/<name>`. */
+import { Type, type Static } from 'typebox';
+
+/** What a node reports about itself (prechecks for migration read these later). */
+export const NodeFactsSchema = Type.Object({
+  hostname: Type.String(),
+  kernel: Type.String(),
+  arch: Type.String(),
+  os: Type.String(),
+  runc: Type.String(),
+  criu: Type.String(),
+  cgroupVersion: Type.Integer(),
+  overlay: Type.Boolean(),
+  cpuModel: Type.String(),
+  cpuFlags: Type.Array(Type.String()),
+});
+/** What a node reports about itself. */
+export type NodeFacts = Static<typeof NodeFactsSchema>;
+
+/** A node as stored. */
+export const NodeSchema = Type.Object({
+  apiVersion: Type.Literal('ferry/v1'),
+  kind: Type.Literal('Node'),
+  metadata: Type.Object({ name: Type.String(), uid: Type.String(), createdAt: Type.String(), labels: Type.Record(Type.String(), Type.String()) }),
+  spec: Type.Object({ unschedulable: Type.Boolean() }),
+  status: Type.Object({
+    /** Base URL of the agent's API. */
+    address: Type.String(),
+    capacity: Type.Object({ cpus: Type.Number(), memoryBytes: Type.Integer() }),
+    facts: NodeFactsSchema,
+    agentVersion: Type.String(),
+    startedAt: Type.String(),
+    heartbeatAt: Type.String(),
+  }),
+});
+/** A node as stored. */
+export type Node = Static<typeof NodeSchema>;
+
+/** Node readiness derived from heartbeats. */
+export type NodeState = 'Ready' | 'NotReady';

@@ -1,0 +1,79 @@
+/** Parsers for the flags users type (`-p`, `-v`, `-e`, `--restart`), shared by CLI and API. */
+import type { Port, RestartPolicy, Volume } from './container.ts';
+import { isValidName } from './container.ts';
+import { modelErrors } from './errors.ts';
+
+function portNumber(value: string, whole: string): number {
+  if (!/^\d+$/.test(value)) throw modelErrors.BAD_PORT({ value: whole, hint: `"${value}" is not a port number` });
+  const n = Number(value);
+  if (n < 1 || n > 65535) throw modelErrors.BAD_PORT({ value: whole, hint: 'ports are 1–65535' });
+  return n;
+}
+
+/** Parses `8080:80`, `127.0.0.1:8080:80`, `80` (same port on the host), with an optional `/tcp`. */
+export function parsePort(text: string): Port {
+  let body = text.trim();
+  const slash = body.lastIndexOf('/');
+  if (slash >= 0) {
+    const proto = body.slice(slash + 1).toLowerCase();
+    if (proto !== 'tcp') throw modelErrors.BAD_PORT({ value: text, hint: `protocol "${proto}" is not supported yet; use tcp` });
+    body = body.slice(0, slash);
+  }
+  const parts = body.split(':');
+  let hostIp = '0.0.0.0';
+  let host: string;
+  let ctr: string;
+  if (parts.length === 1) { host = parts[0]!; ctr = parts[0]!; }
+  else if (parts.length === 2) { host = parts[0]!; ctr = parts[1]!; }
+  else if (parts.length === 3) {
+    hostIp = parts[0]!;
+    host = parts[1]!;
+    ctr = parts[2]!;
+    if (!/^\d{1,3}(\.\d{1,3}){3}$/.test(hostIp) || hostIp.split('.').some((o) => Number(o) > 255)) {
+      throw modelErrors.BAD_PORT({ value: text, hint: `"${hostIp}" is not an IPv4 address` });
+    }
+  } else throw modelErrors.BAD_PORT({ value: text, hint: 'use HOSTPORT:CONTAINERPORT or IP:HOSTPORT:CONTAINERPORT' });
+  return { hostIp, hostPort: portNumber(host, text), containerPort: portNumber(ctr, text), protocol: 'tcp' };
+}
+
+/** Parses `/host/dir:/in/container[:ro|:rw]`. */
+export function parseVolume(text: string): Volume {
+  const parts = text.split(':');
+  if (parts.length < 2 || parts.length > 3) throw modelErrors.BAD_VOLUME({ value: text, hint: 'use /host/path:/container/path[:ro]' });
+  const [source, target, mode] = parts as [string, string, string | undefined];
+  if (!source.startsWith('/')) throw modelErrors.BAD_VOLUME({ value: text, hint: 'the host path must be absolute (named volumes come later)' });
+  if (!target.startsWith('/')) throw modelErrors.BAD_VOLUME({ value: text, hint: 'the container path must be absolute' });
+  if (target.split('/').includes('..') || source.split('/').includes('..')) throw modelErrors.BAD_VOLUME({ value: text, hint: 'paths may not contain ..' });
+  if (mode !== undefined && mode !== 'ro' && mode !== 'rw') throw modelErrors.BAD_VOLUME({ value: text, hint: 'the mode is ro or rw' });
+  return { source, target, readOnly: mode === 'ro' };
+}
+
+/** Parses `no`, `always`, `on-failure`, `on-failure:5`. */
+export function parseRestart(text: string): RestartPolicy {
+  const m = /^(no|always|on-failure)(?::(\d+))?$/.exec(text.trim());
+  if (!m || (m[2] !== undefined && m[1] !== 'on-failure')) throw modelErrors.BAD_RESTART({ value: text });
+  return { policy: m[1] as RestartPolicy['policy'], maxRetries: m[2] === undefined ? 0 : Number(m[2]) };
+}
+
+/** Checks `KEY=VALUE`. */
+export function parseEnv(text: string): string {
+  if (!/^[A-Za-z_][A-Za-z0-9_]*=/.test(text)) throw modelErrors.BAD_ENV({ value: text });
+  return text;
+}
+
+/** Throws BAD_NAME unless `name` is a valid object name. */
+export function checkName(name: string): string {
+  if (!isValidName(name)) {
+    throw modelErrors.BAD_NAME({ value: name, hint: 'start with a letter or digit; then letters, digits, _ . -; at most 63 characters' });
+  }
+  return name;
+}
+
+const ADJECTIVES = ['brisk', 'calm', 'keen', 'bold', 'swift', 'quiet', 'sunny', 'steady', 'lucid', 'nimble'];
+const NOUNS = ['otter', 'heron', 'ferry', 'harbor', 'keel', 'tide', 'mast', 'buoy', 'anchor', 'reef'];
+
+/** A readable random name like `swift-heron-3f2a`. */
+export function randomName(): string {
+  const pick = (a: string[]): string => a[Math.floor(Math.random() * a.length)]!;
+  return `${pick(ADJECTIVES)}-${pick(NOUNS)}-${Math.floor(Math.random() * 0x10000).toString(16).padStart(4, '0')}`;
+}
