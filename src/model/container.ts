@@ -73,6 +73,8 @@ export const MetadataSchema = Type.Object({
   generation: Type.Integer(),
   /** Set by `rm`: the controllers tear the container down, then delete the object. */
   deleting: Type.Optional(Type.Boolean()),
+  /** With `deleting`: kill at once instead of a graceful stop. */
+  force: Type.Optional(Type.Boolean()),
 });
 
 /** Where the scheduler put the container. */
@@ -138,6 +140,8 @@ export const AssignmentSchema = Type.Object({
   generation: Type.Integer(),
   epoch: Type.Integer(),
   spec: ContainerSpecSchema,
+  /** Set when the container is being removed: stop it (gracefully or at once), delete it, clear its status. */
+  remove: Type.Optional(Type.Union([Type.Literal('graceful'), Type.Literal('force')])),
 });
 /** The desired state a node's agent reconciles. */
 export type Assignment = Static<typeof AssignmentSchema>;

@@ -23,8 +23,20 @@ export interface Attachment {
   readonly mac: string;
   /** Host-side veth name. */
   readonly hostVeth: string;
+  /** Bridge the host veth joins (set by createNodeNetwork; optional so hand-made fakes need not fill it). */
+  readonly bridge?: string;
   /** The prestart hook runc must run to plumb the namespace it creates. */
   readonly hooks: { prestart: Hook[]; poststop: Hook[] };
+}
+
+/** How `attach` prepares the prestart hook. */
+export interface AttachOptions {
+  /**
+   * `up` (default): the host veth joins the bridge at once — a normal start.
+   * `down`: the host veth stays down and off the bridge — a migration restore, where the container must
+   * stay unreachable until the restore returns; `bringUp(attachment)` then connects it.
+   */
+  readonly mode?: 'up' | 'down';
 }
 
 /** Node networking. */
@@ -32,10 +44,10 @@ export interface NodeNetwork {
   /** Creates the bridge etc. if missing; idempotent. */
   init(): Promise<void>;
   /** Reserves an address (persisted) and returns the hooks for the bundle; idempotent per containerId. */
-  attach(containerId: string): Promise<Attachment>;
-  /** Removes the host veth (if left) and frees the address; idempotent. */
+  attach(containerId: string, options?: AttachOptions): Promise<Attachment>;
+  /** Stops its published ports, removes the host veth (if left) and frees the address; idempotent. */
   detach(containerId: string): Promise<void>;
-  /** Starts forwarding host ports to the container; FERRY_ERR_PORT_IN_USE when a port is taken. */
+  /** Starts forwarding host ports to the container; FERRY_ERR_NET_PORT_IN_USE when a port is taken; replaces the container's earlier set. */
   publish(containerId: string, ip: string, ports: PortMapping[]): Promise<void>;
   /** Stops forwarding the container's ports; idempotent. */
   unpublish(containerId: string): Promise<void>;

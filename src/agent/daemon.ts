@@ -1,0 +1,149 @@
+/**
+ * The agent process: runs this node's containers. It registers with the manager, heartbeats,
+ * watches its assignments through the manager's API (never the store directly), reconciles them
+ * with runc, and reports status back. Containers outlive the agent: their supervisors hold them,
+ * and a restarted agent adopts them.
+ */
+import { mkdir } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { FastifyInstance } from 'fastify';
+import { FerryClient } from '../client/index.ts';
+import type { Assignment } from '../model/index.ts';
+import { keys, keyName } from '../model/index.ts';
+import { createRuncRuntime } from './runtime/index.ts';
+import { createImageStore } from './images/index.ts';
+import { createNodeNetwork } from './network/index.ts';
+import { RecordStore } from './records.ts';
+import { Reconciler } from './reconciler.ts';
+import { StatusReporter } from './reporter.ts';
+import { buildAgentApi, imageRecord } from './server.ts';
+import { readCapacity, readFacts } from './facts.ts';
+
+/** How to run an agent. */
+export interface AgentOptions {
+  readonly name: string;
+  readonly dataDir: string;
+  readonly managerUrl: string;
+  readonly token: string;
+  readonly host: string;
+  readonly port: number;
+  /** URL the manager uses to reach this agent; default http://host:port. */
+  readonly advertiseUrl?: string;
+  readonly runcPath: string;
+  readonly criuPath: string;
+  readonly shimPath: string;
+  readonly sampleAppPath: string;
+  /** Prefix of runtime ids, cgroup parent and network names (unique per simulated node / test run). */
+  readonly idPrefix: string;
+  readonly cgroupParent: string;
+  readonly bridge: string;
+  readonly subnet: string;
+  readonly labels: Record<string, string>;
+  readonly heartbeatMs: number;
+  readonly stopTimeoutMs: number;
+  readonly version: string;
+  readonly log: (msg: string) => void;
+}
+
+/** A running agent. */
+export interface RunningAgent {
+  readonly url: string;
+  readonly reconciler: Reconciler;
+  /** Stops the agent; containers keep running unless `removeContainers`. */
+  stop(o?: { removeContainers?: boolean }): Promise<void>;
+}
+
+/** The uid/gid range containers' user namespaces map to (the recipe in the migration notes). */
+export const ID_MAP = { containerId: 0, hostId: 100000, size: 65536 } as const;
+
+/** Starts an agent. */
+export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
+  await mkdir(o.dataDir, { recursive: true });
+  const log = o.log;
+  const runtime = createRuncRuntime({
+    stateDir: join(o.dataDir, 'runtime'), runcRoot: join(o.dataDir, 'runc'), shimPath: o.shimPath,
+    runcPath: o.runcPath, criuPath: o.criuPath, cgroupParent: o.cgroupParent, log,
+  });
+  const images = createImageStore({ root: join(o.dataDir, 'images'), idShift: { hostId: ID_MAP.hostId, size: ID_MAP.size }, sampleAppPath: o.sampleAppPath, log });
+  const network = createNodeNetwork({ stateDir: join(o.dataDir, 'network'), bridge: o.bridge, subnet: o.subnet, log });
+  const records = new RecordStore(join(o.dataDir, 'containers'));
+  const client = new FerryClient({ url: o.managerUrl, token: o.token });
+  const reporter = new StatusReporter(client, log);
+
+  await network.init();
+  await images.ensureSample();
+  const reconciler = new Reconciler({
+    node: o.name, idPrefix: o.idPrefix, stopTimeoutMs: o.stopTimeoutMs, runtime, images, network, records, idMap: ID_MAP, log,
+    report: (s) => reporter.report(s), clearStatus: (n, uid) => reporter.clear(n, uid),
+  });
+  await reconciler.adopt();
+
+  const reportImages = async (): Promise<void> => {
+    await client.agent.reportImages(o.name, (await images.list()).map(imageRecord));
+  };
+  const api: FastifyInstance = await buildAgentApi({
+    node: o.name, token: o.token, runtime, images, spoolDir: join(o.dataDir, 'spool'),
+    knows: (id) => reconciler.recordById(id) !== undefined, imagesChanged: reportImages,
+  });
+  await api.listen({ host: o.host, port: o.port });
+  const addr = api.server.address();
+  const port = typeof addr === 'object' && addr ? addr.port : o.port;
+  const url = o.advertiseUrl ?? `http://${o.host === '0.0.0.0' ? '127.0.0.1' : o.host}:${port}`;
+
+  const ac = new AbortController();
+  const facts = await readFacts(o.runcPath, o.criuPath);
+  const register = async (): Promise<void> => {
+    await client.agent.register({ name: o.name, address: url, labels: o.labels, capacity: readCapacity(), facts, agentVersion: o.version });
+  };
+
+  // Connect, list, watch; on any failure start over after a pause. The first successful list
+  // lets the reconciler tear down containers that are no longer assigned.
+  const connection = (async () => {
+    let delay = 200;
+    while (!ac.signal.aborted) {
+      try {
+        await register();
+        reporter.resend();
+        await reportImages();
+        const prefix = keys.assignments(o.name);
+        const listed = await client.list<Assignment>(prefix);
+        reconciler.resync(listed.items.map((i) => i.value));
+        delay = 200;
+        for await (const ev of await client.watch(prefix, { afterRevision: listed.revision, signal: ac.signal })) {
+          if ('error' in (ev as object)) throw new Error((ev as unknown as { error: { message: string } }).error.message);
+          if (ev.type === 'put') reconciler.set(ev.value as Assignment);
+          else reconciler.delete(keyName(ev.key));
+        }
+      } catch (e) {
+        if (ac.signal.aborted) break;
+        log(`manager connection: ${(e as Error).message}; retrying in ${delay} ms`);
+      }
+      await new Promise((r) => setTimeout(r, delay));
+      delay = Math.min(delay * 2, 5000);
+    }
+  })();
+
+  const heartbeat = setInterval(() => {
+    client.agent.heartbeat(o.name).catch((e: Error) => log(`heartbeat failed: ${e.message}`));
+  }, o.heartbeatMs);
+
+  return {
+    url,
+    reconciler,
+    async stop(so = {}) {
+      ac.abort();
+      clearInterval(heartbeat);
+      await connection;
+      if (so.removeContainers) {
+        reconciler.resync([]);
+        await reconciler.idle();
+        await reporter.settled();
+      }
+      // The bridge goes when nothing uses it any more; running containers keep theirs.
+      if ((await records.list()).length === 0) await network.destroy();
+      reconciler.stop();
+      reporter.close();
+      await api.close();
+    },
+  };
+}

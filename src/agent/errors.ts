@@ -1,0 +1,12 @@
+/** The agent's own error table (the runtime, images and network keep theirs). */
+import { defineErrors } from '../errors/index.ts';
+
+/** Agent errors. */
+export const agentErrors = defineErrors({
+  CONTAINER_NOT_FOUND: { status: 404, message: 'no container "{id}" on this node' },
+  NO_COMMAND: { status: 400, message: 'image "{image}" has no entrypoint or cmd; give a command' },
+  BAD_USER: { status: 400, message: 'cannot resolve user "{user}" in the image: {reason}' },
+  BAD_VOLUME: { status: 400, message: 'cannot mount volume {source}: {reason}' },
+  MANAGER_UNREACHABLE: { status: 503, message: 'cannot reach the manager at {url}: {reason}' },
+  BAD_REQUEST: { status: 400, message: 'bad request: {reason}' },
+});

@@ -1,0 +1,88 @@
+/**
+ * The steps that make and unmake a container on this node, in order. Each step is idempotent so a
+ * create interrupted by an agent crash can simply run again (or be torn down) at the next reconcile.
+ */
+import { mkdir } from 'node:fs/promises';
+import type { Assignment } from '../model/index.ts';
+import type { ContainerRuntime, IdMapping } from './runtime/index.ts';
+import type { ImageStore } from './images/index.ts';
+import type { NodeNetwork } from './network/index.ts';
+import type { ContainerRecord, RecordStore } from './records.ts';
+import { bundleSpec } from './spec.ts';
+import { agentErrors } from './errors.ts';
+
+/** What the lifecycle steps use. */
+export interface LifecycleDeps {
+  readonly runtime: ContainerRuntime;
+  readonly images: ImageStore;
+  readonly network: NodeNetwork;
+  readonly records: RecordStore;
+  readonly idMap: IdMapping;
+  readonly log: (msg: string) => void;
+}
+
+/** Creates volume source directories that do not exist yet (as Docker does for bind mounts). */
+async function ensureVolumes(a: Assignment): Promise<void> {
+  for (const v of a.spec.volumes) {
+    try {
+      await mkdir(v.source, { recursive: true });
+    } catch (e) {
+      throw agentErrors.BAD_VOLUME({ source: v.source, reason: (e as Error).message }, e);
+    }
+  }
+}
+
+/** Prepares rootfs and network, publishes ports, creates and starts the container. */
+export async function createAndStart(d: LifecycleDeps, rec: ContainerRecord, a: Assignment): Promise<void> {
+  const dir = d.records.containerDir(rec.runtimeId);
+  // A leftover runc container from an interrupted create is removed first (its rootfs is kept).
+  await d.runtime.delete(rec.runtimeId);
+  const prepared = await d.images.prepareRootfs(rec.runtimeId, a.spec.image, dir);
+  rec.rootfsMode = prepared.mode;
+  const att = await d.network.attach(rec.runtimeId);
+  rec.ip = att.ip;
+  await d.records.save(rec);
+  await ensureVolumes(a);
+  const bundle = await bundleSpec({
+    runtimeId: rec.runtimeId, name: a.name, spec: a.spec, image: prepared.image.config, imageRef: a.spec.image,
+    rootfs: prepared.path, idMap: d.idMap, hooks: att.hooks,
+  });
+  if (a.spec.ports.length > 0) await d.network.publish(rec.runtimeId, att.ip, a.spec.ports);
+  try {
+    await d.runtime.create(bundle);
+    const st = await d.runtime.start(rec.runtimeId);
+    rec.startedAt = st.startedAt ?? new Date().toISOString();
+  } catch (e) {
+    await d.network.unpublish(rec.runtimeId);
+    await d.runtime.delete(rec.runtimeId).catch(() => undefined);
+    throw e;
+  }
+  rec.appliedResources = { ...a.spec.resources };
+  rec.appliedGeneration = a.generation;
+  rec.nextRestartAt = undefined;
+  await d.records.save(rec);
+}
+
+/** Stops (gracefully within `timeoutMs`, or at once when 0) and removes everything the container had on this node. */
+export async function teardown(d: LifecycleDeps, rec: ContainerRecord, timeoutMs: number): Promise<void> {
+  await d.network.unpublish(rec.runtimeId);
+  const st = await d.runtime.state(rec.runtimeId);
+  if (st && (st.status === 'running' || st.status === 'paused')) {
+    if (timeoutMs > 0) await d.runtime.stop(rec.runtimeId, timeoutMs);
+    else await d.runtime.kill(rec.runtimeId, 'SIGKILL').catch(() => undefined);
+  }
+  await d.runtime.delete(rec.runtimeId);
+  await d.network.detach(rec.runtimeId);
+  await d.images.releaseRootfs(rec.runtimeId, d.records.containerDir(rec.runtimeId));
+  await d.records.remove(rec.runtimeId);
+}
+
+/** Removes what a crash left without a record: a runc container, an address, a mount, a directory. */
+export async function removeOrphan(d: LifecycleDeps, runtimeId: string): Promise<void> {
+  d.log(`removing orphaned container ${runtimeId}`);
+  await d.network.unpublish(runtimeId);
+  await d.runtime.delete(runtimeId);
+  await d.network.detach(runtimeId);
+  await d.images.releaseRootfs(runtimeId, d.records.containerDir(runtimeId));
+  await d.records.remove(runtimeId);
+}

@@ -1,0 +1,74 @@
+/**
+ * The OCI hook that plumbs a container's network namespace. runc creates the namespace itself
+ * (inside the container's user namespace, which CRIU needs) and runs this hook at `runc create` and
+ * again at `runc restore`, with the container state JSON on stdin; the hook reads the pid and wires
+ * a veth into `/proc/PID/ns/net`. The script itself is `ferry-net-hook.sh` beside this file.
+ */
+import { createHash } from 'node:crypto';
+import { chmod, mkdir, readFile, rename, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { Hook } from '../runtime/types.ts';
+import { TOOL_PATH } from './command.ts';
+
+/** File name of the hook inside the network state dir. */
+export const HOOK_FILE = 'ferry-net-hook';
+
+/** How the prestart hook leaves the host end: `up` on the bridge (normal start), or `down` and detached
+ * (migration target: unreachable until the restore returns, then `bringUp`). */
+export type HookMode = 'up' | 'down';
+
+/** Seconds runc waits for the hook before killing it. */
+const HOOK_TIMEOUT_S = 10;
+
+/** The host-side veth name of a container: `fv` + 11 hex digits of sha256(id) — 13 chars, under IFNAMSIZ. */
+export function vethName(containerId: string): string {
+  return `fv${createHash('sha256').update(containerId).digest('hex').slice(0, 11)}`;
+}
+
+/** Everything the prestart hook needs to plumb one container. */
+export interface HookParams {
+  readonly mode: HookMode;
+  /** `ip/prefix`, e.g. `10.213.0.2/24`. */
+  readonly address: string;
+  readonly gateway: string;
+  readonly gatewayMac: string;
+  readonly mac: string;
+  readonly veth: string;
+  readonly bridge: string;
+}
+
+/** The prestart hook entry for a bundle; `args[0]` is the path, as OCI's execv semantics want. */
+export function prestartHook(hookPath: string, p: HookParams): Hook {
+  return {
+    path: hookPath,
+    args: [hookPath, `mode=${p.mode}`, `addr=${p.address}`, `gateway=${p.gateway}`, `gateway-mac=${p.gatewayMac}`, `mac=${p.mac}`, `veth=${p.veth}`, `bridge=${p.bridge}`],
+    env: [`PATH=${TOOL_PATH}`],
+    timeout: HOOK_TIMEOUT_S,
+  };
+}
+
+/** The poststop hook entry: removes the host veth if it outlived the namespace. */
+export function poststopHook(hookPath: string, veth: string): Hook {
+  return { path: hookPath, args: [hookPath, 'mode=remove', `veth=${veth}`], env: [`PATH=${TOOL_PATH}`], timeout: HOOK_TIMEOUT_S };
+}
+
+/** The hook's source, beside this file (a real bash file, so it can be read and linted as one). */
+const HOOK_SOURCE = new URL('./ferry-net-hook.sh', import.meta.url);
+
+/**
+ * Copies the hook into `dir` (atomically, only when its content changed) and returns its absolute path.
+ * Bundles name the copy, so upgrading the agent's code never swaps a hook under a running start.
+ */
+export async function installHook(dir: string): Promise<string> {
+  const path = join(dir, HOOK_FILE);
+  const script = await readFile(HOOK_SOURCE, 'utf8');
+  const current = await readFile(path, 'utf8').catch(() => undefined);
+  if (current === script) return path;
+  await mkdir(dir, { recursive: true });
+  // A hook running right now keeps reading the old inode; a half-written file is never visible.
+  const tmp = `${path}.${process.pid}.tmp`;
+  await writeFile(tmp, script, { mode: 0o755 });
+  await chmod(tmp, 0o755);
+  await rename(tmp, path);
+  return path;
+}

@@ -1,0 +1,171 @@
+/**
+ * The node network: bridge + address allocator + prestart hook + port proxy, put together behind
+ * the `NodeNetwork` contract the agent uses.
+ */
+import { mkdir, readdir, rm, rmdir } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
+import { attachToBridge, checkLinkName, deleteLink, destroyBridge, ensureBridge } from './bridge.ts';
+import { netErrors } from './errors.ts';
+import { HOOK_FILE, installHook, poststopHook, prestartHook, vethName } from './hook.ts';
+import type { HookMode } from './hook.ts';
+import { LocalAddressAllocator, checkContainerId } from './ipam.ts';
+import type { AddressAllocator, Lease } from './ipam.ts';
+import { macFromIp, parseSubnet } from './ipv4.ts';
+import type { Subnet } from './ipv4.ts';
+import { PortProxy } from './ports.ts';
+import type { PortStats, PublishedPorts } from './ports.ts';
+import type { AttachOptions, Attachment, NodeNetwork, PortMapping } from './types.ts';
+
+/** Bridge name when none is configured. */
+export const DEFAULT_BRIDGE = 'ferry0';
+/** Container subnet when none is configured. */
+export const DEFAULT_SUBNET = '10.213.0.0/24';
+
+const IPAM_FILE = 'ipam.json';
+const PORTS_FILE = 'ports.json';
+
+/** Settings of a node network. */
+export interface NodeNetworkOptions {
+  /** Directory for the address table, the port table and the hook; made absolute. */
+  readonly stateDir: string;
+  readonly bridge?: string;
+  readonly subnet?: string;
+  /** MASQUERADE the subnet's outbound traffic (off by default). */
+  readonly outboundNat?: boolean;
+  readonly log?: (m: string) => void;
+  /** Where addresses come from; default a node-local file in stateDir. The cluster IPAM plugs in here. */
+  readonly allocator?: AddressAllocator;
+}
+
+/** The node network on this host (Linux bridge, veths, userland port proxy). */
+export class LocalNodeNetwork implements NodeNetwork {
+  readonly stateDir: string;
+  readonly bridge: string;
+  readonly subnet: Subnet;
+  /** Absolute path of the installed hook that bundles name. */
+  readonly hookPath: string;
+  private readonly outboundNat: boolean;
+  private readonly log: (m: string) => void;
+  private readonly allocator: AddressAllocator;
+  /** Set when the allocator is the node-local file one this network created (destroy removes its file). */
+  private readonly localAllocator: LocalAddressAllocator | undefined;
+  private readonly ports: PortProxy;
+
+  constructor(options: NodeNetworkOptions) {
+    this.stateDir = resolve(options.stateDir);
+    this.bridge = options.bridge ?? DEFAULT_BRIDGE;
+    checkLinkName(this.bridge);
+    this.outboundNat = options.outboundNat ?? false;
+    this.log = options.log ?? (() => undefined);
+    this.localAllocator = options.allocator ? undefined : new LocalAddressAllocator({ file: join(this.stateDir, IPAM_FILE), subnet: options.subnet ?? DEFAULT_SUBNET });
+    this.allocator = options.allocator ?? (this.localAllocator as LocalAddressAllocator);
+    this.subnet = this.allocator.subnet;
+    if (options.allocator && options.subnet !== undefined && parseSubnet(options.subnet).cidr !== this.subnet.cidr) {
+      throw netErrors.NET_BAD_CONFIG({ reason: `subnet ${options.subnet} differs from the allocator's ${this.subnet.cidr}` });
+    }
+    this.hookPath = join(this.stateDir, HOOK_FILE);
+    this.ports = new PortProxy({ file: join(this.stateDir, PORTS_FILE), log: this.log });
+  }
+
+  async init(): Promise<void> {
+    await mkdir(this.stateDir, { recursive: true, mode: 0o700 });
+    await ensureBridge({ name: this.bridge, subnet: this.subnet, outboundNat: this.outboundNat }, this.log);
+    await installHook(this.stateDir);
+    // The hook's fast path reaches a namespace through /run/netns; without the directory it must
+    // bind-mount a name, which costs two more forks per start.
+    await mkdir('/run/netns', { recursive: true }).catch(() => undefined);
+  }
+
+  async attach(containerId: string, options: AttachOptions = {}): Promise<Attachment> {
+    checkContainerId(containerId);
+    const veth = vethName(containerId);
+    const clash = (await this.allocator.list()).find((l) => l.containerId !== containerId && vethName(l.containerId) === veth);
+    if (clash) {
+      // 44 bits of sha256 make this practically impossible; if it happens, say so instead of sharing a link.
+      throw netErrors.NET_SETUP_FAILED({ command: `attach ${containerId}`, stderr: `veth name ${veth} is already used by ${clash.containerId}` });
+    }
+    const lease = await this.allocator.allocate(containerId);
+    return this.attachment(lease, options.mode ?? 'up');
+  }
+
+  async detach(containerId: string): Promise<void> {
+    checkContainerId(containerId);
+    await this.ports.unpublish(containerId);
+    await deleteLink(vethName(containerId));
+    await this.allocator.release(containerId);
+  }
+
+  /** Connects a `mode=down` attachment's host veth to the bridge and brings it up. */
+  bringUp(attachment: Attachment): Promise<void> {
+    return attachToBridge(attachment.hostVeth, attachment.bridge ?? this.bridge);
+  }
+
+  publish(containerId: string, ip: string, ports: PortMapping[]): Promise<void> {
+    return this.ports.publish(containerId, ip, ports);
+  }
+
+  unpublish(containerId: string): Promise<void> {
+    return this.ports.unpublish(containerId);
+  }
+
+  /** The persisted port table (after a restart: what to re-publish, or unpublish for gone containers). */
+  published(): Promise<PublishedPorts[]> {
+    return this.ports.published();
+  }
+
+  /** Connection counters of a container's published ports. */
+  portStats(containerId: string): Promise<PortStats[]> {
+    return this.ports.stats(containerId);
+  }
+
+  async list(): Promise<Attachment[]> {
+    return (await this.allocator.list()).map((l) => this.attachment(l, 'up'));
+  }
+
+  /** Stops the port listeners of this process and keeps all state (agent shutdown; restart re-publishes). */
+  close(): Promise<void> {
+    return this.ports.close();
+  }
+
+  async destroy(): Promise<void> {
+    await this.ports.clear();
+    for (const lease of await this.allocator.list()) {
+      await deleteLink(vethName(lease.containerId));
+      await this.allocator.release(lease.containerId);
+    }
+    await this.localAllocator?.clear();
+    await destroyBridge(this.bridge, this.log);
+    await rm(this.hookPath, { force: true });
+    // The directory may be shared with other agent state; only an empty one is ours to remove.
+    const left = await readdir(this.stateDir).catch(() => undefined);
+    if (left?.length === 0) await rmdir(this.stateDir);
+  }
+
+  private attachment(lease: Lease, mode: HookMode): Attachment {
+    const hostVeth = vethName(lease.containerId);
+    const prestart = prestartHook(this.hookPath, {
+      mode,
+      address: `${lease.ip}/${lease.prefixLength}`,
+      gateway: lease.gateway,
+      gatewayMac: macFromIp(lease.gateway),
+      mac: lease.mac,
+      veth: hostVeth,
+      bridge: this.bridge,
+    });
+    return {
+      containerId: lease.containerId,
+      ip: lease.ip,
+      prefixLength: lease.prefixLength,
+      gateway: lease.gateway,
+      mac: lease.mac,
+      hostVeth,
+      bridge: this.bridge,
+      hooks: { prestart: [prestart], poststop: [poststopHook(this.hookPath, hostVeth)] },
+    };
+  }
+}
+
+/** Connects a `mode=down` attachment's host veth to its bridge and brings it up (migration restore). */
+export function bringUp(attachment: Attachment): Promise<void> {
+  return attachToBridge(attachment.hostVeth, attachment.bridge ?? DEFAULT_BRIDGE);
+}

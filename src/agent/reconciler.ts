@@ -1,0 +1,271 @@
+/**
+ * The node's reconcile loop: holds the latest assignment per container name (from the manager's
+ * watch) and drives the runtime until what runs matches it. One container is reconciled at a time
+ * per name; exits, restarts and timers just queue the name again.
+ */
+import { randomBytes } from 'node:crypto';
+import type { Assignment, ContainerStatus, Phase } from '../model/index.ts';
+import type { RuntimeState } from './runtime/index.ts';
+import type { ContainerRecord } from './records.ts';
+import { createAndStart, teardown, removeOrphan, type LifecycleDeps } from './lifecycle.ts';
+import { decideRestart, STABLE_RUN_MS } from './restart.ts';
+
+/** What the reconciler needs besides the lifecycle steps. */
+export interface ReconcilerDeps extends LifecycleDeps {
+  readonly node: string;
+  /** Prefix of runtime ids this agent creates (unique per agent/test run). */
+  readonly idPrefix: string;
+  readonly stopTimeoutMs: number;
+  readonly report: (s: ContainerStatus) => void;
+  readonly clearStatus: (name: string, uid: string) => void;
+}
+
+function sameResources(a: object | undefined, b: object | undefined): boolean {
+  return JSON.stringify(a ?? {}) === JSON.stringify(b ?? {});
+}
+
+/** The reconcile loop of one node. */
+export class Reconciler {
+  private readonly d: ReconcilerDeps;
+  private readonly assignments = new Map<string, Assignment>();
+  private readonly records = new Map<string, ContainerRecord>();
+  private readonly queue = new Set<string>();
+  private readonly exitWatches = new Map<string, AbortController>();
+  private readonly timers = new Map<string, NodeJS.Timeout>();
+  private running = false;
+  private synced = false;
+  private stopped = false;
+  private drained: (() => void)[] = [];
+
+  constructor(d: ReconcilerDeps) {
+    this.d = d;
+  }
+
+  /** Loads records and removes what crashes left behind; runs before the first assignment list. */
+  async adopt(): Promise<void> {
+    for (const rec of await this.d.records.list()) this.records.set(rec.name, rec);
+    const known = new Set([...this.records.values()].map((r) => r.runtimeId));
+    for (const st of await this.d.runtime.list()) if (!known.has(st.id)) await removeOrphan(this.d, st.id);
+    for (const id of await this.d.records.orphanDirs()) await removeOrphan(this.d, id);
+    for (const rec of this.records.values()) this.enqueue(rec.name);
+  }
+
+  /** Replaces every assignment (after a list); containers no longer assigned are torn down. */
+  resync(all: Assignment[]): void {
+    this.assignments.clear();
+    for (const a of all) this.assignments.set(a.name, a);
+    this.synced = true;
+    for (const n of new Set([...this.assignments.keys(), ...this.records.keys()])) this.enqueue(n);
+  }
+
+  /** Sets or replaces one assignment. */
+  set(a: Assignment): void {
+    this.assignments.set(a.name, a);
+    this.enqueue(a.name);
+  }
+
+  /** Drops an assignment (the container is gone from this node's desired state). */
+  delete(name: string): void {
+    this.assignments.delete(name);
+    this.enqueue(name);
+  }
+
+  /** The record of a container by runtime id (for the agent API). */
+  recordById(runtimeId: string): ContainerRecord | undefined {
+    return [...this.records.values()].find((r) => r.runtimeId === runtimeId);
+  }
+
+  /** Resolves when nothing is queued (tests). */
+  idle(): Promise<void> {
+    if (!this.running && this.queue.size === 0) return Promise.resolve();
+    return new Promise((r) => this.drained.push(r));
+  }
+
+  /** Stops the loop; containers keep running (their supervisors hold them). */
+  stop(): void {
+    this.stopped = true;
+    for (const ac of this.exitWatches.values()) ac.abort();
+    for (const t of this.timers.values()) clearTimeout(t);
+  }
+
+  private enqueue(name: string): void {
+    if (this.stopped) return;
+    this.queue.add(name);
+    if (!this.running) void this.drain();
+  }
+
+  private async drain(): Promise<void> {
+    this.running = true;
+    while (this.queue.size > 0 && !this.stopped) {
+      const name = this.queue.values().next().value as string;
+      this.queue.delete(name);
+      try {
+        await this.reconcile(name);
+      } catch (e) {
+        this.d.log(`reconcile ${name}: ${(e as Error).message}`);
+      }
+    }
+    this.running = false;
+    for (const r of this.drained.splice(0)) r();
+  }
+
+  private later(name: string, ms: number): void {
+    clearTimeout(this.timers.get(name));
+    this.timers.set(name, setTimeout(() => { this.timers.delete(name); this.enqueue(name); }, Math.max(0, ms)));
+  }
+
+  private watchExit(rec: ContainerRecord): void {
+    if (this.exitWatches.has(rec.runtimeId)) return;
+    const ac = new AbortController();
+    this.exitWatches.set(rec.runtimeId, ac);
+    this.d.runtime.waitExit(rec.runtimeId, ac.signal).then(
+      () => { this.exitWatches.delete(rec.runtimeId); this.enqueue(rec.name); },
+      () => { this.exitWatches.delete(rec.runtimeId); },
+    );
+  }
+
+  private status(rec: ContainerRecord, a: Assignment | undefined, phase: Phase, pid: number, message?: string): void {
+    this.d.report({
+      name: rec.name, uid: rec.uid, node: this.d.node, epoch: rec.epoch, runtimeId: rec.runtimeId, phase,
+      observedGeneration: a?.generation ?? rec.appliedGeneration, pid, ip: rec.ip,
+      exitCode: rec.lastExit?.exitCode, oomKilled: rec.lastExit?.oomKilled, startedAt: rec.startedAt, finishedAt: rec.lastExit?.finishedAt,
+      restartCount: rec.restartCount, message, appliedResources: rec.appliedResources, rootfsMode: rec.rootfsMode,
+      updatedAt: new Date().toISOString(),
+    });
+  }
+
+  private async reconcile(name: string): Promise<void> {
+    const a = this.assignments.get(name);
+    let rec = this.records.get(name);
+    // Before the first list from the manager we only adopt: never tear down on missing knowledge.
+    if (!this.synced && !a) {
+      if (rec) this.watchExit(rec);
+      return;
+    }
+    if (rec && (!a || a.remove || a.uid !== rec.uid)) {
+      this.exitWatches.get(rec.runtimeId)?.abort();
+      await teardown(this.d, rec, a?.remove === 'force' ? 0 : this.d.stopTimeoutMs);
+      this.records.delete(name);
+      this.d.clearStatus(rec.name, rec.uid);
+      rec = undefined;
+    }
+    if (!a) return;
+    if (a.remove) {
+      this.d.clearStatus(a.name, a.uid);
+      return;
+    }
+    if (!rec) {
+      rec = {
+        name, uid: a.uid, runtimeId: `${this.d.idPrefix}${name.toLowerCase().slice(0, 40)}-${randomBytes(4).toString('hex')}`,
+        epoch: a.epoch, appliedGeneration: 0, restartCount: 0, stoppedByUser: false, createdAt: new Date().toISOString(),
+      };
+      await this.d.records.save(rec);
+      this.records.set(name, rec);
+    }
+    rec.epoch = a.epoch;
+    const st = await this.d.runtime.state(rec.runtimeId);
+    if (a.spec.state === 'stopped') return this.keepStopped(rec, a, st);
+    if (st && (st.status === 'running' || st.status === 'paused')) return this.keepRunning(rec, a, st);
+    if (st && st.status === 'stopped' && !rec.stoppedByUser) {
+      if (await this.handleExit(rec, a, st)) return;
+    }
+    if (rec.failedGeneration === a.generation && a.spec.restart.policy === 'no') {
+      this.status(rec, a, 'failed', 0, rec.failure);
+      return;
+    }
+    // Not running (never created, interrupted create, user start after stop, or restart due): create it.
+    await this.start(rec, a, st === undefined ? 'creating' : 'restarting');
+  }
+
+  private async keepStopped(rec: ContainerRecord, a: Assignment, st: RuntimeState | undefined): Promise<void> {
+    if (st && (st.status === 'running' || st.status === 'paused' || st.status === 'created' || st.status === 'creating')) {
+      rec.stoppedByUser = true;
+      await this.d.records.save(rec);
+      this.exitWatches.get(rec.runtimeId)?.abort();
+      await this.d.network.unpublish(rec.runtimeId);
+      const exit = await this.d.runtime.stop(rec.runtimeId, this.d.stopTimeoutMs);
+      if (exit) rec.lastExit = { ...exit };
+    }
+    rec.stoppedByUser = true;
+    rec.appliedGeneration = a.generation;
+    await this.d.records.save(rec);
+    this.status(rec, a, 'stopped', 0, rec.lastExit ? `stopped (exit code ${rec.lastExit.exitCode})` : 'stopped');
+  }
+
+  private async keepRunning(rec: ContainerRecord, a: Assignment, st: RuntimeState): Promise<void> {
+    if (!sameResources(rec.appliedResources, a.spec.resources)) {
+      await this.d.runtime.update(rec.runtimeId, a.spec.resources);
+      rec.appliedResources = { ...a.spec.resources };
+    }
+    if (a.spec.ports.length > 0 && rec.ip) await this.d.network.publish(rec.runtimeId, rec.ip, a.spec.ports);
+    rec.appliedGeneration = a.generation;
+    await this.d.records.save(rec);
+    this.watchExit(rec);
+    this.status(rec, a, 'running', st.pid);
+  }
+
+  /** Records an exit and applies the restart policy; returns true when the container stays down for now. */
+  private async handleExit(rec: ContainerRecord, a: Assignment, st: RuntimeState): Promise<boolean> {
+    const exit = st.exit ?? { exitCode: 255, finishedAt: new Date().toISOString() };
+    const fresh = rec.lastExit?.finishedAt !== exit.finishedAt;
+    if (fresh) {
+      rec.lastExit = { ...exit };
+      const ranMs = Date.parse(exit.finishedAt) - Date.parse(rec.startedAt ?? exit.finishedAt);
+      const step = ranMs >= STABLE_RUN_MS ? 0 : rec.backoffStep ?? 0;
+      const decision = decideRestart(a.spec.restart, exit.exitCode, rec.restartCount, step);
+      await this.d.network.unpublish(rec.runtimeId);
+      if (decision.action === 'stay') {
+        rec.nextRestartAt = undefined;
+        await this.d.records.save(rec);
+        this.status(rec, a, decision.phase, 0, exit.oomKilled ? `${decision.message} (out of memory)` : decision.message);
+        return true;
+      }
+      rec.backoffStep = step + 1;
+      rec.nextRestartAt = new Date(Date.now() + decision.delayMs).toISOString();
+      await this.d.records.save(rec);
+      this.status(rec, a, 'restarting', 0, decision.message);
+    }
+    if (!rec.nextRestartAt) {
+      this.status(rec, a, rec.lastExit && rec.lastExit.exitCode !== 0 && a.spec.restart.policy === 'no' ? 'failed' : 'exited', 0, `exited with code ${rec.lastExit?.exitCode}`);
+      return true;
+    }
+    const wait = Date.parse(rec.nextRestartAt) - Date.now();
+    if (wait > 0) {
+      this.later(rec.name, wait);
+      return true;
+    }
+    rec.restartCount += 1;
+    return false;
+  }
+
+  private async start(rec: ContainerRecord, a: Assignment, phase: Phase): Promise<void> {
+    rec.stoppedByUser = false;
+    this.status(rec, a, phase, 0);
+    try {
+      await createAndStart(this.d, rec, a);
+    } catch (e) {
+      const msg = (e as Error).message;
+      rec.appliedGeneration = a.generation;
+      rec.failedGeneration = a.generation;
+      rec.failure = msg;
+      await this.d.records.save(rec);
+      this.d.log(`create ${rec.name} failed: ${msg}`);
+      if (a.spec.restart.policy !== 'no') {
+        const step = rec.backoffStep ?? 0;
+        rec.backoffStep = step + 1;
+        const delay = Math.min(60_000, 1000 * 2 ** Math.min(step, 6));
+        this.status(rec, a, 'restarting', 0, `${msg}; retrying in ${delay} ms`);
+        this.later(rec.name, delay);
+      } else {
+        this.status(rec, a, 'failed', 0, msg);
+      }
+      return;
+    }
+    rec.failedGeneration = undefined;
+    rec.failure = undefined;
+    await this.d.records.save(rec);
+    const st = await this.d.runtime.state(rec.runtimeId);
+    this.watchExit(rec);
+    this.status(rec, a, 'running', st?.pid ?? 0);
+  }
+}

@@ -1,0 +1,119 @@
+/**
+ * ferry-shim on its own, with `sh` standing in for runc: the stand-in backgrounds a "container"
+ * process (which the shim adopts as subreaper) and writes its pid, as `runc create` would.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, readlinkSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { containerPaths, isAlive, isOurShim, launchShim, liveShimPid, readPidFile } from './shim.ts';
+import type { ContainerPaths } from './shim.ts';
+import { readExit } from './record.ts';
+import { parseLogLine } from './logs.ts';
+import { buildShim, missingPrerequisite, prerequisiteGate } from './testkit.ts';
+
+const missing = missingPrerequisite({ runc: false });
+
+test('ferry-shim', { ...prerequisiteGate(missing), timeout: 60_000 }, async (t) => {
+  assert.equal(missing, undefined, `prerequisite missing: ${missing}`);
+  const base = mkdtempSync('/tmp/ferry-shim-test-');
+  const shim = buildShim(base);
+  const started: number[] = [];
+  t.after(() => {
+    for (const pid of started) {
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {
+        // already gone
+      }
+    }
+    rmSync(base, { recursive: true, force: true });
+  });
+
+  let n = 0;
+  const fresh = (): ContainerPaths => {
+    const p = containerPaths(base, `c${n++}`);
+    mkdirSync(p.dir);
+    return p;
+  };
+  /** A runc stand-in that starts `script` in the background as the container and records its pid. */
+  const fakeRunc = (p: ContainerPaths, script: string, after = ''): string[] =>
+    // sh gives background jobs /dev/null as stdin unless redirected explicitly: hand over the pipe.
+    ['/bin/sh', '-c', `exec 3<&0; /bin/sh -c '${script}' 0<&3 3<&- & echo $! > ${p.containerPid}; ${after}`];
+  const until = async (what: string, check: () => boolean): Promise<void> => {
+    for (let i = 0; i < 200 && !check(); i++) await new Promise((r) => setTimeout(r, 25));
+    assert.ok(check(), `timed out waiting for ${what}`);
+  };
+  const entries = (p: ContainerPaths) => readFileSync(p.log, 'utf8').split('\n').filter(Boolean).map((l) => parseLogLine(l));
+
+  await t.test('supervises: logs as JSON lines, records the exit, leaves', async () => {
+    const p = fresh();
+    const script = 'echo out; printf "q\\"b\\\\s\\ttab\\n" >&2; head -c 40000 /dev/zero | tr "\\\\0" x; echo; exit 3';
+    const r = await launchShim(shim, p, fakeRunc(p, script, 'echo runc-says >&2'));
+    assert.equal(r.status, 0);
+    assert.match(r.stderr, /runc-says/, 'runc\'s stderr reaches the caller');
+    await until('exit.json', () => existsSync(p.exit));
+    const exit = await readExit(p);
+    assert.equal(exit?.exitCode, 3);
+    assert.equal(exit?.signal, undefined);
+    const logs = entries(p);
+    assert.ok(logs.every((e) => e !== undefined), 'every line is valid JSON');
+    assert.deepEqual(logs.filter((e) => e!.stream === 'stderr').map((e) => e!.line).sort(), ['q"b\\s\ttab', 'runc-says']);
+    const long = logs.filter((e) => e!.line.startsWith('xxx')).map((e) => e!.line.length);
+    assert.deepEqual(long, [16384, 16384, 40000 - 2 * 16384], 'long lines are cut at 16 KiB');
+    await until('the shim to leave', () => !existsSync(p.shimPid));
+  });
+
+  await t.test('stdio of the container: three pipes, stdin at EOF; exit by signal', async () => {
+    const p = fresh();
+    const r = await launchShim(shim, p, fakeRunc(p, 'exec sleep 1000'));
+    assert.equal(r.status, 0);
+    const shimPid = await readPidFile(p.shimPid);
+    started.push(shimPid);
+    assert.ok(await isOurShim(shimPid, p));
+    assert.equal(await isOurShim(process.pid, p), false);
+    assert.equal(await liveShimPid(p), shimPid);
+    const cpid = await readPidFile(p.containerPid);
+    started.push(cpid);
+    const fds = readdirSync(`/proc/${cpid}/fd`).sort();
+    assert.deepEqual(fds, ['0', '1', '2'], 'no shim fd leaks into the container');
+    for (const fd of fds) assert.match(readlinkSync(`/proc/${cpid}/fd/${fd}`), /^pipe:/);
+    const shimFds = readdirSync(`/proc/${shimPid}/fd`).map((fd) => readlinkSync(`/proc/${shimPid}/fd/${fd}`));
+    assert.equal(shimFds.filter((l) => l.startsWith('/') && l !== '/dev/null' && l !== p.log).length, 0, `shim holds ${shimFds.join(' ')}`);
+    process.kill(cpid, 'SIGKILL');
+    await until('exit.json', () => existsSync(p.exit));
+    assert.deepEqual(await readExit(p).then((e) => [e?.exitCode, e?.signal]), [137, 'SIGKILL']);
+
+    const q = fresh();
+    await launchShim(shim, q, fakeRunc(q, 'exec cat'));
+    await until('cat to see EOF', () => existsSync(q.exit));
+    assert.equal((await readExit(q))?.exitCode, 0);
+  });
+
+  await t.test('a failing runc: its status and stderr reach the caller, no exit file', async () => {
+    const p = fresh();
+    const r = await launchShim(shim, p, ['/bin/sh', '-c', 'echo boom >&2; exit 7']);
+    assert.deepEqual([r.status, r.stderr.trim()], [7, 'boom']);
+    const q = fresh();
+    const noPid = await launchShim(shim, q, ['/bin/true']);
+    assert.equal(noPid.status, 125);
+    assert.match(noPid.stderr, /no pid/);
+    const missingBinary = await launchShim(shim, fresh(), ['/no/such/runc']);
+    assert.equal(missingBinary.status, 127);
+    await until('shims to leave', () => !existsSync(p.shimPid) && !existsSync(q.shimPid));
+    assert.equal(existsSync(p.exit), false);
+  });
+
+  await t.test('SIGTERM ends supervision without inventing an exit', async () => {
+    const p = fresh();
+    await launchShim(shim, p, fakeRunc(p, 'exec sleep 1000'));
+    const shimPid = await readPidFile(p.shimPid);
+    const cpid = await readPidFile(p.containerPid);
+    started.push(shimPid, cpid);
+    process.kill(shimPid, 'SIGTERM');
+    await until('the shim to go', () => !existsSync(p.shimPid));
+    assert.equal(await isAlive(shimPid), false);
+    assert.equal(existsSync(p.exit), false);
+    process.kill(cpid, 'SIGKILL');
+  });
+});

@@ -1,0 +1,20 @@
+/** The manager API's error table. Codes are stable; clients and scripts match on them. */
+import { defineErrors } from '../errors/index.ts';
+
+/** API errors. */
+export const apiErrors = defineErrors({
+  BAD_REQUEST: { status: 400, message: 'bad request: {reason}' },
+  UNAUTHORIZED: { status: 401, message: 'missing or wrong API token: {hint}' },
+  ROUTE_NOT_FOUND: { status: 404, message: 'no such API route: {method} {url}' },
+  CONTAINER_NOT_FOUND: { status: 404, message: 'no container named "{name}"; `ferry ps -a` lists them' },
+  CONTAINER_EXISTS: { status: 409, message: 'a container named "{name}" already exists; pick another name or `ferry rm {name}` first' },
+  CONTAINER_DELETING: { status: 409, message: 'container "{name}" is being removed' },
+  CONTAINER_NOT_RUNNING: { status: 409, message: 'container "{name}" is not running (it is {phase})' },
+  IMAGE_NOT_FOUND: { status: 404, message: 'no image "{image}" on any node; `ferry image ls` lists them, `ferry image import` adds one' },
+  PORT_IN_USE: { status: 409, message: 'host port {hostIp}:{hostPort} is already published by container "{holder}"' },
+  NODE_NOT_FOUND: { status: 404, message: 'no node named "{name}"; `ferry node ls` lists them' },
+  NO_NODE: { status: 503, message: 'no ready node can run this container: {reason}' },
+  AGENT_UNREACHABLE: { status: 502, message: 'the agent of node "{node}" did not answer: {reason}' },
+  TIMEOUT: { status: 504, message: 'timed out after {ms} ms waiting for {what}' },
+  PAYLOAD_TOO_LARGE: { status: 413, message: 'request body too large: {reason}' },
+});

@@ -1,0 +1,128 @@
+/** Process verbs: up, down, and the daemons themselves (manager, agent). */
+import { hostname } from 'node:os';
+import { mkdir, writeFile, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { Command } from 'commander';
+import { startManager } from '../../manager/index.ts';
+import { startAgent } from '../../agent/index.ts';
+import { FerryError } from '../../errors/index.ts';
+import { up, down, type RunFile } from '../daemons.ts';
+import { ferryHome } from '../config.ts';
+import { homePaths, TOOLS } from '../paths.ts';
+import { printJson } from '../output.ts';
+import type { Ctx } from './containers.ts';
+import { positiveInt } from './containers.ts';
+
+const VERSION = '0.1.0';
+
+function stamp(msg: string): void {
+  process.stdout.write(`${new Date().toISOString()} ${msg}\n`);
+}
+
+function needToken(): string {
+  const t = process.env.FERRY_TOKEN;
+  if (!t) throw new FerryError('FERRY_ERR_NO_TOKEN', 400, 'set FERRY_TOKEN to the cluster token (ferry up does this for you)');
+  return t;
+}
+
+/** Waits for SIGTERM/SIGINT, then runs `stop` once. */
+function onShutdown(stop: () => Promise<void>): Promise<void> {
+  return new Promise((resolve) => {
+    let done = false;
+    const handler = (): void => {
+      if (done) return;
+      done = true;
+      stop().finally(resolve);
+    };
+    process.on('SIGTERM', handler);
+    process.on('SIGINT', handler);
+  });
+}
+
+/** Registers the process verbs. */
+export function systemCommands(program: Command, ctx: Ctx, globals: () => { home?: string }): void {
+  program.command('up').description('start Ferry on this machine: manager + one agent, state in SQLite')
+    .option('--host <addr>', 'address the API listens on', '127.0.0.1')
+    .option('--port <port>', 'API port (0 = any free port)', '7670')
+    .option('--agent-port <port>', 'agent API port (0 = any free port)', '0')
+    .option('--node-name <name>', 'name of this node', hostname().split('.')[0])
+    .option('--agent-arg <arg>', 'extra argument for the agent (repeatable; for tests)', (v: string, p: string[] = []) => [...p, v])
+    .action(async (o: { host: string; port: string; agentPort: string; nodeName: string; agentArg?: string[] }) => {
+      const home = ferryHome(globals().home);
+      const r = await up({
+        home, host: o.host, port: positiveInt(o.port, '--port', true), agentPort: positiveInt(o.agentPort, '--agent-port', true),
+        nodeName: o.nodeName, extraAgentArgs: o.agentArg,
+        progress: (m) => { if (ctx.format() !== 'json') process.stderr.write(`${m}…\n`); },
+      });
+      if (ctx.format() === 'json') printJson({ ...r, home });
+      else process.stdout.write(`Ferry is up. API: ${r.api}  node: ${r.node}  home: ${home}\nTry: ferry run --name web -p 8080:80 --memory 128m sample\n`);
+    });
+
+  program.command('down').description('stop Ferry on this machine (removes its containers unless --keep-containers)')
+    .option('--keep-containers', 'leave containers running; the next `ferry up` adopts them')
+    .action(async (o: { keepContainers?: boolean }) => {
+      const home = ferryHome(globals().home);
+      const r = await down({ home, keepContainers: o.keepContainers === true, progress: (m) => { if (ctx.format() !== 'json') process.stderr.write(`${m}…\n`); } });
+      if (ctx.format() === 'json') printJson(r);
+      else process.stdout.write(r.stopped.length === 0 ? 'Ferry was not running.\n' : `Ferry is down (${r.removed.length} container(s) removed).\n`);
+    });
+
+  program.command('manager').description('run the manager in the foreground (`ferry up` starts it for you)')
+    .option('--host <addr>', 'listen address', '127.0.0.1').option('--port <port>', 'listen port', '7670')
+    .option('--store <url>', 'store URL (default sqlite:<home>/manager/state.db)')
+    .option('--node-lease <seconds>', 'node heartbeat lease', '10')
+    .action(async (o: { host: string; port: string; store?: string; nodeLease: string }) => {
+      const home = ferryHome(globals().home);
+      const p = homePaths(home);
+      const m = await startManager({
+        dataDir: p.manager, storeUrl: o.store, host: o.host, port: positiveInt(o.port, '--port', true), token: process.env.FERRY_TOKEN,
+        nodeLeaseTtl: positiveInt(o.nodeLease, '--node-lease'), version: VERSION, log: stamp,
+      });
+      await mkdir(p.run, { recursive: true });
+      const run: RunFile = { pid: process.pid, url: m.url, role: 'manager' };
+      await writeFile(p.managerRun, JSON.stringify(run));
+      stamp(`manager listening on ${m.url}`);
+      await onShutdown(async () => {
+        stamp('manager stopping');
+        await m.stop();
+        await rm(p.managerRun, { force: true });
+      });
+    });
+
+  program.command('agent').description('run a node agent in the foreground (`ferry up` starts one for you)')
+    .requiredOption('--manager <url>', 'manager API URL')
+    .option('--name <name>', 'node name', hostname().split('.')[0])
+    .option('--host <addr>', 'agent API listen address', '127.0.0.1').option('--port <port>', 'agent API port', '0')
+    .option('--advertise <url>', 'URL the manager uses to reach this agent')
+    .option('--data-dir <dir>', 'agent data directory (default <home>/agents/<name>)')
+    .option('--id-prefix <prefix>', 'prefix of container runtime ids', 'ferry-')
+    .option('--cgroup-parent <name>', 'cgroup parent of containers', 'ferry')
+    .option('--bridge <name>', 'container bridge', 'ferry0')
+    .option('--subnet <cidr>', 'container subnet of this node', '10.213.0.0/24')
+    .option('--label <k=v>', 'node label (repeatable)', (v: string, p: string[] = []) => [...p, v])
+    .option('--heartbeat-ms <ms>', 'heartbeat interval', '2000')
+    .option('--stop-timeout-ms <ms>', 'grace between SIGTERM and SIGKILL', '10000')
+    .action(async (o: Record<string, string | string[] | undefined>) => {
+      const home = ferryHome(globals().home);
+      const p = homePaths(home);
+      const name = o.name as string;
+      const a = await startAgent({
+        name, dataDir: (o.dataDir as string | undefined) ?? join(p.agents, name), managerUrl: o.manager as string, token: needToken(),
+        host: o.host as string, port: positiveInt(o.port as string, '--port', true), advertiseUrl: o.advertise as string | undefined,
+        runcPath: TOOLS.runc, criuPath: TOOLS.criu, shimPath: TOOLS.shim, sampleAppPath: TOOLS.sampleApp,
+        idPrefix: o.idPrefix as string, cgroupParent: o.cgroupParent as string, bridge: o.bridge as string, subnet: o.subnet as string,
+        labels: Object.fromEntries(((o.label as string[] | undefined) ?? []).map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1)])),
+        heartbeatMs: positiveInt(o.heartbeatMs as string, '--heartbeat-ms'), stopTimeoutMs: positiveInt(o.stopTimeoutMs as string, '--stop-timeout-ms', true),
+        version: VERSION, log: stamp,
+      });
+      await mkdir(p.run, { recursive: true });
+      const run: RunFile = { pid: process.pid, url: a.url, role: 'agent', name };
+      await writeFile(p.agentRun(name), JSON.stringify(run));
+      stamp(`agent ${name} listening on ${a.url}`);
+      await onShutdown(async () => {
+        stamp(`agent ${name} stopping (containers keep running)`);
+        await a.stop();
+        await rm(p.agentRun(name), { force: true });
+      });
+    });
+}

@@ -1,0 +1,30 @@
+/** Where Ferry's own files are: the repository (native helpers) and a home's state, logs and pid files. */
+import { fileURLToPath } from 'node:url';
+import { dirname, join, resolve } from 'node:path';
+
+/** The repository root (this file is src/cli/paths.ts). */
+export const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
+
+/** Paths of the helpers scripts/setup builds and installs. */
+export const TOOLS = {
+  shim: process.env.FERRY_SHIM ?? join(REPO_ROOT, 'build/ferry-shim'),
+  sampleApp: process.env.FERRY_SAMPLE_APP ?? join(REPO_ROOT, 'build/sample-app'),
+  runc: process.env.FERRY_RUNC ?? 'runc',
+  criu: process.env.FERRY_CRIU ?? '/opt/ferry/bin/criu',
+  main: join(REPO_ROOT, 'src/cli/main.ts'),
+  tsx: join(REPO_ROOT, 'node_modules/tsx/dist/loader.mjs'),
+};
+
+/** The layout of a Ferry home. */
+export function homePaths(home: string): {
+  manager: string; agents: string; logs: string; run: string; managerRun: string; agentRun: (n: string) => string;
+} {
+  return {
+    manager: join(home, 'manager'),
+    agents: join(home, 'agents'),
+    logs: join(home, 'logs'),
+    run: join(home, 'run'),
+    managerRun: join(home, 'run/manager.json'),
+    agentRun: (n: string) => join(home, `run/agent-${n}.json`),
+  };
+}

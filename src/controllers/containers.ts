@@ -1,0 +1,136 @@
+/**
+ * The containers controller: places new containers (through the scheduler), keeps each node's
+ * assignments in step with the specs, and finishes removals once the agent has cleaned up.
+ */
+import type { Store } from '../store/index.ts';
+import { mutate, put, remove } from '../store/index.ts';
+import { isFerryError } from '../errors/index.ts';
+import type { Assignment, Container, ContainerStatus, Node } from '../model/index.ts';
+import { keys, keyName } from '../model/index.ts';
+import { place, type NodeSnapshot } from '../scheduler/index.ts';
+import { startLoop, type Loop } from './loop.ts';
+
+/** Builds the scheduler's view of the nodes from the store. */
+export async function nodeSnapshots(store: Store): Promise<NodeSnapshot[]> {
+  const [nodes, alive, containers] = await Promise.all([
+    store.list<Node>(keys.nodes), store.list(keys.alive), store.list<Container>(keys.containers),
+  ]);
+  const up = new Set(alive.items.map((kv) => keyName(kv.key)));
+  const alloc = new Map<string, { cpus: number; memoryBytes: number }>();
+  for (const { value: c } of containers.items) {
+    if (!c.placement) continue;
+    const a = alloc.get(c.placement.node) ?? { cpus: 0, memoryBytes: 0 };
+    a.cpus += c.spec.resources.cpus ?? 0;
+    a.memoryBytes += c.spec.resources.memoryBytes ?? 0;
+    alloc.set(c.placement.node, a);
+  }
+  return nodes.items.map(({ value: n }) => ({
+    name: n.metadata.name,
+    ready: up.has(n.metadata.name),
+    unschedulable: n.spec.unschedulable,
+    labels: n.metadata.labels,
+    capacity: n.status.capacity,
+    allocated: alloc.get(n.metadata.name) ?? { cpus: 0, memoryBytes: 0 },
+  }));
+}
+
+function sameAssignment(a: Assignment, b: Assignment): boolean {
+  return JSON.stringify(a) === JSON.stringify(b);
+}
+
+/** Reconciles one container by name. */
+export async function reconcileContainer(store: Store, name: string): Promise<void> {
+  const kv = await store.get<Container>(keys.container(name));
+  if (!kv) {
+    // Gone: no node may keep running it.
+    const { items } = await store.list<Assignment>(keys.allAssignments);
+    for (const a of items) if (keyName(a.key) === name) await remove(store, a.key);
+    return;
+  }
+  const c = kv.value;
+  const placement = c.placement;
+
+  if (c.metadata.deleting) {
+    if (!placement) {
+      await deleteIfUnchanged(store, name, kv.modRevision);
+      return;
+    }
+    const aKey = keys.assignment(placement.node, name);
+    const status = (await store.get<ContainerStatus>(keys.status(name)))?.value;
+    const nodeReady = (await store.get(keys.nodeAlive(placement.node))) !== undefined;
+    if (!nodeReady || !status || status.uid !== c.metadata.uid) {
+      // The agent has cleaned up (or its node is gone: it removes orphans when it returns).
+      await remove(store, aKey);
+      if (status && status.uid === c.metadata.uid) await remove(store, keys.status(name));
+      await deleteIfUnchanged(store, name, kv.modRevision);
+      return;
+    }
+    await writeAssignment(store, aKey, { ...assignmentOf(c, placement.epoch), remove: c.metadata.force ? 'force' : 'graceful' });
+    return;
+  }
+
+  if (!placement) {
+    const decision = place(
+      { name, memoryBytes: c.spec.resources.memoryBytes, cpus: c.spec.resources.cpus, node: c.spec.node },
+      await nodeSnapshots(store),
+    );
+    if (!decision.ok) {
+      await reportPending(store, c, `no ready node can run this container: ${decision.reason}`);
+      return;
+    }
+    await mutate<Container>(store, keys.container(name), (cur) => {
+      if (cur.metadata.uid !== c.metadata.uid || cur.placement) return undefined;
+      cur.placement = { node: decision.node, epoch: 1, scheduledAt: new Date().toISOString(), reason: decision.reason };
+      return cur;
+    });
+    return; // the write re-queues this name; the next pass writes the assignment
+  }
+  await writeAssignment(store, keys.assignment(placement.node, name), assignmentOf(c, placement.epoch));
+}
+
+function assignmentOf(c: Container, epoch: number): Assignment {
+  return { name: c.metadata.name, uid: c.metadata.uid, generation: c.metadata.generation, epoch, spec: c.spec };
+}
+
+async function writeAssignment(store: Store, key: string, a: Assignment): Promise<void> {
+  const cur = await store.get<Assignment>(key);
+  if (cur && sameAssignment(cur.value, a)) return;
+  await put(store, key, a);
+}
+
+async function deleteIfUnchanged(store: Store, name: string, modRevision: number): Promise<void> {
+  try {
+    await store.delete(keys.container(name), modRevision);
+  } catch (e) {
+    if (!isFerryError(e, 'STORE_CONFLICT') && !isFerryError(e, 'STORE_NOT_FOUND')) throw e;
+  }
+}
+
+/** Records why a container waits, where `ferry ps` shows it (only while no agent has reported). */
+async function reportPending(store: Store, c: Container, message: string): Promise<void> {
+  const cur = await store.get<ContainerStatus>(keys.status(c.metadata.name));
+  if (cur && cur.value.uid === c.metadata.uid && cur.value.message === message) return;
+  if (cur && cur.value.uid === c.metadata.uid && cur.value.node !== '') return;
+  const st: ContainerStatus = {
+    name: c.metadata.name, uid: c.metadata.uid, node: '', epoch: 0, runtimeId: '', phase: 'pending',
+    observedGeneration: 0, pid: 0, restartCount: 0, message, updatedAt: new Date().toISOString(),
+  };
+  await put(store, keys.status(c.metadata.name), st);
+}
+
+/** Starts the containers controller. Node changes re-queue every container (capacity may have appeared). */
+export function startContainersController(store: Store, onError?: (name: string, e: unknown) => void): Loop {
+  const listNames = async (): Promise<string[]> => {
+    const [cs, as] = await Promise.all([store.list<Container>(keys.containers), store.list(keys.allAssignments)]);
+    return [...new Set([...cs.items.map((kv) => kv.value.metadata.name), ...as.items.map((kv) => keyName(kv.key))])];
+  };
+  const main = startLoop({ store, prefixes: [keys.containers, keys.statuses], listNames, reconcile: (n) => reconcileContainer(store, n), onError });
+  const nodes = startLoop({
+    store, prefixes: [keys.alive, keys.nodes], listNames: async () => ['*'], onError,
+    reconcile: async () => {
+      const { items } = await store.list<Container>(keys.containers);
+      for (const kv of items) if (!kv.value.placement) await reconcileContainer(store, kv.value.metadata.name);
+    },
+  });
+  return { stop: async () => { await Promise.all([main.stop(), nodes.stop()]); }, idle: async () => { await main.idle(); await nodes.idle(); } };
+}

@@ -1,0 +1,4 @@
+/** Controllers: reconcile loops that turn desired state in the store into assignments for agents. */
+export { startContainersController, reconcileContainer, nodeSnapshots } from './containers.ts';
+export { startLoop } from './loop.ts';
+export type { Loop, LoopOptions } from './loop.ts';

@@ -1,0 +1,71 @@
+/**
+ * The manager process: opens the store, serves the API, runs the controllers. Everything it knows
+ * lives in the store, so a restarted manager simply carries on.
+ */
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { FastifyInstance } from 'fastify';
+import { openStore, type Store } from '../store/index.ts';
+import { buildApi, NodeLeases, newToken } from '../api/index.ts';
+import { startContainersController, type Loop } from '../controllers/index.ts';
+
+/** How to run a manager. */
+export interface ManagerOptions {
+  /** Directory for the SQLite file, the token and upload spools. */
+  readonly dataDir: string;
+  /** Store URL; default `sqlite:<dataDir>/state.db`. */
+  readonly storeUrl?: string;
+  readonly host: string;
+  readonly port: number;
+  /** API token; default: read or create `<dataDir>/token`. */
+  readonly token?: string;
+  /** Seconds without heartbeat before a node is NotReady. */
+  readonly nodeLeaseTtl: number;
+  readonly version: string;
+  readonly log: (msg: string) => void;
+}
+
+/** A running manager. */
+export interface RunningManager {
+  readonly url: string;
+  readonly token: string;
+  readonly store: Store;
+  readonly api: FastifyInstance;
+  readonly controllers: Loop;
+  stop(): Promise<void>;
+}
+
+/** Reads the cluster token from `file`, creating it (mode 0600) on first start. */
+export async function loadOrCreateToken(file: string): Promise<string> {
+  try {
+    const t = (await readFile(file, 'utf8')).trim();
+    if (t) return t;
+  } catch { /* first start */ }
+  const t = newToken();
+  await writeFile(file, `${t}\n`, { mode: 0o600 });
+  return t;
+}
+
+/** Starts a manager. */
+export async function startManager(o: ManagerOptions): Promise<RunningManager> {
+  await mkdir(o.dataDir, { recursive: true, mode: 0o700 });
+  const token = o.token ?? (await loadOrCreateToken(join(o.dataDir, 'token')));
+  const store = await openStore(o.storeUrl ?? `sqlite:${join(o.dataDir, 'state.db')}`);
+  const leases = new NodeLeases(store, o.nodeLeaseTtl);
+  const api = await buildApi({
+    store, token, agentToken: token, version: o.version, leases, spoolDir: join(o.dataDir, 'spool'), nodeLeaseTtl: o.nodeLeaseTtl,
+  });
+  await api.listen({ host: o.host, port: o.port });
+  const addr = api.server.address();
+  const port = typeof addr === 'object' && addr ? addr.port : o.port;
+  const url = `http://${o.host === '0.0.0.0' ? '127.0.0.1' : o.host}:${port}`;
+  const controllers = startContainersController(store, (name, e) => o.log(`controller ${name}: ${(e as Error).message}`));
+  return {
+    url, token, store, api, controllers,
+    async stop() {
+      await controllers.stop();
+      await api.close();
+      await store.close();
+    },
+  };
+}

@@ -1,0 +1,40 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { place, type NodeSnapshot } from './index.ts';
+
+const GiB = 1024 ** 3;
+const node = (name: string, o: Partial<NodeSnapshot> = {}): NodeSnapshot => ({
+  name, ready: true, unschedulable: false, labels: {},
+  capacity: { cpus: 2, memoryBytes: 8 * GiB }, allocated: { cpus: 0, memoryBytes: 0 }, ...o,
+});
+
+test('picks the least allocated ready node and explains it', () => {
+  const d = place({ name: 'web', memoryBytes: GiB }, [node('a', { allocated: { cpus: 1, memoryBytes: 4 * GiB } }), node('b')]);
+  assert.equal(d.ok, true);
+  assert.equal(d.ok && d.node, 'b');
+  assert.match(d.reason, /least-allocated score \d+ \(best of 2 feasible\)/);
+});
+
+test('filters: not ready, drained, pinned elsewhere, no memory, no cpu', () => {
+  const d = place({ name: 'web', memoryBytes: 4 * GiB, cpus: 1.5, node: 'e' }, [
+    node('a', { ready: false }), node('b', { unschedulable: true }), node('c'),
+    node('e', { allocated: { cpus: 1, memoryBytes: 6 * GiB } }),
+  ]);
+  assert.equal(d.ok, false);
+  const why = Object.fromEntries(d.verdicts.map((v) => [v.node, v.reason]));
+  assert.equal(why.a, 'node is not ready');
+  assert.match(why.b!, /unschedulable/);
+  assert.match(why.c!, /pinned to node e/);
+  assert.match(why.e!, /not enough memory/);
+  assert.match(d.reason, /a: node is not ready/);
+});
+
+test('ties break by name so the same input gives the same answer', () => {
+  const nodes = [node('z'), node('m'), node('a')];
+  for (let i = 0; i < 5; i++) assert.equal((place({ name: 'x' }, nodes) as { node: string }).node, 'a');
+});
+
+test('no nodes: a clear reason', () => {
+  const d = place({ name: 'x' }, []);
+  assert.deepEqual([d.ok, d.reason], [false, 'no nodes have registered']);
+});
