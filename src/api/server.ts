@@ -34,7 +34,11 @@ export type Api = FastifyInstance & { withTypeProvider: FastifyInstance['withTyp
 
 /** Builds (but does not listen) the manager API. */
 export async function buildApi(deps: ApiDeps): Promise<FastifyInstance> {
-  const app = Fastify({ logger: deps.logger ?? false, bodyLimit: 1024 * 1024, forceCloseConnections: true }).withTypeProvider<TypeBoxTypeProvider>();
+  const app = Fastify({
+    logger: deps.logger ?? false, bodyLimit: 1024 * 1024, forceCloseConnections: true,
+    // Unknown fields are an error, not silently dropped: a typo must not be ignored.
+    ajv: { customOptions: { removeAdditional: false } },
+  }).withTypeProvider<TypeBoxTypeProvider>();
 
   await app.register(swagger, {
     openapi: {

@@ -10,6 +10,7 @@ export type OpenStore = () => Promise<{ store: Store; cleanup(): Promise<void> }
 /** Bound on any single wait, so a broken backend fails the case instead of hanging the run. */
 export const WAIT_MS = 5_000;
 
+/** Resolves after the given milliseconds. */
 export { sleep };
 
 /** Opens a store, runs `fn`, and always closes and cleans up, even when `fn` fails. */

@@ -86,6 +86,34 @@ await s.close();
     }
   });
 
+  it('stays correct when several processes compare-and-swap the same key', async () => {
+    const file = freshFile();
+    const script = join(dir, 'incrementer.mts');
+    const storeModule = fileURLToPath(new URL('./index.ts', import.meta.url));
+    await writeFile(
+      script,
+      `import { openStore, mutate } from ${JSON.stringify(storeModule)};
+const s = await openStore('sqlite:' + process.argv[2]);
+for (let i = 0; i < 200; i++) await mutate(s, '/count', (n) => n + 1, 10_000);
+await s.close();
+`,
+    );
+    const s = new SqliteStore(file);
+    try {
+      const start = await s.create('/count', 0);
+      const repoRoot = fileURLToPath(new URL('../..', import.meta.url));
+      const run = () => promisify(execFile)(process.execPath, ['--import', 'tsx', script, file], { cwd: repoRoot, timeout: 60_000 });
+      await Promise.all([run(), run(), run()]);
+      const end = await s.get<number>('/count');
+      assert.equal(end?.value, 600);
+      assert.equal(end?.version, 601);
+      assert.equal(end?.modRevision, start.modRevision + 600);
+      assert.equal(await s.revision(), start.modRevision + 600);
+    } finally {
+      await s.close();
+    }
+  });
+
   it('keeps data, revision, leases and compaction across close and reopen', async () => {
     const file = freshFile();
     const first = new SqliteStore(file);

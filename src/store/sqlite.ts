@@ -257,7 +257,7 @@ export class SqliteStore implements Store, WatchSource {
   /** @internal Part of WatchSource: polls for other processes' writes only while someone watches. */
   watchStarted(): void {
     if (this.watches++ > 0) return;
-    this.polledRevision = this.q.revision.get() ?? 0;
+    this.polledRevision = -1; // the first poll wakes the watches once, harmlessly; no read here that could throw
     // Not unref'd: a pending watch is work in progress, like an open socket.
     this.pollTimer = setInterval(() => this.poll(), POLL_MS);
   }
@@ -324,7 +324,8 @@ export class SqliteStore implements Store, WatchSource {
 
   /** The lease id to write, checked inside the write transaction: `requested` when given (0 detaches), else `current`. */
   private resolveLease(requested: number | undefined, current: number): number {
-    if (requested === undefined || requested === 0) return requested ?? current;
+    if (requested === undefined) return current;
+    if (requested === 0) return 0;
     const row = this.q.lease.get(requested);
     if (!row || row.expires_at <= Date.now()) throw storeErrors.STORE_LEASE_NOT_FOUND({ lease: requested });
     return requested;

@@ -91,10 +91,11 @@ export async function drain(entry: Readable): Promise<void> {
   for await (const _ of entry) void _;
 }
 
-/** A tar entry's header plus the pax fields tar-stream leaves to us. */
-export interface EntryHeader extends tar.Headers {
-  pax?: Record<string, string> | null;
-}
+/** A tar entry's header, with the pax records tar-stream leaves to us; `type` is null for unknown typeflags. */
+export type EntryHeader = Omit<Partial<tar.Header>, 'pax' | 'name'> & { name: string; pax?: Record<string, string> | null };
+
+/** An entry as tar-stream yields it: a readable of its content with its header. */
+type TarEntry = Readable & { header: tar.Header };
 
 /**
  * Iterates the entries of a (decompressed) tar stream; `onEntry` must consume the entry. Errors from
@@ -110,18 +111,18 @@ export async function forEachEntry(stream: Readable, source: string, onEntry: (h
     extract.destroy(e);
   });
   stream.pipe(extract);
-  const it = extract[Symbol.asyncIterator]();
+  const it = (extract as unknown as AsyncIterable<TarEntry>)[Symbol.asyncIterator]();
   let finished = false;
   try {
     for (;;) {
-      let r: IteratorResult<tar.Entry>;
+      let r: IteratorResult<TarEntry>;
       try {
         r = await it.next();
       } catch (e) {
         throw corrupt(feedError ?? e);
       }
       if (r.done) break;
-      await onEntry(r.value.header as EntryHeader, r.value);
+      await onEntry(r.value.header as unknown as EntryHeader, r.value);
     }
     finished = true;
     // Trailing bytes after the end-of-archive blocks still count for the layer's diff id.

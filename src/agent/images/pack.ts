@@ -8,17 +8,20 @@ import { join } from 'node:path';
 import { once } from 'node:events';
 import tar from 'tar-stream';
 import { nodeReadable } from './archive.ts';
+
+/** The header fields an entry may set (name required). */
+export type TarHeader = Partial<tar.Header> & { name: string };
 import type { Layout, PinSession } from './layout.ts';
 
 /** Adds one entry, waiting until tar-stream has taken it. */
-export function addEntry(pack: tar.Pack, header: tar.Headers, content?: Buffer): Promise<void> {
+export function addEntry(pack: tar.Pack, header: TarHeader, content?: Buffer): Promise<void> {
   return new Promise((resolve, reject) => {
     pack.entry(header, content ?? Buffer.alloc(0), (err) => (err ? reject(err) : resolve()));
   });
 }
 
 /** Adds a file entry whose content streams from disk. */
-async function addFile(pack: tar.Pack, header: tar.Headers, path: string): Promise<void> {
+async function addFile(pack: tar.Pack, header: TarHeader, path: string): Promise<void> {
   let sink!: ReturnType<tar.Pack['entry']>;
   const done = new Promise<void>((resolve, reject) => {
     sink = pack.entry(header, (err) => (err ? reject(err) : resolve()));
@@ -27,7 +30,7 @@ async function addFile(pack: tar.Pack, header: tar.Headers, path: string): Promi
     for await (const chunk of createReadStream(path)) {
       if (!sink.write(chunk)) await once(sink, 'drain');
     }
-    sink.end();
+    sink.end(undefined);
   } catch (e) {
     sink.destroy(e as Error);
     await done.catch(() => undefined);
@@ -39,7 +42,7 @@ async function addFile(pack: tar.Pack, header: tar.Headers, path: string): Promi
 /** Writes a tar of `fill`'s entries into the blob store; returns the blob (an uncompressed tar, so digest = diff id). */
 export async function storeTar(layout: Layout, pins: PinSession, source: string, fill: (pack: tar.Pack) => Promise<void>): Promise<{ digest: string; size: number }> {
   const pack = tar.pack();
-  const stored = layout.putBlobStream(nodeReadable(pack), source, pins);
+  const stored = layout.putBlobStream(nodeReadable(pack as unknown as AsyncIterable<Buffer>), source, pins);
   try {
     await fill(pack);
     pack.finalize();

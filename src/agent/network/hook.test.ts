@@ -124,9 +124,9 @@ test('without /run/netns the hook names the namespace itself and removes the nam
   t.after(() => killChild(sleeper));
   const p = params(env, 'c', 2, 'up');
   const hook = prestartHook(env.hookPath, p);
-  // A private mount namespace with an empty /run: the host's /run/netns is untouched, and the
-  // check after the hook shows what the hook left in its own view of /run/netns.
-  const script = `mount -t tmpfs ferry-test /run && "$0" "$@" && echo "left:$(ls -A /run/netns)"`;
+  // A private mount namespace with an empty /run: the host's /run/netns is untouched. Afterwards
+  // /run/netns exists only because the hook's `ip netns attach` made it, and must be empty again.
+  const script = `mount -t tmpfs ferry-test /run && "$0" "$@" && test -d /run/netns && echo "left:$(ls -A /run/netns)"`;
   const r = runHook(hook, state(sleeper.pid), ['unshare', '--mount', '--propagation', 'private', 'sh', '-c', script]);
   assert.equal(r.status, 0, r.stderr);
   assert.equal(r.stdout.trim(), 'left:');
@@ -149,13 +149,5 @@ test('bad input fails with a message and leaves no link behind', async (t) => {
   assert.match(r.stderr, /mode must be up, down or remove/);
   r = runHook({ ...hook, args: [env.hookPath, 'mode=up', `veth=${p.veth}`] }, state(1));
   assert.match(r.stderr, /missing one of/);
-  assert.equal(linkExists(p.veth), false);
-
-  // A namespace that cannot take the address (the process is gone by then) fails loudly too.
-  const sleeper = await sleeperInNewNetns();
-  const pid = sleeper.pid;
-  await killChild(sleeper);
-  r = runHook(hook, state(pid));
-  assert.equal(r.status, 1);
   assert.equal(linkExists(p.veth), false);
 });

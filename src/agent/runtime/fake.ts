@@ -153,8 +153,11 @@ export function createFakeRuntime(): FakeRuntime {
       if (!c) return undefined;
       if (c.status === 'stopped') return c.exit;
       await fake.kill(id, 'SIGTERM');
-      const graceful = AbortSignal.timeout(timeoutMs);
-      await until(c, () => c.status === 'stopped', graceful).catch(() => undefined);
+      // A referenced timer (AbortSignal.timeout's is not) keeps the event loop alive meanwhile.
+      const grace = new AbortController();
+      const timer = setTimeout(() => grace.abort(), timeoutMs);
+      await until(c, () => c.status === 'stopped', grace.signal).catch(() => undefined);
+      clearTimeout(timer);
       if (!c.exit) await fake.kill(id, 'SIGKILL');
       return c.exit;
     },

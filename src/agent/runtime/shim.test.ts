@@ -5,7 +5,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, readlinkSync, rmSync } from 'node:fs';
-import { join } from 'node:path';
 import { containerPaths, isAlive, isOurShim, launchShim, liveShimPid, readPidFile } from './shim.ts';
 import type { ContainerPaths } from './shim.ts';
 import { readExit } from './record.ts';
@@ -40,9 +39,9 @@ test('ferry-shim', { ...prerequisiteGate(missing), timeout: 60_000 }, async (t) 
   const fakeRunc = (p: ContainerPaths, script: string, after = ''): string[] =>
     // sh gives background jobs /dev/null as stdin unless redirected explicitly: hand over the pipe.
     ['/bin/sh', '-c', `exec 3<&0; /bin/sh -c '${script}' 0<&3 3<&- & echo $! > ${p.containerPid}; ${after}`];
-  const until = async (what: string, check: () => boolean): Promise<void> => {
-    for (let i = 0; i < 200 && !check(); i++) await new Promise((r) => setTimeout(r, 25));
-    assert.ok(check(), `timed out waiting for ${what}`);
+  const until = async (what: string, check: () => boolean | Promise<boolean>): Promise<void> => {
+    for (let i = 0; i < 200 && !(await check()); i++) await new Promise((r) => setTimeout(r, 25));
+    assert.ok(await check(), `timed out waiting for ${what}`);
   };
   const entries = (p: ContainerPaths) => readFileSync(p.log, 'utf8').split('\n').filter(Boolean).map((l) => parseLogLine(l));
 
@@ -111,8 +110,7 @@ test('ferry-shim', { ...prerequisiteGate(missing), timeout: 60_000 }, async (t) 
     const cpid = await readPidFile(p.containerPid);
     started.push(shimPid, cpid);
     process.kill(shimPid, 'SIGTERM');
-    await until('the shim to go', () => !existsSync(p.shimPid));
-    assert.equal(await isAlive(shimPid), false);
+    await until('the shim to go', async () => !existsSync(p.shimPid) && !(await isAlive(shimPid)));
     assert.equal(existsSync(p.exit), false);
     process.kill(cpid, 'SIGKILL');
   });

@@ -1,0 +1,84 @@
+/**
+ * bench/start: time from the API call to the container's process running, through Ferry (manager →
+ * store → controller → agent → rootfs → network → shim → runc), against bare `runc run -d` of the same
+ * bundle (same config.json, hooks included, same rootfs content), alternating in one run.
+ *
+ *   node --import tsx bench/start.ts [--reps 10] [-o json]
+ */
+import { execFileSync, spawnSync } from 'node:child_process';
+import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { tmpdir } from 'node:os';
+import { parseArgs } from 'node:util';
+import { startFerry, teardownFerry } from '../test/support/ferry.ts';
+import type { ContainerView } from '../src/model/index.ts';
+
+const { values } = parseArgs({ options: { reps: { type: 'string', default: '10' }, o: { type: 'string', short: 'o', default: 'table' } } });
+const reps = Number(values.reps);
+
+function stats(xs: number[]): { median: number; p90: number; min: number; max: number; mean: number } {
+  const s = [...xs].sort((a, b) => a - b);
+  const q = (p: number): number => s[Math.min(s.length - 1, Math.floor(p * s.length))]!;
+  return { median: q(0.5), p90: q(0.9), min: s[0]!, max: s[s.length - 1]!, mean: xs.reduce((a, b) => a + b, 0) / xs.length };
+}
+
+const f = await startFerry();
+const bundleDir = mkdtempSync(join(tmpdir(), `ferry-bench-${f.id}-`));
+const runcRoot = join(bundleDir, 'runc');
+try {
+  // Warm-up through Ferry; its bundle (config.json + rootfs content) becomes the bare-runc bundle.
+  const warm = await f.client.containers.create({ name: 'warm', image: 'sample' }, { wait: true });
+  if (warm.status?.phase !== 'running') throw new Error(`warm-up container is ${warm.status?.phase}: ${warm.status?.message}`);
+  const id = warm.status.runtimeId;
+  const config = JSON.parse(readFileSync(join(f.home, 'agents', f.node, 'runtime', id, 'config.json'), 'utf8')) as {
+    root: { path: string }; linux: { cgroupsPath: string };
+  };
+  execFileSync('cp', ['-a', config.root.path, join(bundleDir, 'rootfs')]);
+  await f.client.containers.remove('warm', { wait: true, force: true });
+
+  const ferryMs: number[] = [];
+  const runcMs: number[] = [];
+  for (let i = 0; i < reps; i++) {
+    const t0 = performance.now();
+    const v: ContainerView = await f.client.containers.create({ name: `b${i}`, image: 'sample' }, { wait: true });
+    const t1 = performance.now();
+    if (v.status?.phase !== 'running' || !(v.status.pid > 0)) throw new Error(`b${i} is ${v.status?.phase}`);
+    ferryMs.push(t1 - t0);
+    await f.client.containers.remove(`b${i}`, { wait: true, force: true });
+
+    const rid = `${f.id}-bare${i}`;
+    const cfg = structuredClone(config);
+    cfg.root.path = join(bundleDir, 'rootfs');
+    cfg.linux.cgroupsPath = `/${f.cgroupParent}/${rid}`;
+    writeFileSync(join(bundleDir, 'config.json'), JSON.stringify(cfg));
+    const r0 = performance.now();
+    const r = spawnSync('runc', ['--root', runcRoot, 'run', '-d', '--bundle', bundleDir, rid], { stdio: ['ignore', 'ignore', 'pipe'] });
+    const r1 = performance.now();
+    if (r.status !== 0) throw new Error(`runc run failed: ${r.stderr.toString()}`);
+    runcMs.push(r1 - r0);
+    spawnSync('runc', ['--root', runcRoot, 'delete', '--force', rid]);
+  }
+  const fs = stats(ferryMs);
+  const rs = stats(runcMs);
+  const result = { reps, ferryMs: fs, runcMs: rs, ratioMedian: fs.median / rs.median, rawFerryMs: ferryMs, rawRuncMs: runcMs };
+  if (values.o === 'json') console.log(JSON.stringify(result, null, 2));
+  else {
+    const row = (n: string, s: typeof fs): string => `${n.padEnd(26)}${s.median.toFixed(0).padStart(8)}${s.p90.toFixed(0).padStart(8)}${s.min.toFixed(0).padStart(8)}${s.max.toFixed(0).padStart(8)}`;
+    console.log(`bench/start: API call → process running, ${reps} repetitions each, alternating (ms)`);
+    console.log(`${''.padEnd(26)}${'median'.padStart(8)}${'p90'.padStart(8)}${'min'.padStart(8)}${'max'.padStart(8)}`);
+    console.log(row('ferry (POST ?wait=true)', fs));
+    console.log(row('bare runc run -d', rs));
+    console.log(`ratio ferry/runc (median): ${result.ratioMedian.toFixed(2)}×   (target ≤ 1.3×)`);
+    console.log(`raw ferry: ${ferryMs.map((x) => x.toFixed(0)).join(' ')}`);
+    console.log(`raw runc:  ${runcMs.map((x) => x.toFixed(0)).join(' ')}`);
+  }
+} finally {
+  if (existsSync(runcRoot)) {
+    for (const line of execFileSync('runc', ['--root', runcRoot, 'list', '-q'], { encoding: 'utf8' }).split('\n').filter(Boolean)) {
+      spawnSync('runc', ['--root', runcRoot, 'delete', '--force', line]);
+    }
+  }
+  rmSync(bundleDir, { recursive: true, force: true });
+  const left = await teardownFerry(f);
+  if (left.length > 0) console.error(`cleanup found leftovers: ${left.join('; ')}`);
+}

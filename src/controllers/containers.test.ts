@@ -1,0 +1,89 @@
+import { describe, it, beforeEach, afterEach } from 'node:test';
+import assert from 'node:assert/strict';
+import { openStore, put, type Store } from '../store/index.ts';
+import { keys, defaultSpec, type Assignment, type Container, type ContainerStatus, type Node } from '../model/index.ts';
+import { reconcileContainer } from './index.ts';
+
+const GiB = 1024 ** 3;
+function node(name: string): Node {
+  return {
+    apiVersion: 'ferry/v1', kind: 'Node', metadata: { name, uid: name, createdAt: '', labels: {} }, spec: { unschedulable: false },
+    status: {
+      address: 'http://x', capacity: { cpus: 2, memoryBytes: 4 * GiB }, agentVersion: 't', startedAt: '', heartbeatAt: '',
+      facts: { hostname: '', kernel: '', arch: '', os: '', runc: '', criu: '', cgroupVersion: 1, overlay: true, cpuModel: '', cpuFlags: [] },
+    },
+  };
+}
+function container(name: string, memoryBytes?: number): Container {
+  return {
+    apiVersion: 'ferry/v1', kind: 'Container', metadata: { name, uid: `uid-${name}`, createdAt: '', generation: 1 },
+    spec: { ...defaultSpec('sample'), resources: { memoryBytes } },
+  };
+}
+
+describe('containers controller', () => {
+  let store: Store;
+  beforeEach(async () => { store = await openStore('memory:'); });
+  afterEach(async () => { await store.close(); });
+
+  it('waits with a reason while no node is ready, then places and assigns', async () => {
+    await put(store, keys.container('web'), container('web'));
+    await reconcileContainer(store, 'web');
+    const pending = (await store.get<ContainerStatus>(keys.status('web')))!.value;
+    assert.equal(pending.phase, 'pending');
+    assert.match(pending.message!, /no nodes have registered/);
+
+    await put(store, keys.node('n1'), node('n1'));
+    await put(store, keys.nodeAlive('n1'), {});
+    await reconcileContainer(store, 'web');
+    const placed = (await store.get<Container>(keys.container('web')))!.value;
+    assert.equal(placed.placement?.node, 'n1');
+    assert.equal(placed.placement?.epoch, 1);
+    await reconcileContainer(store, 'web');
+    const a = (await store.get<Assignment>(keys.assignment('n1', 'web')))!.value;
+    assert.deepEqual([a.uid, a.generation, a.epoch, a.spec.image], ['uid-web', 1, 1, 'sample']);
+  });
+
+  it('refuses a node without the memory asked for, naming why', async () => {
+    await put(store, keys.node('n1'), node('n1'));
+    await put(store, keys.nodeAlive('n1'), {});
+    await put(store, keys.container('big'), container('big', 8 * GiB));
+    await reconcileContainer(store, 'big');
+    const st = (await store.get<ContainerStatus>(keys.status('big')))!.value;
+    assert.match(st.message!, /n1: not enough memory/);
+  });
+
+  it('removal: asks the agent, then deletes once the agent cleared the status', async () => {
+    await put(store, keys.node('n1'), node('n1'));
+    await put(store, keys.nodeAlive('n1'), {});
+    await put(store, keys.container('web'), container('web'));
+    await reconcileContainer(store, 'web');
+    await reconcileContainer(store, 'web');
+    await put<ContainerStatus>(store, keys.status('web'), {
+      name: 'web', uid: 'uid-web', node: 'n1', epoch: 1, runtimeId: 'r', phase: 'running', observedGeneration: 1, pid: 5, restartCount: 0, updatedAt: '',
+    });
+    const c = (await store.get<Container>(keys.container('web')))!.value;
+    await put(store, keys.container('web'), { ...c, metadata: { ...c.metadata, deleting: true, generation: 2 } });
+    await reconcileContainer(store, 'web');
+    assert.equal((await store.get<Assignment>(keys.assignment('n1', 'web')))!.value.remove, 'graceful');
+    assert.ok(await store.get(keys.container('web')), 'kept until the agent is done');
+    await store.delete(keys.status('web'));
+    await reconcileContainer(store, 'web');
+    assert.equal(await store.get(keys.container('web')), undefined);
+    assert.equal(await store.get(keys.assignment('n1', 'web')), undefined);
+  });
+
+  it('a removed container on a dead node is deleted at once; its assignment goes too', async () => {
+    await put(store, keys.node('n1'), node('n1'));
+    await put(store, keys.nodeAlive('n1'), {});
+    await put(store, keys.container('web'), container('web'));
+    await reconcileContainer(store, 'web');
+    await reconcileContainer(store, 'web');
+    await store.delete(keys.nodeAlive('n1'));
+    const c = (await store.get<Container>(keys.container('web')))!.value;
+    await put(store, keys.container('web'), { ...c, metadata: { ...c.metadata, deleting: true } });
+    await reconcileContainer(store, 'web');
+    assert.equal(await store.get(keys.container('web')), undefined);
+    assert.equal(await store.get(keys.assignment('n1', 'web')), undefined);
+  });
+});

@@ -1,0 +1,149 @@
+/**
+ * A real single-node Ferry for integration tests: `ferry up` in a temporary home with a unique id
+ * prefix, cgroup parent, bridge and subnet, and a teardown that removes everything even when the
+ * test failed (containers, mounts, cgroups, bridge, processes, files).
+ */
+import { spawn, execFileSync } from 'node:child_process';
+import { mkdtemp, readFile, readdir, rm } from 'node:fs/promises';
+import { existsSync, readdirSync, readFileSync, rmdirSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { FerryClient } from '../../src/client/index.ts';
+
+/** Repository root. */
+export const ROOT = resolve(import.meta.dirname, '../..');
+const FERRY = join(ROOT, 'bin/ferry');
+
+/** Result of one CLI call. */
+export interface CliResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/** A Ferry started for a test. */
+export interface TestFerry {
+  readonly id: string;
+  readonly home: string;
+  readonly node: string;
+  readonly bridge: string;
+  readonly subnet: string;
+  readonly runcRoot: string;
+  readonly cgroupParent: string;
+  readonly client: FerryClient;
+  /** Runs `ferry --home <home> …args`. */
+  cli(args: string[], o?: { input?: string; env?: Record<string, string> }): Promise<CliResult>;
+  /** Like cli, but throws unless the exit code is 0; returns stdout. */
+  ok(args: string[]): Promise<string>;
+  /** Runs `ferry -o json …` and parses stdout. */
+  json<T = unknown>(args: string[]): Promise<T>;
+  /** `runc list` ids under this agent's root. */
+  runcIds(): string[];
+  /** Stops and removes everything; returns what had to be removed by force (should be nothing). */
+  teardown(): Promise<string[]>;
+}
+
+/** Runs the ferry CLI. */
+export function runCli(home: string, args: string[], o: { input?: string; env?: Record<string, string> } = {}): Promise<CliResult> {
+  return new Promise((res, rej) => {
+    const p = spawn(FERRY, ['--home', home, ...args], { env: { ...process.env, FERRY_API: '', FERRY_TOKEN: '', ...o.env }, stdio: ['pipe', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    p.stdout.on('data', (d: Buffer) => { stdout += d.toString(); });
+    p.stderr.on('data', (d: Buffer) => { stderr += d.toString(); });
+    p.on('error', rej);
+    p.on('close', (code) => res({ code: code ?? 1, stdout, stderr }));
+    p.stdin.end(o.input ?? '');
+  });
+}
+
+/** Starts a fresh single-node Ferry. */
+export async function startFerry(o: { extraAgentArgs?: string[] } = {}): Promise<TestFerry> {
+  const id = `ft${randomBytes(3).toString('hex')}`;
+  const home = await mkdtemp(join(tmpdir(), `ferry-${id}-`));
+  const node = `node-${id}`;
+  const bridge = `fb${id.slice(2)}`;
+  const subnet = `10.213.${1 + Math.floor(Math.random() * 250)}.0/24`;
+  const cgroupParent = `ferry-${id}`;
+  const runcRoot = join(home, 'agents', node, 'runc');
+  const agentArgs = [`--id-prefix=${id}-`, `--cgroup-parent=${cgroupParent}`, `--bridge=${bridge}`, `--subnet=${subnet}`, '--stop-timeout-ms=3000', ...(o.extraAgentArgs ?? [])];
+  const cli = (args: string[], co?: { input?: string; env?: Record<string, string> }): Promise<CliResult> => runCli(home, args, co);
+  const f: TestFerry = {
+    id, home, node, bridge, subnet, runcRoot, cgroupParent,
+    client: undefined as unknown as FerryClient,
+    cli,
+    async ok(args) {
+      const r = await cli(args);
+      if (r.code !== 0) throw new Error(`ferry ${args.join(' ')} exited ${r.code}\nstdout: ${r.stdout}\nstderr: ${r.stderr}`);
+      return r.stdout;
+    },
+    async json<T>(args: string[]) {
+      return JSON.parse(await f.ok(['-o', 'json', ...args])) as T;
+    },
+    runcIds() {
+      if (!existsSync(runcRoot)) return [];
+      const out = execFileSync('runc', ['--root', runcRoot, 'list', '-f', 'json'], { encoding: 'utf8' });
+      return ((JSON.parse(out || 'null') ?? []) as { id: string }[]).map((c) => c.id);
+    },
+    teardown: () => teardownFerry(f),
+  };
+  const up = await cli(['up', '--port', '0', '--node-name', node, ...agentArgs.map((a) => `--agent-arg=${a}`)]);
+  if (up.code !== 0) {
+    await teardownFerry(f);
+    throw new Error(`ferry up failed (${up.code}): ${up.stderr}\n${await readFile(join(home, 'logs', `agent-${node}.log`), 'utf8').catch(() => '')}`);
+  }
+  const cfg = JSON.parse(await readFile(join(home, 'ferry.json'), 'utf8')) as { api: string; token: string };
+  (f as { client: FerryClient }).client = new FerryClient({ url: cfg.api, token: cfg.token });
+  return f;
+}
+
+function pidsOf(home: string): number[] {
+  const dir = join(home, 'run');
+  if (!existsSync(dir)) return [];
+  return readdirSync(dir).map((n) => { try { return (JSON.parse(readFileSync(join(dir, n), 'utf8')) as { pid: number }).pid; } catch { return 0; } }).filter((p) => p > 0);
+}
+
+/** `ferry down`, then removes by force whatever is still there, so a failed test leaves nothing behind. */
+export async function teardownFerry(f: Pick<TestFerry, 'home' | 'runcRoot' | 'cgroupParent' | 'bridge' | 'id'>): Promise<string[]> {
+  const leftovers: string[] = [];
+  const pids = pidsOf(f.home);
+  await runCli(f.home, ['down']).catch(() => undefined);
+  for (const pid of pids) {
+    try { process.kill(pid, 'SIGKILL'); leftovers.push(`process ${pid}`); } catch { /* gone, as it should be */ }
+  }
+  if (existsSync(f.runcRoot)) {
+    const ids = ((JSON.parse(execFileSync('runc', ['--root', f.runcRoot, 'list', '-f', 'json'], { encoding: 'utf8' }) || 'null') ?? []) as { id: string }[]).map((c) => c.id);
+    for (const id of ids) {
+      leftovers.push(`runc container ${id}`);
+      try { execFileSync('runc', ['--root', f.runcRoot, 'delete', '--force', id], { stdio: 'ignore' }); } catch { /* best effort */ }
+    }
+  }
+  // Shims of this run (their argv names the runc root).
+  for (const pid of readdirSync('/proc').filter((n) => /^\d+$/.test(n))) {
+    try {
+      const cmd = readFileSync(`/proc/${pid}/cmdline`, 'utf8');
+      if (cmd.includes(f.home) && Number(pid) !== process.pid) { process.kill(Number(pid), 'SIGKILL'); leftovers.push(`process ${pid}: ${cmd.split('\0')[0]}`); }
+    } catch { /* raced with exit */ }
+  }
+  const mounts = readFileSync('/proc/self/mounts', 'utf8').split('\n').map((l) => l.split(' ')[1] ?? '').filter((m) => m.startsWith(f.home)).reverse();
+  for (const m of mounts) {
+    leftovers.push(`mount ${m}`);
+    try { execFileSync('umount', ['-l', m], { stdio: 'ignore' }); } catch { /* best effort */ }
+  }
+  for (const ctl of await readdir('/sys/fs/cgroup').catch(() => [] as string[])) {
+    const dir = join('/sys/fs/cgroup', ctl, f.cgroupParent);
+    if (!existsSync(dir)) continue;
+    const subs = readdirSync(dir, { withFileTypes: true }).filter((d) => d.isDirectory());
+    if (subs.length > 0) leftovers.push(`cgroup ${dir}/{${subs.map((d) => d.name).join(',')}}`);
+    for (const d of subs) { try { rmdirSync(join(dir, d.name)); } catch { /* busy */ } }
+    try { rmdirSync(dir); } catch { /* busy */ }
+  }
+  const links = execFileSync('ip', ['-o', 'link', 'show'], { encoding: 'utf8' });
+  if (links.includes(` ${f.bridge}:`)) {
+    leftovers.push(`bridge ${f.bridge}`);
+    try { execFileSync('ip', ['link', 'del', f.bridge], { stdio: 'ignore' }); } catch { /* best effort */ }
+  }
+  await rm(f.home, { recursive: true, force: true });
+  return leftovers;
+}
