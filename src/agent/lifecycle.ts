@@ -10,6 +10,7 @@ import type { NodeNetwork } from './network/index.ts';
 import type { ContainerRecord, RecordStore } from './records.ts';
 import { bundleSpec } from './spec.ts';
 import { agentErrors } from './errors.ts';
+import { failpoint } from './failpoints.ts';
 
 /** What the lifecycle steps use. */
 export interface LifecycleDeps {
@@ -39,6 +40,7 @@ export async function createAndStart(d: LifecycleDeps, rec: ContainerRecord, a: 
   await d.runtime.delete(rec.runtimeId);
   const prepared = await d.images.prepareRootfs(rec.runtimeId, a.spec.image, dir);
   rec.rootfsMode = prepared.mode;
+  failpoint('create:after-rootfs');
   const att = await d.network.attach(rec.runtimeId);
   rec.ip = att.ip;
   await d.records.save(rec);
@@ -50,6 +52,7 @@ export async function createAndStart(d: LifecycleDeps, rec: ContainerRecord, a: 
   if (a.spec.ports.length > 0) await d.network.publish(rec.runtimeId, att.ip, a.spec.ports);
   try {
     await d.runtime.create(bundle);
+    failpoint('create:after-runc-create');
     const st = await d.runtime.start(rec.runtimeId);
     rec.startedAt = st.startedAt ?? new Date().toISOString();
   } catch (e) {

@@ -129,7 +129,8 @@ export function startContainersController(store: Store, onError?: (name: string,
     store, prefixes: [keys.alive, keys.nodes], listNames: async () => ['*'], onError,
     reconcile: async () => {
       const { items } = await store.list<Container>(keys.containers);
-      for (const kv of items) if (!kv.value.placement) await reconcileContainer(store, kv.value.metadata.name);
+      // Unplaced containers may now fit; removals on a node that went away can now finish.
+      for (const kv of items) if (!kv.value.placement || kv.value.metadata.deleting) await reconcileContainer(store, kv.value.metadata.name);
     },
   });
   return { stop: async () => { await Promise.all([main.stop(), nodes.stop()]); }, idle: async () => { await main.idle(); await nodes.idle(); } };

@@ -5,7 +5,7 @@
  */
 import { spawn, execFileSync } from 'node:child_process';
 import { mkdtemp, readFile, readdir, rm } from 'node:fs/promises';
-import { existsSync, readdirSync, readFileSync, rmdirSync } from 'node:fs';
+import { closeSync, existsSync, openSync, readdirSync, readFileSync, rmdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { randomBytes } from 'node:crypto';
@@ -40,6 +40,10 @@ export interface TestFerry {
   json<T = unknown>(args: string[]): Promise<T>;
   /** `runc list` ids under this agent's root. */
   runcIds(): string[];
+  /** The pid of the running agent, or undefined. */
+  agentPid(): number | undefined;
+  /** Starts the agent again (after it died), with the same arguments `ferry up` gave it. */
+  restartAgent(env?: Record<string, string>): Promise<void>;
   /** Stops and removes everything; returns what had to be removed by force (should be nothing). */
   teardown(): Promise<string[]>;
 }
@@ -59,7 +63,7 @@ export function runCli(home: string, args: string[], o: { input?: string; env?: 
 }
 
 /** Starts a fresh single-node Ferry. */
-export async function startFerry(o: { extraAgentArgs?: string[] } = {}): Promise<TestFerry> {
+export async function startFerry(o: { extraAgentArgs?: string[]; env?: Record<string, string> } = {}): Promise<TestFerry> {
   const id = `ft${randomBytes(3).toString('hex')}`;
   const home = await mkdtemp(join(tmpdir(), `ferry-${id}-`));
   const node = `node-${id}`;
@@ -87,8 +91,33 @@ export async function startFerry(o: { extraAgentArgs?: string[] } = {}): Promise
       return ((JSON.parse(out || 'null') ?? []) as { id: string }[]).map((c) => c.id);
     },
     teardown: () => teardownFerry(f),
+    agentPid() {
+      try {
+        const r = JSON.parse(readFileSync(join(home, 'run', `agent-${node}.json`), 'utf8')) as { pid: number };
+        process.kill(r.pid, 0);
+        return r.pid;
+      } catch {
+        return undefined;
+      }
+    },
+    async restartAgent(env = {}) {
+      const cfg = JSON.parse(await readFile(join(home, 'ferry.json'), 'utf8')) as { api: string; token: string };
+      const log = openSync(join(home, 'logs', `agent-${node}.log`), 'a');
+      const child = spawn(FERRY, ['--home', home, 'agent', '--manager', cfg.api, '--name', node, ...agentArgs], {
+        detached: true, stdio: ['ignore', log, log], env: { ...process.env, FERRY_TOKEN: cfg.token, ...env },
+      });
+      child.unref();
+      closeSync(log);
+      const t0 = Date.now();
+      while (Date.now() - t0 < 60_000) {
+        const n = (await f.client.nodes.list()).find((x) => x.node.metadata.name === node);
+        if (f.agentPid() === child.pid && n?.state === 'Ready') return;
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      throw new Error('the restarted agent did not become ready');
+    },
   };
-  const up = await cli(['up', '--port', '0', '--node-name', node, ...agentArgs.map((a) => `--agent-arg=${a}`)]);
+  const up = await cli(['up', '--port', '0', '--node-name', node, ...agentArgs.map((a) => `--agent-arg=${a}`)], { env: o.env ?? {} });
   if (up.code !== 0) {
     await teardownFerry(f);
     throw new Error(`ferry up failed (${up.code}): ${up.stderr}\n${await readFile(join(home, 'logs', `agent-${node}.log`), 'utf8').catch(() => '')}`);

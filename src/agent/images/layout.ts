@@ -4,7 +4,7 @@
  * `tmp/` (work files on the same filesystem, so a finished file is published by one rename).
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { createWriteStream } from 'node:fs';
+import { createWriteStream, unlinkSync, writeFileSync } from 'node:fs';
 import { mkdir, open, readFile, readdir, rename, rm, stat, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Transform, type Readable } from 'node:stream';
@@ -28,6 +28,16 @@ export async function writeFileAtomic(path: string, data: string | Buffer, mode 
   } catch (e) {
     await unlink(tmp).catch(() => undefined);
     throw e;
+  }
+}
+
+/** True when a process with this pid exists. */
+function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code !== 'ESRCH';
   }
 }
 
@@ -69,6 +79,7 @@ export class Layout {
   readonly indexFile: string;
   private readonly lock: IndexLock;
   private readonly sessions = new Set<Set<string>>();
+  private readonly activeFile: string;
 
   constructor(readonly root: string) {
     this.blobsDir = join(root, 'blobs', 'sha256');
@@ -77,6 +88,7 @@ export class Layout {
     this.tmpDir = join(root, 'tmp');
     this.indexFile = join(root, 'index.json');
     this.lock = new IndexLock(join(root, 'index.json.lock'));
+    this.activeFile = join(this.tmpDir, `active-${process.pid}`);
   }
 
   /** Creates the layout when missing and sweeps work files a crashed run left behind. */
@@ -92,6 +104,7 @@ export class Layout {
     }
     const hourAgo = Date.now() - 3600_000;
     for (const name of await readdir(this.tmpDir)) {
+      if (name.startsWith('active-')) continue; // see othersBusy
       const p = join(this.tmpDir, name);
       const st = await stat(p).catch(() => undefined);
       if (st && st.mtimeMs < hourAgo) await rm(p, { recursive: true, force: true });
@@ -188,16 +201,40 @@ export class Layout {
   /** Opens a set of digests (blobs or diff ids) that garbage collection leaves alone until it is closed. */
   session(): PinSession {
     const keys = new Set<string>();
+    // Another process's collector cannot see our pins; this file tells it we are busy (see othersBusy).
+    if (this.sessions.size === 0) writeFileSync(this.activeFile, `${process.pid}\n`);
     this.sessions.add(keys);
     return {
       add: (k) => void keys.add(k),
-      close: () => void this.sessions.delete(keys),
+      close: () => {
+        if (!this.sessions.delete(keys) || this.sessions.size > 0) return;
+        try {
+          unlinkSync(this.activeFile);
+        } catch {
+          // already gone
+        }
+      },
     };
   }
 
   /** True while an operation in this process holds the digest. */
   isPinned(key: string): boolean {
     for (const s of this.sessions) if (s.has(key)) return true;
+    return false;
+  }
+
+  /**
+   * True when another live process has an import or prepare in flight. Call it after listing the
+   * blobs or layers to delete: a process creates its marker before writing anything, so whatever the
+   * listing saw from it is covered.
+   */
+  async othersBusy(): Promise<boolean> {
+    for (const name of await readdir(this.tmpDir)) {
+      const m = /^active-(\d+)$/.exec(name);
+      if (!m || Number(m[1]) === process.pid) continue;
+      if (pidAlive(Number(m[1]))) return true;
+      await unlink(join(this.tmpDir, name)).catch(() => undefined);
+    }
     return false;
   }
 }

@@ -8,7 +8,7 @@
  * that nothing references any more (no image, no container record, no operation in progress).
  */
 import { readdir, stat, unlink } from 'node:fs/promises';
-import { join, resolve } from 'node:path';
+import { resolve } from 'node:path';
 import { isFerryError } from '../../errors/index.ts';
 import { imageErrors } from './errors.ts';
 import { importDockerArchive, importOciArchive, importOciDir, importSingleLayer, storeRootfsTar, type ImportContext, type ImportedImage } from './import.ts';
@@ -288,14 +288,15 @@ export class LocalImageStore implements ImageStore {
           this.log(`images: gc: cannot read image ${digest}: ${(e as Error).message}`);
         }
       }
-      for (const hex of await readdir(this.layout.blobsDir)) {
-        const d = `sha256:${hex}`;
-        if (isDigest(d) && !blobs.has(d) && !this.layout.isPinned(d)) {
-          await unlink(join(this.layout.blobsDir, hex)).catch(() => undefined);
-          this.images.delete(d);
-        }
+      const staleBlobs = (await readdir(this.layout.blobsDir)).map((hex) => `sha256:${hex}`).filter((d) => isDigest(d) && !blobs.has(d));
+      const staleLayers = (await this.layers.list()).filter((d) => !diffIds.has(d));
+      if (await this.layout.othersBusy()) return; // their new blobs are not in index.json yet; collect next time
+      for (const d of staleBlobs) {
+        if (this.layout.isPinned(d)) continue;
+        await unlink(this.layout.blobPath(d)).catch(() => undefined);
+        this.images.delete(d);
       }
-      for (const d of await this.layers.list()) if (!diffIds.has(d) && !this.layout.isPinned(d)) await this.layers.remove(d);
+      for (const d of staleLayers) if (!this.layout.isPinned(d)) await this.layers.remove(d);
     });
   }
 }

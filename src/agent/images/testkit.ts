@@ -6,6 +6,7 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
+import { rmSync } from 'node:fs';
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import type { TestContext } from 'node:test';
@@ -64,7 +65,7 @@ let sampleApp: Promise<string> | undefined;
 export function sampleAppBinary(): Promise<string> {
   sampleApp ??= (async () => {
     const dir = await mkdtemp(join('/tmp', `${RUN_ID}-bin-`));
-    process.on('exit', () => void rm(dir, { recursive: true, force: true }));
+    process.on('exit', () => rmSync(dir, { recursive: true, force: true }));
     const out = join(dir, 'sample-app');
     await run('gcc', ['-O2', '-Wall', '-Wextra', '-Werror', '-static', '-o', out, join(REPO, 'native/sample/sample-app.c')]);
     return out;
