@@ -4,8 +4,8 @@
  * with runc, and reports status back. Containers outlive the agent: their supervisors hold them,
  * and a restarted agent adopts them.
  */
-import { mkdir } from 'node:fs/promises';
-import { join } from 'node:path';
+import { mkdir, stat } from 'node:fs/promises';
+import { dirname, join, resolve } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import { FerryClient } from '../client/index.ts';
 import type { Assignment } from '../model/index.ts';
@@ -18,6 +18,7 @@ import { Reconciler } from './reconciler.ts';
 import { StatusReporter } from './reporter.ts';
 import { buildAgentApi, imageRecord } from './server.ts';
 import { readCapacity, readFacts } from './facts.ts';
+import { agentErrors } from './errors.ts';
 
 /** How to run an agent. */
 export interface AgentOptions {
@@ -56,13 +57,24 @@ export interface RunningAgent {
 /** The uid/gid range containers' user namespaces map to (the recipe in the migration notes). */
 export const ID_MAP = { containerId: 0, hostId: 100000, size: 65536 } as const;
 
+/** Containers' root (host uid 100000) must be able to reach their rootfs: every ancestor needs o+x. */
+async function checkTraversable(dir: string): Promise<void> {
+  for (let d = resolve(dir); ; d = dirname(d)) {
+    const st = await stat(d);
+    if ((st.mode & 0o001) === 0) throw agentErrors.BAD_DATA_DIR({ dir: d });
+    if (d === dirname(d)) return;
+  }
+}
+
 /** Starts an agent. */
 export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
   await mkdir(o.dataDir, { recursive: true });
+  await checkTraversable(o.dataDir);
   const log = o.log;
   const runtime = createRuncRuntime({
     stateDir: join(o.dataDir, 'runtime'), runcRoot: join(o.dataDir, 'runc'), shimPath: o.shimPath,
     runcPath: o.runcPath, criuPath: o.criuPath, cgroupParent: o.cgroupParent, log,
+    logPathFor: (id) => join(o.dataDir, 'containers', id, 'container.log'),
   });
   const images = createImageStore({ root: join(o.dataDir, 'images'), idShift: { hostId: ID_MAP.hostId, size: ID_MAP.size }, sampleAppPath: o.sampleAppPath, log });
   const network = createNodeNetwork({ stateDir: join(o.dataDir, 'network'), bridge: o.bridge, subnet: o.subnet, log });

@@ -8,5 +8,6 @@ export const agentErrors = defineErrors({
   BAD_USER: { status: 400, message: 'cannot resolve user "{user}" in the image: {reason}' },
   BAD_VOLUME: { status: 400, message: 'cannot mount volume {source}: {reason}' },
   MANAGER_UNREACHABLE: { status: 503, message: 'cannot reach the manager at {url}: {reason}' },
+  BAD_DATA_DIR: { status: 400, message: '{dir} is not searchable by other users (mode o-x); containers run as host uid 100000 and must reach their rootfs: chmod o+x {dir} or choose another data directory' },
   BAD_REQUEST: { status: 400, message: 'bad request: {reason}' },
 });

@@ -4,7 +4,7 @@
  * test failed (containers, mounts, cgroups, bridge, processes, files).
  */
 import { spawn, execFileSync } from 'node:child_process';
-import { mkdtemp, readFile, readdir, rm } from 'node:fs/promises';
+import { chmod, mkdtemp, readFile, readdir, rm } from 'node:fs/promises';
 import { closeSync, existsSync, openSync, readdirSync, readFileSync, rmdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -66,6 +66,8 @@ export function runCli(home: string, args: string[], o: { input?: string; env?: 
 export async function startFerry(o: { extraAgentArgs?: string[]; env?: Record<string, string> } = {}): Promise<TestFerry> {
   const id = `ft${randomBytes(3).toString('hex')}`;
   const home = await mkdtemp(join(tmpdir(), `ferry-${id}-`));
+  // Rootfs parents must be traversable by the user namespace's root (host uid 100000).
+  await chmod(home, 0o755);
   const node = `node-${id}`;
   const bridge = `fb${id.slice(2)}`;
   const subnet = `10.213.${1 + Math.floor(Math.random() * 250)}.0/24`;

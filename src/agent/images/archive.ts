@@ -122,7 +122,12 @@ export async function forEachEntry(stream: Readable, source: string, onEntry: (h
         throw corrupt(feedError ?? e);
       }
       if (r.done) break;
-      await onEntry(r.value.header as unknown as EntryHeader, r.value);
+      try {
+        await onEntry(r.value.header as unknown as EntryHeader, r.value);
+      } catch (e) {
+        // An entry's content stream fails when the tar or gzip stream under it does.
+        throw feedError !== undefined ? corrupt(feedError) : e;
+      }
     }
     finished = true;
     // Trailing bytes after the end-of-archive blocks still count for the layer's diff id.

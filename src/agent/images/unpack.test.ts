@@ -59,7 +59,7 @@ test('unpacks files, dirs, symlinks, hard links, setuid and mtimes with shifted 
   assert.deepEqual([far.uid, far.gid], [165534, 165534], 'ids beyond the range map to nobody');
   assert.equal(await readFile(join(dir, 'implicit/parent/file'), 'utf8'), 'deep');
   assert.equal((await stat(join(dir, 'implicit'))).uid, 100000);
-  assert.deepEqual(await readdir(join(dir, 'dev')), [], 'device nodes skipped');
+  assert.equal(existsSync(join(dir, 'dev/null')) || existsSync(join(dir, 'dev/sda')), false, 'device nodes skipped');
   assert.equal(existsSync(join(dir, 'pipe')), false, 'fifo skipped');
   assert.ok(logs.some((l) => l.includes('skipped character-device dev/null')), logs.join('\n'));
   assert.equal((await stat(dir)).uid, 100000);

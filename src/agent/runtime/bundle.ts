@@ -147,7 +147,8 @@ function standardMounts(userns: boolean, newNetns: boolean): OciMount[] {
 
 /**
  * The OCI config for a spec. Seccomp is not set yet (no profile shipped); no cgroup mount, so
- * nothing in the container depends on the host's cgroup layout (CRIU restores elsewhere).
+ * nothing in the container depends on the host's cgroup layout (CRIU restores elsewhere). With a
+ * user namespace the rootfs's parent directories must be o+x: the mapped root mounts it.
  */
 export function buildConfig(spec: BundleSpec, options: BundleOptions = {}): OciConfig {
   const uidMappings = spec.uidMappings ?? spec.gidMappings;
@@ -206,8 +207,8 @@ export function buildConfig(spec: BundleSpec, options: BundleOptions = {}): OciC
 }
 
 /**
- * Writes `dir/config.json` for the spec (dir mode 0755: runc's user-namespaced init must be able
- * to traverse it); the file itself is 0600 because env may hold secrets. Returns the config.
+ * Writes `dir/config.json` for the spec; the dir is 0755 as in the CRIU user-namespace recipe that
+ * was measured to work, the file 0600 because env may hold secrets. Returns the config.
  */
 export async function writeBundle(dir: string, spec: BundleSpec, options: BundleOptions = {}): Promise<OciConfig> {
   const config = buildConfig(spec, options);

@@ -39,6 +39,11 @@ export interface RuncRuntimeOptions {
   readonly log?: (msg: string) => void;
   /** Poll period of waits and log following (default 250 ms). */
   readonly pollMs?: number;
+  /**
+   * Where a container's output log lives; default inside its state dir (removed by delete). The agent
+   * keeps logs beside its own record so they survive the delete + create of a stop/start or restart.
+   */
+  readonly logPathFor?: (id: string) => string;
 }
 
 /** Options of a restore from a CRIU image under a new shim. */
@@ -65,7 +70,10 @@ const ABANDONED_CREATE_MS = 30_000;
 /** How long after SIGKILL (or `runc delete`) the shim gets to record the exit and leave. */
 const KILL_GRACE_MS = 10_000;
 
-/** Creates the runc runtime. */
+/**
+ * Creates the runc runtime. Beyond the contract: an exit whose supervisor was killed before it
+ * could record it is reported as `exitCode: -1` (status unknown).
+ */
 export function createRuncRuntime(options: RuncRuntimeOptions): RuncRuntime {
   const cmd: RuncCommand = { bin: options.runcPath ?? 'runc', root: options.runcRoot, ...(options.criuPath ? { criu: options.criuPath } : {}) };
   const cgroupParent = options.cgroupParent ?? DEFAULT_CGROUP_PARENT;
@@ -75,7 +83,8 @@ export function createRuncRuntime(options: RuncRuntimeOptions): RuncRuntime {
 
   function paths(id: string): ContainerPaths {
     if (!ID.test(id)) throw runtimeErrors.RUNTIME_INVALID_ID({ id });
-    return containerPaths(options.stateDir, id);
+    const p = containerPaths(options.stateDir, id);
+    return options.logPathFor ? { ...p, log: options.logPathFor(id) } : p;
   }
 
   /** Runs lifecycle changes of one id one after another. */
