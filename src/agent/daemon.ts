@@ -4,7 +4,7 @@
  * with runc, and reports status back. Containers outlive the agent: their supervisors hold them,
  * and a restarted agent adopts them.
  */
-import { mkdir, stat } from 'node:fs/promises';
+import { mkdir, readdir, rmdir, stat } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import { FerryClient } from '../client/index.ts';
@@ -56,6 +56,12 @@ export interface RunningAgent {
 
 /** The uid/gid range containers' user namespaces map to (the recipe in the migration notes). */
 export const ID_MAP = { containerId: 0, hostId: 100000, size: 65536 } as const;
+
+/** Removes the (empty) cgroup parent directories in every hierarchy; rmdir refuses non-empty ones. */
+async function removeCgroupParent(parent: string): Promise<void> {
+  const hierarchies = await readdir('/sys/fs/cgroup').catch(() => [] as string[]);
+  for (const h of ['', ...hierarchies]) await rmdir(join('/sys/fs/cgroup', h, parent)).catch(() => undefined);
+}
 
 /** Containers' root (host uid 100000) must be able to reach their rootfs: every ancestor needs o+x. */
 async function checkTraversable(dir: string): Promise<void> {
@@ -151,8 +157,13 @@ export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
         await reconciler.idle();
         await reporter.settled();
       }
-      // The bridge goes when nothing uses it any more; running containers keep theirs.
-      if ((await records.list()).length === 0) await network.destroy();
+      // The bridge and the cgroup parent go when nothing uses them any more; running containers keep theirs.
+      if ((await records.list()).length === 0) {
+        await network.destroy();
+        await removeCgroupParent(o.cgroupParent);
+      } else {
+        await network.close();
+      }
       reconciler.stop();
       reporter.close();
       await api.close();

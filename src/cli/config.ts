@@ -30,8 +30,8 @@ export function resolveEndpoint(o: { api?: string; token?: string; home?: string
   try {
     file = JSON.parse(readFileSync(configFile(home), 'utf8')) as ClientConfig;
   } catch { /* not set up */ }
-  const url = o.api ?? process.env.FERRY_API ?? file?.api;
-  const token = o.token ?? process.env.FERRY_TOKEN ?? file?.token;
+  const url = o.api || process.env.FERRY_API || file?.api;
+  const token = o.token || process.env.FERRY_TOKEN || file?.token;
   if (!url) {
     throw new FerryError('FERRY_ERR_UNREACHABLE', 503, `Ferry is not running here (no ${configFile(home)}); start it with \`ferry up\`, or set FERRY_API and FERRY_TOKEN`);
   }

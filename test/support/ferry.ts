@@ -96,8 +96,7 @@ export async function startFerry(o: { extraAgentArgs?: string[]; env?: Record<st
     agentPid() {
       try {
         const r = JSON.parse(readFileSync(join(home, 'run', `agent-${node}.json`), 'utf8')) as { pid: number };
-        process.kill(r.pid, 0);
-        return r.pid;
+        return isLive(r.pid) ? r.pid : undefined;
       } catch {
         return undefined;
       }
@@ -129,6 +128,16 @@ export async function startFerry(o: { extraAgentArgs?: string[]; env?: Record<st
   return f;
 }
 
+/** True when `pid` exists and is not a zombie (this sandbox's init reaps orphans late). */
+function isLive(pid: number): boolean {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
+  } catch {
+    return false;
+  }
+}
+
 function pidsOf(home: string): number[] {
   const dir = join(home, 'run');
   if (!existsSync(dir)) return [];
@@ -141,6 +150,7 @@ export async function teardownFerry(f: Pick<TestFerry, 'home' | 'runcRoot' | 'cg
   const pids = pidsOf(f.home);
   await runCli(f.home, ['down']).catch(() => undefined);
   for (const pid of pids) {
+    if (!isLive(pid)) continue;
     try { process.kill(pid, 'SIGKILL'); leftovers.push(`process ${pid}`); } catch { /* gone, as it should be */ }
   }
   if (existsSync(f.runcRoot)) {

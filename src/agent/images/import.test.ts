@@ -11,6 +11,7 @@ import { test } from 'node:test';
 import { promisify } from 'node:util';
 import { gzipSync } from 'node:zlib';
 import { isFerryError } from '../../errors/index.ts';
+import { hostArchitecture } from './oci.ts';
 import { have, makeOciLayout, makeTar, newStore, prerequisite, REPO, run, SHIFT, tempDir } from './testkit.ts';
 
 const asRoot = process.getuid?.() === 0;
@@ -68,6 +69,30 @@ test('an OCI layout directory: by ref name, the only image, or ambiguous', async
   const picked = await store.import(two, { name: 'app:two' });
   assert.equal(picked.id, idTwo);
   assert.deepEqual(picked.config.cmd, ['/two']);
+});
+
+test('a multi-platform image index resolves to this host\'s platform', async (t) => {
+  if (!prerequisite(t, asRoot, 'root')) return;
+  const { store } = await newStore(t);
+  const dir = await tempDir(t, 'multi');
+  const [other, mine] = await makeOciLayout(dir, [
+    { layers: [await makeTar([{ name: 'arch', content: 'other' }])], cmd: ['/other'] },
+    { layers: [await makeTar([{ name: 'arch', content: 'mine' }])], cmd: ['/mine'] },
+  ]);
+  const idx = JSON.parse(await readFile(join(dir, 'index.json'), 'utf8'));
+  const arch = hostArchitecture();
+  idx.manifests[0].platform = { os: 'linux', architecture: arch === 'arm64' ? 'amd64' : 'arm64' };
+  idx.manifests[1].platform = { os: 'linux', architecture: arch };
+  const list = JSON.stringify({ schemaVersion: 2, mediaType: 'application/vnd.oci.image.index.v1+json', manifests: idx.manifests });
+  const listHex = diffHex(Buffer.from(list));
+  await writeFile(join(dir, 'blobs/sha256', listHex), list);
+  const top = { mediaType: 'application/vnd.oci.image.index.v1+json', digest: `sha256:${listHex}`, size: list.length, annotations: { 'org.opencontainers.image.ref.name': 'multi:1' } };
+  await writeFile(join(dir, 'index.json'), JSON.stringify({ schemaVersion: 2, manifests: [top] }));
+  const img = await store.import(dir);
+  assert.equal(img.id, mine);
+  assert.notEqual(img.id, other);
+  assert.deepEqual(img.tags, ['multi:1']);
+  assert.deepEqual(img.config.cmd, ['/mine']);
 });
 
 test('oci-archive and docker-archive tarballs written by skopeo, plain or gzipped, any file name', async (t) => {

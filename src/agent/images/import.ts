@@ -49,6 +49,8 @@ export interface ImportContext {
   readonly source: string;
   readonly name?: string;
   readonly onBytes: (n: number) => void;
+  /** Tells progress how many bytes the copy will take, when the importer learns it. */
+  readonly onTotal?: (bytes: number) => void;
 }
 
 /** Reads a JSON blob of the source by digest (verified). */
@@ -132,8 +134,10 @@ export async function importOciDir(ctx: ImportContext): Promise<ImportedImage> {
   const index = parseIndex(source, 'index.json', await readFile(join(source, 'index.json')));
   const { desc, refName } = pickFromIndex(index, source, ctx.name);
   const r = await resolveManifest(read, source, desc);
+  ctx.onTotal?.(r.manifest.layers.reduce((n, l) => n + l.size, 0));
   for (const l of r.manifest.layers) {
     if (await layout.hasBlob(l.digest)) {
+      ctx.onBytes(l.size);
       pins.add(l.digest);
       continue;
     }

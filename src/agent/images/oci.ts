@@ -6,12 +6,17 @@ import { createHash } from 'node:crypto';
 import { imageErrors } from './errors.ts';
 import type { ImageRunConfig } from './types.ts';
 
+/** Media type of an OCI image index. */
 export const MT_INDEX = 'application/vnd.oci.image.index.v1+json';
+/** Media type of an OCI image manifest. */
 export const MT_MANIFEST = 'application/vnd.oci.image.manifest.v1+json';
+/** Media type of an OCI image config. */
 export const MT_CONFIG = 'application/vnd.oci.image.config.v1+json';
+/** Media type of an uncompressed layer. */
 export const MT_LAYER_TAR = 'application/vnd.oci.image.layer.v1.tar';
+/** Media type of a gzip layer. */
 export const MT_LAYER_GZIP = 'application/vnd.oci.image.layer.v1.tar+gzip';
-export const MT_DOCKER_MANIFEST = 'application/vnd.docker.distribution.manifest.v2+json';
+/** Media type of a Docker schema 2 manifest list (read like an OCI index). */
 export const MT_DOCKER_LIST = 'application/vnd.docker.distribution.manifest.list.v2+json';
 /** Annotation on index.json descriptors that names a tag. */
 export const ANNOTATION_REF_NAME = 'org.opencontainers.image.ref.name';

@@ -30,9 +30,15 @@ export interface MountRecord {
 
 const ID_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/;
 
+/** Throws IMAGE_BAD_CONTAINER_ID unless the id is safe as a file name. */
+export function checkContainerId(containerId: string): void {
+  if (typeof containerId !== 'string' || !ID_RE.test(containerId)) throw imageErrors.IMAGE_BAD_CONTAINER_ID({ containerId });
+}
+
 /** Prepares and releases container root filesystems. */
 export class RootfsManager {
   private overlayOk?: Promise<boolean>;
+  private readonly busy = new Map<string, Promise<unknown>>();
 
   constructor(
     private readonly layout: Layout,
@@ -43,7 +49,7 @@ export class RootfsManager {
   ) {}
 
   private recordPath(containerId: string): string {
-    if (!ID_RE.test(containerId)) throw imageErrors.IMAGE_BAD_CONTAINER_ID({ containerId });
+    checkContainerId(containerId);
     return join(this.layout.mountsDir, `${containerId}.json`);
   }
 
@@ -78,8 +84,31 @@ export class RootfsManager {
     return { rootfs: join(dir, 'rootfs'), upper: join(dir, 'upper'), work: join(dir, 'work'), lower: join(dir, 'lower') };
   }
 
+  /** Runs prepare/release steps of one container one at a time. */
+  private serial<T>(containerId: string, fn: () => Promise<T>): Promise<T> {
+    const prev = this.busy.get(containerId) ?? Promise.resolve();
+    const next = prev.then(fn, fn);
+    const tail = next.catch(() => undefined);
+    this.busy.set(containerId, tail);
+    void tail.then(() => {
+      if (this.busy.get(containerId) === tail) this.busy.delete(containerId);
+    });
+    return next;
+  }
+
   /** Makes (or re-mounts, after a reboot) the container's root filesystem under `dir`. */
-  async prepare(containerId: string, image: ImageInfo, diffIds: string[], metas: LayerMeta[], dirIn: string): Promise<PreparedRootfs> {
+  prepare(containerId: string, image: ImageInfo, diffIds: string[], metas: LayerMeta[], dirIn: string): Promise<PreparedRootfs> {
+    this.recordPath(containerId);
+    return this.serial(containerId, () => this.prepareNow(containerId, image, diffIds, metas, dirIn));
+  }
+
+  /** Unmounts and deletes what prepare made in `dir` and the record; safe to repeat. Returns the record it removed. */
+  release(containerId: string, dirIn: string): Promise<MountRecord | undefined> {
+    this.recordPath(containerId);
+    return this.serial(containerId, () => this.releaseNow(containerId, dirIn));
+  }
+
+  private async prepareNow(containerId: string, image: ImageInfo, diffIds: string[], metas: LayerMeta[], dirIn: string): Promise<PreparedRootfs> {
     const dir = resolve(dirIn);
     const p = this.paths(dir);
     const fail = (reason: string, cause?: unknown) => imageErrors.IMAGE_ROOTFS_FAILED({ containerId, dir, reason }, cause);
@@ -93,7 +122,7 @@ export class RootfsManager {
       }
       return { path: p.rootfs, mode: rec.mode, image };
     }
-    if (rec) await this.release(containerId, rec.dir); // an interrupted preparation: start again
+    if (rec) await this.releaseNow(containerId, rec.dir); // an interrupted preparation: start again
 
     let mode: 'overlay' | 'copy' = 'copy';
     if (this.modePref !== 'copy') {
@@ -115,7 +144,7 @@ export class RootfsManager {
       }
       await writeFileAtomic(this.recordPath(containerId), `${JSON.stringify({ ...record, ready: true })}\n`);
     } catch (e) {
-      await this.release(containerId, dir).catch((e2: unknown) => this.log(`images: cleanup after failed prepare of ${containerId}: ${(e2 as Error).message}`));
+      await this.releaseNow(containerId, dir).catch((e2: unknown) => this.log(`images: cleanup after failed prepare of ${containerId}: ${(e2 as Error).message}`));
       throw fail((e as Error).message, e);
     }
     return { path: p.rootfs, mode, image };
@@ -136,8 +165,7 @@ export class RootfsManager {
     await mountOverlay(lowers, p.upper, p.work, p.rootfs, p.lower);
   }
 
-  /** Unmounts and deletes what prepare made in `dir` and the record; safe to repeat. Returns the record it removed. */
-  async release(containerId: string, dirIn: string): Promise<MountRecord | undefined> {
+  private async releaseNow(containerId: string, dirIn: string): Promise<MountRecord | undefined> {
     const rec = await this.record(containerId);
     const dirs = new Set([resolve(dirIn)]);
     if (rec) dirs.add(rec.dir);

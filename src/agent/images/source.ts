@@ -99,7 +99,7 @@ export async function scanArchive(path: string, onBytes?: (n: number) => void): 
   await forEachEntry(stream, path, async (h, entry) => {
     const rel = entryPath(h.name, path);
     tops.add(rel.split('/')[0]!);
-    const type = h.type ?? 'file';
+    const type = h.type ?? 'unknown'; // tar-stream gives null for typeflags it does not know (e.g. GNU sparse)
     const topLevel = !rel.includes('/');
     if ((type === 'file' || type === 'contiguous-file') && rel !== '') {
       const isBlob = BLOB_RE.test(rel);
@@ -155,7 +155,7 @@ export async function extractBlobs(
   await forEachEntry(stream, path, async (h, entry) => {
     const rel = entryPath(h.name, path);
     const want = wanted.get(rel);
-    if (want && !out.has(rel) && (h.type ?? 'file') === 'file') {
+    if (want && !out.has(rel) && h.type === 'file') {
       out.set(rel, await layout.putBlobStream(nodeReadable(entry), path, pins, want));
       return;
     }

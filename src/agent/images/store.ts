@@ -30,7 +30,7 @@ import {
   type OciManifest,
 } from './oci.ts';
 import { packDirectory, storeTar } from './pack.ts';
-import { RootfsManager, type RootfsMode } from './rootfs.ts';
+import { RootfsManager, checkContainerId, type RootfsMode } from './rootfs.ts';
 import { SAMPLE_CREATED, SAMPLE_INPUTS_LABEL, SAMPLE_TAG, fillSampleLayer, readSampleInputs, sampleRunConfig } from './sample.ts';
 import { scanArchive, sourceKind } from './source.ts';
 import type { IdShift, ImageInfo, ImageProgress, ImageStore, PreparedRootfs } from './types.ts';
@@ -87,7 +87,14 @@ export class LocalImageStore implements ImageStore {
     const pins = this.layout.session();
     let total = 0;
     let done = 0;
-    const ctx: ImportContext = { layout: this.layout, pins, source: src, name, onBytes: (n) => report('copy', (done += n), total) };
+    const ctx: ImportContext = {
+      layout: this.layout,
+      pins,
+      source: src,
+      name,
+      onBytes: (n) => report('copy', (done += n), total),
+      onTotal: (n) => void (total = n),
+    };
     const needName = (kind: string) => {
       if (name === undefined) throw imageErrors.IMAGE_NAME_REQUIRED({ source: src, kind });
       return name;
@@ -251,6 +258,7 @@ export class LocalImageStore implements ImageStore {
   }
 
   async prepareRootfs(containerId: string, ref: string, dir: string): Promise<PreparedRootfs> {
+    checkContainerId(containerId);
     await this.init();
     const image = await this.inspect(ref);
     const { manifest, config } = await this.load(image.id);
@@ -264,6 +272,7 @@ export class LocalImageStore implements ImageStore {
   }
 
   async releaseRootfs(containerId: string, dir: string): Promise<void> {
+    checkContainerId(containerId);
     await this.init();
     const rec = await this.rootfs.release(containerId, dir);
     if (rec && !(await this.layout.readIndex()).manifests.some((d) => d.digest === rec.imageId)) await this.gc();

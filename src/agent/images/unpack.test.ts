@@ -7,7 +7,7 @@ import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { lstat, readdir, readFile, readlink, stat, writeFile, mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
-import { test } from 'node:test';
+import { test, type TestContext } from 'node:test';
 import { gzipSync } from 'node:zlib';
 import { isFerryError } from '../../errors/index.ts';
 import { makeTar, newStore, prerequisite, tempDir, type FixtureEntry } from './testkit.ts';
@@ -68,7 +68,7 @@ test('unpacks files, dirs, symlinks, hard links, setuid and mtimes with shifted 
 });
 
 /** Imports a one-layer rootfs tar that must be refused; returns the error. */
-async function expectRefused(t: Parameters<Parameters<typeof test>[1]>[0], entries: FixtureEntry[], pattern: RegExp): Promise<string> {
+async function expectRefused(t: TestContext, entries: FixtureEntry[], pattern: RegExp): Promise<string> {
   const { store, root } = await newStore(t);
   const src = await tempDir(t, 'evil');
   const file = join(src, 'evil.tar');

@@ -126,7 +126,7 @@ class Unpacker {
   async entry(h: EntryHeader, entry: Readable): Promise<void> {
     const rel = entryPath(h.name, this.o.source);
     const base = rel.slice(rel.lastIndexOf('/') + 1);
-    const type = h.type ?? 'file';
+    const type = h.type ?? 'unknown'; // tar-stream gives null for typeflags it does not know (e.g. GNU sparse)
     if (base.startsWith(WH_PREFIX)) {
       await drain(entry);
       return this.whiteout(rel, base);

@@ -5,7 +5,7 @@ import { test } from 'node:test';
 import { isFerryError } from '../../errors/index.ts';
 import { bridgeRules, destroyBridge, ensureBridge, linkInfo, ruleTag, splitRuleLine, taggedRules } from './bridge.ts';
 import { parseSubnet } from './ipv4.ts';
-import { freeSubnet, ipJson, linkExists, requireHost, runPrefix } from './test-support.ts';
+import { freeSubnet, ipJson, linkExists, requireHost, runPrefix } from './testkit.ts';
 
 test('bridge rules: one intra-bridge ACCEPT by default; NAT adds forwarding and a MASQUERADE for the subnet', () => {
   const subnet = parseSubnet('10.213.5.0/24');

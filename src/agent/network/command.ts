@@ -14,9 +14,13 @@ export interface CommandOutput {
 /** Same PATH the hook uses, so the agent finds the same tools whatever its own environment is. */
 export const TOOL_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
 
-/** Runs `cmd args…` (no shell), feeding `input` on stdin; rejects with NET_SETUP_FAILED on a non-zero exit. */
-export function runCommand(cmd: string, args: readonly string[], input?: string): Promise<CommandOutput> {
-  const command = [cmd, ...args].join(' ');
+/**
+ * Runs `cmd args…` (no shell), feeding `input` on stdin; rejects with NET_SETUP_FAILED on a non-zero
+ * exit, naming the command as `describe` says (default: the command line).
+ */
+export function runCommand(cmd: string, args: readonly string[], options: { input?: string; describe?: string } = {}): Promise<CommandOutput> {
+  const { input, describe } = options;
+  const command = describe ?? [cmd, ...args].join(' ');
   return new Promise((resolve, reject) => {
     const child = spawn(cmd, args, { stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, PATH: TOOL_PATH, LC_ALL: 'C' } });
     const out: Buffer[] = [];
@@ -36,7 +40,7 @@ export function runCommand(cmd: string, args: readonly string[], input?: string)
   });
 }
 
-/** Runs `ip -batch -` with one command per line (one fork for many changes). */
+/** Runs `ip -batch -` with one command per line (one fork for many changes); errors list the lines. */
 export function ipBatch(lines: readonly string[]): Promise<CommandOutput> {
-  return runCommand('ip', ['-batch', '-'], `${lines.join('\n')}\n`);
+  return runCommand('ip', ['-batch', '-'], { input: `${lines.join('\n')}\n`, describe: `ip -batch [${lines.join('; ')}]` });
 }

@@ -10,7 +10,7 @@ import { installHook, poststopHook, prestartHook, vethName } from './hook.ts';
 import type { HookMode } from './hook.ts';
 import { intToIp, macFromIp, parseSubnet } from './ipv4.ts';
 import type { Subnet } from './ipv4.ts';
-import { freeSubnet, ipJson, killChild, linkExists, requireHost, runPrefix, sleeperInNewNetns } from './test-support.ts';
+import { freeSubnet, ipJson, killChild, linkExists, requireHost, runPrefix, sleeperInNewNetns } from './testkit.ts';
 import type { Hook } from '../runtime/types.ts';
 
 interface Env {

@@ -67,6 +67,7 @@ export class LocalAddressAllocator implements AddressAllocator {
     this.subnet = typeof options.subnet === 'string' ? parseSubnet(options.subnet) : options.subnet;
   }
 
+  /** Returns the container's lease, taking the next free address round-robin when it has none. */
   async allocate(containerId: string): Promise<Lease> {
     checkContainerId(containerId);
     return this.queue.run(async () => {
@@ -79,6 +80,7 @@ export class LocalAddressAllocator implements AddressAllocator {
     });
   }
 
+  /** Frees the container's address; a no-op when it holds none. */
   release(containerId: string): Promise<void> {
     return this.queue.run(async () => {
       const state = await this.load();
@@ -89,6 +91,7 @@ export class LocalAddressAllocator implements AddressAllocator {
     });
   }
 
+  /** The container's lease, or undefined. */
   get(containerId: string): Promise<Lease | undefined> {
     return this.queue.run(async () => {
       const ip = own((await this.load()).leases, containerId);
@@ -96,6 +99,7 @@ export class LocalAddressAllocator implements AddressAllocator {
     });
   }
 
+  /** Every live lease. */
   list(): Promise<Lease[]> {
     return this.queue.run(async () => {
       const state = await this.load();

@@ -4,8 +4,8 @@
  */
 import assert from 'node:assert/strict';
 import { execFileSync, spawnSync } from 'node:child_process';
-import { chmod, copyFile, mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
-import { existsSync } from 'node:fs';
+import { chmod, copyFile, mkdir, mkdtemp, readFile as readFileAsync, readdir, rm, writeFile } from 'node:fs/promises';
+import { existsSync, readFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -14,14 +14,30 @@ import { isFerryError } from '../../errors/index.ts';
 import { taggedRules } from './bridge.ts';
 import { bringUp, createNodeNetwork } from './index.ts';
 import type { Attachment, LocalNodeNetwork } from './index.ts';
-import { freeSubnet, httpGet, ipJson, linkExists, requireHost, runPrefix } from './test-support.ts';
+import { freeSubnet, httpGet, ipJson, linkExists, requireHost, runPrefix } from './testkit.ts';
 
 const HOST_ID = 100000;
+/** CRIU ≥ 4.2 wrapper (see the live-migration notes); only the restore test needs it. */
+const CRIU = '/opt/ferry/bin/criu';
 
 function runc(root: string, args: string[]): string {
   const r = spawnSync('runc', ['--root', root, ...args], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
   if (r.status !== 0) throw new Error(`runc ${args.join(' ')} failed: ${r.stderr}`);
   return r.stdout;
+}
+
+/**
+ * `runc <command> -d`: the container inherits runc's stdio, so it gets /dev/null (no pipe we would
+ * wait on, nothing CRIU cannot dump) and runc's own errors go to a log file.
+ */
+function runcDetached(root: string, args: string[], logFile: string): void {
+  const r = spawnSync('runc', ['--root', root, '--log', logFile, ...args], { stdio: 'ignore' });
+  if (r.status !== 0) throw new Error(`runc ${args.join(' ')} failed: ${existsSync(logFile) ? readFileSync(logFile, 'utf8') : `exit ${r.status}`}`);
+}
+
+/** Starts a container from its bundle in the background. */
+function runcRunDetached(root: string, bundle: string, id: string, logFile: string): void {
+  runcDetached(root, ['run', '-d', '--bundle', bundle, id], logFile);
 }
 
 /** A busybox bundle whose httpd on :8080 serves `hello from ID`, with the attachment's hooks. */
@@ -123,7 +139,7 @@ test('runc containers get plumbed by the hook, answer on their address and on a 
   // Container A: a normal start (mode=up).
   const a = await net.attach(ids.a);
   assert.deepEqual(await net.attach(ids.a), a, 'attach is idempotent per container');
-  runc(root, ['run', '-d', '--bundle', await makeBundle(dir, ids.a, a, prefix), ids.a]);
+  runcRunDetached(root, await makeBundle(dir, ids.a, a, prefix), ids.a, join(dir, 'a.log'));
   const pidA = (JSON.parse(runc(root, ['state', ids.a])) as { pid: number }).pid;
 
   const [eth0] = ipJson<Array<{ address: string; addr_info: Array<{ family: string; local: string; prefixlen: number }> }>>(pidA, ['addr', 'show', 'dev', 'eth0']);
@@ -152,7 +168,7 @@ test('runc containers get plumbed by the hook, answer on their address and on a 
   // Container B: started as a migration target would be (mode=down), unreachable until bringUp.
   const b = await net.attach(ids.b, { mode: 'down' });
   assert.notEqual(b.ip, a.ip);
-  runc(root, ['run', '-d', '--bundle', await makeBundle(dir, ids.b, b, prefix), ids.b]);
+  runcRunDetached(root, await makeBundle(dir, ids.b, b, prefix), ids.b, join(dir, 'b.log'));
   const pidB = (JSON.parse(runc(root, ['state', ids.b])) as { pid: number }).pid;
   const [vethB] = ipJson<Array<{ master?: string; flags: string[] }>>(undefined, ['link', 'show', 'dev', b.hostVeth]);
   assert.equal(vethB?.master, undefined, 'mode=down: not on the bridge');
@@ -204,4 +220,58 @@ test('runc containers get plumbed by the hook, answer on their address and on a 
   const leftovers = execFileSync('ip', ['-br', 'link'], { encoding: 'utf8' }).split('\n').filter((l) => l.startsWith(prefix) || l.startsWith(a.hostVeth) || l.startsWith(b.hostVeth));
   assert.deepEqual(leftovers, []);
   assert.ok(!execFileSync('ip', ['netns', 'list'], { encoding: 'utf8' }).includes(prefix));
+});
+
+test('the hook runs again at runc restore: mode=down keeps the restored container unreachable until bringUp, with its address and MAC', async (t) => {
+  if (!requireHost(t, ['ip', 'iptables', 'runc', 'nsenter', 'chown'])) return;
+  if (!existsSync('/bin/busybox') || !existsSync(CRIU)) {
+    if (process.env.CI === 'true') assert.fail(`needs /bin/busybox and ${CRIU}`);
+    t.skip(`needs /bin/busybox and ${CRIU}`);
+    return;
+  }
+  const prefix = runPrefix();
+  const dir = await mkdtemp(join(tmpdir(), `ferry-net-${prefix}-`));
+  await chmod(dir, 0o755);
+  const root = join(dir, 'runc');
+  const net = createNodeNetwork({ stateDir: join(dir, 'state'), bridge: prefix, subnet: freeSubnet() });
+  const id = `${prefix}-m`;
+  const restoredId = `${prefix}-r`;
+  t.after(async () => {
+    for (const x of [id, restoredId]) spawnSync('runc', ['--root', root, 'delete', '-f', x], { stdio: 'ignore' });
+    await net.destroy().catch((e: unknown) => t.diagnostic(`destroy: ${String(e)}`));
+    await rm(dir, { recursive: true, force: true });
+  });
+  await net.init();
+  const att = await net.attach(id);
+  const bundle = await makeBundle(dir, id, att, prefix);
+  runcRunDetached(root, bundle, id, join(dir, 'm.log'));
+  assert.deepEqual(await getWhenUp(att.ip, 8080), { status: 200, body: `hello from ${id}` });
+
+  // Checkpoint (the container stops and its namespace with its veth goes away) …
+  const images = join(dir, 'images');
+  await mkdir(images);
+  try {
+    runc(root, ['--criu', CRIU, 'checkpoint', '--image-path', images, '--work-path', images, id]);
+  } catch (e) {
+    const log = await readFileAsync(join(images, 'dump.log'), 'utf8').catch(() => '');
+    throw new Error(`${(e as Error).message}\n${log.split('\n').filter((l) => /Error|error|fail/.test(l)).slice(-15).join('\n')}`, { cause: e });
+  }
+  runc(root, ['delete', '-f', id]);
+  assert.equal(linkExists(att.hostVeth), false);
+  // … and restore as a migration target would: same identity, hook in mode=down.
+  execFileSync('chown', ['-R', `${HOST_ID}:${HOST_ID}`, images]);
+  const target = await net.attach(id, { mode: 'down' });
+  assert.equal(target.ip, att.ip);
+  await writeFile(join(bundle, 'config.json'), (await readFileAsync(join(bundle, 'config.json'), 'utf8')).replace('"mode=up"', '"mode=down"'));
+  runcDetached(root, ['--criu', CRIU, 'restore', '-d', '--image-path', images, '--work-path', images, '--bundle', bundle, restoredId], join(dir, 'r.log'));
+  const pid = (JSON.parse(runc(root, ['state', restoredId])) as { pid: number }).pid;
+  const [eth0] = ipJson<Array<{ address: string; addr_info: Array<{ family: string; local: string }> }>>(pid, ['addr', 'show', 'dev', 'eth0']);
+  assert.equal(eth0?.address, att.mac);
+  assert.deepEqual(eth0?.addr_info.filter((x) => x.family === 'inet').map((x) => x.local), [att.ip]);
+  assert.deepEqual(ipJson<Array<{ state: string[] }>>(pid, ['neigh', 'show', 'dev', 'eth0', att.gateway])[0]?.state, ['PERMANENT']);
+  const [veth] = ipJson<Array<{ master?: string; flags: string[] }>>(undefined, ['link', 'show', 'dev', att.hostVeth]);
+  assert.equal(veth?.master, undefined);
+  assert.ok(!veth?.flags.includes('UP'));
+  await bringUp(target);
+  assert.deepEqual(await getWhenUp(att.ip, 8080), { status: 200, body: `hello from ${id}` }, 'the restored httpd answers after bringUp');
 });

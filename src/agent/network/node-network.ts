@@ -67,6 +67,7 @@ export class LocalNodeNetwork implements NodeNetwork {
     this.ports = new PortProxy({ file: join(this.stateDir, PORTS_FILE), log: this.log });
   }
 
+  /** Creates the bridge and its rules if missing and installs the hook; safe to call on every agent start. */
   async init(): Promise<void> {
     await mkdir(this.stateDir, { recursive: true, mode: 0o700 });
     await ensureBridge({ name: this.bridge, subnet: this.subnet, outboundNat: this.outboundNat }, this.log);
@@ -76,6 +77,7 @@ export class LocalNodeNetwork implements NodeNetwork {
     await mkdir('/run/netns', { recursive: true }).catch(() => undefined);
   }
 
+  /** Leases the container's address (the same one on every call) and returns its hooks in the wanted mode. */
   async attach(containerId: string, options: AttachOptions = {}): Promise<Attachment> {
     checkContainerId(containerId);
     const veth = vethName(containerId);
@@ -88,6 +90,7 @@ export class LocalNodeNetwork implements NodeNetwork {
     return this.attachment(lease, options.mode ?? 'up');
   }
 
+  /** Unpublishes the container's ports, deletes its host veth if left, and frees its address; idempotent. */
   async detach(containerId: string): Promise<void> {
     checkContainerId(containerId);
     await this.ports.unpublish(containerId);
@@ -100,10 +103,12 @@ export class LocalNodeNetwork implements NodeNetwork {
     return attachToBridge(attachment.hostVeth, attachment.bridge ?? this.bridge);
   }
 
+  /** Makes `ports` the container's published set (see PortProxy.publish). */
   publish(containerId: string, ip: string, ports: PortMapping[]): Promise<void> {
     return this.ports.publish(containerId, ip, ports);
   }
 
+  /** Stops forwarding the container's ports and forgets them; idempotent. */
   unpublish(containerId: string): Promise<void> {
     return this.ports.unpublish(containerId);
   }
@@ -118,6 +123,7 @@ export class LocalNodeNetwork implements NodeNetwork {
     return this.ports.stats(containerId);
   }
 
+  /** Attachments of every leased address (hooks in mode `up`), for adoption and cleanup. */
   async list(): Promise<Attachment[]> {
     return (await this.allocator.list()).map((l) => this.attachment(l, 'up'));
   }
@@ -127,13 +133,15 @@ export class LocalNodeNetwork implements NodeNetwork {
     return this.ports.close();
   }
 
+  /** Removes listeners, host veths, leases, the bridge, its rules and the state files. */
   async destroy(): Promise<void> {
     await this.ports.clear();
-    for (const lease of await this.allocator.list()) {
-      await deleteLink(vethName(lease.containerId));
-      await this.allocator.release(lease.containerId);
-    }
-    await this.localAllocator?.clear();
+    const leases = await this.allocator.list();
+    for (const lease of leases) await deleteLink(vethName(lease.containerId));
+    // The local table goes as a whole (also when another instance already removed it); a shared
+    // allocator only gives back this node's leases.
+    if (this.localAllocator) await this.localAllocator.clear();
+    else for (const lease of leases) await this.allocator.release(lease.containerId);
     await destroyBridge(this.bridge, this.log);
     await rm(this.hookPath, { force: true });
     // The directory may be shared with other agent state; only an empty one is ours to remove.

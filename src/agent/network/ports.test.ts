@@ -9,7 +9,7 @@ import { test } from 'node:test';
 import type { TestContext } from 'node:test';
 import { isFerryError } from '../../errors/index.ts';
 import { PortProxy } from './ports.ts';
-import { exchange } from './test-support.ts';
+import { exchange } from './testkit.ts';
 import type { PortMapping } from './types.ts';
 
 // Everything here stays on 127.0.0.1: the "container" is a local server.
