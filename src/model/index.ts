@@ -3,6 +3,7 @@ export * from './container.ts';
 export * from './node.ts';
 export * from './keys.ts';
 export * from './parse.ts';
+export * from './port.ts';
 export * from './units.ts';
 export { modelErrors } from './errors.ts';
 export * from './image.ts';

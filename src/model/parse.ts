@@ -1,40 +1,7 @@
 /** Parsers for the flags users type (`-p`, `-v`, `-e`, `--restart`), shared by CLI and API. */
-import type { Port, RestartPolicy, Volume } from './container.ts';
+import type { RestartPolicy, Volume } from './container.ts';
 import { isValidName } from './container.ts';
 import { modelErrors } from './errors.ts';
-
-function portNumber(value: string, whole: string): number {
-  if (!/^\d+$/.test(value)) throw modelErrors.BAD_PORT({ value: whole, hint: `"${value}" is not a port number` });
-  const n = Number(value);
-  if (n < 1 || n > 65535) throw modelErrors.BAD_PORT({ value: whole, hint: 'ports are 1–65535' });
-  return n;
-}
-
-/** Parses `8080:80`, `127.0.0.1:8080:80`, `80` (same port on the host), with an optional `/tcp`. */
-export function parsePort(text: string): Port {
-  let body = text.trim();
-  const slash = body.lastIndexOf('/');
-  if (slash >= 0) {
-    const proto = body.slice(slash + 1).toLowerCase();
-    if (proto !== 'tcp') throw modelErrors.BAD_PORT({ value: text, hint: `protocol "${proto}" is not supported yet; use tcp` });
-    body = body.slice(0, slash);
-  }
-  const parts = body.split(':');
-  let hostIp = '0.0.0.0';
-  let host: string;
-  let ctr: string;
-  if (parts.length === 1) { host = parts[0]!; ctr = parts[0]!; }
-  else if (parts.length === 2) { host = parts[0]!; ctr = parts[1]!; }
-  else if (parts.length === 3) {
-    hostIp = parts[0]!;
-    host = parts[1]!;
-    ctr = parts[2]!;
-    if (!/^\d{1,3}(\.\d{1,3}){3}$/.test(hostIp) || hostIp.split('.').some((o) => Number(o) > 255)) {
-      throw modelErrors.BAD_PORT({ value: text, hint: `"${hostIp}" is not an IPv4 address` });
-    }
-  } else throw modelErrors.BAD_PORT({ value: text, hint: 'use HOSTPORT:CONTAINERPORT or IP:HOSTPORT:CONTAINERPORT' });
-  return { hostIp, hostPort: portNumber(host, text), containerPort: portNumber(ctr, text), protocol: 'tcp' };
-}
 
 /** Parses `/host/dir:/in/container[:ro|:rw]`. */
 export function parseVolume(text: string): Volume {

@@ -7,7 +7,7 @@ import type { NodeNetworkOptions } from './node-network.ts';
 
 export type { AttachOptions, Attachment, NodeNetwork, PortMapping } from './types.ts';
 export { netErrors } from './errors.ts';
-export { DEFAULT_HOST_IP, checkPortMapping, formatPortMapping, parsePortSpec } from './port-spec.ts';
+export { DEFAULT_HOST_IP, checkPortMapping, formatPortMapping } from './port-spec.ts';
 export { DEFAULT_BRIDGE, DEFAULT_SUBNET, LocalNodeNetwork, bringUp } from './node-network.ts';
 export type { NodeNetworkOptions } from './node-network.ts';
 export { LocalAddressAllocator } from './ipam.ts';
