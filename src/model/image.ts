@@ -30,8 +30,14 @@ export interface NodeImages {
   updatedAt: string;
 }
 
+/** `docker.io/library/x` and `docker.io/x` are Docker Hub's long forms of `x` (skopeo writes them); Ferry keeps the short one. */
+export function stripDockerHub(ref: string): string {
+  return ref.replace(/^(?:docker\.io|index\.docker\.io|registry-1\.docker\.io)\/(?:library\/)?(?=[a-z0-9])/, '');
+}
+
 /** `sample` → `sample:latest`; a reference with a tag or digest stays as it is. */
-export function normalizeImageRef(ref: string): string {
+export function normalizeImageRef(input: string): string {
+  const ref = stripDockerHub(input);
   if (ref.startsWith('sha256:') || /^[0-9a-f]{6,64}$/.test(ref)) return ref;
   const lastSlash = ref.lastIndexOf('/');
   return ref.slice(lastSlash + 1).includes(':') ? ref : `${ref}:latest`;

@@ -2,6 +2,7 @@
  * OCI image-spec shapes (descriptor, index, manifest, config), media types and the parsing the store
  * needs: image references (`name:tag`, ids, id prefixes) and JSON checked enough to trust its fields.
  */
+import { stripDockerHub } from '../../model/index.ts';
 import { createHash } from 'node:crypto';
 import { imageErrors } from './errors.ts';
 import type { ImageRunConfig } from './types.ts';
@@ -176,9 +177,10 @@ const NAME_RE = new RegExp(`^${DOMAIN}${COMPONENT}(?:/${COMPONENT})*$`);
 const TAG_RE = /^[\w][\w.-]{0,127}$/;
 
 /** Parses `name`, `name:tag`, `name@sha256:…`, `sha256:<id>`, `sha256:<prefix>` or a bare hex prefix (≥ 6). */
-export function parseRef(ref: string): ImageRef {
-  const bad = (reason: string) => imageErrors.IMAGE_BAD_REF({ ref, reason });
-  if (typeof ref !== 'string' || ref.length === 0) throw bad('empty');
+export function parseRef(input: string): ImageRef {
+  const bad = (reason: string) => imageErrors.IMAGE_BAD_REF({ ref: input, reason });
+  if (typeof input !== 'string' || input.length === 0) throw bad('empty');
+  const ref = stripDockerHub(input);
   if (ref.length > 512) throw bad('too long');
   if (ref.startsWith('sha256:')) {
     const hex = ref.slice(7);

@@ -64,6 +64,7 @@ export function imageCommands(program: Command, ctx: Ctx): void {
     .option('--node <node>', 'import only on this node (default: every ready node)')
     .action(async (path: string, o: { name?: string; node?: string }) => {
       const abs = resolve(path);
+      if (!(await stat(abs).catch(() => undefined))) throw new FerryError('FERRY_ERR_BAD_PATH', 400, `no such file or directory: ${abs}`);
       let sent = 0;
       const tty = process.stderr.isTTY && ctx.format() !== 'json';
       const t0 = Date.now();
