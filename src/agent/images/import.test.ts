@@ -109,7 +109,7 @@ test('oci-archive and docker-archive tarballs written by skopeo, plain or gzippe
   await writeFile(join(work, 'o.zip'), gzipSync(await readFile(join(work, 'o.tar'))));
 
   const fromDocker = await store.import(join(work, 'd.tar'));
-  assert.deepEqual(fromDocker.tags, ['docker.io/shop/web:v2'], 'RepoTags become tags');
+  assert.deepEqual(fromDocker.tags, ['shop/web:v2'], 'RepoTags become tags, in Docker Hub short form');
   assert.deepEqual(fromDocker.config.cmd, ['/app/run']);
   assert.equal(fromDocker.layers.length, 2);
   const fromOci = await store.import(join(work, 'o.tar'), { name: 'web:oci' });
@@ -120,7 +120,7 @@ test('oci-archive and docker-archive tarballs written by skopeo, plain or gzippe
   assert.deepEqual((await readdir(join(root, 'layers'))).sort(), [diffHex(l1), diffHex(l2)].sort());
   assert.equal(await readFile(join(root, 'layers', diffHex(l1), 'rootfs/etc/motd'), 'utf8'), 'hello');
   const tags = (await store.list()).flatMap((i) => i.tags).sort();
-  assert.deepEqual(tags, ['docker.io/shop/web:v2', 'web:gz', 'web:oci']);
+  assert.deepEqual(tags, ['shop/web:v2', 'web:gz', 'web:oci']);
 });
 
 test('refuses what it cannot trust or read, saying why', async (t) => {
