@@ -6,7 +6,7 @@
  *   node --import tsx bench/start.ts [--reps 10] [-o json]
  */
 import { execFileSync, spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync } from 'node:fs';
+import { chmodSync, closeSync, openSync, mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { tmpdir } from 'node:os';
 import { parseArgs } from 'node:util';
@@ -24,6 +24,7 @@ function stats(xs: number[]): { median: number; p90: number; min: number; max: n
 
 const f = await startFerry();
 const bundleDir = mkdtempSync(join(tmpdir(), `ferry-bench-${f.id}-`));
+chmodSync(bundleDir, 0o755); // the user namespace's root must reach the rootfs
 const runcRoot = join(bundleDir, 'runc');
 try {
   // Warm-up through Ferry; its bundle (config.json + rootfs content) becomes the bare-runc bundle.
@@ -52,9 +53,13 @@ try {
     cfg.linux.cgroupsPath = `/${f.cgroupParent}/${rid}`;
     writeFileSync(join(bundleDir, 'config.json'), JSON.stringify(cfg));
     const r0 = performance.now();
-    const r = spawnSync('runc', ['--root', runcRoot, 'run', '-d', '--bundle', bundleDir, rid], { stdio: ['ignore', 'ignore', 'pipe'] });
+    // The detached container inherits runc's stdio: give it a file, not a pipe we would wait on forever.
+    const errFile = join(bundleDir, 'runc-stderr.log');
+    const errFd = openSync(errFile, 'w');
+    const r = spawnSync('runc', ['--root', runcRoot, 'run', '-d', '--bundle', bundleDir, rid], { stdio: ['ignore', 'ignore', errFd] });
     const r1 = performance.now();
-    if (r.status !== 0) throw new Error(`runc run failed: ${r.stderr.toString()}`);
+    closeSync(errFd);
+    if (r.status !== 0) throw new Error(`runc run failed: ${readFileSync(errFile, 'utf8')}`);
     runcMs.push(r1 - r0);
     spawnSync('runc', ['--root', runcRoot, 'delete', '--force', rid]);
   }
