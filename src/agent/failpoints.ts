@@ -12,3 +12,8 @@ export function failpoint(name: string): void {
     process.kill(process.pid, 'SIGKILL');
   }
 }
+
+/** True when failpoint `name` is enabled (for a step that exists only to be interrupted). */
+export function failpointEnabled(name: string): boolean {
+  return enabled.has(name);
+}

@@ -4,13 +4,13 @@
  */
 import { mkdir } from 'node:fs/promises';
 import type { Assignment } from '../model/index.ts';
-import type { ContainerRuntime, IdMapping } from './runtime/index.ts';
+import type { ContainerRuntime, IdMapping, RuntimeState } from './runtime/index.ts';
 import type { ImageStore } from './images/index.ts';
 import type { NodeNetwork } from './network/index.ts';
 import type { ContainerRecord, RecordStore } from './records.ts';
 import { bundleSpec } from './spec.ts';
 import { agentErrors } from './errors.ts';
-import { failpoint } from './failpoints.ts';
+import { failpoint, failpointEnabled } from './failpoints.ts';
 
 /** What the lifecycle steps use. */
 export interface LifecycleDeps {
@@ -33,16 +33,16 @@ async function ensureVolumes(a: Assignment): Promise<void> {
   }
 }
 
-/** Prepares rootfs and network, publishes ports, creates and starts the container. */
-export async function createAndStart(d: LifecycleDeps, rec: ContainerRecord, a: Assignment): Promise<void> {
+/** Prepares rootfs and network, publishes ports, then creates and starts the container in one runc call. */
+export async function createAndStart(d: LifecycleDeps, rec: ContainerRecord, a: Assignment): Promise<RuntimeState> {
   const dir = d.records.containerDir(rec.runtimeId);
   // A leftover runc container from an interrupted create is removed first (its rootfs is kept).
-  await d.runtime.delete(rec.runtimeId);
-  const prepared = await d.images.prepareRootfs(rec.runtimeId, a.spec.image, dir);
-  rec.rootfsMode = prepared.mode;
+  if (rec.launched) await d.runtime.delete(rec.runtimeId);
+  const [prepared, att] = await Promise.all([d.images.prepareRootfs(rec.runtimeId, a.spec.image, dir), d.network.attach(rec.runtimeId)]);
   failpoint('create:after-rootfs');
-  const att = await d.network.attach(rec.runtimeId);
+  rec.rootfsMode = prepared.mode;
   rec.ip = att.ip;
+  rec.launched = true;
   await d.records.save(rec);
   await ensureVolumes(a);
   const bundle = await bundleSpec({
@@ -50,20 +50,24 @@ export async function createAndStart(d: LifecycleDeps, rec: ContainerRecord, a: 
     rootfs: prepared.path, idMap: d.idMap, hooks: att.hooks,
   });
   if (a.spec.ports.length > 0) await d.network.publish(rec.runtimeId, att.ip, a.spec.ports);
+  let st: RuntimeState;
   try {
-    await d.runtime.create(bundle);
-    failpoint('create:after-runc-create');
-    const st = await d.runtime.start(rec.runtimeId);
-    rec.startedAt = st.startedAt ?? new Date().toISOString();
+    if (failpointEnabled('create:after-runc-create')) {
+      await d.runtime.create(bundle);
+      failpoint('create:after-runc-create');
+    }
+    st = await d.runtime.run(bundle);
   } catch (e) {
     await d.network.unpublish(rec.runtimeId);
     await d.runtime.delete(rec.runtimeId).catch(() => undefined);
     throw e;
   }
+  rec.startedAt = st.startedAt ?? new Date().toISOString();
   rec.appliedResources = { ...a.spec.resources };
   rec.appliedGeneration = a.generation;
   rec.nextRestartAt = undefined;
   await d.records.save(rec);
+  return st;
 }
 
 /** Stops (gracefully within `timeoutMs`, or at once when 0) and removes everything the container had on this node. */

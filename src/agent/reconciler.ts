@@ -154,6 +154,7 @@ export class Reconciler {
       this.d.clearStatus(a.name, a.uid);
       return;
     }
+    const fresh = !rec;
     if (!rec) {
       rec = {
         name, uid: a.uid, runtimeId: `${this.d.idPrefix}${name.toLowerCase().slice(0, 40)}-${randomBytes(4).toString('hex')}`,
@@ -163,7 +164,8 @@ export class Reconciler {
       this.records.set(name, rec);
     }
     rec.epoch = a.epoch;
-    const st = await this.d.runtime.state(rec.runtimeId);
+    // A record made just now has nothing in the runtime yet: skip the `runc state` call.
+    const st = fresh ? undefined : await this.d.runtime.state(rec.runtimeId);
     if (a.spec.state === 'stopped') return this.keepStopped(rec, a, st);
     if (st && (st.status === 'running' || st.status === 'paused')) return this.keepRunning(rec, a, st);
     if (st && st.status === 'stopped' && !rec.stoppedByUser) {
@@ -241,8 +243,9 @@ export class Reconciler {
   private async start(rec: ContainerRecord, a: Assignment, phase: Phase): Promise<void> {
     rec.stoppedByUser = false;
     this.status(rec, a, phase, 0);
+    let st: RuntimeState;
     try {
-      await createAndStart(this.d, rec, a);
+      st = await createAndStart(this.d, rec, a);
     } catch (e) {
       const msg = (e as Error).message;
       rec.appliedGeneration = a.generation;
@@ -261,11 +264,12 @@ export class Reconciler {
       }
       return;
     }
-    rec.failedGeneration = undefined;
-    rec.failure = undefined;
-    await this.d.records.save(rec);
-    const st = await this.d.runtime.state(rec.runtimeId);
+    if (rec.failedGeneration !== undefined) {
+      rec.failedGeneration = undefined;
+      rec.failure = undefined;
+      await this.d.records.save(rec);
+    }
+    this.status(rec, a, 'running', st.pid);
     this.watchExit(rec);
-    this.status(rec, a, 'running', st?.pid ?? 0);
   }
 }

@@ -17,6 +17,8 @@ export interface ContainerRecord {
   /** Container IP once the network was attached. */
   ip?: string;
   rootfsMode?: string;
+  /** Set before the first runc call: a runc container may exist and must be deleted before a new create. */
+  launched?: boolean;
   restartCount: number;
   /** Consecutive quick failures, for the restart backoff. */
   backoffStep?: number;

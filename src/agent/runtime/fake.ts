@@ -126,6 +126,11 @@ export function createFakeRuntime(): FakeRuntime {
       return snapshot(spec.id, c);
     },
 
+    async run(spec) {
+      await fake.create(spec);
+      return fake.start(spec.id);
+    },
+
     async start(id) {
       calls.push(`start ${id}`);
       const c = get(id);

@@ -121,6 +121,8 @@ export interface ExecOptions {
 export interface ContainerRuntime {
   /** Writes the bundle, starts the supervisor and `runc create`; resolves when the container is `created`. */
   create(spec: BundleSpec): Promise<RuntimeState>;
+  /** Create and start in one step (`runc run --detach`); resolves when the process runs. */
+  run(spec: BundleSpec): Promise<RuntimeState>;
   /** `runc start`; resolves when the process runs. */
   start(id: string): Promise<RuntimeState>;
   /** Sends a signal to the container's init. */

@@ -10,10 +10,10 @@ export function nodeCommands(program: Command, ctx: Ctx): void {
   node.command('ls').description('list nodes').action(async () => {
     const nodes = await ctx.client().nodes.list();
     if (ctx.format() === 'json') return printJson(nodes);
-    process.stdout.write(`${table(['NAME', 'STATE', 'ADDRESS', 'CPUS', 'MEMORY', 'CONTAINERS', 'KERNEL', 'CRIU', 'HEARTBEAT'], nodes.map((n) => [
+    process.stdout.write(`${table(['NAME', 'STATE', 'ADDRESS', 'CPUS', 'MEMORY', 'CONTAINERS', 'KERNEL', 'CRIU', 'AGENT STARTED'], nodes.map((n) => [
       n.node.metadata.name, n.state + (n.node.spec.unschedulable ? ',unschedulable' : ''), n.node.status.address,
       String(n.node.status.capacity.cpus), formatBytes(n.node.status.capacity.memoryBytes), String(n.containers),
-      n.node.status.facts.kernel, n.node.status.facts.criu, age(n.node.status.heartbeatAt),
+      n.node.status.facts.kernel, n.node.status.facts.criu, age(n.node.status.startedAt),
     ]))}\n`);
   });
   node.command('inspect').description('show a node').argument('<name>').action(async (name: string) => {
