@@ -78,12 +78,16 @@ export async function reconcileContainer(store: Store, name: string): Promise<vo
       await reportPending(store, c, `no ready node can run this container: ${decision.reason}`);
       return;
     }
-    await mutate<Container>(store, keys.container(name), (cur) => {
+    const placed = await mutate<Container>(store, keys.container(name), (cur) => {
       if (cur.metadata.uid !== c.metadata.uid || cur.placement) return undefined;
       cur.placement = { node: decision.node, epoch: 1, scheduledAt: new Date().toISOString(), reason: decision.reason };
       return cur;
     });
-    return; // the write re-queues this name; the next pass writes the assignment
+    // Assign in the same pass (not on the next watch event): one hop less between the API call and the agent.
+    if (placed.value.placement && !placed.value.metadata.deleting) {
+      await writeAssignment(store, keys.assignment(placed.value.placement.node, name), assignmentOf(placed.value, placed.value.placement.epoch));
+    }
+    return;
   }
   await writeAssignment(store, keys.assignment(placement.node, name), assignmentOf(c, placement.epoch));
 }
