@@ -1,7 +1,12 @@
 /*
  * ferry-shim: one supervisor per container (the part conmon plays for podman).
  *
- *   ferry-shim --pid-file F --container-pid-file P --log L --exit E -- runc ... create|restore -d ...
+ *   ferry-shim --pid-file F --container-pid-file P --log L --exit E
+ *              [--mount-overlay OPTIONS --mount-target DIR [--mount-cwd DIR]] -- runc ... run|create|restore ...
+ *
+ * With --mount-overlay the shim first mounts the container's overlay root filesystem itself (one
+ * mount(2) call instead of a util-linux `mount` process, ~7 ms less on every start); relative lower
+ * dirs in OPTIONS resolve against --mount-cwd.
  *
  * The process the agent starts (P0) forks, the child calls setsid() and forks the real shim, then
  * exits, so the shim is nobody's child but init's (or a subreaper's) and outlives the agent. The
@@ -20,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
@@ -39,6 +45,7 @@ struct stream {
 };
 
 static const char *opt_pidfile, *opt_cpidfile, *opt_log, *opt_exit;
+static const char *opt_mount_opts, *opt_mount_target, *opt_mount_cwd;
 static int log_fd = -1;
 static char errbuf[ERR_CAP];
 static size_t errlen;
@@ -172,7 +179,8 @@ static int shell_status(int status) {
 }
 
 static void usage(void) {
-  fputs("usage: ferry-shim --pid-file F --container-pid-file P --log L --exit E -- runc ARGS...\n", stderr);
+  fputs("usage: ferry-shim --pid-file F --container-pid-file P --log L --exit E"
+        " [--mount-overlay OPTS --mount-target DIR [--mount-cwd DIR]] -- runc ARGS...\n", stderr);
   exit(2);
 }
 
@@ -205,10 +213,25 @@ int main(int argc, char **argv) {
     else if (strcmp(argv[i], "--container-pid-file") == 0) opt_cpidfile = argv[i + 1];
     else if (strcmp(argv[i], "--log") == 0) opt_log = argv[i + 1];
     else if (strcmp(argv[i], "--exit") == 0) opt_exit = argv[i + 1];
+    else if (strcmp(argv[i], "--mount-overlay") == 0) opt_mount_opts = argv[i + 1];
+    else if (strcmp(argv[i], "--mount-target") == 0) opt_mount_target = argv[i + 1];
+    else if (strcmp(argv[i], "--mount-cwd") == 0) opt_mount_cwd = argv[i + 1];
     else usage();
   }
   if (i >= argc - 1 || !opt_pidfile || !opt_cpidfile || !opt_log || !opt_exit) usage();
+  if (!opt_mount_opts != !opt_mount_target) usage();
   char **runc_argv = argv + i + 1;
+
+  if (opt_mount_opts) {
+    if (opt_mount_cwd && chdir(opt_mount_cwd) < 0) {
+      fprintf(stderr, "ferry-shim: chdir %s: %s\n", opt_mount_cwd, strerror(errno));
+      return 125;
+    }
+    if (mount("overlay", opt_mount_target, "overlay", 0, opt_mount_opts) < 0) {
+      fprintf(stderr, "ferry-shim: mount overlay on %s: %s\n", opt_mount_target, strerror(errno));
+      return 125;
+    }
+  }
 
   /* Nothing the caller leaked may reach the container. */
   if (close_range(3, ~0U, 0) < 0)

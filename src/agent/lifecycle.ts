@@ -38,7 +38,15 @@ export async function createAndStart(d: LifecycleDeps, rec: ContainerRecord, a: 
   const dir = d.records.containerDir(rec.runtimeId);
   // A leftover runc container from an interrupted create is removed first (its rootfs is kept).
   if (rec.launched) await d.runtime.delete(rec.runtimeId);
-  const [prepared, att] = await Promise.all([d.images.prepareRootfs(rec.runtimeId, a.spec.image, dir), d.network.attach(rec.runtimeId)]);
+  // The overlay itself is mounted by the shim just before runc runs (one syscall instead of a `mount` process).
+  const [deferred, att] = await Promise.all([
+    d.images.prepareRootfs(rec.runtimeId, a.spec.image, dir, { deferMount: true }), d.network.attach(rec.runtimeId),
+  ]);
+  let prepared = deferred;
+  // A user given by name is looked up in the image's /etc/passwd: that needs the filesystem mounted now.
+  if (prepared.mount && !/^\d*(:\d+)?$/.test(a.spec.user ?? prepared.image.config.user)) {
+    prepared = await d.images.prepareRootfs(rec.runtimeId, a.spec.image, dir);
+  }
   failpoint('create:after-rootfs');
   rec.rootfsMode = prepared.mode;
   rec.ip = att.ip;
@@ -47,7 +55,7 @@ export async function createAndStart(d: LifecycleDeps, rec: ContainerRecord, a: 
   await ensureVolumes(a);
   const bundle = await bundleSpec({
     runtimeId: rec.runtimeId, name: a.name, spec: a.spec, image: prepared.image.config, imageRef: a.spec.image,
-    rootfs: prepared.path, idMap: d.idMap, hooks: att.hooks,
+    rootfs: prepared.path, rootfsMount: prepared.mount, idMap: d.idMap, hooks: att.hooks,
   });
   if (a.spec.ports.length > 0) await d.network.publish(rec.runtimeId, att.ip, a.spec.ports);
   let st: RuntimeState;

@@ -3,7 +3,7 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { ContainerSpec } from '../model/index.ts';
 import type { ImageRunConfig } from './images/index.ts';
-import type { BundleSpec, Hook, IdMapping } from './runtime/index.ts';
+import type { BundleSpec, Hook, IdMapping, RootfsMount } from './runtime/index.ts';
 import { agentErrors } from './errors.ts';
 
 /** Environment merge: later entries replace earlier ones with the same name. */
@@ -65,6 +65,7 @@ export interface BundleInputs {
   readonly image: ImageRunConfig;
   readonly imageRef: string;
   readonly rootfs: string;
+  readonly rootfsMount?: RootfsMount;
   readonly idMap: IdMapping;
   readonly hooks: { prestart: Hook[]; poststop: Hook[] };
 }
@@ -76,6 +77,7 @@ export async function bundleSpec(i: BundleInputs): Promise<BundleSpec> {
   return {
     id: i.runtimeId,
     rootfs: i.rootfs,
+    ...(i.rootfsMount ? { rootfsMount: i.rootfsMount } : {}),
     args: processArgs(i.spec, i.image, i.imageRef),
     env,
     cwd: i.spec.workdir ?? (i.image.workingDir || '/'),

@@ -48,10 +48,11 @@ export async function unmountAll(path: string): Promise<void> {
 }
 
 /**
- * Mounts an overlay. Lower dirs go top first; when their paths would not fit in one mount option
- * page they are passed as short relative links (`linkDir/0`, `1`, …) with the mount run from there.
+ * The mount(2) data of an overlay. Lower dirs go top first; when their paths would not fit in one
+ * mount option page they are passed as short relative links (`linkDir/0`, `1`, …) and the mount must
+ * be made from `cwd` = linkDir.
  */
-export async function mountOverlay(lowers: string[], upper: string, work: string, target: string, linkDir: string): Promise<void> {
+export async function overlayOptions(lowers: string[], upper: string, work: string, target: string, linkDir: string): Promise<{ options: string; cwd?: string }> {
   const bad = [...lowers, upper, work, target].find((p) => /[,:\s\\]/.test(p));
   if (bad) throw new Error(`path ${JSON.stringify(bad)} has a character overlayfs options cannot carry (, : space \\)`);
   let lowerdir = lowers.join(':');
@@ -63,7 +64,13 @@ export async function mountOverlay(lowers: string[], upper: string, work: string
     lowerdir = lowers.map((_, i) => String(i)).join(':');
     cwd = linkDir;
   }
-  await run('mount', ['-t', 'overlay', 'overlay', '-o', `lowerdir=${lowerdir},upperdir=${upper},workdir=${work}`, target], { cwd });
+  return { options: `lowerdir=${lowerdir},upperdir=${upper},workdir=${work}`, ...(cwd ? { cwd } : {}) };
+}
+
+/** Mounts an overlay (see overlayOptions). */
+export async function mountOverlay(lowers: string[], upper: string, work: string, target: string, linkDir: string): Promise<void> {
+  const { options, cwd } = await overlayOptions(lowers, upper, work, target, linkDir);
+  await run('mount', ['-t', 'overlay', 'overlay', '-o', options, target], { cwd });
 }
 
 /** Whether overlayfs with whiteouts and opaque dirs works here; `scratch` is an empty dir to play in (removed after). */

@@ -10,7 +10,7 @@ import { flattenLayers } from './copy.ts';
 import { imageErrors } from './errors.ts';
 import type { LayerCache, LayerMeta } from './layers.ts';
 import { writeFileAtomic, type Layout } from './layout.ts';
-import { mountOverlay, mountsUnder, probeOverlay, unmountAll } from './mounts.ts';
+import { mountOverlay, mountsUnder, overlayOptions, probeOverlay, unmountAll } from './mounts.ts';
 import type { IdShift, ImageInfo, PreparedRootfs } from './types.ts';
 
 /** Which kind of root filesystem to make: `auto` overlays when the kernel can. */
@@ -97,9 +97,9 @@ export class RootfsManager {
   }
 
   /** Makes (or re-mounts, after a reboot) the container's root filesystem under `dir`. */
-  prepare(containerId: string, image: ImageInfo, diffIds: string[], metas: LayerMeta[], dirIn: string): Promise<PreparedRootfs> {
+  prepare(containerId: string, image: ImageInfo, diffIds: string[], metas: LayerMeta[], dirIn: string, deferMount = false): Promise<PreparedRootfs> {
     this.recordPath(containerId);
-    return this.serial(containerId, () => this.prepareNow(containerId, image, diffIds, metas, dirIn));
+    return this.serial(containerId, () => this.prepareNow(containerId, image, diffIds, metas, dirIn, deferMount));
   }
 
   /** Unmounts and deletes what prepare made in `dir` and the record; safe to repeat. Returns the record it removed. */
@@ -108,7 +108,9 @@ export class RootfsManager {
     return this.serial(containerId, () => this.releaseNow(containerId, dirIn));
   }
 
-  private async prepareNow(containerId: string, image: ImageInfo, diffIds: string[], metas: LayerMeta[], dirIn: string): Promise<PreparedRootfs> {
+  private async prepareNow(
+    containerId: string, image: ImageInfo, diffIds: string[], metas: LayerMeta[], dirIn: string, deferMount: boolean,
+  ): Promise<PreparedRootfs> {
     const dir = resolve(dirIn);
     const p = this.paths(dir);
     const fail = (reason: string, cause?: unknown) => imageErrors.IMAGE_ROOTFS_FAILED({ containerId, dir, reason }, cause);
@@ -116,9 +118,10 @@ export class RootfsManager {
     if (rec?.ready) {
       if (rec.imageId !== image.id || rec.dir !== dir) throw fail(`it already has a root filesystem from ${rec.imageId} in ${rec.dir}; release it first`);
       if (rec.mode === 'overlay' && !(await mountsUnder(p.rootfs)).includes(p.rootfs)) {
-        await this.mount(diffIds, p).catch((e: unknown) => {
+        const mount = await this.mount(diffIds, p, deferMount).catch((e: unknown) => {
           throw fail(`re-mounting the overlay: ${(e as Error).message}`, e);
         });
+        if (mount) return { path: p.rootfs, mode: rec.mode, image, mount };
       }
       return { path: p.rootfs, mode: rec.mode, image };
     }
@@ -132,10 +135,11 @@ export class RootfsManager {
     }
     const record: MountRecord = { containerId, imageId: image.id, dir, mode, layers: diffIds, ready: false };
     await writeFileAtomic(this.recordPath(containerId), `${JSON.stringify(record)}\n`);
+    let mount: PreparedRootfs['mount'];
     try {
       await mkdir(dir, { recursive: true, mode: 0o755 });
       if (mode === 'overlay') {
-        await this.mount(diffIds, p);
+        mount = await this.mount(diffIds, p, deferMount);
       } else {
         await rm(p.rootfs, { recursive: true, force: true });
         await this.ownedDir(p.rootfs);
@@ -147,7 +151,7 @@ export class RootfsManager {
       await this.releaseNow(containerId, dir).catch((e2: unknown) => this.log(`images: cleanup after failed prepare of ${containerId}: ${(e2 as Error).message}`));
       throw fail((e as Error).message, e);
     }
-    return { path: p.rootfs, mode, image };
+    return { path: p.rootfs, mode, image, ...(mount ? { mount } : {}) };
   }
 
   /** A directory owned by the user namespace's root, mode 0755. */
@@ -157,12 +161,15 @@ export class RootfsManager {
     await chmod(path, 0o755);
   }
 
-  private async mount(diffIds: string[], p: ReturnType<RootfsManager['paths']>): Promise<void> {
+  /** Mounts the overlay now, or (deferred) only returns what the caller must mount. */
+  private async mount(diffIds: string[], p: ReturnType<RootfsManager['paths']>, defer: boolean): Promise<PreparedRootfs['mount']> {
     await this.ownedDir(p.upper);
     await mkdir(p.work, { recursive: true, mode: 0o700 });
     await mkdir(p.rootfs, { recursive: true, mode: 0o755 });
     const lowers = diffIds.map((d) => this.layers.rootfs(d)).reverse(); // overlayfs wants the top layer first
+    if (defer) return overlayOptions(lowers, p.upper, p.work, p.rootfs, p.lower);
     await mountOverlay(lowers, p.upper, p.work, p.rootfs, p.lower);
+    return undefined;
   }
 
   private async releaseNow(containerId: string, dirIn: string): Promise<MountRecord | undefined> {

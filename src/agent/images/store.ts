@@ -257,7 +257,7 @@ export class LocalImageStore implements ImageStore {
     }
   }
 
-  async prepareRootfs(containerId: string, ref: string, dir: string): Promise<PreparedRootfs> {
+  async prepareRootfs(containerId: string, ref: string, dir: string, options: { deferMount?: boolean } = {}): Promise<PreparedRootfs> {
     checkContainerId(containerId);
     await this.init();
     const image = await this.inspect(ref);
@@ -265,7 +265,7 @@ export class LocalImageStore implements ImageStore {
     const pins = this.layout.session();
     try {
       const metas = await this.unpackAll(manifest, config, pins, ref);
-      return await this.rootfs.prepare(containerId, image, config.rootfs.diff_ids, metas, dir);
+      return await this.rootfs.prepare(containerId, image, config.rootfs.diff_ids, metas, dir, options.deferMount === true);
     } finally {
       pins.close();
     }

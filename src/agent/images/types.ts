@@ -44,6 +44,11 @@ export interface PreparedRootfs {
   /** `overlay` when layers are shared by overlayfs, `copy` when flattened into a private copy. */
   readonly mode: 'overlay' | 'copy';
   readonly image: ImageInfo;
+  /**
+   * With `deferMount`: the overlay is not mounted yet; whoever starts the container mounts it on
+   * `path` with these mount(2) options (relative lower dirs resolve against `cwd`).
+   */
+  readonly mount?: { readonly options: string; readonly cwd?: string };
 }
 
 /** Ownership shift applied to unpacked files so a user namespace's root owns them. */
@@ -67,8 +72,11 @@ export interface ImageStore {
   remove(ref: string, options?: { force?: boolean }): Promise<void>;
   /** Builds the built-in `sample` image when it is missing (no network). */
   ensureSample(): Promise<ImageInfo>;
-  /** Mounts (overlay) or copies the image's layers as the container's root filesystem under `dir`. */
-  prepareRootfs(containerId: string, ref: string, dir: string): Promise<PreparedRootfs>;
+  /**
+   * Mounts (overlay) or copies the image's layers as the container's root filesystem under `dir`.
+   * With `deferMount` an overlay that is not mounted yet is left to the caller (see PreparedRootfs.mount).
+   */
+  prepareRootfs(containerId: string, ref: string, dir: string, options?: { deferMount?: boolean }): Promise<PreparedRootfs>;
   /** Unmounts and removes what prepareRootfs made in `dir`; a no-op when nothing is there. */
   releaseRootfs(containerId: string, dir: string): Promise<void>;
 }

@@ -4,7 +4,7 @@
  */
 export type {
   BindMount, BundleSpec, ContainerRuntime, ContainerStats, ExecOptions, ExitInfo, Hook, IdMapping, LogEntry, Resources,
-  RuntimeState, RuntimeStatus,
+  RootfsMount, RuntimeState, RuntimeStatus,
 } from './types.ts';
 export { createRuncRuntime, containerPid } from './runc.ts';
 export type { RestoreOptions, RuncRuntime, RuncRuntimeOptions } from './runc.ts';

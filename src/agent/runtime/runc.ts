@@ -192,7 +192,7 @@ export function createRuncRuntime(options: RuncRuntimeOptions): RuncRuntime {
     const argv = [cmd.bin, ...globalArgs(cmd, p.runcLog), ...runcArgs(p)];
     let result;
     try {
-      result = await launchShim(options.shimPath, p, argv);
+      result = await launchShim(options.shimPath, p, argv, spec.rootfsMount ? { ...spec.rootfsMount, target: spec.rootfs } : undefined);
     } catch (e) {
       await remove(spec.id, p).catch(() => undefined);
       throw runtimeErrors.RUNTIME_SHIM_FAILED({ id: spec.id, reason: (e as Error).message }, e);

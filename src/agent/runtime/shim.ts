@@ -48,12 +48,16 @@ export interface ShimLaunch {
  * Starts ferry-shim around `runcArgv` (a full argv, runc binary first) and resolves once the runc
  * command has finished; the shim then keeps supervising on its own, detached from this process.
  */
-export function launchShim(shimPath: string, paths: ContainerPaths, runcArgv: string[]): Promise<ShimLaunch> {
+export function launchShim(shimPath: string, paths: ContainerPaths, runcArgv: string[], rootfsMount?: { options: string; cwd?: string; target: string }): Promise<ShimLaunch> {
+  const mountArgs = rootfsMount
+    ? ['--mount-overlay', rootfsMount.options, '--mount-target', rootfsMount.target, ...(rootfsMount.cwd ? ['--mount-cwd', rootfsMount.cwd] : [])]
+    : [];
   const args = [
     '--pid-file', paths.shimPid,
     '--container-pid-file', paths.containerPid,
     '--log', paths.log,
     '--exit', paths.exit,
+    ...mountArgs,
     '--', ...runcArgv,
   ];
   return new Promise((resolve, reject) => {

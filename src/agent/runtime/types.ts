@@ -26,6 +26,12 @@ export interface Hook {
   readonly timeout?: number;
 }
 
+/** An overlay mount to make on the rootfs: mount(2) data, with relative lower dirs resolved against `cwd`. */
+export interface RootfsMount {
+  readonly options: string;
+  readonly cwd?: string;
+}
+
 /** CPU/memory/pids limits; undefined means unlimited. */
 export interface Resources {
   readonly memoryBytes?: number;
@@ -38,8 +44,10 @@ export interface Resources {
 export interface BundleSpec {
   /** runc container id; unique on the node; also names the cgroup. */
   readonly id: string;
-  /** Absolute path to the prepared root filesystem (already mounted/copied). */
+  /** Absolute path to the prepared root filesystem (mounted/copied, or mounted by the shim: see rootfsMount). */
   readonly rootfs: string;
+  /** An overlay the shim mounts on `rootfs` just before runc runs (saves a `mount` process per start). */
+  readonly rootfsMount?: RootfsMount;
   readonly args: string[];
   readonly env: string[];
   readonly cwd: string;
