@@ -1,0 +1,10 @@
+/**
+ * Live migration, the pure part: phases, the state machine with its safety rules, and the choice of
+ * strategy. The executor that drives runc/CRIU between agents builds on this (issue 3).
+ */
+export type { MigrationPhase, Strategy } from './phases.ts';
+export { FORWARD, TERMINAL, runsOn, pastPointOfNoReturn } from './phases.ts';
+export type { MachineState, MigrationEvent, MigrationAction, StepResult } from './machine.ts';
+export { initial, step, recover, ENTRY_ACTIONS } from './machine.ts';
+export type { WorkloadFacts, StrategyChoice, RoundReport, ConvergenceGoal } from './strategy.ts';
+export { chooseStrategy, precopyDone, stopCopyFreezeMs, preCopyFreezeMs } from './strategy.ts';

@@ -1,0 +1,47 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { chooseStrategy, precopyDone } from './strategy.ts';
+
+const MiB = 1024 * 1024;
+const GiB = 1024 * MiB;
+const link = 1000 * MiB; // ~10 GbE worth of loopback
+
+test('auto: small containers go stop-copy', () => {
+  const c = chooseStrategy({ memoryBytes: 64 * MiB, dirtyBytesPerSec: 10 * MiB, bandwidthBytesPerSec: link });
+  assert.equal(c.strategy, 'stop-copy');
+  assert.match(c.reason, /small/);
+});
+
+test('auto: a big, mostly idle container goes pre-copy when the final delta is short', () => {
+  const c = chooseStrategy({ memoryBytes: GiB, dirtyBytesPerSec: 0.01 * GiB, bandwidthBytesPerSec: link });
+  assert.equal(c.strategy, 'pre-copy');
+  assert.ok(c.estimatesMs['pre-copy'] < c.estimatesMs['stop-copy']);
+});
+
+test('auto: unknown dirty rate is treated as the worst case', () => {
+  const c = chooseStrategy({ memoryBytes: GiB, bandwidthBytesPerSec: link });
+  assert.equal(c.strategy, 'stop-copy');
+  assert.match(c.reason, /unknown/);
+});
+
+test('auto: a slow link and a quiet workload favour post-copy', () => {
+  const c = chooseStrategy({ memoryBytes: 4 * GiB, dirtyBytesPerSec: 0.002 * 4 * GiB, bandwidthBytesPerSec: 50 * MiB });
+  assert.equal(c.strategy, 'post-copy');
+});
+
+test('auto: memory rewritten faster than the link ends in stop-copy', () => {
+  const c = chooseStrategy({ memoryBytes: GiB, dirtyBytesPerSec: 800 * MiB, bandwidthBytesPerSec: link });
+  assert.equal(c.strategy, 'stop-copy');
+  assert.match(c.reason, /faster than the link/);
+});
+
+test('pre-copy stops on the freeze goal, the round limit, or when deltas stop shrinking', () => {
+  const goal = { targetFreezeMs: 100, bandwidthBytesPerSec: link, maxRounds: 5 };
+  assert.equal(precopyDone([], goal).done, false);
+  assert.equal(precopyDone([{ sentBytes: GiB, durationMs: 1000 }], goal).done, false);
+  assert.equal(precopyDone([{ sentBytes: GiB, durationMs: 1000 }, { sentBytes: 50 * MiB, durationMs: 60 }], goal).done, true);
+  const flat = precopyDone([{ sentBytes: 500 * MiB, durationMs: 500 }, { sentBytes: 499 * MiB, durationMs: 500 }], goal);
+  assert.deepEqual([flat.done, /stopped shrinking/.test(flat.reason)], [true, true]);
+  const many = Array.from({ length: 5 }, (_, i) => ({ sentBytes: (600 - i * 100) * MiB, durationMs: 100 }));
+  assert.match(precopyDone(many, goal).reason, /round limit/);
+});
