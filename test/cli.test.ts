@@ -72,6 +72,7 @@ describe('ferry CLI on one real node', { skip: skipUnlessReady(TOOLS) }, () => {
     assert.match(text, /^Name:\s+web$/m);
     assert.match(text, /^Memory:\s+128MiB$/m);
     assert.match(text, new RegExp(`^Node:\\s+${f.node}$`, 'm'));
+    assert.match(text, /^Migratable:\s+yes$/m, 'the sample app holds nothing CRIU cannot dump');
   });
 
   it('logs shows the app output, and -f follows new lines', async () => {

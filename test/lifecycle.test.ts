@@ -105,6 +105,17 @@ describe('container lifecycle on a real node', { skip: skipUnlessReady(TOOLS) },
     await f.ok(['rm', 'web']);
   });
 
+  it('inspect says when a container cannot be checkpointed, and why', async () => {
+    await f.ok(['run', '--name', 'watcher', '-e', 'INOTIFY_WATCH=/tmp', 'sample']);
+    const v = await until('the inotify watch to be reported', async () => {
+      const cv = await f.client.containers.get('watcher');
+      return cv.status?.migratable?.ok === false ? cv : undefined;
+    }, 30_000);
+    assert.match(v.status!.migratable!.reasons.join(' '), /\(sample-app\) holds an inotify watch/);
+    assert.match(await f.ok(['inspect', 'watcher']), /^Migratable:\s+no: process \d+ \(sample-app\) holds an inotify watch/m);
+    await f.ok(['rm', '-f', 'watcher']);
+  });
+
   it('a volume bind-mounts a host directory, read-write and read-only', async () => {
     const dir = await mkdtemp(join(tmpdir(), `ferry-vol-${f.id}-`));
     await chmod(dir, 0o777);

@@ -11,7 +11,9 @@
  * ECHO_PORT, when set, adds a TCP line echo: each line comes back as "<n>: <line>", n counting lines
  * per connection (proves a TCP connection and its state survive a live migration).
  * BALLAST_MB allocates and touches memory; DIRTY_PCT_PER_SEC rewrites that share of its pages every
- * second (migration benchmarks). One thread, epoll, non-blocking sockets; libc only, built -static.
+ * second (migration benchmarks). INOTIFY_WATCH=PATH holds an inotify watch on PATH, a resource CRIU
+ * cannot dump (tests of "migratable: no, why"). One thread, epoll, non-blocking sockets; libc only,
+ * built -static.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -26,6 +28,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/epoll.h>
+#include <sys/inotify.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <time.h>
@@ -486,6 +489,15 @@ int main(void) {
       env_int("DIRTY_PCT_PER_SEC", 0, 0, 100000, &dirty) || env_int("ECHO_PORT", 0, 0, 65535, &echo_port))
     return 2;
   dirty_pct_per_sec = (double)dirty;
+  const char *watch = getenv("INOTIFY_WATCH");
+  if (watch && *watch) {
+    /* Held, never read: it only has to exist in the fd table. */
+    int ino = inotify_init1(IN_CLOEXEC | IN_NONBLOCK);
+    if (ino < 0 || inotify_add_watch(ino, watch, IN_CREATE) < 0) {
+      fprintf(stderr, "sample-app: inotify on %s: %s\n", watch, strerror(errno));
+      return 2;
+    }
+  }
 
   struct sigaction sa = { .sa_handler = on_term };
   sigemptyset(&sa.sa_mask);

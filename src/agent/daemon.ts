@@ -42,6 +42,8 @@ export interface AgentOptions {
   readonly labels: Record<string, string>;
   readonly heartbeatMs: number;
   readonly stopTimeoutMs: number;
+  /** How often running containers are re-scanned for fds CRIU cannot dump (default 15 s). */
+  readonly rescanMs?: number;
   readonly version: string;
   readonly log: (msg: string) => void;
 }
@@ -53,6 +55,9 @@ export interface RunningAgent {
   /** Stops the agent; containers keep running unless `removeContainers`. */
   stop(o?: { removeContainers?: boolean }): Promise<void>;
 }
+
+/** How often running containers are re-scanned for fds CRIU cannot dump. */
+const MIGRATABILITY_REFRESH_MS = 15_000;
 
 /** The uid/gid range containers' user namespaces map to (the recipe in the migration notes). */
 export const ID_MAP = { containerId: 0, hostId: 100000, size: 65536 } as const;
@@ -144,6 +149,8 @@ export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
   const heartbeat = setInterval(() => {
     client.agent.heartbeat(o.name).catch((e: Error) => log(`heartbeat failed: ${e.message}`));
   }, o.heartbeatMs);
+  // "Migratable: yes/no, why" stays current while containers run (fds come and go).
+  const rescan = setInterval(() => reconciler.refreshMigratability(), o.rescanMs ?? MIGRATABILITY_REFRESH_MS);
 
   return {
     url,
@@ -151,6 +158,7 @@ export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
     async stop(so = {}) {
       ac.abort();
       clearInterval(heartbeat);
+      clearInterval(rescan);
       await connection;
       if (so.removeContainers) {
         reconciler.resync([]);

@@ -9,6 +9,7 @@ import type { RuntimeState } from './runtime/index.ts';
 import type { ContainerRecord } from './records.ts';
 import { createAndStart, teardown, removeOrphan, type LifecycleDeps } from './lifecycle.ts';
 import { decideRestart, STABLE_RUN_MS } from './restart.ts';
+import { scanMigratability } from './dumpable.ts';
 
 /** What the reconciler needs besides the lifecycle steps. */
 export interface ReconcilerDeps extends LifecycleDeps {
@@ -130,6 +131,7 @@ export class Reconciler {
       observedGeneration: a?.generation ?? rec.appliedGeneration, pid, ip: rec.ip,
       exitCode: rec.lastExit?.exitCode, oomKilled: rec.lastExit?.oomKilled, startedAt: rec.startedAt, finishedAt: rec.lastExit?.finishedAt,
       restartCount: rec.restartCount, message, appliedResources: rec.appliedResources, rootfsMode: rec.rootfsMode,
+      migratable: phase === 'running' ? rec.migratable : { ok: false, reasons: [`it is ${phase}`], checkedAt: new Date().toISOString() },
       updatedAt: new Date().toISOString(),
     });
   }
@@ -201,9 +203,22 @@ export class Reconciler {
     }
     if (a.spec.ports.length > 0 && rec.ip) await this.d.network.publish(rec.runtimeId, rec.ip, a.spec.ports);
     rec.appliedGeneration = a.generation;
+    await this.scan(rec);
     await this.d.records.save(rec);
     this.watchExit(rec);
     this.status(rec, a, 'running', st.pid);
+  }
+
+  /** Re-checks whether each running container could be checkpointed now (call periodically). */
+  refreshMigratability(): void {
+    for (const rec of this.records.values()) if (this.assignments.get(rec.name)?.spec.state === 'running') this.enqueue(rec.name);
+  }
+
+  private async scan(rec: ContainerRecord): Promise<void> {
+    const found = await scanMigratability(await this.d.runtime.pids(rec.runtimeId).catch(() => []));
+    // Keep the old timestamp when nothing changed, so an unchanged status is not re-sent.
+    if (rec.migratable && rec.migratable.ok === found.ok && JSON.stringify(rec.migratable.reasons) === JSON.stringify(found.reasons)) return;
+    rec.migratable = found;
   }
 
   /** Records an exit and applies the restart policy; returns true when the container stays down for now. */
@@ -269,6 +284,7 @@ export class Reconciler {
       rec.failure = undefined;
       await this.d.records.save(rec);
     }
+    await this.scan(rec);
     this.status(rec, a, 'running', st.pid);
     this.watchExit(rec);
   }

@@ -34,6 +34,8 @@ export interface ContainerRecord {
   startedAt?: string;
   /** Resource limits currently applied to the cgroup. */
   appliedResources?: { memoryBytes?: number; cpus?: number; pidsLimit?: number };
+  /** Last dumpability scan while running. */
+  migratable?: { ok: boolean; reasons: string[]; checkedAt: string };
   createdAt: string;
 }
 

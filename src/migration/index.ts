@@ -8,3 +8,5 @@ export type { MachineState, MigrationEvent, MigrationAction, StepResult } from '
 export { initial, step, recover, ENTRY_ACTIONS } from './machine.ts';
 export type { WorkloadFacts, StrategyChoice, RoundReport, ConvergenceGoal } from './strategy.ts';
 export { chooseStrategy, precopyDone, stopCopyFreezeMs, preCopyFreezeMs } from './strategy.ts';
+export type { NodeCheckFacts, ContainerCheckFacts, CheckResult } from './prechecks.ts';
+export { precheck, blocking, missingCpuFlags } from './prechecks.ts';

@@ -128,6 +128,8 @@ export const ContainerStatusSchema = Type.Object({
   /** Limits currently applied to the cgroup. */
   appliedResources: Type.Optional(ResourcesSchema),
   rootfsMode: Type.Optional(Type.String()),
+  /** Whether CRIU could checkpoint it now, and if not why (refreshed while it runs). */
+  migratable: Type.Optional(Type.Object({ ok: Type.Boolean(), reasons: Type.Array(Type.String()), checkedAt: Type.String() })),
   updatedAt: Type.String(),
 });
 /** What the agent saw, stored at `/ferry/status/<name>`. */

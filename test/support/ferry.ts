@@ -73,7 +73,7 @@ export async function startFerry(o: { extraAgentArgs?: string[]; env?: Record<st
   const subnet = `10.213.${1 + Math.floor(Math.random() * 250)}.0/24`;
   const cgroupParent = `ferry-${id}`;
   const runcRoot = join(home, 'agents', node, 'runc');
-  const agentArgs = [`--id-prefix=${id}-`, `--cgroup-parent=${cgroupParent}`, `--bridge=${bridge}`, `--subnet=${subnet}`, '--stop-timeout-ms=3000', ...(o.extraAgentArgs ?? [])];
+  const agentArgs = [`--id-prefix=${id}-`, `--cgroup-parent=${cgroupParent}`, `--bridge=${bridge}`, `--subnet=${subnet}`, '--stop-timeout-ms=3000', '--rescan-ms=1000', ...(o.extraAgentArgs ?? [])];
   const cli = (args: string[], co?: { input?: string; env?: Record<string, string> }): Promise<CliResult> => runCli(home, args, co);
   const f: TestFerry = {
     id, home, node, bridge, subnet, runcRoot, cgroupParent,

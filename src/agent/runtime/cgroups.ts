@@ -83,6 +83,13 @@ export async function oomKillCount(cgroupsPath: string, root = CGROUP_ROOT): Pro
   return parseKeyValues(text).get('oom_kill') ?? 0;
 }
 
+/** The pids of every process in the cgroup (pids controller on v1, the unified tree on v2). */
+export async function cgroupPids(cgroupsPath: string, root = CGROUP_ROOT): Promise<number[]> {
+  const file = cgroupVersion(root) === 2 ? join(root, cgroupsPath, 'cgroup.procs') : join(root, 'pids', cgroupsPath, 'cgroup.procs');
+  const text = await readFile(file, 'utf8').catch(() => '');
+  return text.split('\n').filter(Boolean).map(Number).filter((n) => Number.isInteger(n) && n > 0);
+}
+
 /** Whether the cgroup still exists (memory hierarchy on v1, the unified one on v2). */
 export function cgroupExists(cgroupsPath: string, root = CGROUP_ROOT): boolean {
   return existsSync(cgroupVersion(root) === 2 ? join(root, cgroupsPath) : join(root, 'memory', cgroupsPath));

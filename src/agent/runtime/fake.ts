@@ -208,6 +208,11 @@ export function createFakeRuntime(): FakeRuntime {
       return r.exitCode;
     },
 
+    async pids(id) {
+      const c = get(id);
+      return c.status === 'running' || c.status === 'paused' ? [c.pid] : [];
+    },
+
     async stats(id) {
       const c = get(id);
       return {

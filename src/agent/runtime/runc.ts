@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { cgroupsPathFor, DEFAULT_CGROUP_PARENT, ociResources, writeBundle } from './bundle.ts';
 import type { OciConfig } from './bundle.ts';
-import { cgroupExists, oomKillCount, readStats, removeCgroup } from './cgroups.ts';
+import { cgroupExists, cgroupPids, oomKillCount, readStats, removeCgroup } from './cgroups.ts';
 import { runtimeErrors } from './errors.ts';
 import { runExec } from './exec.ts';
 import { readLogs } from './logs.ts';
@@ -380,6 +380,12 @@ export function createRuncRuntime(options: RuncRuntimeOptions): RuncRuntime {
       if (!rec) throw runtimeErrors.RUNTIME_NOT_FOUND({ id });
       if (!cgroupExists(rec.cgroupsPath)) throw runtimeErrors.RUNTIME_NOT_RUNNING({ id, status: 'stopped' });
       return readStats(rec.cgroupsPath);
+    },
+
+    async pids(id) {
+      const rec = await readRecord(paths(id));
+      if (!rec) throw runtimeErrors.RUNTIME_NOT_FOUND({ id });
+      return cgroupPids(rec.cgroupsPath);
     },
 
     logs(id, logOptions) {

@@ -149,6 +149,8 @@ export interface ContainerRuntime {
   update(id: string, resources: Resources): Promise<void>;
   /** Runs a process inside the container; resolves with its exit code. */
   exec(id: string, options: ExecOptions): Promise<number>;
+  /** Host pids of every process in the container (from its cgroup). */
+  pids(id: string): Promise<number[]>;
   /** Reads cgroup stats. */
   stats(id: string): Promise<ContainerStats>;
   /** The container's output; with `follow` it keeps yielding until the signal aborts or the container exits. */

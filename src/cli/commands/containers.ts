@@ -60,6 +60,7 @@ function describe(v: ContainerView): string {
     ['Env', c.spec.env.join(' ') || '-'],
     ['Volumes', c.spec.volumes.map((m) => `${m.source}:${m.target}${m.readOnly ? ':ro' : ''}`).join(', ') || '-'],
     ['Rootfs', st?.rootfsMode ?? '-'],
+    ['Migratable', !st?.migratable ? '-' : st.migratable.ok ? 'yes' : `no: ${st.migratable.reasons.join('; ')}`],
     ['Created', `${c.metadata.createdAt} (${age(c.metadata.createdAt)})`], ['Started', st?.startedAt ?? '-'],
     ['Finished', st?.finishedAt ?? '-'], ['Exit code', st?.exitCode !== undefined ? String(st.exitCode) : '-'],
     ['Message', st?.message ?? '-'],

@@ -102,6 +102,7 @@ export function systemCommands(program: Command, ctx: Ctx, globals: () => { home
     .option('--label <k=v>', 'node label (repeatable)', (v: string, p: string[] = []) => [...p, v])
     .option('--heartbeat-ms <ms>', 'heartbeat interval', '2000')
     .option('--stop-timeout-ms <ms>', 'grace between SIGTERM and SIGKILL', '10000')
+    .option('--rescan-ms <ms>', 'how often running containers are re-checked for migratability', '15000')
     .action(async (o: Record<string, string | string[] | undefined>) => {
       const home = ferryHome(globals().home);
       const p = homePaths(home);
@@ -113,6 +114,7 @@ export function systemCommands(program: Command, ctx: Ctx, globals: () => { home
         idPrefix: o.idPrefix as string, cgroupParent: o.cgroupParent as string, bridge: o.bridge as string, subnet: o.subnet as string,
         labels: Object.fromEntries(((o.label as string[] | undefined) ?? []).map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1)])),
         heartbeatMs: positiveInt(o.heartbeatMs as string, '--heartbeat-ms'), stopTimeoutMs: positiveInt(o.stopTimeoutMs as string, '--stop-timeout-ms', true),
+        rescanMs: positiveInt(o.rescanMs as string, '--rescan-ms'),
         version: VERSION, log: stamp,
       });
       await mkdir(p.run, { recursive: true });

@@ -1,0 +1,42 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { precheck, blocking, missingCpuFlags, type NodeCheckFacts, type ContainerCheckFacts } from './prechecks.ts';
+
+const GiB = 1024 ** 3;
+const facts = { hostname: 'h', kernel: '6.18', arch: 'x64', os: 'Debian', runc: '1.1.5', criu: '4.2.1', cgroupVersion: 1, overlay: true, cpuModel: 'x', cpuFlags: ['sse2', 'avx2'] };
+const node = (name: string, o: Partial<NodeCheckFacts> = {}): NodeCheckFacts => ({
+  name, ready: true, unschedulable: false, capacity: { cpus: 2, memoryBytes: 8 * GiB }, allocated: { cpus: 0, memoryBytes: 0 }, facts, imageIds: ['sha256:img'], ...o,
+});
+const web: ContainerCheckFacts = { name: 'web', phase: 'running', imageId: 'sha256:img', memoryBytes: GiB, migratable: { ok: true, reasons: [] }, migrating: false };
+
+test('all checks pass between two like nodes', () => {
+  const r = precheck(web, node('a'), node('b'));
+  assert.deepEqual(blocking(r), []);
+  assert.equal(r.length, 11);
+});
+
+test('each failing check names what is wrong', () => {
+  const r = precheck(
+    { ...web, phase: 'stopped', migrating: true, migratable: { ok: false, reasons: ['process 7 (app) holds an inotify watch'] }, imageId: 'sha256:other' },
+    node('a', { facts: { ...facts, cpuFlags: ['sse2', 'avx2', 'avx512f'] } }),
+    node('a', { ready: false, allocated: { cpus: 2, memoryBytes: 7.5 * GiB }, facts: { ...facts, criu: '4.1.1', cgroupVersion: 2, arch: 'arm64' } }),
+  );
+  const why = Object.fromEntries(r.filter((x) => !x.ok).map((x) => [x.check, x.reason]));
+  assert.match(why['distinct-nodes']!, /already runs on a/);
+  assert.match(why['container-running']!, /is stopped/);
+  assert.match(why['not-migrating']!, /already being migrated/);
+  assert.match(why.dumpable!, /inotify/);
+  assert.match(why['target-ready']!, /not ready/);
+  assert.match(why['target-capacity']!, /512 MiB and 0.00 CPUs free; web needs 1024 MiB/);
+  assert.match(why['same-architecture']!, /x64.*arm64/);
+  assert.match(why['cpu-features']!, /avx512f/);
+  assert.match(why.criu!, /4\.1\.1/);
+  assert.match(why['cgroup-version']!, /v1.*v2/);
+  assert.match(why['image-on-target']!, /copied there first/);
+  assert.ok(!blocking(r).some((x) => x.check === 'image-on-target'), 'a missing image is not blocking');
+});
+
+test('CPU flags: only what the target lacks', () => {
+  assert.deepEqual(missingCpuFlags(['a', 'b', 'c'], ['c', 'a']), ['b']);
+  assert.deepEqual(missingCpuFlags(['a'], ['a', 'z']), []);
+});

@@ -1,0 +1,84 @@
+/**
+ * "Verify & Migrate": the checks a migration must pass before anything moves, each with a reason a
+ * person can act on. Pure: the caller gathers the facts (nodes, container status, image lists).
+ */
+import type { NodeFacts } from '../model/index.ts';
+
+/** What the checks need to know about a node. */
+export interface NodeCheckFacts {
+  readonly name: string;
+  readonly ready: boolean;
+  readonly unschedulable: boolean;
+  readonly capacity: { readonly cpus: number; readonly memoryBytes: number };
+  /** Limits of what already runs there. */
+  readonly allocated: { readonly cpus: number; readonly memoryBytes: number };
+  readonly facts: NodeFacts;
+  /** Image ids the node holds. */
+  readonly imageIds: readonly string[];
+}
+
+/** What the checks need to know about the container. */
+export interface ContainerCheckFacts {
+  readonly name: string;
+  readonly phase: string;
+  readonly imageId?: string;
+  readonly memoryBytes?: number;
+  readonly cpus?: number;
+  readonly migratable?: { readonly ok: boolean; readonly reasons: readonly string[] };
+  /** A migration of it is already under way. */
+  readonly migrating: boolean;
+}
+
+/** One check's outcome. */
+export interface CheckResult {
+  readonly check: string;
+  readonly ok: boolean;
+  readonly reason: string;
+}
+
+function version(v: string): [number, number] | undefined {
+  const m = /^(\d+)\.(\d+)/.exec(v);
+  return m ? [Number(m[1]), Number(m[2])] : undefined;
+}
+
+/** CPU flags the source has and the target lacks (a restore there would die of SIGILL, podman#17496). */
+export function missingCpuFlags(source: readonly string[], target: readonly string[]): string[] {
+  const have = new Set(target);
+  return source.filter((f) => !have.has(f));
+}
+
+/** Runs every check; the migration may start only when all are ok. */
+export function precheck(c: ContainerCheckFacts, from: NodeCheckFacts, to: NodeCheckFacts): CheckResult[] {
+  const out: CheckResult[] = [];
+  const add = (check: string, ok: boolean, good: string, bad: string): void => { out.push({ check, ok, reason: ok ? good : bad }); };
+
+  add('distinct-nodes', from.name !== to.name, `from ${from.name} to ${to.name}`, `${c.name} already runs on ${to.name}`);
+  add('container-running', c.phase === 'running', 'it is running', `${c.name} is ${c.phase}; only a running container migrates (start it, or just move its definition)`);
+  add('not-migrating', !c.migrating, 'no other migration of it is under way', `${c.name} is already being migrated; wait for it or cancel it`);
+  add('dumpable', c.migratable?.ok === true, 'CRIU can checkpoint every process and file it holds',
+    c.migratable ? `CRIU cannot checkpoint it: ${c.migratable.reasons.join('; ')}` : 'not checked yet (the agent reports it while the container runs)');
+  add('target-ready', to.ready && !to.unschedulable, `${to.name} is ready`, `${to.name} is ${to.ready ? 'unschedulable (drained)' : 'not ready'}`);
+  const freeMem = to.capacity.memoryBytes - to.allocated.memoryBytes;
+  const freeCpu = to.capacity.cpus - to.allocated.cpus;
+  add('target-capacity', (c.memoryBytes ?? 0) <= freeMem && (c.cpus ?? 0) <= freeCpu + 1e-9,
+    `${to.name} has room`, `${to.name} has ${Math.floor(freeMem / 1048576)} MiB and ${freeCpu.toFixed(2)} CPUs free; ${c.name} needs ${Math.ceil((c.memoryBytes ?? 0) / 1048576)} MiB and ${c.cpus ?? 0} CPUs`);
+  add('same-architecture', from.facts.arch === to.facts.arch, `both ${to.facts.arch}`, `${from.name} is ${from.facts.arch}, ${to.name} is ${to.facts.arch}`);
+  const missing = missingCpuFlags(from.facts.cpuFlags, to.facts.cpuFlags);
+  add('cpu-features', missing.length === 0, `${to.name} has every CPU feature of ${from.name}`,
+    `${to.name} lacks CPU features the process may use: ${missing.slice(0, 8).join(', ')}${missing.length > 8 ? ` and ${missing.length - 8} more` : ''} (a restore there could die of SIGILL)`);
+  const cf = version(from.facts.criu);
+  const ct = version(to.facts.criu);
+  const criuOk = !!cf && !!ct && (ct[0] > 4 || (ct[0] === 4 && ct[1] >= 2)) && (ct[0] > cf[0] || (ct[0] === cf[0] && ct[1] >= cf[1]));
+  add('criu', criuOk, `CRIU ${to.facts.criu} on ${to.name} reads images of CRIU ${from.facts.criu}`,
+    `CRIU on ${to.name} is ${to.facts.criu} and on ${from.name} ${from.facts.criu}: the target needs ≥ 4.2 and not older than the source`);
+  add('cgroup-version', from.facts.cgroupVersion === to.facts.cgroupVersion, `both cgroup v${to.facts.cgroupVersion}`,
+    `${from.name} uses cgroup v${from.facts.cgroupVersion}, ${to.name} v${to.facts.cgroupVersion}`);
+  const hasImage = c.imageId !== undefined && to.imageIds.includes(c.imageId);
+  add('image-on-target', hasImage, `${to.name} holds the image`, `${to.name} does not hold the image ${c.imageId ?? '?'}; it is copied there first`);
+  return out;
+}
+
+/** The checks that must pass (a missing image is fixed by copying it, so it only warns). */
+export function blocking(results: readonly CheckResult[]): CheckResult[] {
+  return results.filter((r) => !r.ok && r.check !== 'image-on-target');
+}
