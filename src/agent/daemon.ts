@@ -15,6 +15,7 @@ import { createImageStore } from './images/index.ts';
 import { createNodeNetwork } from './network/index.ts';
 import { RecordStore } from './records.ts';
 import { Reconciler } from './reconciler.ts';
+import { MigrationAgent } from './migrate.ts';
 import { StatusReporter } from './reporter.ts';
 import { buildAgentApi, imageRecord } from './server.ts';
 import { readCapacity, readFacts } from './facts.ts';
@@ -91,7 +92,7 @@ export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
   const network = createNodeNetwork({ stateDir: join(o.dataDir, 'network'), bridge: o.bridge, subnet: o.subnet, log });
   const records = new RecordStore(join(o.dataDir, 'containers'));
   const client = new FerryClient({ url: o.managerUrl, token: o.token });
-  const reporter = new StatusReporter(client, log);
+  const reporter = new StatusReporter(client, o.name, log);
 
   await network.init();
   await images.ensureSample();
@@ -104,9 +105,12 @@ export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
   const reportImages = async (): Promise<void> => {
     await client.agent.reportImages(o.name, (await images.list()).map(imageRecord));
   };
+  const migrations = new MigrationAgent({
+    runtime, images, network, records, idMap: ID_MAP, log, dataDir: o.dataDir, idPrefix: o.idPrefix, token: o.token, reconciler,
+  });
   const api: FastifyInstance = await buildAgentApi({
     node: o.name, token: o.token, runtime, images, spoolDir: join(o.dataDir, 'spool'),
-    knows: (id) => reconciler.recordById(id) !== undefined, imagesChanged: reportImages,
+    knows: (id) => reconciler.recordById(id) !== undefined, imagesChanged: reportImages, migrations,
   });
   await api.listen({ host: o.host, port: o.port });
   const addr = api.server.address();

@@ -82,7 +82,9 @@ export async function createAndStart(d: LifecycleDeps, rec: ContainerRecord, a: 
 export async function teardown(d: LifecycleDeps, rec: ContainerRecord, timeoutMs: number): Promise<void> {
   await d.network.unpublish(rec.runtimeId);
   const st = await d.runtime.state(rec.runtimeId);
-  if (st && (st.status === 'running' || st.status === 'paused')) {
+  // A frozen container (the source copy of a migration) is never thawed to be stopped: that would let a
+  // stale copy run user code while the target runs. `delete --force` kills it frozen.
+  if (st && st.status === 'running') {
     if (timeoutMs > 0) await d.runtime.stop(rec.runtimeId, timeoutMs);
     else await d.runtime.kill(rec.runtimeId, 'SIGKILL').catch(() => undefined);
   }

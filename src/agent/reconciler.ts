@@ -71,6 +71,21 @@ export class Reconciler {
     this.enqueue(name);
   }
 
+  /** The record of a container by name. */
+  recordByName(name: string): ContainerRecord | undefined {
+    return this.records.get(name);
+  }
+
+  /** Takes in the target copy of a migration (restored outside the reconcile loop). */
+  addIncoming(rec: ContainerRecord): void {
+    this.records.set(rec.name, rec);
+  }
+
+  /** Forgets a record whose container was torn down outside the loop. */
+  forget(name: string): void {
+    this.records.delete(name);
+  }
+
   /** The record of a container by runtime id (for the agent API). */
   recordById(runtimeId: string): ContainerRecord | undefined {
     return [...this.records.values()].find((r) => r.runtimeId === runtimeId);
@@ -144,6 +159,14 @@ export class Reconciler {
       if (rec) this.watchExit(rec);
       return;
     }
+    // The target copy of a migration waits for its assignment (the switch); the manager aborts it otherwise.
+    if (rec?.incoming && (!a || a.uid === rec.uid) && !a?.remove) {
+      if (!a) return;
+      rec.incoming = undefined;
+      await this.d.records.save(rec);
+    }
+    // The frozen source copy of a migration is left alone until the manager resumes it or moves it away.
+    if (rec?.outgoing && a && !a.remove && a.uid === rec.uid) return;
     if (rec && (!a || a.remove || a.uid !== rec.uid)) {
       this.exitWatches.get(rec.runtimeId)?.abort();
       await teardown(this.d, rec, a?.remove === 'force' ? 0 : this.d.stopTimeoutMs);

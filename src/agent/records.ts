@@ -17,6 +17,10 @@ export interface ContainerRecord {
   /** Container IP once the network was attached. */
   ip?: string;
   rootfsMode?: string;
+  /** Set while this (source) copy is frozen for migration <id>: the loop must not republish or report it. */
+  outgoing?: string;
+  /** Set while this is the not-yet-switched target copy of migration <id>: not torn down for lack of an assignment. */
+  incoming?: string;
   /** Set before the first runc call: a runc container may exist and must be deleted before a new create. */
   launched?: boolean;
   restartCount: number;

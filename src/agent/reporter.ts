@@ -18,8 +18,11 @@ export class StatusReporter {
   private closed = false;
   private waiters: (() => void)[] = [];
 
-  constructor(client: FerryClient, log: (m: string) => void) {
+  private readonly node: string;
+
+  constructor(client: FerryClient, node: string, log: (m: string) => void) {
     this.client = client;
+    this.node = node;
     this.log = log;
   }
 
@@ -68,7 +71,7 @@ export class StatusReporter {
           await this.client.agent.reportStatus(p.status);
           this.last.set(name, JSON.stringify({ ...p.status, updatedAt: '' }));
         } else {
-          await this.client.agent.clearStatus(name, p.uid);
+          await this.client.agent.clearStatus(name, p.uid, this.node);
           this.last.delete(name);
         }
       } catch (e) {

@@ -9,7 +9,9 @@ import Fastify, { type FastifyInstance, type FastifyError } from 'fastify';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import { Type } from 'typebox';
 import { FerryError } from '../errors/index.ts';
-import type { ImageRecord } from '../model/index.ts';
+import type { Assignment, ImageRecord } from '../model/index.ts';
+import { AssignmentSchema, PortSchema } from '../model/index.ts';
+import type { MigrationAgent } from './migrate.ts';
 import type { ContainerRuntime } from './runtime/index.ts';
 import type { ImageStore, ImageInfo } from './images/index.ts';
 import { agentErrors } from './errors.ts';
@@ -25,6 +27,8 @@ export interface AgentApiDeps {
   readonly knows: (runtimeId: string) => boolean;
   /** Called after the image set changed, to report it to the manager. */
   readonly imagesChanged: () => Promise<void>;
+  /** This node's half of live migrations. */
+  readonly migrations: MigrationAgent;
 }
 
 /** The record form of an image, as agents report it. */
@@ -129,6 +133,30 @@ export async function buildAgentApi(deps: AgentApiDeps): Promise<FastifyInstance
     await deps.images.remove(req.params.ref, { force: req.query.force });
     await deps.imagesChanged();
     return reply.status(204).send();
+  });
+
+  const Mid = Type.Object({ id: Type.String({ pattern: '^[a-z0-9-]{1,64}$' }) });
+  app.post('/v1/migrate/:id/freeze', { schema: { params: Mid, body: Type.Object({ name: Type.String() }) } }, async (req) => deps.migrations.freeze(req.params.id, req.body.name));
+  app.get('/v1/migrate/:id/archive', { schema: { params: Mid } }, async (req, reply) => {
+    void reply.header('content-type', 'application/x-tar');
+    return reply.send(deps.migrations.archive(req.params.id));
+  });
+  app.post('/v1/migrate/:id/resume', {
+    schema: { params: Mid, body: Type.Object({ name: Type.String(), ports: Type.Array(PortSchema) }) },
+  }, async (req) => {
+    await deps.migrations.resume(req.params.id, req.body.name, req.body.ports);
+    return { ok: true };
+  });
+  app.post('/v1/migrate/:id/restore', {
+    schema: { params: Mid, body: Type.Object({ source: Type.String(), assignment: AssignmentSchema }) },
+  }, async (req) => deps.migrations.restore(req.params.id, req.body.source, req.body.assignment as Assignment));
+  app.post('/v1/migrate/:id/abort', { schema: { params: Mid, body: Type.Object({ name: Type.String() }) } }, async (req) => {
+    await deps.migrations.abort(req.params.id, req.body.name);
+    return { ok: true };
+  });
+  app.delete('/v1/migrate/:id', { schema: { params: Mid } }, async (req) => {
+    await deps.migrations.cleanup(req.params.id);
+    return { ok: true };
   });
 
   return app;

@@ -15,6 +15,9 @@ export const apiErrors = defineErrors({
   NODE_NOT_FOUND: { status: 404, message: 'no node named "{name}"; `ferry node ls` lists them' },
   NO_NODE: { status: 503, message: 'no ready node can run this container: {reason}' },
   AGENT_UNREACHABLE: { status: 502, message: 'the agent of node "{node}" did not answer: {reason}' },
+  MIGRATION_NOT_FOUND: { status: 404, message: 'no migration "{id}"; `ferry migrations ls` lists them' },
+  MIGRATION_ACTIVE: { status: 409, message: 'container "{name}" is already being migrated ({id}); wait for it or `ferry migrations cancel {id}`' },
+  NOT_IMPLEMENTED: { status: 501, message: '{what} is not implemented yet: {hint}' },
   TIMEOUT: { status: 504, message: 'timed out after {ms} ms waiting for {what}' },
   PAYLOAD_TOO_LARGE: { status: 413, message: 'request body too large: {reason}' },
 });

@@ -11,6 +11,7 @@ import { nodeRoutes } from './routes/nodes.ts';
 import { imageRoutes } from './routes/images.ts';
 import { agentRoutes } from './routes/agent.ts';
 import { watchRoutes } from './routes/watch.ts';
+import { migrationRoutes } from './routes/migrations.ts';
 import type { NodeLeases } from './leases.ts';
 
 /** What the API needs from the rest of the manager. */
@@ -83,5 +84,6 @@ export async function buildApi(deps: ApiDeps): Promise<FastifyInstance> {
   await app.register(imageRoutes(deps), { prefix: '/v1' });
   await app.register(agentRoutes(deps), { prefix: '/v1' });
   await app.register(watchRoutes(deps), { prefix: '/v1' });
+  await app.register(migrationRoutes(deps), { prefix: '/v1' });
   return app;
 }

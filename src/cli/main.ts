@@ -7,6 +7,7 @@ import { containerCommands, type Ctx } from './commands/containers.ts';
 import { imageCommands } from './commands/images.ts';
 import { nodeCommands } from './commands/nodes.ts';
 import { systemCommands } from './commands/system.ts';
+import { migrationCommands } from './commands/migrations.ts';
 
 const program = new Command('ferry')
   .description('Ferry: run containers on your own hosts, and move them while they run')
@@ -37,6 +38,7 @@ program.hook('preAction', () => {
 containerCommands(program, ctx);
 imageCommands(program, ctx);
 nodeCommands(program, ctx);
+migrationCommands(program, ctx);
 systemCommands(program, ctx, globals);
 for (const c of program.commands) {
   c.exitOverride();

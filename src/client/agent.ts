@@ -1,5 +1,5 @@
 /** Client of an agent's API: what the manager calls on a node (logs, exec, stats, images). */
-import type { ImageRecord } from '../model/index.ts';
+import type { Assignment, ImageRecord } from '../model/index.ts';
 import type { Endpoint, ExecFrame } from './http.ts';
 import { ndjson, requestJson, send } from './http.ts';
 import type { LogLine } from './ferry.ts';
@@ -46,6 +46,31 @@ export class AgentClient {
   /** Removes an image (tag or id) from the node's store. */
   removeImage(ref: string, force = false): Promise<void> {
     return requestJson(this.endpoint, 'DELETE', `v1/images/${encodeURIComponent(ref)}`, { query: { force: force ? 'true' : undefined } });
+  }
+
+  /** Migration, source: freeze and dump `name`, leaving it frozen. */
+  migrateFreeze(id: string, name: string): Promise<{ bytes: number; dumpMs: number }> {
+    return requestJson(this.endpoint, 'POST', `v1/migrate/${id}/freeze`, { body: { name } });
+  }
+
+  /** Migration, source rollback: thaw `name` and publish its ports again. */
+  migrateResume(id: string, name: string, ports: Assignment['spec']['ports']): Promise<void> {
+    return requestJson(this.endpoint, 'POST', `v1/migrate/${id}/resume`, { body: { name, ports } });
+  }
+
+  /** Migration, target: fetch from `source` (an agent URL) and restore. */
+  migrateRestore(id: string, source: string, assignment: Assignment): Promise<{ runtimeId: string; pid: number; bytes: number; restoreMs: number }> {
+    return requestJson(this.endpoint, 'POST', `v1/migrate/${id}/restore`, { body: { source, assignment } });
+  }
+
+  /** Migration, target rollback: remove the incoming copy. */
+  migrateAbort(id: string, name: string): Promise<void> {
+    return requestJson(this.endpoint, 'POST', `v1/migrate/${id}/abort`, { body: { name } });
+  }
+
+  /** Migration: remove its files on this node. */
+  migrateCleanup(id: string): Promise<void> {
+    return requestJson(this.endpoint, 'DELETE', `v1/migrate/${id}`);
   }
 
   /** Checks the agent is up. */

@@ -1,5 +1,5 @@
 /** The typed client of the manager API — the one door the CLI, agents, benches and dashboard use. */
-import type { ContainerSpec, ContainerStatus, ContainerView, ImageView, Node, NodeFacts, ImageRecord } from '../model/index.ts';
+import type { ContainerSpec, ContainerStatus, ContainerView, ImageView, Migration, Node, NodeFacts, ImageRecord } from '../model/index.ts';
 import type { Endpoint, ExecFrame } from './http.ts';
 import { ndjson, requestJson, send } from './http.ts';
 
@@ -107,12 +107,21 @@ export class FerryClient {
       requestJson(this.endpoint, 'POST', 'v1/images/import', { rawBody: archive, query: { name: o.name, node: o.node } }),
   };
 
+  /** Live migrations. */
+  readonly migrations = {
+    create: (body: { container: string; to: string; strategy?: 'auto' | 'stop-copy' | 'pre-copy' | 'post-copy'; check?: boolean }, o?: WaitOptions): Promise<Migration> =>
+      requestJson(this.endpoint, 'POST', 'v1/migrations', { body, query: waitQuery(o) }),
+    list: (): Promise<Migration[]> => requestJson(this.endpoint, 'GET', 'v1/migrations'),
+    get: (id: string): Promise<Migration> => requestJson(this.endpoint, 'GET', `v1/migrations/${enc(id)}`),
+    cancel: (id: string): Promise<Migration> => requestJson(this.endpoint, 'POST', `v1/migrations/${enc(id)}/cancel`),
+  };
+
   /** Calls agents make. */
   readonly agent = {
     register: (reg: NodeRegistration): Promise<{ node: Node; leaseTtl: number }> => requestJson(this.endpoint, 'POST', 'v1/agent/register', { body: reg }),
     heartbeat: (name: string): Promise<{ ok: boolean }> => requestJson(this.endpoint, 'POST', `v1/agent/${enc(name)}/heartbeat`),
     reportStatus: (status: ContainerStatus): Promise<void> => requestJson(this.endpoint, 'PUT', `v1/agent/status/${enc(status.name)}`, { body: status }),
-    clearStatus: (name: string, uid: string): Promise<void> => requestJson(this.endpoint, 'DELETE', `v1/agent/status/${enc(name)}`, { query: { uid } }),
+    clearStatus: (name: string, uid: string, node: string): Promise<void> => requestJson(this.endpoint, 'DELETE', `v1/agent/status/${enc(name)}`, { query: { uid, node } }),
     reportImages: (node: string, images: ImageRecord[]): Promise<void> => requestJson(this.endpoint, 'PUT', `v1/agent/${enc(node)}/images`, { body: { images } }),
   };
 

@@ -2,3 +2,5 @@
 export { startContainersController, reconcileContainer, nodeSnapshots } from './containers.ts';
 export { startLoop } from './loop.ts';
 export type { Loop, LoopOptions } from './loop.ts';
+export { startMigrationsController } from './migrations.ts';
+export type { MigrationDeps } from './migrations.ts';

@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import { openStore, type Store } from '../store/index.ts';
 import { buildApi, NodeLeases, newToken } from '../api/index.ts';
-import { startContainersController, type Loop } from '../controllers/index.ts';
+import { startContainersController, startMigrationsController, type Loop } from '../controllers/index.ts';
 
 /** How to run a manager. */
 export interface ManagerOptions {
@@ -59,7 +59,12 @@ export async function startManager(o: ManagerOptions): Promise<RunningManager> {
   const addr = api.server.address();
   const port = typeof addr === 'object' && addr ? addr.port : o.port;
   const url = `http://${o.host === '0.0.0.0' ? '127.0.0.1' : o.host}:${port}`;
-  const controllers = startContainersController(store, (name, e) => o.log(`controller ${name}: ${(e as Error).message}`));
+  const containers = startContainersController(store, (name, e) => o.log(`controller ${name}: ${(e as Error).message}`));
+  const migrations = startMigrationsController({ store, agentToken: token, log: o.log });
+  const controllers: Loop = {
+    stop: async () => { await Promise.all([containers.stop(), migrations.stop()]); },
+    idle: async () => { await containers.idle(); await migrations.idle(); },
+  };
   return {
     url, token, store, api, controllers,
     async stop() {

@@ -7,3 +7,4 @@ export * from './port.ts';
 export * from './units.ts';
 export { modelErrors } from './errors.ts';
 export * from './image.ts';
+export * from './migration.ts';

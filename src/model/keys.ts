@@ -18,6 +18,8 @@ export const keys = {
   allAssignments: `${ROOT}/assignments/`,
   nodeImages: (node: string): string => `${ROOT}/images/${node}`,
   images: `${ROOT}/images/`,
+  migrations: `${ROOT}/migrations/`,
+  migration: (id: string): string => `${ROOT}/migrations/${id}`,
   events: `${ROOT}/events/`,
   event: (id: string): string => `${ROOT}/events/${id}`,
 } as const;

@@ -22,6 +22,15 @@ export interface CliResult {
   stderr: string;
 }
 
+/** One agent of a test Ferry: the names it uses on this machine. */
+export interface AgentInfo {
+  readonly node: string;
+  readonly bridge: string;
+  readonly subnet: string;
+  readonly cgroupParent: string;
+  readonly runcRoot: string;
+}
+
 /** A Ferry started for a test. */
 export interface TestFerry {
   readonly id: string;
@@ -40,6 +49,10 @@ export interface TestFerry {
   json<T = unknown>(args: string[]): Promise<T>;
   /** `runc list` ids under this agent's root. */
   runcIds(): string[];
+  /** Every agent of this Ferry (the first is the one `ferry up` started). */
+  readonly agents: AgentInfo[];
+  /** Starts one more agent (another simulated host on this machine) and waits until it is Ready. */
+  addAgent(): Promise<AgentInfo>;
   /** The pid of the running agent, or undefined. */
   agentPid(): number | undefined;
   /** Starts the agent again (after it died), with the same arguments `ferry up` gave it. */
@@ -75,8 +88,33 @@ export async function startFerry(o: { extraAgentArgs?: string[]; env?: Record<st
   const runcRoot = join(home, 'agents', node, 'runc');
   const agentArgs = [`--id-prefix=${id}-`, `--cgroup-parent=${cgroupParent}`, `--bridge=${bridge}`, `--subnet=${subnet}`, '--stop-timeout-ms=3000', '--rescan-ms=1000', ...(o.extraAgentArgs ?? [])];
   const cli = (args: string[], co?: { input?: string; env?: Record<string, string> }): Promise<CliResult> => runCli(home, args, co);
+  const agents: AgentInfo[] = [{ node, bridge, subnet, cgroupParent, runcRoot }];
   const f: TestFerry = {
-    id, home, node, bridge, subnet, runcRoot, cgroupParent,
+    id, home, node, bridge, subnet, runcRoot, cgroupParent, agents,
+    async addAgent() {
+      const i = agents.length;
+      const a: AgentInfo = {
+        node: `node${i}-${id}`, bridge: `fb${id.slice(2)}${i}`, subnet: `10.213.${(Number.parseInt(subnet.split('.')[2]!, 10) + i) % 250 + 1}.0/24`,
+        cgroupParent: `ferry-${id}-${i}`, runcRoot: join(home, 'agents', `node${i}-${id}`, 'runc'),
+      };
+      agents.push(a);
+      const cfg = JSON.parse(await readFile(join(home, 'ferry.json'), 'utf8')) as { api: string; token: string };
+      const log = openSync(join(home, 'logs', `agent-${a.node}.log`), 'a');
+      const child = spawn(FERRY, ['--home', home, 'agent', '--manager', cfg.api, '--name', a.node, `--id-prefix=${id}${i}-`, `--cgroup-parent=${a.cgroupParent}`,
+        `--bridge=${a.bridge}`, `--subnet=${a.subnet}`, '--stop-timeout-ms=3000', '--rescan-ms=1000'], {
+        detached: true, stdio: ['ignore', log, log], env: { ...process.env, FERRY_TOKEN: cfg.token },
+      });
+      child.unref();
+      closeSync(log);
+      const t0 = Date.now();
+      while (Date.now() - t0 < 60_000) {
+        const n = (await f.client.nodes.list()).find((x) => x.node.metadata.name === a.node);
+        const imgs = await f.client.images.list();
+        if (n?.state === 'Ready' && imgs.some((im) => im.nodes.includes(a.node))) return a;
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      throw new Error(`agent ${a.node} did not become ready`);
+    },
     client: undefined as unknown as FerryClient,
     cli,
     async ok(args) {
@@ -145,7 +183,8 @@ function pidsOf(home: string): number[] {
 }
 
 /** `ferry down`, then removes by force whatever is still there, so a failed test leaves nothing behind. */
-export async function teardownFerry(f: Pick<TestFerry, 'home' | 'runcRoot' | 'cgroupParent' | 'bridge' | 'id'>): Promise<string[]> {
+export async function teardownFerry(f: Pick<TestFerry, 'home' | 'runcRoot' | 'cgroupParent' | 'bridge' | 'id'> & { agents?: AgentInfo[] }): Promise<string[]> {
+  const agents = f.agents ?? [{ node: '', bridge: f.bridge, subnet: '', cgroupParent: f.cgroupParent, runcRoot: f.runcRoot }];
   const leftovers: string[] = [];
   const pids = pidsOf(f.home);
   await runCli(f.home, ['down']).catch(() => undefined);
@@ -153,11 +192,12 @@ export async function teardownFerry(f: Pick<TestFerry, 'home' | 'runcRoot' | 'cg
     if (!isLive(pid)) continue;
     try { process.kill(pid, 'SIGKILL'); leftovers.push(`process ${pid}`); } catch { /* gone, as it should be */ }
   }
-  if (existsSync(f.runcRoot)) {
-    const ids = ((JSON.parse(execFileSync('runc', ['--root', f.runcRoot, 'list', '-f', 'json'], { encoding: 'utf8' }) || 'null') ?? []) as { id: string }[]).map((c) => c.id);
+  for (const a of agents) {
+    if (!existsSync(a.runcRoot)) continue;
+    const ids = ((JSON.parse(execFileSync('runc', ['--root', a.runcRoot, 'list', '-f', 'json'], { encoding: 'utf8' }) || 'null') ?? []) as { id: string }[]).map((c) => c.id);
     for (const id of ids) {
       leftovers.push(`runc container ${id}`);
-      try { execFileSync('runc', ['--root', f.runcRoot, 'delete', '--force', id], { stdio: 'ignore' }); } catch { /* best effort */ }
+      try { execFileSync('runc', ['--root', a.runcRoot, 'delete', '--force', id], { stdio: 'ignore' }); } catch { /* best effort */ }
     }
   }
   // Shims of this run (their argv names the runc root).
@@ -173,17 +213,20 @@ export async function teardownFerry(f: Pick<TestFerry, 'home' | 'runcRoot' | 'cg
     try { execFileSync('umount', ['-l', m], { stdio: 'ignore' }); } catch { /* best effort */ }
   }
   for (const ctl of await readdir('/sys/fs/cgroup').catch(() => [] as string[])) {
-    const dir = join('/sys/fs/cgroup', ctl, f.cgroupParent);
-    if (!existsSync(dir)) continue;
-    const subs = readdirSync(dir, { withFileTypes: true }).filter((d) => d.isDirectory());
-    if (subs.length > 0) leftovers.push(`cgroup ${dir}/{${subs.map((d) => d.name).join(',')}}`);
-    for (const d of subs) { try { rmdirSync(join(dir, d.name)); } catch { /* busy */ } }
-    try { rmdirSync(dir); } catch { /* busy */ }
+    for (const a of agents) {
+      const dir = join('/sys/fs/cgroup', ctl, a.cgroupParent);
+      if (!existsSync(dir)) continue;
+      const subs = readdirSync(dir, { withFileTypes: true }).filter((d) => d.isDirectory());
+      if (subs.length > 0) leftovers.push(`cgroup ${dir}/{${subs.map((d) => d.name).join(',')}}`);
+      for (const d of subs) { try { rmdirSync(join(dir, d.name)); } catch { /* busy */ } }
+      try { rmdirSync(dir); } catch { /* busy */ }
+    }
   }
   const links = execFileSync('ip', ['-o', 'link', 'show'], { encoding: 'utf8' });
-  if (links.includes(` ${f.bridge}:`)) {
-    leftovers.push(`bridge ${f.bridge}`);
-    try { execFileSync('ip', ['link', 'del', f.bridge], { stdio: 'ignore' }); } catch { /* best effort */ }
+  for (const a of agents) {
+    if (!links.includes(` ${a.bridge}:`)) continue;
+    leftovers.push(`bridge ${a.bridge}`);
+    try { execFileSync('ip', ['link', 'del', a.bridge], { stdio: 'ignore' }); } catch { /* best effort */ }
   }
   await rm(f.home, { recursive: true, force: true });
   return leftovers;

@@ -208,6 +208,31 @@ export function createFakeRuntime(): FakeRuntime {
       return r.exitCode;
     },
 
+    async pause(id) {
+      calls.push(`pause ${id}`);
+      const c = get(id);
+      if (c.status !== 'running') throw runtimeErrors.RUNTIME_NOT_RUNNING({ id, status: c.status });
+      c.status = 'paused';
+    },
+
+    async resume(id) {
+      calls.push(`resume ${id}`);
+      const c = get(id);
+      if (c.status !== 'paused') throw runtimeErrors.RUNTIME_NOT_RUNNING({ id, status: c.status });
+      c.status = 'running';
+    },
+
+    async checkpoint(id) {
+      calls.push(`checkpoint ${id}`);
+      get(id);
+    },
+
+    async restore(spec) {
+      calls.push(`restore ${spec.id}`);
+      await fake.create(spec);
+      return fake.start(spec.id);
+    },
+
     async pids(id) {
       const c = get(id);
       return c.status === 'running' || c.status === 'paused' ? [c.pid] : [];

@@ -275,6 +275,29 @@ export function createRuncRuntime(options: RuncRuntimeOptions): RuncRuntime {
       });
     },
 
+    async pause(id) {
+      const r = await runRunc(cmd, ['pause', id]);
+      if (r.code !== 0) throw runtimeErrors.RUNTIME_COMMAND_FAILED({ command: 'pause', id, reason: runcMessage(r.stderr) });
+    },
+
+    async resume(id) {
+      const r = await runRunc(cmd, ['resume', id]);
+      if (r.code !== 0) throw runtimeErrors.RUNTIME_COMMAND_FAILED({ command: 'resume', id, reason: runcMessage(r.stderr) });
+    },
+
+    async checkpoint(id, o) {
+      if (!cmd.criu) throw runtimeErrors.RUNTIME_COMMAND_FAILED({ command: 'checkpoint', id, reason: 'no criuPath configured' });
+      const args = ['--criu', cmd.criu, 'checkpoint', '--image-path', o.imagePath, '--work-path', o.workPath ?? o.imagePath];
+      if (o.leaveRunning) args.push('--leave-running');
+      if (o.tcpEstablished) args.push('--tcp-established');
+      const r = await runRunc(cmd, [...args, id]);
+      if (r.code !== 0) {
+        const dumpLog = await readFile(join(o.workPath ?? o.imagePath, 'dump.log'), 'utf8').catch(() => '');
+        const errors = dumpLog.split('\n').filter((l) => /Error|error \(/.test(l)).slice(-3).join(' | ');
+        throw runtimeErrors.RUNTIME_COMMAND_FAILED({ command: 'checkpoint', id, reason: `${runcMessage(r.stderr)}${errors ? ` — CRIU: ${errors}` : ''}` });
+      }
+    },
+
     async kill(id, signal) {
       const sig = normaliseSignal(signal);
       if (!sig) throw runtimeErrors.RUNTIME_COMMAND_FAILED({ command: 'kill', id, reason: `unknown signal ${signal}` });

@@ -149,6 +149,14 @@ export interface ContainerRuntime {
   update(id: string, resources: Resources): Promise<void>;
   /** Runs a process inside the container; resolves with its exit code. */
   exec(id: string, options: ExecOptions): Promise<number>;
+  /** Freezes every process of the container (cgroup freezer). */
+  pause(id: string): Promise<void>;
+  /** Thaws a paused container. */
+  resume(id: string): Promise<void>;
+  /** Dumps the container with CRIU into `imagePath`; with `leaveRunning` it stays as it was (e.g. paused). */
+  checkpoint(id: string, options: { imagePath: string; workPath?: string; leaveRunning?: boolean; tcpEstablished?: boolean }): Promise<void>;
+  /** Creates the container from a CRIU image instead of starting it; resolves when it runs. */
+  restore(spec: BundleSpec, options: { imagePath: string; workPath?: string; extraArgs?: string[] }): Promise<RuntimeState>;
   /** Host pids of every process in the container (from its cgroup). */
   pids(id: string): Promise<number[]>;
   /** Reads cgroup stats. */

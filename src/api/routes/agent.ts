@@ -56,10 +56,14 @@ export function agentRoutes(deps: ApiDeps): FastifyPluginAsync {
       return reply.status(204).send();
     });
 
-    app.delete('/agent/status/:name', { schema: { summary: 'An agent has removed a container', params: NameParams, querystring: Type.Object({ uid: Type.String() }) } }, async (req, reply) => {
+    app.delete('/agent/status/:name', {
+      schema: { summary: 'An agent has removed a container', params: NameParams, querystring: Type.Object({ uid: Type.String(), node: Type.String() }) },
+    }, async (req, reply) => {
       const key = keys.status(req.params.name);
       const cur = await store.get<ContainerStatus>(key);
-      if (cur && cur.value.uid === req.query.uid) await remove(store, key);
+      // Only the node that reported the status clears it: after a migration the old node's cleanup
+      // must not erase what the new node reports.
+      if (cur && cur.value.uid === req.query.uid && (cur.value.node === req.query.node || cur.value.node === '')) await remove(store, key);
       return reply.status(204).send();
     });
 

@@ -1,0 +1,78 @@
+/** Migration verbs: migrate, migrations ls/inspect/cancel. */
+import type { Command } from 'commander';
+import type { Migration } from '../../model/index.ts';
+import { formatBytes, formatDuration } from '../../model/index.ts';
+import { FerryError } from '../../errors/index.ts';
+import { table, printJson, age } from '../output.ts';
+import type { Ctx } from './containers.ts';
+
+const ENDED = new Set(['Succeeded', 'RolledBack', 'Failed']);
+
+function report(m: Migration): string {
+  const s = m.status;
+  const lines = [
+    `Migration ${m.metadata.name}: ${m.spec.container} ${m.spec.from} → ${m.spec.to}: ${s.phase}`,
+    `  strategy   ${s.strategy} (${s.strategyReason})`,
+    `  freeze     ${s.freezeMs !== undefined ? `${Math.round(s.freezeMs)} ms` : '-'}`,
+    `  total      ${s.totalMs !== undefined ? formatDuration(s.totalMs) : '-'}`,
+    `  bytes      ${formatBytes(s.bytes)}`,
+    `  rounds     ${s.round}`,
+  ];
+  if (s.error) lines.push(`  error      ${s.error}${s.failedIn ? ` (in ${s.failedIn})` : ''}`);
+  // A --check run lists every check; otherwise only the failed ones are worth a line.
+  const shown = m.spec.checkOnly ? s.checks : s.checks.filter((c) => !c.ok);
+  lines.push(...shown.map((c) => `  ${c.ok ? 'ok  ' : 'FAIL'}       ${c.check}: ${c.reason}`));
+  return lines.join('\n');
+}
+
+/** Registers `ferry migrate` and `ferry migrations …`. */
+export function migrationCommands(program: Command, ctx: Ctx): void {
+  program.command('migrate').description('live-migrate a running container to another node').argument('<name>')
+    .requiredOption('--to <node>', 'target node')
+    .option('--strategy <s>', 'stop-copy | pre-copy | post-copy | auto', 'auto')
+    .option('--check', 'only run the prechecks')
+    .action(async (name: string, o: { to: string; strategy: string; check?: boolean }) => {
+      if (!['auto', 'stop-copy', 'pre-copy', 'post-copy'].includes(o.strategy)) {
+        throw new FerryError('FERRY_ERR_BAD_FLAG', 400, `--strategy must be stop-copy, pre-copy, post-copy or auto, not "${o.strategy}"`);
+      }
+      const client = ctx.client();
+      let m = await client.migrations.create({ container: name, to: o.to, strategy: o.strategy as 'auto', check: o.check });
+      const seen = new Set<string>();
+      const t0 = Date.now();
+      for (;;) {
+        for (const h of m.status.history) {
+          const k = `${h.phase}@${h.at}`;
+          if (seen.has(k)) continue;
+          seen.add(k);
+          if (ctx.format() !== 'json') process.stderr.write(`  ${((Date.parse(h.at) - t0) / 1000).toFixed(2).padStart(6)}s  ${h.phase}${h.message ? `: ${h.message}` : ''}\n`);
+        }
+        if (ENDED.has(m.status.phase)) break;
+        await new Promise((r) => setTimeout(r, 100));
+        m = await client.migrations.get(m.metadata.name);
+      }
+      if (ctx.format() === 'json') printJson(m);
+      else process.stdout.write(`${report(m)}\n`);
+      if (m.status.phase !== 'Succeeded') ctx.setExit(1);
+    });
+
+  const mig = program.command('migrations').description('list, inspect and cancel migrations');
+  mig.command('ls').description('list migrations').action(async () => {
+    const all = await ctx.client().migrations.list();
+    if (ctx.format() === 'json') return printJson(all);
+    process.stdout.write(`${table(['ID', 'CONTAINER', 'FROM', 'TO', 'PHASE', 'STRATEGY', 'FREEZE', 'TOTAL', 'STARTED'], all.map((m) => [
+      m.metadata.name, m.spec.container, m.spec.from, m.spec.to, m.status.phase, m.status.strategy,
+      m.status.freezeMs !== undefined ? `${Math.round(m.status.freezeMs)}ms` : '-', m.status.totalMs !== undefined ? formatDuration(m.status.totalMs) : '-',
+      age(m.metadata.createdAt),
+    ]))}\n`);
+  });
+  mig.command('inspect').description('show a migration with its phases').argument('<id>').action(async (id: string) => {
+    const m = await ctx.client().migrations.get(id);
+    if (ctx.format() === 'json') return printJson(m);
+    process.stdout.write(`${report(m)}\n  phases     ${m.status.history.map((h) => `${h.phase} ${h.at.slice(11, 23)}`).join(' → ')}\n`);
+  });
+  mig.command('cancel').description('cancel a migration (rolls back to the source)').argument('<id>').action(async (id: string) => {
+    const m = await ctx.client().migrations.cancel(id);
+    if (ctx.format() === 'json') return printJson(m);
+    process.stdout.write(`${id}: cancel requested (${m.status.phase})\n`);
+  });
+}

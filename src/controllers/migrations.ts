@@ -1,0 +1,209 @@
+/**
+ * The migration executor: drives each Migration object through the state machine
+ * (src/migration), calling the source and target agents for each phase and persisting every step,
+ * so a restarted manager recovers (rolls back before the switch, finishes after it).
+ * Stop-copy is implemented; pre-copy and post-copy are refused at creation until they land.
+ */
+import type { Store } from '../store/index.ts';
+import { mutate, put, remove } from '../store/index.ts';
+import { AgentClient } from '../client/index.ts';
+import type { Assignment, Container, ContainerStatus, Migration, Node, NodeImages } from '../model/index.ts';
+import { keys, findImage } from '../model/index.ts';
+import { step, recover, TERMINAL, precheck, blocking, type MachineState, type MigrationEvent, type MigrationPhase } from '../migration/index.ts';
+import { nodeSnapshots } from './containers.ts';
+import { startLoop, type Loop } from './loop.ts';
+
+/** What the executor needs. */
+export interface MigrationDeps {
+  readonly store: Store;
+  readonly agentToken: string;
+  readonly log: (m: string) => void;
+}
+
+function machineOf(m: Migration): MachineState {
+  return {
+    phase: m.status.phase as MigrationPhase, strategy: m.status.strategy as MachineState['strategy'], round: m.status.round,
+    checkOnly: m.spec.checkOnly, error: m.status.error, failedIn: m.status.failedIn as MigrationPhase | undefined,
+  };
+}
+
+async function agent(d: MigrationDeps, node: string): Promise<{ client: AgentClient; url: string }> {
+  const kv = await d.store.get<Node>(keys.node(node));
+  if (!kv) throw new Error(`node ${node} is not registered`);
+  return { client: new AgentClient({ url: kv.value.status.address, token: d.agentToken }), url: kv.value.status.address };
+}
+
+async function container(d: MigrationDeps, m: Migration): Promise<Container> {
+  const kv = await d.store.get<Container>(keys.container(m.spec.container));
+  if (!kv || kv.value.metadata.uid !== m.spec.containerUid) throw new Error(`container ${m.spec.container} no longer exists`);
+  return kv.value;
+}
+
+/** Runs the current phase's work and returns the event it produced. */
+async function perform(d: MigrationDeps, m: Migration, t: { freezeStart?: number }): Promise<MigrationEvent> {
+  const name = m.spec.container;
+  switch (m.status.phase) {
+    case 'Pending':
+      return { type: 'start' };
+    case 'Precheck': {
+      const c = await container(d, m);
+      const st = (await d.store.get<ContainerStatus>(keys.status(name)))?.value;
+      const snaps = await nodeSnapshots(d.store);
+      const node = async (n: string) => {
+        const s = snaps.find((x) => x.name === n);
+        const kv = await d.store.get<Node>(keys.node(n));
+        const imgs = (await d.store.get<NodeImages>(keys.nodeImages(n)))?.value.images ?? [];
+        if (!s || !kv) throw new Error(`node ${n} is not registered`);
+        return { ...s, facts: kv.value.status.facts, imageIds: imgs.map((i) => i.id), images: imgs };
+      };
+      const from = await node(m.spec.from);
+      const to = await node(m.spec.to);
+      const image = findImage(from.images, c.spec.image);
+      const results = precheck({
+        name, phase: st?.uid === c.metadata.uid ? st.phase : 'pending', imageId: image?.id, memoryBytes: c.spec.resources.memoryBytes,
+        cpus: c.spec.resources.cpus, migratable: st?.migratable, migrating: false,
+      }, from, to);
+      await save(d, m.metadata.name, (x) => { x.status.checks = results; });
+      const bad = blocking(results);
+      if (!image || !to.imageIds.includes(image.id)) bad.push({ check: 'image-on-target', ok: false, reason: `${to.name} does not hold ${c.spec.image}; import it there first (image copy between nodes comes with the registry)` });
+      return bad.length > 0 ? { type: 'precheck-failed', reasons: bad.map((r) => r.reason) } : { type: 'precheck-passed' };
+    }
+    case 'Prepare':
+      return { type: 'prepared' };
+    case 'Freeze': {
+      t.freezeStart = Date.now();
+      const r = await (await agent(d, m.spec.from)).client.migrateFreeze(m.metadata.name, name);
+      await save(d, m.metadata.name, (x) => { x.status.bytes = r.bytes; });
+      return { type: 'frozen' };
+    }
+    case 'Transfer':
+      return { type: 'transferred' }; // the target pulls the archive from the source as it restores
+    case 'Restore': {
+      const c = await container(d, m);
+      const epoch = (c.placement?.epoch ?? 0) + 1;
+      const a: Assignment = { name, uid: c.metadata.uid, generation: c.metadata.generation, epoch, spec: c.spec };
+      const src = await agent(d, m.spec.from);
+      const r = await (await agent(d, m.spec.to)).client.migrateRestore(m.metadata.name, src.url, a);
+      const freezeMs = t.freezeStart ? Date.now() - t.freezeStart : undefined;
+      await save(d, m.metadata.name, (x) => { x.status.targetRuntimeId = r.runtimeId; if (freezeMs !== undefined) x.status.freezeMs = freezeMs; });
+      return { type: 'restored' };
+    }
+    case 'Switch': {
+      // The store now says the container lives on the target; the old node's assignment goes, and its
+      // agent kills the frozen copy without thawing it.
+      const kv = await mutate<Container>(d.store, keys.container(name), (c) => {
+        if (c.metadata.uid !== m.spec.containerUid) return undefined;
+        if (c.placement?.node === m.spec.to) return undefined;
+        c.placement = { node: m.spec.to, epoch: (c.placement?.epoch ?? 0) + 1, scheduledAt: new Date().toISOString(), reason: `live-migrated from ${m.spec.from} by ${m.metadata.name}` };
+        return c;
+      });
+      const c = kv.value;
+      await put<Assignment>(d.store, keys.assignment(m.spec.to, name), { name, uid: c.metadata.uid, generation: c.metadata.generation, epoch: c.placement!.epoch, spec: c.spec });
+      await remove(d.store, keys.assignment(m.spec.from, name));
+      return { type: 'switched' };
+    }
+    case 'Cleanup': {
+      for (const n of [m.spec.from, m.spec.to]) await (await agent(d, n)).client.migrateCleanup(m.metadata.name).catch(() => undefined);
+      return { type: 'cleaned' };
+    }
+    case 'RollingBack': {
+      const c = await container(d, m).catch(() => undefined);
+      try {
+        await (await agent(d, m.spec.to)).client.migrateAbort(m.metadata.name, name).catch(() => undefined);
+        if (c) await (await agent(d, m.spec.from)).client.migrateResume(m.metadata.name, name, c.spec.ports);
+        return { type: 'rolled-back' };
+      } catch (e) {
+        return { type: 'rollback-failed', message: (e as Error).message };
+      }
+    }
+    default:
+      throw new Error(`no work for phase ${m.status.phase}`);
+  }
+}
+
+async function save(d: MigrationDeps, id: string, fn: (m: Migration) => void): Promise<Migration> {
+  return (await mutate<Migration>(d.store, keys.migration(id), (m) => { fn(m); return m; })).value;
+}
+
+/** Applies a step result to the stored object. */
+async function apply(d: MigrationDeps, id: string, state: MachineState, message?: string): Promise<Migration> {
+  return save(d, id, (m) => {
+    const changed = m.status.phase !== state.phase;
+    m.status.phase = state.phase;
+    m.status.round = state.round;
+    if (state.error !== undefined) m.status.error = state.error;
+    if (state.failedIn !== undefined) m.status.failedIn = state.failedIn;
+    if (changed) m.status.history.push({ phase: state.phase, at: new Date().toISOString(), ...(message ? { message } : {}) });
+    if (TERMINAL.has(state.phase)) {
+      m.status.finishedAt = new Date().toISOString();
+      m.status.totalMs = Date.parse(m.status.finishedAt) - Date.parse(m.metadata.createdAt);
+    }
+  });
+}
+
+/** Drives one migration until it ends. */
+async function drive(d: MigrationDeps, id: string, recovering: boolean): Promise<void> {
+  const t: { freezeStart?: number } = {};
+  let kv = await d.store.get<Migration>(keys.migration(id));
+  if (!kv) return;
+  if (recovering) {
+    const r = recover(machineOf(kv.value));
+    if (r.ok && r.state.phase !== kv.value.status.phase) await apply(d, id, r.state, 'recovered after a restart');
+  }
+  for (;;) {
+    kv = await d.store.get<Migration>(keys.migration(id));
+    if (!kv || TERMINAL.has(kv.value.status.phase as MigrationPhase)) return;
+    const m = kv.value;
+    let s = machineOf(m);
+    if (m.status.cancelRequested && m.status.phase !== 'RollingBack') {
+      const c = step(s, { type: 'cancel' });
+      if (c.ok) {
+        await apply(d, id, c.state, 'cancel requested');
+        continue;
+      }
+    }
+    let ev: MigrationEvent;
+    try {
+      ev = await perform(d, m, t);
+    } catch (e) {
+      d.log(`migration ${id} in ${m.status.phase}: ${(e as Error).message}`);
+      ev = { type: 'error', message: `${m.status.phase}: ${(e as Error).message}` };
+    }
+    const r = step(s, ev);
+    if (!r.ok) {
+      d.log(`migration ${id}: ${r.reason}`);
+      s = { ...s, error: r.reason };
+      await apply(d, id, { ...s, phase: 'Failed' }, r.reason);
+      return;
+    }
+    if (ev.type === 'error' && r.state.phase === m.status.phase) await new Promise((res) => setTimeout(res, 1000)); // retry forward after the switch
+    await apply(d, id, r.state);
+  }
+}
+
+/** Starts the executor: every migration that has not ended is driven (after a recovery step on start). */
+export function startMigrationsController(d: MigrationDeps): Loop {
+  const running = new Map<string, Promise<void>>();
+  let firstPass = true;
+  const loop = startLoop({
+    store: d.store, prefixes: [keys.migrations],
+    listNames: async () => {
+      const names = (await d.store.list<Migration>(keys.migrations)).items.filter((kv) => !TERMINAL.has(kv.value.status.phase as MigrationPhase)).map((kv) => kv.value.metadata.name);
+      return names;
+    },
+    reconcile: async (id) => {
+      if (running.has(id)) return;
+      const kv = await d.store.get<Migration>(keys.migration(id));
+      if (!kv || TERMINAL.has(kv.value.status.phase as MigrationPhase)) return;
+      const recovering = firstPass && kv.value.status.phase !== 'Pending';
+      const p = drive(d, id, recovering).catch((e: Error) => d.log(`migration ${id}: ${e.message}`)).finally(() => running.delete(id));
+      running.set(id, p);
+    },
+    onError: (n, e) => d.log(`migrations ${n}: ${(e as Error).message}`),
+  });
+  setTimeout(() => { firstPass = false; }, 2000).unref();
+  return {
+    async stop() { await loop.stop(); },
+    async idle() { await loop.idle(); await Promise.all(running.values()); },
+  };
+}
