@@ -20,6 +20,7 @@ import { StatusReporter } from './reporter.ts';
 import { buildAgentApi, imageRecord } from './server.ts';
 import { readCapacity, readFacts } from './facts.ts';
 import { agentErrors } from './errors.ts';
+import { isFerryError } from '../errors/index.ts';
 
 /** How to run an agent. */
 export interface AgentOptions {
@@ -99,6 +100,14 @@ export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
   const reconciler = new Reconciler({
     node: o.name, idPrefix: o.idPrefix, stopTimeoutMs: o.stopTimeoutMs, runtime, images, network, records, idMap: ID_MAP, log,
     report: (s) => reporter.report(s), clearStatus: (n, uid) => reporter.clear(n, uid),
+    migrationActive: async (id) => {
+      try {
+        const m = await client.migrations.get(id);
+        return !['Succeeded', 'RolledBack', 'Failed'].includes(m.status.phase);
+      } catch (e) {
+        return !isFerryError(e, 'MIGRATION_NOT_FOUND');
+      }
+    },
   });
   await reconciler.adopt();
 

@@ -19,6 +19,7 @@ import type { Reconciler } from './reconciler.ts';
 import type { ContainerRecord } from './records.ts';
 import { bundleSpec } from './spec.ts';
 import { agentErrors } from './errors.ts';
+import { failpoint } from './failpoints.ts';
 
 /** What the migration endpoints use. */
 export interface MigrateDeps extends LifecycleDeps {
@@ -141,6 +142,7 @@ export class MigrationAgent {
       const st = await this.d.runtime.restore({ ...bundle, annotations: { ...bundle.annotations, 'org.criu.config': criuConf } }, {
         imagePath: join(dir, 'image'), workPath: join(dir, 'work'),
       });
+      failpoint('migrate:after-restore');
       if (a.spec.ports.length > 0) await this.d.network.publish(rec.runtimeId, att.ip, a.spec.ports);
       rec.startedAt = new Date().toISOString();
       rec.appliedResources = { ...a.spec.resources };

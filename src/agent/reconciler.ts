@@ -19,6 +19,8 @@ export interface ReconcilerDeps extends LifecycleDeps {
   readonly stopTimeoutMs: number;
   readonly report: (s: ContainerStatus) => void;
   readonly clearStatus: (name: string, uid: string) => void;
+  /** True while migration `id` has not ended (asks the manager; true when it cannot tell). */
+  readonly migrationActive: (id: string) => Promise<boolean>;
 }
 
 function sameResources(a: object | undefined, b: object | undefined): boolean {
@@ -161,12 +163,27 @@ export class Reconciler {
     }
     // The target copy of a migration waits for its assignment (the switch); the manager aborts it otherwise.
     if (rec?.incoming && (!a || a.uid === rec.uid) && !a?.remove) {
-      if (!a) return;
+      if (!a) {
+        // Still waiting for the switch, unless its migration has ended without one (rolled back while
+        // this agent was away): then this copy must go.
+        if (!this.synced || (await this.d.migrationActive(rec.incoming))) return;
+        this.d.log(`removing ${rec.name}: incoming copy of migration ${rec.incoming}, which ended without switching here`);
+        await teardown(this.d, rec, 0);
+        this.records.delete(name);
+        return;
+      }
       rec.incoming = undefined;
       await this.d.records.save(rec);
     }
-    // The frozen source copy of a migration is left alone until the manager resumes it or moves it away.
-    if (rec?.outgoing && a && !a.remove && a.uid === rec.uid) return;
+    // The frozen source copy of a migration is left alone until the manager resumes it or moves it away,
+    // unless the migration ended while it stayed assigned here (rolled back while this agent was away).
+    if (rec?.outgoing && a && !a.remove && a.uid === rec.uid) {
+      if (!this.synced || (await this.d.migrationActive(rec.outgoing))) return;
+      this.d.log(`resuming ${rec.name}: migration ${rec.outgoing} ended and left it here`);
+      if ((await this.d.runtime.state(rec.runtimeId))?.status === 'paused') await this.d.runtime.resume(rec.runtimeId);
+      rec.outgoing = undefined;
+      await this.d.records.save(rec);
+    }
     if (rec && (!a || a.remove || a.uid !== rec.uid)) {
       this.exitWatches.get(rec.runtimeId)?.abort();
       await teardown(this.d, rec, a?.remove === 'force' ? 0 : this.d.stopTimeoutMs);

@@ -109,11 +109,21 @@ async function perform(d: MigrationDeps, m: Migration, t: { freezeStart?: number
     case 'RollingBack': {
       const c = await container(d, m).catch(() => undefined);
       try {
-        await (await agent(d, m.spec.to)).client.migrateAbort(m.metadata.name, name).catch(() => undefined);
+        await (await agent(d, m.spec.to)).client.migrateAbort(m.metadata.name, name);
+      } catch (e) {
+        // The target may hold a restored copy: thawing the source now could make two. Wait while the
+        // target node is alive; once its lease is gone its agent aborts the copy itself on return.
+        if (await d.store.get(keys.nodeAlive(m.spec.to))) throw new Error(`cannot remove the copy on ${m.spec.to} yet: ${(e as Error).message}`);
+      }
+      try {
         if (c) await (await agent(d, m.spec.from)).client.migrateResume(m.metadata.name, name, c.spec.ports);
         return { type: 'rolled-back' };
       } catch (e) {
-        return { type: 'rollback-failed', message: (e as Error).message };
+        // A live source agent that refuses is retried; a dead one thaws its copy itself when it returns
+        // (it sees the migration ended with the container still assigned to it).
+        if (await d.store.get(keys.nodeAlive(m.spec.from))) throw new Error(`cannot resume on ${m.spec.from} yet: ${(e as Error).message}`);
+        d.log(`migration ${m.metadata.name}: ${m.spec.from} is down; its agent resumes ${name} when it returns`);
+        return { type: 'rolled-back' };
       }
     }
     default:

@@ -52,7 +52,11 @@ export interface TestFerry {
   /** Every agent of this Ferry (the first is the one `ferry up` started). */
   readonly agents: AgentInfo[];
   /** Starts one more agent (another simulated host on this machine) and waits until it is Ready. */
-  addAgent(): Promise<AgentInfo>;
+  addAgent(env?: Record<string, string>): Promise<AgentInfo>;
+  /** The pid of agent `node`'s process, or undefined when it is not running. */
+  pidOf(node: string): number | undefined;
+  /** Starts agent `node` again with the arguments it had (after it died). */
+  restartAgentOf(node: string, env?: Record<string, string>): Promise<void>;
   /** The pid of the running agent, or undefined. */
   agentPid(): number | undefined;
   /** Starts the agent again (after it died), with the same arguments `ferry up` gave it. */
@@ -89,32 +93,27 @@ export async function startFerry(o: { extraAgentArgs?: string[]; env?: Record<st
   const agentArgs = [`--id-prefix=${id}-`, `--cgroup-parent=${cgroupParent}`, `--bridge=${bridge}`, `--subnet=${subnet}`, '--stop-timeout-ms=3000', '--rescan-ms=1000', ...(o.extraAgentArgs ?? [])];
   const cli = (args: string[], co?: { input?: string; env?: Record<string, string> }): Promise<CliResult> => runCli(home, args, co);
   const agents: AgentInfo[] = [{ node, bridge, subnet, cgroupParent, runcRoot }];
+  const agentArgsOf = new Map<string, string[]>([[node, agentArgs]]);
+  // Starts `ferry agent` for node `n` in the background and waits until it is Ready with its images.
+  const spawnAgent = async (n: string, args: string[], env: Record<string, string>): Promise<void> => {
+    const cfg = JSON.parse(await readFile(join(home, 'ferry.json'), 'utf8')) as { api: string; token: string };
+    const log = openSync(join(home, 'logs', `agent-${n}.log`), 'a');
+    const child = spawn(FERRY, ['--home', home, 'agent', '--manager', cfg.api, '--name', n, ...args], {
+      detached: true, stdio: ['ignore', log, log], env: { ...process.env, FERRY_TOKEN: cfg.token, ...env },
+    });
+    child.unref();
+    closeSync(log);
+    const t0 = Date.now();
+    while (Date.now() - t0 < 60_000) {
+      const nv = (await f.client.nodes.list()).find((x) => x.node.metadata.name === n);
+      const imgs = await f.client.images.list();
+      if (f.pidOf(n) === child.pid && nv?.state === 'Ready' && imgs.some((im) => im.nodes.includes(n))) return;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    throw new Error(`agent ${n} did not become ready`);
+  };
   const f: TestFerry = {
     id, home, node, bridge, subnet, runcRoot, cgroupParent, agents,
-    async addAgent() {
-      const i = agents.length;
-      const a: AgentInfo = {
-        node: `node${i}-${id}`, bridge: `fb${id.slice(2)}${i}`, subnet: `10.213.${(Number.parseInt(subnet.split('.')[2]!, 10) + i) % 250 + 1}.0/24`,
-        cgroupParent: `ferry-${id}-${i}`, runcRoot: join(home, 'agents', `node${i}-${id}`, 'runc'),
-      };
-      agents.push(a);
-      const cfg = JSON.parse(await readFile(join(home, 'ferry.json'), 'utf8')) as { api: string; token: string };
-      const log = openSync(join(home, 'logs', `agent-${a.node}.log`), 'a');
-      const child = spawn(FERRY, ['--home', home, 'agent', '--manager', cfg.api, '--name', a.node, `--id-prefix=${id}${i}-`, `--cgroup-parent=${a.cgroupParent}`,
-        `--bridge=${a.bridge}`, `--subnet=${a.subnet}`, '--stop-timeout-ms=3000', '--rescan-ms=1000'], {
-        detached: true, stdio: ['ignore', log, log], env: { ...process.env, FERRY_TOKEN: cfg.token },
-      });
-      child.unref();
-      closeSync(log);
-      const t0 = Date.now();
-      while (Date.now() - t0 < 60_000) {
-        const n = (await f.client.nodes.list()).find((x) => x.node.metadata.name === a.node);
-        const imgs = await f.client.images.list();
-        if (n?.state === 'Ready' && imgs.some((im) => im.nodes.includes(a.node))) return a;
-        await new Promise((r) => setTimeout(r, 100));
-      }
-      throw new Error(`agent ${a.node} did not become ready`);
-    },
     client: undefined as unknown as FerryClient,
     cli,
     async ok(args) {
@@ -131,29 +130,36 @@ export async function startFerry(o: { extraAgentArgs?: string[]; env?: Record<st
       return ((JSON.parse(out || 'null') ?? []) as { id: string }[]).map((c) => c.id);
     },
     teardown: () => teardownFerry(f),
-    agentPid() {
+    pidOf(n: string) {
       try {
-        const r = JSON.parse(readFileSync(join(home, 'run', `agent-${node}.json`), 'utf8')) as { pid: number };
+        const r = JSON.parse(readFileSync(join(home, 'run', `agent-${n}.json`), 'utf8')) as { pid: number };
         return isLive(r.pid) ? r.pid : undefined;
       } catch {
         return undefined;
       }
     },
+    agentPid() {
+      return f.pidOf(node);
+    },
     async restartAgent(env = {}) {
-      const cfg = JSON.parse(await readFile(join(home, 'ferry.json'), 'utf8')) as { api: string; token: string };
-      const log = openSync(join(home, 'logs', `agent-${node}.log`), 'a');
-      const child = spawn(FERRY, ['--home', home, 'agent', '--manager', cfg.api, '--name', node, ...agentArgs], {
-        detached: true, stdio: ['ignore', log, log], env: { ...process.env, FERRY_TOKEN: cfg.token, ...env },
-      });
-      child.unref();
-      closeSync(log);
-      const t0 = Date.now();
-      while (Date.now() - t0 < 60_000) {
-        const n = (await f.client.nodes.list()).find((x) => x.node.metadata.name === node);
-        if (f.agentPid() === child.pid && n?.state === 'Ready') return;
-        await new Promise((r) => setTimeout(r, 100));
-      }
-      throw new Error('the restarted agent did not become ready');
+      await spawnAgent(node, agentArgs, env);
+    },
+    async restartAgentOf(n: string, env = {}) {
+      const args = agentArgsOf.get(n);
+      if (!args) throw new Error(`no agent ${n}`);
+      await spawnAgent(n, args, env);
+    },
+    async addAgent(env = {}) {
+      const i = agents.length;
+      const a: AgentInfo = {
+        node: `node${i}-${id}`, bridge: `fb${id.slice(2)}${i}`, subnet: `10.213.${(Number.parseInt(subnet.split('.')[2]!, 10) + i) % 250 + 1}.0/24`,
+        cgroupParent: `ferry-${id}-${i}`, runcRoot: join(home, 'agents', `node${i}-${id}`, 'runc'),
+      };
+      agents.push(a);
+      const args = [`--id-prefix=${id}${i}-`, `--cgroup-parent=${a.cgroupParent}`, `--bridge=${a.bridge}`, `--subnet=${a.subnet}`, '--stop-timeout-ms=3000', '--rescan-ms=1000'];
+      agentArgsOf.set(a.node, args);
+      await spawnAgent(a.node, args, env);
+      return a;
     },
   };
   const up = await cli(['up', '--port', '0', '--node-name', node, ...agentArgs.map((a) => `--agent-arg=${a}`)], { env: o.env ?? {} });
