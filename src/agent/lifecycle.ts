@@ -2,9 +2,10 @@
  * The steps that make and unmake a container on this node, in order. Each step is idempotent so a
  * create interrupted by an agent crash can simply run again (or be torn down) at the next reconcile.
  */
-import { mkdir } from 'node:fs/promises';
+import { mkdir, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import type { Assignment } from '../model/index.ts';
-import type { ContainerRuntime, IdMapping, RuntimeState } from './runtime/index.ts';
+import type { BundleSpec, ContainerRuntime, IdMapping, RuntimeState } from './runtime/index.ts';
 import type { ImageStore } from './images/index.ts';
 import type { NodeNetwork } from './network/index.ts';
 import type { ContainerRecord, RecordStore } from './records.ts';
@@ -57,14 +58,15 @@ export async function createAndStart(d: LifecycleDeps, rec: ContainerRecord, a: 
     runtimeId: rec.runtimeId, name: a.name, spec: a.spec, image: prepared.image.config, imageRef: a.spec.image,
     rootfs: prepared.path, rootfsMount: prepared.mount, idMap: d.idMap, hooks: att.hooks,
   });
+  const criuConf = await writeCriuConfig(dir, DUMP_CRIU_OPTIONS);
   if (a.spec.ports.length > 0) await d.network.publish(rec.runtimeId, att.ip, a.spec.ports);
   let st: RuntimeState;
   try {
     if (failpointEnabled('create:after-runc-create')) {
-      await d.runtime.create(bundle);
+      await d.runtime.create(withCriuConfig(bundle, criuConf));
       failpoint('create:after-runc-create');
     }
-    st = await d.runtime.run(bundle);
+    st = await d.runtime.run(withCriuConfig(bundle, criuConf));
   } catch (e) {
     await d.network.unpublish(rec.runtimeId);
     await d.runtime.delete(rec.runtimeId).catch(() => undefined);
@@ -76,6 +78,21 @@ export async function createAndStart(d: LifecycleDeps, rec: ContainerRecord, a: 
   rec.nextRestartAt = undefined;
   await d.records.save(rec);
   return st;
+}
+
+/** CRIU options for dumping a running container: half-open connections are dropped (the client resends its SYN). */
+export const DUMP_CRIU_OPTIONS = 'skip-in-flight\n';
+
+/** Writes the container's CRIU config file (named by the bundle's org.criu.config annotation). */
+export async function writeCriuConfig(containerDir: string, options: string): Promise<string> {
+  const file = join(containerDir, 'criu.conf');
+  await writeFile(file, options);
+  return file;
+}
+
+/** The bundle with CRIU told to read `file` for extra options (runc passes it on dump and restore). */
+export function withCriuConfig(bundle: BundleSpec, file: string): BundleSpec {
+  return { ...bundle, annotations: { ...bundle.annotations, 'org.criu.config': file } };
 }
 
 /** Stops (gracefully within `timeoutMs`, or at once when 0) and removes everything the container had on this node. */

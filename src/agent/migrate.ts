@@ -7,14 +7,14 @@
  * switch is recorded and is then killed without ever being thawed.
  */
 import { spawn } from 'node:child_process';
-import { chmod, chown, mkdir, readdir, rm, stat, writeFile } from 'node:fs/promises';
+import { chmod, chown, mkdir, readdir, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { randomBytes } from 'node:crypto';
 import type { Assignment } from '../model/index.ts';
 import { send } from '../client/index.ts';
 import type { LifecycleDeps } from './lifecycle.ts';
-import { teardown } from './lifecycle.ts';
+import { teardown, writeCriuConfig, withCriuConfig, DUMP_CRIU_OPTIONS } from './lifecycle.ts';
 import type { Reconciler } from './reconciler.ts';
 import type { ContainerRecord } from './records.ts';
 import { bundleSpec } from './spec.ts';
@@ -129,9 +129,10 @@ export class MigrationAgent {
       // The writable layer goes into the overlay's upper dir before it is mounted (whiteouts and xattrs kept).
       await tar(['-x', '--numeric-owner', '--xattrs', '--xattrs-include=*', '-p', '-f', join(dir, 'upper.tar'), '-C', join(cdir, 'upper')]);
       // The image must be readable by the container's mapped root; established TCP connections are
-      // restored closed, since the address changes between nodes until the cluster network lands.
-      const criuConf = join(dir, 'criu.conf');
-      await writeFile(criuConf, 'tcp-close\n');
+      // restored closed, since the address changes between nodes until the cluster network lands; the
+      // processes are restored stopped (SIGSTOP) and continue only once the switch is recorded, so a
+      // copy whose migration rolls back never runs a single instruction.
+      const criuConf = await writeCriuConfig(cdir, `tcp-close\nleave-stopped\n${DUMP_CRIU_OPTIONS}`);
       await chownTree(join(dir, 'image'), this.d.idMap.hostId);
       rec.rootfsMode = prepared.mode;
       rec.ip = att.ip;
@@ -139,9 +140,9 @@ export class MigrationAgent {
         runtimeId: rec.runtimeId, name: a.name, spec: a.spec, image: prepared.image.config, imageRef: a.spec.image,
         rootfs: prepared.path, rootfsMount: prepared.mount, idMap: this.d.idMap, hooks: att.hooks,
       });
-      const st = await this.d.runtime.restore({ ...bundle, annotations: { ...bundle.annotations, 'org.criu.config': criuConf } }, {
-        imagePath: join(dir, 'image'), workPath: join(dir, 'work'),
-      });
+      const st = await this.d.runtime.restore(withCriuConfig(bundle, criuConf), { imagePath: join(dir, 'image'), workPath: join(dir, 'work') });
+      // From now on the file serves the next dump of this container (a chained migration).
+      await writeCriuConfig(cdir, DUMP_CRIU_OPTIONS);
       failpoint('migrate:after-restore');
       if (a.spec.ports.length > 0) await this.d.network.publish(rec.runtimeId, att.ip, a.spec.ports);
       rec.startedAt = new Date().toISOString();
@@ -152,6 +153,13 @@ export class MigrationAgent {
       await this.abort(id, a.name).catch(() => undefined);
       throw e;
     }
+  }
+
+  /** Target, after the switch is recorded: let the restored (stopped) processes run. */
+  async continue(id: string, name: string): Promise<void> {
+    const rec = this.record(name);
+    if (rec.incoming !== id && rec.incoming !== undefined) throw agentErrors.BAD_REQUEST({ reason: `${name} is not the incoming copy of ${id}` });
+    await continueProcesses(this.d, rec);
   }
 
   /** Target, rollback: remove the incoming copy of migration `id`, if any. */
@@ -167,6 +175,17 @@ export class MigrationAgent {
   /** Either side: remove migration `id`'s files. */
   async cleanup(id: string): Promise<void> {
     await rm(this.dir(id), { recursive: true, force: true });
+  }
+}
+
+/** Sends SIGCONT to every process of a container restored with leave-stopped; clears `incoming`. */
+export async function continueProcesses(d: Pick<MigrateDeps, 'runtime' | 'records'>, rec: ContainerRecord): Promise<void> {
+  for (const pid of await d.runtime.pids(rec.runtimeId)) {
+    try { process.kill(pid, 'SIGCONT'); } catch { /* exited meanwhile */ }
+  }
+  if (rec.incoming !== undefined) {
+    rec.incoming = undefined;
+    await d.records.save(rec);
   }
 }
 

@@ -10,6 +10,7 @@ import type { ContainerRecord } from './records.ts';
 import { createAndStart, teardown, removeOrphan, type LifecycleDeps } from './lifecycle.ts';
 import { decideRestart, STABLE_RUN_MS } from './restart.ts';
 import { scanMigratability } from './dumpable.ts';
+import { continueProcesses } from './migrate.ts';
 
 /** What the reconciler needs besides the lifecycle steps. */
 export interface ReconcilerDeps extends LifecycleDeps {
@@ -172,8 +173,8 @@ export class Reconciler {
         this.records.delete(name);
         return;
       }
-      rec.incoming = undefined;
-      await this.d.records.save(rec);
+      // The switch is recorded (this assignment): the restored processes may run now.
+      await continueProcesses(this.d, rec);
     }
     // The frozen source copy of a migration is left alone until the manager resumes it or moves it away,
     // unless the migration ended while it stayed assigned here (rolled back while this agent was away).

@@ -150,6 +150,10 @@ export async function buildAgentApi(deps: AgentApiDeps): Promise<FastifyInstance
   app.post('/v1/migrate/:id/restore', {
     schema: { params: Mid, body: Type.Object({ source: Type.String(), assignment: AssignmentSchema }) },
   }, async (req) => deps.migrations.restore(req.params.id, req.body.source, req.body.assignment as Assignment));
+  app.post('/v1/migrate/:id/continue', { schema: { params: Mid, body: Type.Object({ name: Type.String() }) } }, async (req) => {
+    await deps.migrations.continue(req.params.id, req.body.name);
+    return { ok: true };
+  });
   app.post('/v1/migrate/:id/abort', { schema: { params: Mid, body: Type.Object({ name: Type.String() }) } }, async (req) => {
     await deps.migrations.abort(req.params.id, req.body.name);
     return { ok: true };

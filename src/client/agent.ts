@@ -63,6 +63,11 @@ export class AgentClient {
     return requestJson(this.endpoint, 'POST', `v1/migrate/${id}/restore`, { body: { source, assignment } });
   }
 
+  /** Migration, target, after the switch: let the restored processes run. */
+  migrateContinue(id: string, name: string): Promise<void> {
+    return requestJson(this.endpoint, 'POST', `v1/migrate/${id}/continue`, { body: { name } });
+  }
+
   /** Migration, target rollback: remove the incoming copy. */
   migrateAbort(id: string, name: string): Promise<void> {
     return requestJson(this.endpoint, 'POST', `v1/migrate/${id}/abort`, { body: { name } });

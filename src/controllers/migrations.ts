@@ -84,8 +84,7 @@ async function perform(d: MigrationDeps, m: Migration, t: { freezeStart?: number
       const a: Assignment = { name, uid: c.metadata.uid, generation: c.metadata.generation, epoch, spec: c.spec };
       const src = await agent(d, m.spec.from);
       const r = await (await agent(d, m.spec.to)).client.migrateRestore(m.metadata.name, src.url, a);
-      const freezeMs = t.freezeStart ? Date.now() - t.freezeStart : undefined;
-      await save(d, m.metadata.name, (x) => { x.status.targetRuntimeId = r.runtimeId; if (freezeMs !== undefined) x.status.freezeMs = freezeMs; });
+      await save(d, m.metadata.name, (x) => { x.status.targetRuntimeId = r.runtimeId; });
       return { type: 'restored' };
     }
     case 'Switch': {
@@ -100,6 +99,11 @@ async function perform(d: MigrationDeps, m: Migration, t: { freezeStart?: number
       const c = kv.value;
       await put<Assignment>(d.store, keys.assignment(m.spec.to, name), { name, uid: c.metadata.uid, generation: c.metadata.generation, epoch: c.placement!.epoch, spec: c.spec });
       await remove(d.store, keys.assignment(m.spec.from, name));
+      // Now (and only now) the restored processes run; the target's agent also does this itself when
+      // the new assignment reaches it, so a lost call here only delays it.
+      await (await agent(d, m.spec.to)).client.migrateContinue(m.metadata.name, name);
+      const freezeMs = t.freezeStart ? Date.now() - t.freezeStart : undefined;
+      if (freezeMs !== undefined) await save(d, m.metadata.name, (x) => { x.status.freezeMs = freezeMs; });
       return { type: 'switched' };
     }
     case 'Cleanup': {
@@ -113,7 +117,7 @@ async function perform(d: MigrationDeps, m: Migration, t: { freezeStart?: number
       } catch (e) {
         // The target may hold a restored copy: thawing the source now could make two. Wait while the
         // target node is alive; once its lease is gone its agent aborts the copy itself on return.
-        if (await d.store.get(keys.nodeAlive(m.spec.to))) throw new Error(`cannot remove the copy on ${m.spec.to} yet: ${(e as Error).message}`);
+        if (await d.store.get(keys.nodeAlive(m.spec.to))) throw new Error(`cannot remove the copy on ${m.spec.to} yet: ${(e as Error).message}`, { cause: e });
       }
       try {
         if (c) await (await agent(d, m.spec.from)).client.migrateResume(m.metadata.name, name, c.spec.ports);
@@ -121,7 +125,7 @@ async function perform(d: MigrationDeps, m: Migration, t: { freezeStart?: number
       } catch (e) {
         // A live source agent that refuses is retried; a dead one thaws its copy itself when it returns
         // (it sees the migration ended with the container still assigned to it).
-        if (await d.store.get(keys.nodeAlive(m.spec.from))) throw new Error(`cannot resume on ${m.spec.from} yet: ${(e as Error).message}`);
+        if (await d.store.get(keys.nodeAlive(m.spec.from))) throw new Error(`cannot resume on ${m.spec.from} yet: ${(e as Error).message}`, { cause: e });
         d.log(`migration ${m.metadata.name}: ${m.spec.from} is down; its agent resumes ${name} when it returns`);
         return { type: 'rolled-back' };
       }
