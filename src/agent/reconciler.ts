@@ -36,6 +36,7 @@ export class Reconciler {
   private readonly queue = new Set<string>();
   private readonly exitWatches = new Map<string, AbortController>();
   private readonly timers = new Map<string, NodeJS.Timeout>();
+  private readonly failures = new Map<string, number>();
   private running = false;
   private synced = false;
   private stopped = false;
@@ -120,8 +121,14 @@ export class Reconciler {
       this.queue.delete(name);
       try {
         await this.reconcile(name);
+        this.failures.delete(name);
       } catch (e) {
-        this.d.log(`reconcile ${name}: ${(e as Error).message}`);
+        // Try again later (1 s, doubling to 30 s): a failed step must not leave the container stuck.
+        const n = (this.failures.get(name) ?? 0) + 1;
+        this.failures.set(name, n);
+        const delay = Math.min(30_000, 1000 * 2 ** (n - 1));
+        this.d.log(`reconcile ${name} failed (retry in ${delay} ms): ${(e as Error).message}`);
+        this.later(name, delay);
       }
     }
     this.running = false;

@@ -4,7 +4,7 @@
  * test failed (containers, mounts, cgroups, bridge, processes, files).
  */
 import { spawn, execFileSync } from 'node:child_process';
-import { chmod, mkdtemp, readFile, readdir, rm } from 'node:fs/promises';
+import { chmod, cp, mkdtemp, readFile, readdir, rm } from 'node:fs/promises';
 import { closeSync, existsSync, openSync, readdirSync, readFileSync, rmdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -234,6 +234,8 @@ export async function teardownFerry(f: Pick<TestFerry, 'home' | 'runcRoot' | 'cg
     leftovers.push(`bridge ${a.bridge}`);
     try { execFileSync('ip', ['link', 'del', a.bridge], { stdio: 'ignore' }); } catch { /* best effort */ }
   }
+  // Keep the daemons' logs for a post-mortem (test-artifacts/ is git-ignored).
+  await cp(join(f.home, 'logs'), join(ROOT, 'test-artifacts', f.id), { recursive: true }).catch(() => undefined);
   await rm(f.home, { recursive: true, force: true });
   return leftovers;
 }
