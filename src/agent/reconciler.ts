@@ -219,6 +219,12 @@ export class Reconciler {
     if (a.spec.state === 'stopped') return this.keepStopped(rec, a, st);
     if (st && (st.status === 'running' || st.status === 'paused')) return this.keepRunning(rec, a, st);
     if (st && st.status === 'stopped' && !rec.stoppedByUser) {
+      // runc already says stopped but the supervisor is still draining output before it writes the exit
+      // code: wait for it (the exit watch queues us again) rather than invent an exit.
+      if (!st.exit && st.shimPid > 0) {
+        this.watchExit(rec);
+        return;
+      }
       if (await this.handleExit(rec, a, st)) return;
     }
     if (rec.failedGeneration === a.generation && a.spec.restart.policy === 'no') {
