@@ -85,37 +85,35 @@ function stripUndefined<T extends object>(o: T): T {
   return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as T;
 }
 
-/** Applies `change` to the spec of a live container and bumps its generation. */
-export async function changeSpec(store: Store, name: string, change: (spec: ContainerSpec) => void): Promise<Container> {
+/** Read-modify-write of one container, with a missing one reported as CONTAINER_NOT_FOUND. */
+async function mutateContainer(store: Store, name: string, fn: (c: Container) => Container | undefined): Promise<Container> {
   try {
-    const kv = await mutate<Container>(store, keys.container(name), (c) => {
-      if (c.metadata.deleting) throw apiErrors.CONTAINER_DELETING({ name });
-      change(c.spec);
-      c.metadata.generation += 1;
-      return c;
-    });
-    return kv.value;
+    return (await mutate<Container>(store, keys.container(name), fn)).value;
   } catch (e) {
     if (isFerryError(e, 'STORE_NOT_FOUND')) throw apiErrors.CONTAINER_NOT_FOUND({ name });
     throw e;
   }
 }
 
+/** Applies `change` to the spec of a live container and bumps its generation. */
+export function changeSpec(store: Store, name: string, change: (spec: ContainerSpec) => void): Promise<Container> {
+  return mutateContainer(store, name, (c) => {
+    if (c.metadata.deleting) throw apiErrors.CONTAINER_DELETING({ name });
+    change(c.spec);
+    c.metadata.generation += 1;
+    return c;
+  });
+}
+
 /** Marks the container for removal; the controllers stop it, clean the node, then delete the object. */
-export async function requestDelete(store: Store, name: string, force = false): Promise<Container> {
-  try {
-    const kv = await mutate<Container>(store, keys.container(name), (c) => {
-      if (c.metadata.deleting && (!force || c.metadata.force)) return undefined;
-      c.metadata.deleting = true;
-      if (force) c.metadata.force = true;
-      c.metadata.generation += 1;
-      return c;
-    });
-    return kv.value;
-  } catch (e) {
-    if (isFerryError(e, 'STORE_NOT_FOUND')) throw apiErrors.CONTAINER_NOT_FOUND({ name });
-    throw e;
-  }
+export function requestDelete(store: Store, name: string, force = false): Promise<Container> {
+  return mutateContainer(store, name, (c) => {
+    if (c.metadata.deleting && (!force || c.metadata.force)) return undefined;
+    c.metadata.deleting = true;
+    if (force) c.metadata.force = true;
+    c.metadata.generation += 1;
+    return c;
+  });
 }
 
 /** Phases after which a container no longer changes by itself. */

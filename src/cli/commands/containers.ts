@@ -196,21 +196,15 @@ export function containerCommands(program: Command, ctx: Ctx): void {
       show(ctx, v, () => `${name}: ${limits(v)}; restart ${v.container.spec.restart.policy}`);
     });
 
-  program.command('stop').description('stop a container (SIGTERM, then SIGKILL after 10 s)').argument('<names...>')
-    .action(async (names: string[]) => {
-      const views = [];
-      for (const n of names) views.push(await ctx.client().containers.stop(n, { wait: true }));
-      if (ctx.format() === 'json') printJson(views);
-      else for (const v of views) process.stdout.write(`${v.container.metadata.name}\n`);
-    });
-
-  program.command('start').description('start a stopped container').argument('<names...>')
-    .action(async (names: string[]) => {
-      const views = [];
-      for (const n of names) views.push(await ctx.client().containers.start(n, { wait: true }));
-      if (ctx.format() === 'json') printJson(views);
-      else for (const v of views) process.stdout.write(`${v.container.metadata.name}\n`);
-    });
+  for (const [verb, what] of [['stop', 'stop a container (SIGTERM, then SIGKILL after 10 s)'], ['start', 'start a stopped container']] as const) {
+    program.command(verb).description(what).argument('<names...>')
+      .action(async (names: string[]) => {
+        const views = [];
+        for (const n of names) views.push(await ctx.client().containers[verb](n, { wait: true }));
+        if (ctx.format() === 'json') printJson(views);
+        else for (const v of views) process.stdout.write(`${v.container.metadata.name}\n`);
+      });
+  }
 
   program.command('rm').description('remove containers (a running one is stopped first)').argument('<names...>')
     .option('-f, --force', 'kill at once instead of stopping gracefully')
