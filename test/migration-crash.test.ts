@@ -1,8 +1,9 @@
 /**
- * A migration whose target agent dies right after restoring (SIGKILL at a failpoint): the manager
- * cannot confirm the restore, waits until the target node's lease lapses, thaws the source, and rolls
- * back; when the target agent returns it removes its orphaned copy. The container runs exactly once
- * afterwards and its counter continues from where it was frozen.
+ * Agents killed in the middle of a migration (SIGKILL at failpoints). Target killed right after its
+ * restore: the manager cannot confirm it, waits until the target node's lease lapses, thaws the
+ * source and rolls back; the returning target removes its never-started copy. Source killed right
+ * after its dump: the rollback cannot thaw it, so the returning source agent does. Either way the
+ * container runs exactly once afterwards and its counter continues from where it was frozen.
  */
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -62,5 +63,42 @@ describe('target agent killed during a migration', { skip: skipUnlessReady(TOOLS
     await until('the orphaned copy on the target to be removed', () => (idsOn(b).length === 0 ? true : undefined));
     assert.deepEqual(idsOn(a), [v.status!.runtimeId]);
     assert.equal(await count(), 4);
+  });
+});
+
+describe('source agent killed during a migration', { skip: skipUnlessReady(TOOLS) }, () => {
+  let f: TestFerry;
+  let a: AgentInfo;
+  let b: AgentInfo;
+  before(async () => {
+    ensurePrerequisites(TOOLS);
+    f = await startFerry({ env: { FERRY_FAILPOINTS: 'migrate:after-dump' } });
+    a = f.agents[0]!;
+    b = await f.addAgent();
+  });
+  after(async () => {
+    if (!f) return;
+    const left = await teardownFerry(f);
+    assert.deepEqual(left, [], `teardown found leftovers: ${left.join('; ')}`);
+  });
+
+  it('rolls back; the returning source agent thaws its frozen copy; the container runs once', async () => {
+    const port = await freePort();
+    await f.ok(['run', '--name', 'web', '--node', a.node, '-p', `127.0.0.1:${port}:80`, 'sample']);
+    const count = async (): Promise<number> => (JSON.parse(await getWithRetry(`http://127.0.0.1:${port}/`, 150)) as { count: number }).count;
+    assert.equal(await count(), 1);
+    const r = await f.cli(['-o', 'json', 'migrate', 'web', '--to', b.node]);
+    const m = JSON.parse(r.stdout) as Migration;
+    assert.equal(m.status.phase, 'RolledBack', JSON.stringify(m.status));
+    assert.equal(m.status.failedIn, 'Freeze');
+    assert.equal(f.pidOf(a.node), undefined, 'the source agent died at the failpoint');
+    await f.restartAgentOf(a.node);
+    // Thawed and its port published again by the returning agent: the same process counts on.
+    assert.equal(await count(), 2);
+    const idsOn = (x: AgentInfo): string[] => (existsSync(x.runcRoot) ? readdirSync(x.runcRoot).filter((n) => !n.startsWith('.')) : []);
+    const v = await f.json<ContainerView>(['inspect', 'web']);
+    assert.deepEqual([v.container.placement?.node, v.status?.phase], [a.node, 'running']);
+    assert.deepEqual(idsOn(a), [v.status!.runtimeId]);
+    assert.deepEqual(idsOn(b), []);
   });
 });

@@ -84,6 +84,7 @@ export class MigrationAgent {
     else if (st?.status !== 'paused') throw agentErrors.BAD_REQUEST({ reason: `${name} is ${st?.status ?? 'gone'}, not running` });
     await this.d.runtime.checkpoint(rec.runtimeId, { imagePath: join(dir, 'image'), leaveRunning: true, tcpEstablished: true });
     const dumpMs = performance.now() - t0;
+    failpoint('migrate:after-dump');
     const upper = join(this.d.records.containerDir(rec.runtimeId), 'upper');
     await tar(['-c', '--numeric-owner', '--xattrs', '--xattrs-include=*', '-f', join(dir, 'upper.tar'), '-C', upper, '.']);
     return { bytes: await sizeOf(dir), dumpMs };
