@@ -21,6 +21,9 @@ import { bundleSpec } from './spec.ts';
 import { agentErrors } from './errors.ts';
 import { failpoint } from './failpoints.ts';
 
+/** How long open connections through a published port may take to finish before the freeze. */
+const DRAIN_MS = 500;
+
 /** What the migration endpoints use. */
 export interface MigrateDeps extends LifecycleDeps {
   readonly dataDir: string;
@@ -77,7 +80,9 @@ export class MigrationAgent {
     await mkdir(join(dir, 'image'), { recursive: true, mode: 0o755 });
     rec.outgoing = id;
     await this.d.records.save(rec);
-    await this.d.network.unpublish(rec.runtimeId);
+    // Refuse new connections, let requests already in the app finish (bounded), then freeze: a request
+    // the app has counted is never cut before its answer leaves.
+    await this.d.network.unpublish(rec.runtimeId, DRAIN_MS);
     const t0 = performance.now();
     const st = await this.d.runtime.state(rec.runtimeId);
     if (st?.status === 'running') await this.d.runtime.pause(rec.runtimeId);

@@ -109,8 +109,8 @@ export class LocalNodeNetwork implements NodeNetwork {
   }
 
   /** Stops forwarding the container's ports and forgets them; idempotent. */
-  unpublish(containerId: string): Promise<void> {
-    return this.ports.unpublish(containerId);
+  unpublish(containerId: string, drainMs = 0): Promise<void> {
+    return this.ports.unpublish(containerId, drainMs);
   }
 
   /** The persisted port table (after a restart: what to re-publish, or unpublish for gone containers). */

@@ -130,11 +130,15 @@ export class PortProxy {
     });
   }
 
-  /** Closes the container's listeners and open connections and forgets its ports; idempotent. */
-  unpublish(containerId: string): Promise<void> {
+  /**
+   * Closes the container's listeners and open connections and forgets its ports; idempotent. With
+   * `drainMs`, new connections are refused at once but open ones get that long to finish first (a
+   * migration drains before it freezes, so no request is cut after the app has answered it).
+   */
+  unpublish(containerId: string, drainMs = 0): Promise<void> {
     return this.queue.run(async () => {
       const table = await this.load();
-      await this.closeListeners(containerId);
+      await this.closeListeners(containerId, drainMs);
       if (!table.has(containerId)) return;
       const next = new Map(table);
       next.delete(containerId);
@@ -175,10 +179,10 @@ export class PortProxy {
     });
   }
 
-  private async closeListeners(containerId: string): Promise<void> {
+  private async closeListeners(containerId: string, drainMs = 0): Promise<void> {
     const live = this.forwards.get(containerId);
     this.forwards.delete(containerId);
-    if (live) await Promise.all([...live.values()].map((f) => closeForward(f)));
+    if (live) await Promise.all([...live.values()].map((f) => closeForward(f, drainMs)));
   }
 
   /** Opens one listener; EADDRINUSE from the OS becomes NET_PORT_IN_USE. */
@@ -274,8 +278,10 @@ export class PortProxy {
   }
 }
 
-/** Stops accepting and cuts every connection the listener carries. */
-function closeForward(f: Forward): Promise<void> {
+/** Stops accepting, lets open connections finish for up to `drainMs`, then cuts what is left. */
+async function closeForward(f: Forward, drainMs = 0): Promise<void> {
+  const closed = new Promise<void>((resolve) => f.server.close(() => resolve()));
+  for (const t0 = Date.now(); f.active > 0 && Date.now() - t0 < drainMs;) await new Promise((r) => setTimeout(r, 5));
   for (const s of f.sockets) s.destroy();
-  return new Promise((resolve) => f.server.close(() => resolve()));
+  await closed;
 }

@@ -49,8 +49,8 @@ export interface NodeNetwork {
   detach(containerId: string): Promise<void>;
   /** Starts forwarding host ports to the container; FERRY_ERR_NET_PORT_IN_USE when a port is taken; replaces the container's earlier set. */
   publish(containerId: string, ip: string, ports: PortMapping[]): Promise<void>;
-  /** Stops forwarding the container's ports; idempotent. */
-  unpublish(containerId: string): Promise<void>;
+  /** Stops forwarding the container's ports; idempotent. With `drainMs`, open connections get that long to finish. */
+  unpublish(containerId: string, drainMs?: number): Promise<void>;
   /** Attachments currently held (for adoption and cleanup). */
   list(): Promise<Attachment[]>;
   /** Removes everything this node network made (bridge, veths, forwards). */
