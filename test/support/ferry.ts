@@ -125,9 +125,7 @@ export async function startFerry(o: { extraAgentArgs?: string[]; env?: Record<st
       return JSON.parse(await f.ok(['-o', 'json', ...args])) as T;
     },
     runcIds() {
-      if (!existsSync(runcRoot)) return [];
-      const out = execFileSync('runc', ['--root', runcRoot, 'list', '-f', 'json'], { encoding: 'utf8' });
-      return ((JSON.parse(out || 'null') ?? []) as { id: string }[]).map((c) => c.id);
+      return runcList(runcRoot);
     },
     teardown: () => teardownFerry(f),
     pidOf(n: string) {
@@ -172,6 +170,23 @@ export async function startFerry(o: { extraAgentArgs?: string[]; env?: Record<st
   return f;
 }
 
+/**
+ * `runc list` ids under `root`. runc itself fails when a container's state dir vanishes while it
+ * lists (an agent deleting a container at that moment), so a failed listing is retried.
+ */
+export function runcList(root: string): string[] {
+  for (let attempt = 0; ; attempt++) {
+    if (!existsSync(root)) return [];
+    try {
+      const out = execFileSync('runc', ['--root', root, 'list', '-f', 'json'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+      return ((JSON.parse(out || 'null') ?? []) as { id: string }[]).map((c) => c.id);
+    } catch (e) {
+      if (attempt >= 20) throw e;
+      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 50);
+    }
+  }
+}
+
 /** True when `pid` exists and is not a zombie (this sandbox's init reaps orphans late). */
 function isLive(pid: number): boolean {
   try {
@@ -199,9 +214,7 @@ export async function teardownFerry(f: Pick<TestFerry, 'home' | 'runcRoot' | 'cg
     try { process.kill(pid, 'SIGKILL'); leftovers.push(`process ${pid}`); } catch { /* gone, as it should be */ }
   }
   for (const a of agents) {
-    if (!existsSync(a.runcRoot)) continue;
-    const ids = ((JSON.parse(execFileSync('runc', ['--root', a.runcRoot, 'list', '-f', 'json'], { encoding: 'utf8' }) || 'null') ?? []) as { id: string }[]).map((c) => c.id);
-    for (const id of ids) {
+    for (const id of runcList(a.runcRoot)) {
       leftovers.push(`runc container ${id}`);
       try { execFileSync('runc', ['--root', a.runcRoot, 'delete', '--force', id], { stdio: 'ignore' }); } catch { /* best effort */ }
     }
