@@ -9,19 +9,10 @@ import { readdirSync, readFileSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { startFerry, teardownFerry, type TestFerry } from './support/ferry.ts';
 import { ensurePrerequisites, skipUnlessReady } from './support/prereq.ts';
+import { until } from './support/wait.ts';
 import type { ContainerView } from '../src/model/index.ts';
 
 const TOOLS = ['runc', 'ip', 'iptables'];
-
-async function until<T>(what: string, fn: () => Promise<T | undefined> | T | undefined, ms = 60_000): Promise<T> {
-  const t0 = Date.now();
-  for (;;) {
-    const v = await fn();
-    if (v !== undefined && v !== false) return v;
-    if (Date.now() - t0 > ms) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
 
 function cgroupChildren(f: TestFerry): string[] {
   const dir = `/sys/fs/cgroup/memory/${f.cgroupParent}`;

@@ -9,25 +9,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startFerry, teardownFerry, type TestFerry } from './support/ferry.ts';
 import { ensurePrerequisites, skipUnlessReady } from './support/prereq.ts';
+import { until } from './support/wait.ts';
 import { freePort, getWithRetry } from './support/net.ts';
 import type { ContainerView } from '../src/model/index.ts';
 
 const TOOLS = ['runc', 'ip', 'iptables'];
-
-async function until<T>(what: string, fn: () => Promise<T | undefined>, ms = 60_000): Promise<T> {
-  const t0 = Date.now();
-  let last: unknown;
-  for (;;) {
-    try {
-      const v = await fn();
-      if (v !== undefined) return v;
-    } catch (e) {
-      last = e;
-    }
-    if (Date.now() - t0 > ms) throw new Error(`timed out waiting for ${what}${last ? `: ${(last as Error).message}` : ''}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
 
 describe('container lifecycle on a real node', { skip: skipUnlessReady(TOOLS) }, () => {
   let f: TestFerry;

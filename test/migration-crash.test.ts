@@ -10,20 +10,11 @@ import assert from 'node:assert/strict';
 import { readdirSync, existsSync } from 'node:fs';
 import { startFerry, teardownFerry, type TestFerry, type AgentInfo } from './support/ferry.ts';
 import { ensurePrerequisites, skipUnlessReady } from './support/prereq.ts';
+import { until } from './support/wait.ts';
 import { freePort, getWithRetry } from './support/net.ts';
 import type { ContainerView, Migration } from '../src/model/index.ts';
 
 const TOOLS = ['runc', 'ip', 'iptables', '/opt/ferry/bin/criu'];
-
-async function until<T>(what: string, fn: () => Promise<T | undefined> | T | undefined, ms = 90_000): Promise<T> {
-  const t0 = Date.now();
-  for (;;) {
-    const v = await fn();
-    if (v !== undefined) return v;
-    if (Date.now() - t0 > ms) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 200));
-  }
-}
 
 describe('target agent killed during a migration', { skip: skipUnlessReady(TOOLS) }, () => {
   let f: TestFerry;
@@ -60,7 +51,7 @@ describe('target agent killed during a migration', { skip: skipUnlessReady(TOOLS
     // The target agent comes back and removes the copy it restored for a migration that rolled back.
     await f.restartAgentOf(b.node);
     const idsOn = (x: AgentInfo): string[] => (existsSync(x.runcRoot) ? readdirSync(x.runcRoot).filter((n) => !n.startsWith('.')) : []);
-    await until('the orphaned copy on the target to be removed', () => (idsOn(b).length === 0 ? true : undefined));
+    await until('the orphaned copy on the target to be removed', () => (idsOn(b).length === 0 ? true : undefined), 90_000);
     assert.deepEqual(idsOn(a), [v.status!.runtimeId]);
     assert.equal(await count(), 4);
   });

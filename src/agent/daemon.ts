@@ -21,6 +21,7 @@ import { buildAgentApi, imageRecord } from './server.ts';
 import { readCapacity, readFacts } from './facts.ts';
 import { agentErrors } from './errors.ts';
 import { isFerryError } from '../errors/index.ts';
+import { TERMINAL } from '../migration/index.ts';
 
 /** How to run an agent. */
 export interface AgentOptions {
@@ -103,7 +104,7 @@ export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
     migrationActive: async (id) => {
       try {
         const m = await client.migrations.get(id);
-        return !['Succeeded', 'RolledBack', 'Failed'].includes(m.status.phase);
+        return !TERMINAL.has(m.status.phase);
       } catch (e) {
         return !isFerryError(e, 'MIGRATION_NOT_FOUND');
       }

@@ -3,10 +3,10 @@ import type { Command } from 'commander';
 import type { Migration } from '../../model/index.ts';
 import { formatBytes, formatDuration } from '../../model/index.ts';
 import { FerryError } from '../../errors/index.ts';
+import { TERMINAL } from '../../migration/index.ts';
 import { table, printJson, age } from '../output.ts';
 import type { Ctx } from './containers.ts';
 
-const ENDED = new Set(['Succeeded', 'RolledBack', 'Failed']);
 
 function report(m: Migration): string {
   const s = m.status;
@@ -46,7 +46,7 @@ export function migrationCommands(program: Command, ctx: Ctx): void {
           seen.add(k);
           if (ctx.format() !== 'json') process.stderr.write(`  ${((Date.parse(h.at) - t0) / 1000).toFixed(2).padStart(6)}s  ${h.phase}${h.message ? `: ${h.message}` : ''}\n`);
         }
-        if (ENDED.has(m.status.phase)) break;
+        if (TERMINAL.has(m.status.phase)) break;
         await new Promise((r) => setTimeout(r, 100));
         m = await client.migrations.get(m.metadata.name);
       }
