@@ -144,10 +144,13 @@ export class Reconciler {
     if (this.exitWatches.has(rec.runtimeId)) return;
     const ac = new AbortController();
     this.exitWatches.set(rec.runtimeId, ac);
-    this.d.runtime.waitExit(rec.runtimeId, ac.signal).then(
-      () => { this.exitWatches.delete(rec.runtimeId); this.enqueue(rec.name); },
-      () => { this.exitWatches.delete(rec.runtimeId); },
-    );
+    const done = (): void => {
+      if (this.exitWatches.get(rec.runtimeId) === ac) this.exitWatches.delete(rec.runtimeId);
+      // Also after a failed wait (e.g. the state dir was replaced by a restart while it polled): look
+      // again, so an exit is never missed; an aborted wait was ended on purpose.
+      if (!ac.signal.aborted) this.enqueue(rec.name);
+    };
+    this.d.runtime.waitExit(rec.runtimeId, ac.signal).then(done, done);
   }
 
   private status(rec: ContainerRecord, a: Assignment | undefined, phase: Phase, pid: number, message?: string): void {
