@@ -15,6 +15,13 @@
  * and reports "<status>\n<runc's stderr>" over a sync pipe; P0 copies that text to its stderr and
  * exits with runc's status. The shim then copies the container's output into L as JSON lines and,
  * when the container's init (reparented to it) exits, writes E atomically and exits.
+ *
+ *   ferry-shim --args-from-stdin
+ *
+ * reads the arguments above from stdin instead (NUL-terminated, until EOF) and re-executes itself
+ * with them. The agent keeps one such
+ * shim started ahead, so a container start does not wait for a fork+exec of the agent's large Node
+ * process (~2.5 ms here); EOF with no arguments (the agent stopped or died) ends it quietly.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -137,13 +144,14 @@ static void close_stream(struct stream *st) {
   st->fd = -1;
 }
 
-/* Writes `text` to `path` atomically (temp file + rename) so readers never see half a file. */
+/* Writes `text` to `path` atomically (temp file + rename) so readers never see half a file. Not
+ * fsynced: pid and exit files describe processes a host crash ends anyway (see src/agent/small-files.ts). */
 static int write_atomic(const char *path, const char *text) {
   char tmp[4096];
   snprintf(tmp, sizeof tmp, "%s.tmp", path);
   int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0) return -1;
-  int bad = write_all(fd, text, strlen(text)) < 0 || fsync(fd) < 0;
+  int bad = write_all(fd, text, strlen(text)) < 0;
   close(fd);
   if (bad || rename(tmp, path) < 0) { unlink(tmp); return -1; }
   return 0;
@@ -204,7 +212,38 @@ static int caller_side(int sync_rd, pid_t mid) {
 
 static void supervise(int sync_wr, char **runc_argv);
 
+/* Reads NUL-terminated arguments from stdin until EOF into a new argv (argv[0] kept); NULL when none. */
+static char **args_from_stdin(char *argv0, int *argc_out) {
+  size_t cap = 4096, len = 0;
+  char *buf = malloc(cap);
+  if (!buf) return NULL;
+  for (;;) {
+    if (len == cap && !(buf = realloc(buf, cap *= 2))) return NULL;
+    ssize_t r = read(0, buf + len, cap - len);
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) break;
+    len += (size_t)r;
+  }
+  int n = 0;
+  for (size_t k = 0; k < len; k++) if (buf[k] == 0) n++;
+  if (n == 0) return NULL;
+  char **v = calloc((size_t)n + 2, sizeof *v);
+  if (!v) return NULL;
+  v[0] = argv0;
+  char *p = buf;
+  for (int k = 1; k <= n; k++) { v[k] = p; p += strlen(p) + 1; }
+  *argc_out = n + 1;
+  return v;
+}
+
 int main(int argc, char **argv) {
+  if (argc == 2 && strcmp(argv[1], "--args-from-stdin") == 0) {
+    argv = args_from_stdin(argv[0], &argc);
+    if (!argv) return 0;   /* never used: the agent went away */
+    /* Become a shim with these arguments on its command line: the agent recognises a container's
+     * supervisor by them (a static binary re-executes in well under a millisecond). */
+    execv("/proc/self/exe", argv);
+  }
   int i = 1;
   for (; i < argc; i += 2) {
     if (strcmp(argv[i], "--") == 0) break;

@@ -188,6 +188,7 @@ export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
       }
       reconciler.stop();
       reporter.close();
+      runtime.close();
       await api.close();
     },
   };

@@ -2,7 +2,8 @@
  * The steps that make and unmake a container on this node, in order. Each step is idempotent so a
  * create interrupted by an agent crash can simply run again (or be torn down) at the next reconcile.
  */
-import { mkdir, writeFile } from 'node:fs/promises';
+import { mkdir } from 'node:fs/promises';
+import { writeFileAtomicSync } from './small-files.ts';
 import { join } from 'node:path';
 import type { Assignment } from '../model/index.ts';
 import type { BundleSpec, ContainerRuntime, IdMapping, RuntimeState } from './runtime/index.ts';
@@ -84,10 +85,10 @@ export async function createAndStart(d: LifecycleDeps, rec: ContainerRecord, a: 
 export const DUMP_CRIU_OPTIONS = 'skip-in-flight\n';
 
 /** Writes the container's CRIU config file (named by the bundle's org.criu.config annotation). */
-export async function writeCriuConfig(containerDir: string, options: string): Promise<string> {
+export function writeCriuConfig(containerDir: string, options: string): Promise<string> {
   const file = join(containerDir, 'criu.conf');
-  await writeFile(file, options);
-  return file;
+  writeFileAtomicSync(file, options);
+  return Promise.resolve(file);
 }
 
 /** The bundle with CRIU told to read `file` for extra options (runc passes it on dump and restore). */

@@ -12,6 +12,12 @@ import { decideRestart, STABLE_RUN_MS } from './restart.ts';
 import { scanMigratability } from './dumpable.ts';
 import { continueProcesses } from './migrate.ts';
 
+/** How soon a container whose exit wait failed is looked at again. */
+const FAILED_WAIT_RETRY_MS = 250;
+
+/** How long a start may take before the manager hears that it is under way. */
+const SLOW_START_MS = 150;
+
 /** What the reconciler needs besides the lifecycle steps. */
 export interface ReconcilerDeps extends LifecycleDeps {
   readonly node: string;
@@ -144,13 +150,16 @@ export class Reconciler {
     if (this.exitWatches.has(rec.runtimeId)) return;
     const ac = new AbortController();
     this.exitWatches.set(rec.runtimeId, ac);
-    const done = (): void => {
+    const done = (failed: boolean): void => {
       if (this.exitWatches.get(rec.runtimeId) === ac) this.exitWatches.delete(rec.runtimeId);
-      // Also after a failed wait (e.g. the state dir was replaced by a restart while it polled): look
-      // again, so an exit is never missed; an aborted wait was ended on purpose.
-      if (!ac.signal.aborted) this.enqueue(rec.name);
+      // Also after a failed wait (e.g. the state dir was replaced by a restart while it polled, or the
+      // runtime never had the container): look again, so an exit is never missed — a little later, or
+      // a wait that fails at once would spin. An aborted wait was ended on purpose.
+      if (ac.signal.aborted) return;
+      if (failed) this.later(rec.name, FAILED_WAIT_RETRY_MS);
+      else this.enqueue(rec.name);
     };
-    this.d.runtime.waitExit(rec.runtimeId, ac.signal).then(done, done);
+    this.d.runtime.waitExit(rec.runtimeId, ac.signal).then(() => done(false), () => done(true));
   }
 
   private status(rec: ContainerRecord, a: Assignment | undefined, phase: Phase, pid: number, message?: string): void {
@@ -314,11 +323,15 @@ export class Reconciler {
 
   private async start(rec: ContainerRecord, a: Assignment, phase: Phase): Promise<void> {
     rec.stoppedByUser = false;
-    this.status(rec, a, phase, 0);
+    // A start still going after SLOW_START_MS (an image unpack, a slow disk) is reported as
+    // creating/restarting; a quick one goes straight to running: that report, and the manager's work
+    // on it, would only compete with runc for the CPU in the middle of the start.
+    const slow = setTimeout(() => this.status(rec, a, phase, 0), SLOW_START_MS);
     let st: RuntimeState;
     try {
       st = await createAndStart(this.d, rec, a);
     } catch (e) {
+      clearTimeout(slow);
       const msg = (e as Error).message;
       rec.appliedGeneration = a.generation;
       rec.failedGeneration = a.generation;
@@ -336,6 +349,7 @@ export class Reconciler {
       }
       return;
     }
+    clearTimeout(slow);
     if (rec.failedGeneration !== undefined) {
       rec.failedGeneration = undefined;
       rec.failure = undefined;

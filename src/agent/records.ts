@@ -3,7 +3,8 @@
  * `<data>/containers/<runtimeId>/record.json`. Written before any side effect of a create, so an
  * agent killed half-way finds the record at restart and can finish or undo what it began.
  */
-import { mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { readdir, readFile, rm } from 'node:fs/promises';
+import { writeJsonSync } from './small-files.ts';
 import { join } from 'node:path';
 
 /** What the agent remembers about one container. */
@@ -85,12 +86,10 @@ export class RecordStore {
   }
 
   /** Writes the record atomically. */
-  async save(r: ContainerRecord): Promise<void> {
+  save(r: ContainerRecord): Promise<void> {
     const dir = this.containerDir(r.runtimeId);
-    await mkdir(dir, { recursive: true, mode: 0o755 });
-    const tmp = join(dir, `.record.${process.pid}.${Date.now()}.tmp`);
-    await writeFile(tmp, JSON.stringify(r, null, 2));
-    await rename(tmp, join(dir, 'record.json'));
+    writeJsonSync(join(dir, 'record.json'), r, { pretty: true, dir });
+    return Promise.resolve();
   }
 
   /** Removes the container's directory (after its rootfs was released). */

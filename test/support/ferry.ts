@@ -247,6 +247,19 @@ export async function teardownFerry(f: Pick<TestFerry, 'home' | 'runcRoot' | 'cg
     leftovers.push(`bridge ${a.bridge}`);
     try { execFileSync('ip', ['link', 'del', a.bridge], { stdio: 'ignore' }); } catch { /* best effort */ }
   }
+  // Firewall rules the agents added for their bridges (commented "ferry:<bridge>").
+  for (const table of ['filter', 'nat']) {
+    let rules: string[] = [];
+    try { rules = execFileSync('iptables', ['-t', table, '-S'], { encoding: 'utf8' }).split('\n'); } catch { /* no iptables */ }
+    for (const a of agents) {
+      for (const r of rules.filter((l) => l.startsWith('-A ') && l.includes(`"ferry:${a.bridge}"`))) {
+        leftovers.push(`iptables ${table}: ${r}`);
+        // The rule as printed, with -A turned into -D (the comment's quotes dropped for argv).
+        const args = r.replace(/^-A /, '-D ').replace(/"/g, '').split(' ');
+        try { execFileSync('iptables', ['-t', table, ...args], { stdio: 'ignore' }); } catch { /* best effort */ }
+      }
+    }
+  }
   // Keep the daemons' logs for a post-mortem (test-artifacts/ is git-ignored).
   await cp(join(f.home, 'logs'), join(ROOT, 'test-artifacts', f.id), { recursive: true }).catch(() => undefined);
   await rm(f.home, { recursive: true, force: true });

@@ -4,7 +4,8 @@
  * unpacked in tmp/ and published by renaming the whole `<hex>` directory, so a half-unpacked layer is
  * never visible.
  */
-import { chown, mkdir, readFile, readdir, rename, rm, stat } from 'node:fs/promises';
+import { existsSync, readFileSync } from 'node:fs';
+import { chown, mkdir, readdir, rename, rm} from 'node:fs/promises';
 import { join } from 'node:path';
 import { openDecompressed } from './archive.ts';
 import { imageErrors } from './errors.ts';
@@ -41,11 +42,12 @@ export class LayerCache {
   }
 
   /** The layer's metadata when it is unpacked. */
-  async meta(diffId: string): Promise<LayerMeta | undefined> {
+  meta(diffId: string): Promise<LayerMeta | undefined> {
+    // Synchronous: read on every container start, a few hundred bytes (see ../small-files.ts).
     try {
-      return JSON.parse(await readFile(join(this.layout.layersDir, hexOf(diffId), 'meta.json'), 'utf8')) as LayerMeta;
+      return Promise.resolve(JSON.parse(readFileSync(join(this.layout.layersDir, hexOf(diffId), 'meta.json'), 'utf8')) as LayerMeta);
     } catch {
-      return undefined;
+      return Promise.resolve(undefined);
     }
   }
 
@@ -108,10 +110,7 @@ export class LayerCache {
   }
 
   /** True when the unpacked layer exists. */
-  async has(diffId: string): Promise<boolean> {
-    return stat(join(this.layout.layersDir, hexOf(diffId), 'meta.json')).then(
-      () => true,
-      () => false,
-    );
+  has(diffId: string): Promise<boolean> {
+    return Promise.resolve(existsSync(join(this.layout.layersDir, hexOf(diffId), 'meta.json')));
   }
 }

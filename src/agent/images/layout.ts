@@ -4,7 +4,7 @@
  * `tmp/` (work files on the same filesystem, so a finished file is published by one rename).
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { createWriteStream, unlinkSync, writeFileSync } from 'node:fs';
+import { createWriteStream, readFileSync, unlinkSync, writeFileSync } from 'node:fs';
 import { mkdir, open, readFile, readdir, rename, rm, stat, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Transform, type Readable } from 'node:stream';
@@ -180,8 +180,13 @@ export class Layout {
   }
 
   /** The current index.json. */
-  async readIndex(): Promise<OciIndex> {
-    return parseIndex(this.root, 'index.json', await readFile(this.indexFile));
+  readIndex(): Promise<OciIndex> {
+    // Synchronous: a few hundred bytes read on every container start (see ../small-files.ts).
+    try {
+      return Promise.resolve(parseIndex(this.root, 'index.json', readFileSync(this.indexFile)));
+    } catch (e) {
+      return Promise.reject(e as Error);
+    }
   }
 
   /** Read-modify-write of index.json under the lock; `fn` returns the new index (or undefined to keep it). */

@@ -4,12 +4,14 @@
  * `mounts/<containerId>.json` so the store knows which images are in use and can finish or undo a
  * preparation a crash interrupted.
  */
-import { chmod, chown, mkdir, readFile, readdir, rm, unlink } from 'node:fs/promises';
+import { chmodSync, chownSync, mkdirSync } from 'node:fs';
+import { mkdir, readdir, rm, unlink } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { flattenLayers } from './copy.ts';
 import { imageErrors } from './errors.ts';
 import type { LayerCache, LayerMeta } from './layers.ts';
-import { writeFileAtomic, type Layout } from './layout.ts';
+import type { Layout } from './layout.ts';
+import { readTextSync, writeFileAtomicSync } from '../small-files.ts';
 import { mountOverlay, mountsUnder, overlayOptions, probeOverlay, unmountAll } from './mounts.ts';
 import type { IdShift, ImageInfo, PreparedRootfs } from './types.ts';
 
@@ -54,12 +56,12 @@ export class RootfsManager {
   }
 
   /** The record of a container, if any. */
-  async record(containerId: string): Promise<MountRecord | undefined> {
+  record(containerId: string): Promise<MountRecord | undefined> {
     try {
-      return JSON.parse(await readFile(this.recordPath(containerId), 'utf8')) as MountRecord;
+      const text = readTextSync(this.recordPath(containerId));
+      return Promise.resolve(text === undefined ? undefined : JSON.parse(text) as MountRecord);
     } catch (e) {
-      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-      throw e;
+      return Promise.reject(e as Error);
     }
   }
 
@@ -134,7 +136,7 @@ export class RootfsManager {
       else if (this.modePref === 'overlay') throw fail('overlayfs was required but does not work here (see the log)');
     }
     const record: MountRecord = { containerId, imageId: image.id, dir, mode, layers: diffIds, ready: false };
-    await writeFileAtomic(this.recordPath(containerId), `${JSON.stringify(record)}\n`);
+    writeFileAtomicSync(this.recordPath(containerId), `${JSON.stringify(record)}\n`);
     let mount: PreparedRootfs['mount'];
     try {
       await mkdir(dir, { recursive: true, mode: 0o755 });
@@ -142,11 +144,11 @@ export class RootfsManager {
         mount = await this.mount(diffIds, p, deferMount);
       } else {
         await rm(p.rootfs, { recursive: true, force: true });
-        await this.ownedDir(p.rootfs);
+        this.ownedDir(p.rootfs);
         const layers = metas.map((m, i) => ({ root: this.layers.rootfs(diffIds[i]!), whiteouts: m.whiteouts, opaque: m.opaque }));
         await flattenLayers(layers, p.rootfs);
       }
-      await writeFileAtomic(this.recordPath(containerId), `${JSON.stringify({ ...record, ready: true })}\n`);
+      writeFileAtomicSync(this.recordPath(containerId), `${JSON.stringify({ ...record, ready: true })}\n`);
     } catch (e) {
       await this.releaseNow(containerId, dir).catch((e2: unknown) => this.log(`images: cleanup after failed prepare of ${containerId}: ${(e2 as Error).message}`));
       throw fail((e as Error).message, e);
@@ -154,18 +156,18 @@ export class RootfsManager {
     return { path: p.rootfs, mode, image, ...(mount ? { mount } : {}) };
   }
 
-  /** A directory owned by the user namespace's root, mode 0755. */
-  private async ownedDir(path: string): Promise<void> {
-    await mkdir(path, { recursive: true, mode: 0o755 });
-    await chown(path, this.idShift.hostId, this.idShift.hostId);
-    await chmod(path, 0o755);
+  /** A directory owned by the user namespace's root, mode 0755 (synchronous: see ../small-files.ts). */
+  private ownedDir(path: string): void {
+    mkdirSync(path, { recursive: true, mode: 0o755 });
+    chownSync(path, this.idShift.hostId, this.idShift.hostId);
+    chmodSync(path, 0o755);
   }
 
-  /** Mounts the overlay now, or (deferred) only returns what the caller must mount. */
   private async mount(diffIds: string[], p: ReturnType<RootfsManager['paths']>, defer: boolean): Promise<PreparedRootfs['mount']> {
-    await this.ownedDir(p.upper);
-    await mkdir(p.work, { recursive: true, mode: 0o700 });
-    await mkdir(p.rootfs, { recursive: true, mode: 0o755 });
+    // Synchronous: three small directories on every container start (see ../small-files.ts).
+    this.ownedDir(p.upper);
+    mkdirSync(p.work, { recursive: true, mode: 0o700 });
+    mkdirSync(p.rootfs, { recursive: true, mode: 0o755 });
     const lowers = diffIds.map((d) => this.layers.rootfs(d)).reverse(); // overlayfs wants the top layer first
     if (defer) return overlayOptions(lowers, p.upper, p.work, p.rootfs, p.lower);
     await mountOverlay(lowers, p.upper, p.work, p.rootfs, p.lower);

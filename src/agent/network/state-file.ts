@@ -2,8 +2,7 @@
  * Small JSON state files in the network state dir: read once, rewritten atomically, and every
  * read-modify-write serialized in-process so concurrent attaches cannot interleave.
  */
-import { open, readFile, rename, rm } from 'node:fs/promises';
-import { dirname } from 'node:path';
+import { readTextSync, writeJsonSync } from '../small-files.ts';
 import { netErrors } from './errors.ts';
 
 /** Runs async critical sections one after another, in call order. */
@@ -19,46 +18,29 @@ export class SerialQueue {
   }
 }
 
-let tmpCounter = 0;
-
-/** Writes `value` as JSON to `file` atomically: temp file, fsync, rename, fsync of the directory. */
-export async function writeJsonAtomic(file: string, value: unknown): Promise<void> {
-  const tmp = `${file}.${process.pid}.${++tmpCounter}.tmp`;
-  const fh = await open(tmp, 'w', 0o600);
+/** Writes `value` as JSON to `file` atomically (see small-files.ts for why it is not fsynced). */
+export function writeJsonAtomic(file: string, value: unknown): Promise<void> {
   try {
-    await fh.writeFile(`${JSON.stringify(value, null, 2)}\n`);
-    await fh.sync();
-  } finally {
-    await fh.close();
-  }
-  try {
-    await rename(tmp, file);
+    writeJsonSync(file, value, { mode: 0o600, pretty: true });
+    return Promise.resolve();
   } catch (e) {
-    await rm(tmp, { force: true });
-    throw e;
-  }
-  // The rename is only durable once the directory entry is on disk.
-  const dir = await open(dirname(file), 'r');
-  try {
-    await dir.sync();
-  } finally {
-    await dir.close();
+    return Promise.reject(e as Error);
   }
 }
 
 /** Reads a JSON state file; `undefined` when it does not exist, NET_STATE_INVALID when it is not JSON. */
-export async function readJson(file: string): Promise<unknown> {
-  let text: string;
+export function readJson(file: string): Promise<unknown> {
+  let text: string | undefined;
   try {
-    text = await readFile(file, 'utf8');
+    text = readTextSync(file);
   } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-    throw netErrors.NET_STATE_INVALID({ file, reason: (e as Error).message }, e);
+    return Promise.reject(netErrors.NET_STATE_INVALID({ file, reason: (e as Error).message }, e));
   }
+  if (text === undefined) return Promise.resolve(undefined);
   try {
-    return JSON.parse(text) as unknown;
+    return Promise.resolve(JSON.parse(text) as unknown);
   } catch (e) {
-    throw netErrors.NET_STATE_INVALID({ file, reason: (e as Error).message }, e);
+    return Promise.reject(netErrors.NET_STATE_INVALID({ file, reason: (e as Error).message }, e));
   }
 }
 

@@ -2,7 +2,8 @@
  * OCI bundle writer: turns a BundleSpec into the `config.json` runc 1.1.5 accepts (runtime spec
  * 1.0.2). Pure `buildConfig` plus a small `writeBundle` that puts it on disk.
  */
-import { chmod, mkdir, rename, writeFile } from 'node:fs/promises';
+import { chmodSync, mkdirSync } from 'node:fs';
+import { writeJsonSync } from '../small-files.ts';
 import { join } from 'node:path';
 import type { BundleSpec, Hook, IdMapping, Resources } from './types.ts';
 
@@ -210,12 +211,10 @@ export function buildConfig(spec: BundleSpec, options: BundleOptions = {}): OciC
  * Writes `dir/config.json` for the spec; the dir is 0755 as in the CRIU user-namespace recipe that
  * was measured to work, the file 0600 because env may hold secrets. Returns the config.
  */
-export async function writeBundle(dir: string, spec: BundleSpec, options: BundleOptions = {}): Promise<OciConfig> {
+export function writeBundle(dir: string, spec: BundleSpec, options: BundleOptions = {}): Promise<OciConfig> {
   const config = buildConfig(spec, options);
-  await mkdir(dir, { recursive: true, mode: 0o755 });
-  await chmod(dir, 0o755);
-  const file = join(dir, 'config.json');
-  await writeFile(`${file}.tmp`, `${JSON.stringify(config, null, 2)}\n`, { mode: 0o600 });
-  await rename(`${file}.tmp`, file);
-  return config;
+  mkdirSync(dir, { recursive: true, mode: 0o755 });
+  chmodSync(dir, 0o755);
+  writeJsonSync(join(dir, 'config.json'), config, { mode: 0o600, pretty: true });
+  return Promise.resolve(config);
 }

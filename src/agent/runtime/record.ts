@@ -2,7 +2,8 @@
  * The small files of a container's state directory that the agent reads and writes itself:
  * `state.json` (Ferry's record) and `exit.json` (written by the shim, read here).
  */
-import { readFile, rename, writeFile } from 'node:fs/promises';
+import { readFileSync } from 'node:fs';
+import { writeJsonSync } from '../small-files.ts';
 import type { ContainerPaths } from './shim.ts';
 import type { ExitInfo } from './types.ts';
 
@@ -17,16 +18,16 @@ export interface ContainerRecord {
 }
 
 /** Writes JSON to a file atomically (temp file + rename). */
-export async function writeJsonAtomic(file: string, value: unknown): Promise<void> {
-  await writeFile(`${file}.tmp`, `${JSON.stringify(value)}\n`, { mode: 0o644 });
-  await rename(`${file}.tmp`, file);
+export function writeJsonAtomic(file: string, value: unknown): Promise<void> {
+  writeJsonSync(file, value);
+  return Promise.resolve();
 }
 
-async function readJson(file: string): Promise<unknown> {
+function readJson(file: string): Promise<unknown> {
   try {
-    return JSON.parse(await readFile(file, 'utf8')) as unknown;
+    return Promise.resolve(JSON.parse(readFileSync(file, 'utf8')) as unknown);
   } catch {
-    return undefined;
+    return Promise.resolve(undefined);
   }
 }
 

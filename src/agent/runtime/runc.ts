@@ -18,7 +18,7 @@ import { readExit, readRecord, updateRecord, writeExit, writeJsonAtomic } from '
 import type { ContainerRecord } from './record.ts';
 import { globalArgs, isNotExist, isNotRunning, normaliseSignal, runcMessage, runRunc } from './runc-cli.ts';
 import type { RuncCommand } from './runc-cli.ts';
-import { containerPaths, isAlive, launchShim, liveShimPid, readPidFile } from './shim.ts';
+import { containerPaths, isAlive, liveShimPid, readPidFile, ShimLauncher } from './shim.ts';
 import type { ContainerPaths } from './shim.ts';
 import type { BundleSpec, ContainerRuntime, ExitInfo, Resources, RuntimeState, RuntimeStatus } from './types.ts';
 import { watchDir } from './watch.ts';
@@ -62,6 +62,8 @@ export interface RuncRuntime extends ContainerRuntime {
   paths(id: string): ContainerPaths;
   /** Writes the bundle and runs `runc restore -d` under a new shim; resolves when it runs. */
   restore(spec: BundleSpec, options: RestoreOptions): Promise<RuntimeState>;
+  /** Ends the shim kept waiting for the next start (containers and their shims keep running). */
+  close(): void;
 }
 
 const ID = /^[A-Za-z0-9][A-Za-z0-9_.+-]{0,127}$/;
@@ -80,6 +82,7 @@ export function createRuncRuntime(options: RuncRuntimeOptions): RuncRuntime {
   const pollMs = options.pollMs ?? 250;
   const log = options.log ?? ((): void => undefined);
   const locks = new Map<string, Promise<unknown>>();
+  const shims = new ShimLauncher(options.shimPath);
 
   function paths(id: string): ContainerPaths {
     if (!ID.test(id)) throw runtimeErrors.RUNTIME_INVALID_ID({ id });
@@ -192,7 +195,7 @@ export function createRuncRuntime(options: RuncRuntimeOptions): RuncRuntime {
     const argv = [cmd.bin, ...globalArgs(cmd, p.runcLog), ...runcArgs(p)];
     let result;
     try {
-      result = await launchShim(options.shimPath, p, argv, spec.rootfsMount ? { ...spec.rootfsMount, target: spec.rootfs } : undefined);
+      result = await shims.launch(p, argv, spec.rootfsMount ? { ...spec.rootfsMount, target: spec.rootfs } : undefined);
     } catch (e) {
       await remove(spec.id, p).catch(() => undefined);
       throw runtimeErrors.RUNTIME_SHIM_FAILED({ id: spec.id, reason: (e as Error).message }, e);
@@ -233,6 +236,7 @@ export function createRuncRuntime(options: RuncRuntimeOptions): RuncRuntime {
   const runtime: RuncRuntime = {
     runc: cmd,
     paths,
+    close: () => shims.close(),
 
     async create(spec) {
       return serial(spec.id, () => launch(spec, (p) => ['create', '--bundle', p.dir, '--pid-file', p.containerPid, spec.id], 'created'));

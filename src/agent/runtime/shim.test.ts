@@ -5,7 +5,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, readlinkSync, rmSync } from 'node:fs';
-import { containerPaths, isAlive, isOurShim, launchShim, liveShimPid, readPidFile } from './shim.ts';
+import { containerPaths, isAlive, isOurShim, launchShim, liveShimPid, readPidFile, ShimLauncher } from './shim.ts';
 import type { ContainerPaths } from './shim.ts';
 import { readExit } from './record.ts';
 import { parseLogLine } from './logs.ts';
@@ -113,5 +113,32 @@ test('ferry-shim', { ...prerequisiteGate(missing), timeout: 60_000 }, async (t) 
     await until('the shim to go', async () => !existsSync(p.shimPid) && !(await isAlive(shimPid)));
     assert.equal(existsSync(p.exit), false);
     process.kill(cpid, 'SIGKILL');
+  });
+
+  await t.test('the launcher keeps one shim started ahead, gives it its arguments, and ends it on close', async () => {
+    const launcher = new ShimLauncher(shim);
+    const p = fresh();
+    const first = await launcher.launch(p, fakeRunc(p, 'exec sleep 1000'));
+    assert.equal(first.status, 0, first.stderr);
+    await until('a spare to wait for the next start', () => launcher.sparePid() !== undefined);
+    const spare = launcher.sparePid()!;
+    assert.ok(await isAlive(spare));
+    const q = fresh();
+    const second = await launcher.launch(q, fakeRunc(q, 'exec sleep 1000'));
+    assert.equal(second.status, 0, second.stderr);
+    // Both supervisors carry their arguments on their command lines (the agent recognises them by these).
+    for (const c of [p, q]) {
+      const pid = await readPidFile(c.shimPid);
+      started.push(pid, await readPidFile(c.containerPid));
+      assert.ok(await isOurShim(pid, c), `shim ${pid} of ${c.dir} is recognised`);
+    }
+    const failing = await launcher.launch(fresh(), ['/bin/sh', '-c', 'echo nope >&2; exit 4']);
+    assert.deepEqual([failing.status, failing.stderr.trim()], [4, 'nope']);
+    await until('a new spare', () => launcher.sparePid() !== undefined);
+    const last = launcher.sparePid()!;
+    assert.notEqual(last, spare);
+    launcher.close();
+    await until('the spare to end once closed', async () => !(await isAlive(last)));
+    for (const c of [p, q]) process.kill(await readPidFile(c.containerPid), 'SIGKILL');
   });
 });

@@ -2,7 +2,7 @@
  * The per-container state directory and the ferry-shim supervisor that writes into it: launching
  * the shim around a runc command, and finding out whether a container's shim is still alive.
  */
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 
@@ -44,15 +44,12 @@ export interface ShimLaunch {
   readonly stderr: string;
 }
 
-/**
- * Starts ferry-shim around `runcArgv` (a full argv, runc binary first) and resolves once the runc
- * command has finished; the shim then keeps supervising on its own, detached from this process.
- */
-export function launchShim(shimPath: string, paths: ContainerPaths, runcArgv: string[], rootfsMount?: { options: string; cwd?: string; target: string }): Promise<ShimLaunch> {
+/** The shim's arguments around a runc command (see native/shim/ferry-shim.c). */
+function shimArgs(paths: ContainerPaths, runcArgv: string[], rootfsMount?: { options: string; cwd?: string; target: string }): string[] {
   const mountArgs = rootfsMount
     ? ['--mount-overlay', rootfsMount.options, '--mount-target', rootfsMount.target, ...(rootfsMount.cwd ? ['--mount-cwd', rootfsMount.cwd] : [])]
     : [];
-  const args = [
+  return [
     '--pid-file', paths.shimPid,
     '--container-pid-file', paths.containerPid,
     '--log', paths.log,
@@ -60,6 +57,108 @@ export function launchShim(shimPath: string, paths: ContainerPaths, runcArgv: st
     ...mountArgs,
     '--', ...runcArgv,
   ];
+}
+
+/** A shim process waiting for its arguments on stdin, and how it will end. */
+interface WaitingShim {
+  readonly child: ChildProcess;
+  readonly done: Promise<ShimLaunch>;
+  exited: boolean;
+}
+
+/** Starts `ferry-shim --args-from-stdin`; unref'd until used, so a spare never keeps a process alive. */
+function spawnWaiting(shimPath: string): WaitingShim {
+  const child = spawn(shimPath, ['--args-from-stdin'], { stdio: ['pipe', 'ignore', 'pipe'] });
+  const w: WaitingShim = {
+    child,
+    exited: false,
+    done: new Promise((resolve, reject) => {
+      const err: Buffer[] = [];
+      child.stderr!.on('data', (b: Buffer) => err.push(b));
+      child.on('error', (e) => { w.exited = true; reject(e); });
+      child.on('exit', () => { w.exited = true; });
+      child.on('close', (code, signal) => {
+        w.exited = true;
+        resolve({ status: code ?? (signal ? 128 : 125), stderr: Buffer.concat(err).toString('utf8') });
+      });
+    }),
+  };
+  child.stdin!.on('error', () => undefined); // a dead spare is noticed through `exited`/`done`
+  void w.done.catch(() => undefined);
+  child.unref();
+  (child.stdin as unknown as { unref(): void }).unref();
+  (child.stderr as unknown as { unref(): void }).unref();
+  return w;
+}
+
+/** How long after a launch the next spare shim is started. */
+const SPARE_DELAY_MS = 100;
+
+/**
+ * Starts shims. One is kept started ahead, waiting for its arguments: a container start then only
+ * writes them instead of waiting for a fork+exec of this (large) Node process, ~2.5 ms here. The
+ * spare ends by itself when this process goes away (its stdin reaches EOF).
+ */
+export class ShimLauncher {
+  private readonly shimPath: string;
+  private spare: WaitingShim | undefined;
+  private refill: NodeJS.Timeout | undefined;
+  private closed = false;
+
+  constructor(shimPath: string) {
+    this.shimPath = shimPath;
+  }
+
+  /** Runs the shim around `runcArgv`; resolves once the runc command has finished (see launchShim). */
+  async launch(paths: ContainerPaths, runcArgv: string[], rootfsMount?: { options: string; cwd?: string; target: string }): Promise<ShimLaunch> {
+    let w = this.spare;
+    this.spare = undefined;
+    if (!w || w.exited || this.closed) w = spawnWaiting(this.shimPath);
+    w.child.ref();
+    (w.child.stdin as unknown as { ref(): void }).ref();
+    (w.child.stderr as unknown as { ref(): void }).ref();
+    w.child.stdin!.end(`${shimArgs(paths, runcArgv, rootfsMount).join('\0')}\0`);
+    try {
+      return await w.done;
+    } finally {
+      this.refillSoon();
+    }
+  }
+
+  /**
+   * Starts the next spare a little later: not during runc's work, and not in the caller's way (a
+   * fork of this process blocks it for ~2.5 ms, which would land between "runc returned" and what the
+   * caller does next).
+   */
+  private refillSoon(): void {
+    if (this.refill || this.closed) return;
+    this.refill = setTimeout(() => {
+      this.refill = undefined;
+      if (!this.closed && (!this.spare || this.spare.exited)) this.spare = spawnWaiting(this.shimPath);
+    }, SPARE_DELAY_MS);
+    this.refill.unref();
+  }
+
+  /** The pid of the spare shim, if one is waiting (tests). */
+  sparePid(): number | undefined {
+    return this.spare && !this.spare.exited ? this.spare.child.pid : undefined;
+  }
+
+  /** Ends the spare; later launches start their shim on demand. */
+  close(): void {
+    this.closed = true;
+    clearTimeout(this.refill);
+    this.spare?.child.stdin?.end();
+    this.spare = undefined;
+  }
+}
+
+/**
+ * Starts ferry-shim around `runcArgv` (a full argv, runc binary first) and resolves once the runc
+ * command has finished; the shim then keeps supervising on its own, detached from this process.
+ */
+export function launchShim(shimPath: string, paths: ContainerPaths, runcArgv: string[], rootfsMount?: { options: string; cwd?: string; target: string }): Promise<ShimLaunch> {
+  const args = shimArgs(paths, runcArgv, rootfsMount);
   return new Promise((resolve, reject) => {
     const child = spawn(shimPath, args, { stdio: ['ignore', 'ignore', 'pipe'] });
     const err: Buffer[] = [];
