@@ -14,16 +14,11 @@ import { join } from 'node:path';
 import { tmpdir } from 'node:os';
 import { parseArgs } from 'node:util';
 import { startFerry, teardownFerry } from '../test/support/ferry.ts';
+import { stats } from './support/stats.ts';
 import type { ContainerView } from '../src/model/index.ts';
 
 const { values } = parseArgs({ options: { reps: { type: 'string', default: '10' }, o: { type: 'string', short: 'o', default: 'table' } } });
 const reps = Number(values.reps);
-
-function stats(xs: number[]): { median: number; p90: number; min: number; max: number; mean: number } {
-  const s = [...xs].sort((a, b) => a - b);
-  const q = (p: number): number => s[Math.min(s.length - 1, Math.floor(p * s.length))]!;
-  return { median: q(0.5), p90: q(0.9), min: s[0]!, max: s[s.length - 1]!, mean: xs.reduce((a, b) => a + b, 0) / xs.length };
-}
 
 const f = await startFerry();
 const bundleDir = mkdtempSync(join(tmpdir(), `ferry-bench-${f.id}-`));

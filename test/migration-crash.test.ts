@@ -5,37 +5,22 @@
  * after its dump: the rollback cannot thaw it, so the returning source agent does. Either way the
  * container runs exactly once afterwards and its counter continues from where it was frozen.
  */
-import { describe, it, before, after } from 'node:test';
+import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { readdirSync, existsSync } from 'node:fs';
-import { startFerry, teardownFerry, type TestFerry, type AgentInfo } from './support/ferry.ts';
-import { ensurePrerequisites, skipUnlessReady } from './support/prereq.ts';
+import { skipUnlessReady } from './support/prereq.ts';
+import { counterAt, MIGRATION_TOOLS, runcIdsOn, twoNodes } from './support/two-nodes.ts';
 import { until } from './support/wait.ts';
-import { freePort, getWithRetry } from './support/net.ts';
+import { freePort } from './support/net.ts';
 import type { ContainerView, Migration } from '../src/model/index.ts';
 
-const TOOLS = ['runc', 'ip', 'iptables', '/opt/ferry/bin/criu'];
-
-describe('target agent killed during a migration', { skip: skipUnlessReady(TOOLS) }, () => {
-  let f: TestFerry;
-  let a: AgentInfo;
-  let b: AgentInfo;
-  before(async () => {
-    ensurePrerequisites(TOOLS);
-    f = await startFerry();
-    a = f.agents[0]!;
-    b = await f.addAgent({ FERRY_FAILPOINTS: 'migrate:after-restore' });
-  });
-  after(async () => {
-    if (!f) return;
-    const left = await teardownFerry(f);
-    assert.deepEqual(left, [], `teardown found leftovers: ${left.join('; ')}`);
-  });
+describe('target agent killed during a migration', { skip: skipUnlessReady(MIGRATION_TOOLS) }, () => {
+  const n = twoNodes({ targetEnv: { FERRY_FAILPOINTS: 'migrate:after-restore' } });
 
   it('rolls back to the source; the returning target removes its copy; the container runs once', async () => {
+    const { f, a, b } = n;
     const port = await freePort();
     await f.ok(['run', '--name', 'web', '--node', a.node, '-p', `127.0.0.1:${port}:80`, 'sample']);
-    const count = async (): Promise<number> => (JSON.parse(await getWithRetry(`http://127.0.0.1:${port}/`, 100)) as { count: number }).count;
+    const count = (): Promise<number> => counterAt(port, 100);
     assert.equal(await count(), 1);
     assert.equal(await count(), 2);
     const r = await f.cli(['-o', 'json', 'migrate', 'web', '--to', b.node]);
@@ -50,33 +35,21 @@ describe('target agent killed during a migration', { skip: skipUnlessReady(TOOLS
     assert.deepEqual([v.container.placement?.node, v.status?.phase], [a.node, 'running']);
     // The target agent comes back and removes the copy it restored for a migration that rolled back.
     await f.restartAgentOf(b.node);
-    const idsOn = (x: AgentInfo): string[] => (existsSync(x.runcRoot) ? readdirSync(x.runcRoot).filter((n) => !n.startsWith('.')) : []);
-    await until('the orphaned copy on the target to be removed', () => (idsOn(b).length === 0 ? true : undefined), 90_000);
-    assert.deepEqual(idsOn(a), [v.status!.runtimeId]);
+    await until('the orphaned copy on the target to be removed', () => (runcIdsOn(b).length === 0 ? true : undefined), 90_000);
+    assert.deepEqual(runcIdsOn(a), [v.status!.runtimeId]);
     assert.equal(await count(), 4);
   });
 });
 
-describe('source agent killed during a migration', { skip: skipUnlessReady(TOOLS) }, () => {
-  let f: TestFerry;
-  let a: AgentInfo;
-  let b: AgentInfo;
-  before(async () => {
-    ensurePrerequisites(TOOLS);
-    f = await startFerry({ env: { FERRY_FAILPOINTS: 'migrate:after-dump' } });
-    a = f.agents[0]!;
-    b = await f.addAgent();
-  });
-  after(async () => {
-    if (!f) return;
-    const left = await teardownFerry(f);
-    assert.deepEqual(left, [], `teardown found leftovers: ${left.join('; ')}`);
-  });
+describe('source agent killed during a migration', { skip: skipUnlessReady(MIGRATION_TOOLS) }, () => {
+  // Every daemon gets the failpoint; only the source reaches it (the target never dumps).
+  const n = twoNodes({ env: { FERRY_FAILPOINTS: 'migrate:after-dump' }, targetEnv: { FERRY_FAILPOINTS: '' } });
 
   it('rolls back; the returning source agent thaws its frozen copy; the container runs once', async () => {
+    const { f, a, b } = n;
     const port = await freePort();
     await f.ok(['run', '--name', 'web', '--node', a.node, '-p', `127.0.0.1:${port}:80`, 'sample']);
-    const count = async (): Promise<number> => (JSON.parse(await getWithRetry(`http://127.0.0.1:${port}/`, 150)) as { count: number }).count;
+    const count = (): Promise<number> => counterAt(port, 150);
     assert.equal(await count(), 1);
     const r = await f.cli(['-o', 'json', 'migrate', 'web', '--to', b.node]);
     const m = JSON.parse(r.stdout) as Migration;
@@ -86,10 +59,9 @@ describe('source agent killed during a migration', { skip: skipUnlessReady(TOOLS
     await f.restartAgentOf(a.node);
     // Thawed and its port published again by the returning agent: the same process counts on.
     assert.equal(await count(), 2);
-    const idsOn = (x: AgentInfo): string[] => (existsSync(x.runcRoot) ? readdirSync(x.runcRoot).filter((n) => !n.startsWith('.')) : []);
     const v = await f.json<ContainerView>(['inspect', 'web']);
     assert.deepEqual([v.container.placement?.node, v.status?.phase], [a.node, 'running']);
-    assert.deepEqual(idsOn(a), [v.status!.runtimeId]);
-    assert.deepEqual(idsOn(b), []);
+    assert.deepEqual(runcIdsOn(a), [v.status!.runtimeId]);
+    assert.deepEqual(runcIdsOn(b), []);
   });
 });

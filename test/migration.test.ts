@@ -4,37 +4,29 @@
  * delayed or refused (never answered by a reset or a stale copy), prechecks refuse what cannot move,
  * and nothing is left on either node.
  */
-import { describe, it, before, after } from 'node:test';
+import { describe, it, before } from 'node:test';
 import assert from 'node:assert/strict';
-import { readdirSync, existsSync, readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { startFerry, teardownFerry, type TestFerry, type AgentInfo } from './support/ferry.ts';
-import { ensurePrerequisites, skipUnlessReady } from './support/prereq.ts';
-import { freePort, getWithRetry } from './support/net.ts';
+import type { TestFerry, AgentInfo } from './support/ferry.ts';
+import { skipUnlessReady } from './support/prereq.ts';
+import { freePort } from './support/net.ts';
+import { counterAt, MIGRATION_TOOLS, runcIdsOn, twoNodes } from './support/two-nodes.ts';
 import type { ContainerView, Migration } from '../src/model/index.ts';
 
-const TOOLS = ['runc', 'ip', 'iptables', '/opt/ferry/bin/criu'];
-
-describe('live migration between two nodes (stop-copy)', { skip: skipUnlessReady(TOOLS) }, () => {
+describe('live migration between two nodes (stop-copy)', { skip: skipUnlessReady(MIGRATION_TOOLS) }, () => {
+  const n = twoNodes();
   let f: TestFerry;
   let a: AgentInfo;
   let b: AgentInfo;
   let port: number;
   before(async () => {
-    ensurePrerequisites(TOOLS);
-    f = await startFerry();
-    a = f.agents[0]!;
-    b = await f.addAgent();
+    ({ f, a, b } = n);
     port = await freePort();
   });
-  after(async () => {
-    if (!f) return;
-    const left = await teardownFerry(f);
-    assert.deepEqual(left, [], `teardown found leftovers: ${left.join('; ')}`);
-  });
 
-  const runcIds = (): string[] => f.agents.flatMap((x) => (existsSync(x.runcRoot) ? readdirSync(join(x.runcRoot)).filter((n) => !n.startsWith('.')) : []));
-  const count = async (): Promise<number> => (JSON.parse(await getWithRetry(`http://127.0.0.1:${port}/`)) as { count: number }).count;
+  const runcIds = (): string[] => f.agents.flatMap(runcIdsOn);
+  const count = (): Promise<number> => counterAt(port);
 
   it('moves a running container there and back three times; its counter never resets or goes back', async () => {
     await f.ok(['run', '--name', 'web', '--node', a.node, '-p', `127.0.0.1:${port}:80`, 'sample']);
@@ -97,7 +89,7 @@ describe('live migration between two nodes (stop-copy)', { skip: skipUnlessReady
       [['migrate', 'web', '--to', a.node], 2, /already runs on/],
       [['migrate', 'web', '--to', 'ghost'], 4, /no node named "ghost"/],
       [['migrate', 'ghost', '--to', b.node], 4, /no container named "ghost"/],
-      [['migrate', 'web', '--to', b.node, '--strategy', 'post-copy'], 1, /post-copy strategy is not implemented yet/],
+      [['migrate', 'web', '--to', b.node, '--strategy', 'pre-copy'], 1, /pre-copy strategy is not implemented yet/],
       [['migrate', 'web', '--to', b.node, '--strategy', 'teleport'], 2, /--strategy must be/],
     ];
     for (const [args, code, re] of cases) {

@@ -115,8 +115,10 @@ export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
   const reportImages = async (): Promise<void> => {
     await client.agent.reportImages(o.name, (await images.list()).map(imageRecord));
   };
+  const pageServerHost = new URL(o.advertiseUrl ?? `http://${o.host === '0.0.0.0' ? '127.0.0.1' : o.host}`).hostname;
   const migrations = new MigrationAgent({
     runtime, images, network, records, idMap: ID_MAP, log, dataDir: o.dataDir, idPrefix: o.idPrefix, token: o.token, reconciler,
+    postCopy: { checkpoint: (id, co) => runtime.checkpointLazy(id, co), criuPath: o.criuPath, host: pageServerHost },
   });
   const api: FastifyInstance = await buildAgentApi({
     node: o.name, token: o.token, runtime, images, spoolDir: join(o.dataDir, 'spool'),

@@ -34,6 +34,7 @@ export async function readFacts(runcPath: string, criuPath: string): Promise<Nod
     overlay: /\boverlay\b/.test(filesystems),
     cpuModel: field('model name'),
     cpuFlags: field('flags').split(/\s+/).filter(Boolean),
+    userfaultfd: (await readFile('/proc/sys/vm/unprivileged_userfaultfd', 'utf8').catch(() => '0')).trim() === '1',
   };
 }
 

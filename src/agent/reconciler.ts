@@ -43,6 +43,9 @@ export class Reconciler {
   private readonly exitWatches = new Map<string, AbortController>();
   private readonly timers = new Map<string, NodeJS.Timeout>();
   private readonly failures = new Map<string, number>();
+  private readonly holds = new Map<string, Promise<unknown>>();
+  /** The reconcile running now. */
+  private current: { name: string; done: Promise<void> } | undefined;
   private running = false;
   private synced = false;
   private stopped = false;
@@ -91,6 +94,33 @@ export class Reconciler {
     this.records.set(rec.name, rec);
   }
 
+  /**
+   * Leaves the container `name` alone until `until` settles (a post-copy source whose frozen memory
+   * CRIU is still serving), then looks at it again.
+   */
+  hold(name: string, until: Promise<unknown>): void {
+    this.holds.set(name, until);
+    void until.catch(() => undefined).finally(() => {
+      if (this.holds.get(name) === until) this.holds.delete(name);
+      this.enqueue(name);
+    });
+  }
+
+  /**
+   * Runs `fn` with the loop kept away from container `name`: a reconcile of it in progress finishes
+   * first, none starts meanwhile (e.g. a re-scan that would publish the ports a migration just closed).
+   */
+  async exclusive<T>(name: string, fn: () => Promise<T>): Promise<T> {
+    let open = (): void => undefined;
+    this.hold(name, new Promise<void>((r) => { open = r; }));
+    try {
+      while (this.current?.name === name) await this.current.done;
+      return await fn();
+    } finally {
+      open();
+    }
+  }
+
   /** Forgets a record whose container was torn down outside the loop. */
   forget(name: string): void {
     this.records.delete(name);
@@ -125,8 +155,10 @@ export class Reconciler {
     while (this.queue.size > 0 && !this.stopped) {
       const name = this.queue.values().next().value as string;
       this.queue.delete(name);
+      const done = this.reconcile(name);
+      this.current = { name, done: done.then(() => undefined, () => undefined) };
       try {
-        await this.reconcile(name);
+        await done;
         this.failures.delete(name);
       } catch (e) {
         // Try again later (1 s, doubling to 30 s): a failed step must not leave the container stuck.
@@ -135,6 +167,8 @@ export class Reconciler {
         const delay = Math.min(30_000, 1000 * 2 ** (n - 1));
         this.d.log(`reconcile ${name} failed (retry in ${delay} ms): ${(e as Error).message}`);
         this.later(name, delay);
+      } finally {
+        this.current = undefined;
       }
     }
     this.running = false;
@@ -174,6 +208,7 @@ export class Reconciler {
   }
 
   private async reconcile(name: string): Promise<void> {
+    if (this.holds.has(name)) return;
     const a = this.assignments.get(name);
     let rec = this.records.get(name);
     // Before the first list from the manager we only adopt: never tear down on missing knowledge.

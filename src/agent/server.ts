@@ -136,10 +136,19 @@ export async function buildAgentApi(deps: AgentApiDeps): Promise<FastifyInstance
   });
 
   const Mid = Type.Object({ id: Type.String({ pattern: '^[a-z0-9-]{1,64}$' }) });
-  app.post('/v1/migrate/:id/freeze', { schema: { params: Mid, body: Type.Object({ name: Type.String() }) } }, async (req) => deps.migrations.freeze(req.params.id, req.body.name));
-  app.get('/v1/migrate/:id/archive', { schema: { params: Mid } }, async (req, reply) => {
-    void reply.header('content-type', 'application/x-tar');
-    return reply.send(deps.migrations.archive(req.params.id));
+  app.post('/v1/migrate/:id/freeze', {
+    schema: { params: Mid, body: Type.Object({ name: Type.String(), postCopy: Type.Optional(Type.Boolean()) }) },
+  }, async (req) => deps.migrations.freeze(req.params.id, req.body.name, req.body.postCopy === true));
+  // The migration's files for the target agent (see transfer.ts); `resume` after a broken stream.
+  const ResumeSchema = Type.Object({
+    done: Type.Array(Type.String()),
+    partial: Type.Optional(Type.Object({ path: Type.String(), offset: Type.Integer({ minimum: 0 }) })),
+  });
+  app.post('/v1/migrate/:id/files', {
+    schema: { params: Mid, body: Type.Object({ resume: ResumeSchema, bytesPerSec: Type.Optional(Type.Integer({ minimum: 0 })) }) },
+  }, async (req, reply) => {
+    void reply.header('content-type', 'application/octet-stream');
+    return reply.send(deps.migrations.files(req.params.id, { resume: req.body.resume, bytesPerSec: req.body.bytesPerSec }));
   });
   app.post('/v1/migrate/:id/resume', {
     schema: { params: Mid, body: Type.Object({ name: Type.String(), ports: Type.Array(PortSchema) }) },
@@ -148,8 +157,11 @@ export async function buildAgentApi(deps: AgentApiDeps): Promise<FastifyInstance
     return { ok: true };
   });
   app.post('/v1/migrate/:id/restore', {
-    schema: { params: Mid, body: Type.Object({ source: Type.String(), assignment: AssignmentSchema }) },
-  }, async (req) => deps.migrations.restore(req.params.id, req.body.source, req.body.assignment as Assignment));
+    schema: {
+      params: Mid,
+      body: Type.Object({ source: Type.String(), assignment: AssignmentSchema, pageServer: Type.Optional(Type.String()), bytesPerSec: Type.Optional(Type.Integer({ minimum: 0 })) }),
+    },
+  }, async (req) => deps.migrations.restore(req.params.id, req.body.source, req.body.assignment as Assignment, req.body.pageServer, req.body.bytesPerSec));
   app.post('/v1/migrate/:id/continue', { schema: { params: Mid, body: Type.Object({ name: Type.String() }) } }, async (req) => {
     await deps.migrations.continue(req.params.id, req.body.name);
     return { ok: true };
@@ -158,10 +170,7 @@ export async function buildAgentApi(deps: AgentApiDeps): Promise<FastifyInstance
     await deps.migrations.abort(req.params.id, req.body.name);
     return { ok: true };
   });
-  app.delete('/v1/migrate/:id', { schema: { params: Mid } }, async (req) => {
-    await deps.migrations.cleanup(req.params.id);
-    return { ok: true };
-  });
+  app.delete('/v1/migrate/:id', { schema: { params: Mid } }, async (req) => deps.migrations.cleanup(req.params.id));
 
   return app;
 }

@@ -16,6 +16,7 @@ export const apiErrors = defineErrors({
   NO_NODE: { status: 503, message: 'no ready node can run this container: {reason}' },
   AGENT_UNREACHABLE: { status: 502, message: 'the agent of node "{node}" did not answer: {reason}' },
   MIGRATION_NOT_FOUND: { status: 404, message: 'no migration "{id}"; `ferry migrations ls` lists them' },
+  MIGRATION_NO_TARGET: { status: 409, message: 'no node can take container "{name}" from {from}: {reason}' },
   MIGRATION_ACTIVE: { status: 409, message: 'container "{name}" is already being migrated ({id}); wait for it or `ferry migrations cancel {id}`' },
   NOT_IMPLEMENTED: { status: 501, message: '{what} is not implemented yet: {hint}' },
   TIMEOUT: { status: 504, message: 'timed out after {ms} ms waiting for {what}' },

@@ -49,8 +49,8 @@ export class AgentClient {
   }
 
   /** Migration, source: freeze and dump `name`, leaving it frozen. */
-  migrateFreeze(id: string, name: string): Promise<{ bytes: number; dumpMs: number }> {
-    return requestJson(this.endpoint, 'POST', `v1/migrate/${id}/freeze`, { body: { name } });
+  migrateFreeze(id: string, name: string, postCopy = false): Promise<{ bytes: number; dumpMs: number; pageServer?: string }> {
+    return requestJson(this.endpoint, 'POST', `v1/migrate/${id}/freeze`, { body: { name, ...(postCopy ? { postCopy } : {}) } });
   }
 
   /** Migration, source rollback: thaw `name` and publish its ports again. */
@@ -59,8 +59,8 @@ export class AgentClient {
   }
 
   /** Migration, target: fetch from `source` (an agent URL) and restore. */
-  migrateRestore(id: string, source: string, assignment: Assignment): Promise<{ runtimeId: string; pid: number; bytes: number; restoreMs: number }> {
-    return requestJson(this.endpoint, 'POST', `v1/migrate/${id}/restore`, { body: { source, assignment } });
+  migrateRestore(id: string, source: string, assignment: Assignment, o: { pageServer?: string; bytesPerSec?: number } = {}): Promise<{ runtimeId: string; pid: number; bytes: number; restoreMs: number }> {
+    return requestJson(this.endpoint, 'POST', `v1/migrate/${id}/restore`, { body: { source, assignment, ...o } });
   }
 
   /** Migration, target, after the switch: let the restored processes run. */
@@ -73,8 +73,8 @@ export class AgentClient {
     return requestJson(this.endpoint, 'POST', `v1/migrate/${id}/abort`, { body: { name } });
   }
 
-  /** Migration: remove its files on this node. */
-  migrateCleanup(id: string): Promise<void> {
+  /** Migration: remove its files on this node; `done: false` while a post-copy transfer still runs. */
+  migrateCleanup(id: string): Promise<{ done: boolean; error?: string }> {
     return requestJson(this.endpoint, 'DELETE', `v1/migrate/${id}`);
   }
 

@@ -94,6 +94,10 @@ export class FerryClient {
   readonly nodes = {
     list: (): Promise<NodeView[]> => requestJson(this.endpoint, 'GET', 'v1/nodes'),
     get: (name: string): Promise<NodeView> => requestJson(this.endpoint, 'GET', `v1/nodes/${enc(name)}`),
+    /** Marks the node unschedulable: nothing new is placed or migrated there. */
+    cordon: (name: string): Promise<NodeView> => requestJson(this.endpoint, 'POST', `v1/nodes/${enc(name)}/cordon`),
+    /** Makes the node schedulable again. */
+    uncordon: (name: string): Promise<NodeView> => requestJson(this.endpoint, 'POST', `v1/nodes/${enc(name)}/uncordon`),
   };
 
   /** Image operations. */
@@ -109,7 +113,8 @@ export class FerryClient {
 
   /** Live migrations. */
   readonly migrations = {
-    create: (body: { container: string; to: string; strategy?: 'auto' | 'stop-copy' | 'pre-copy' | 'post-copy'; check?: boolean }, o?: WaitOptions): Promise<Migration> =>
+    /** Without `to`, the scheduler picks a node other than the container's own. */
+    create: (body: { container: string; to?: string; strategy?: 'auto' | 'stop-copy' | 'pre-copy' | 'post-copy'; check?: boolean; bandwidthBytesPerSec?: number }, o?: WaitOptions): Promise<Migration> =>
       requestJson(this.endpoint, 'POST', 'v1/migrations', { body, query: waitQuery(o) }),
     list: (): Promise<Migration[]> => requestJson(this.endpoint, 'GET', 'v1/migrations'),
     get: (id: string): Promise<Migration> => requestJson(this.endpoint, 'GET', `v1/migrations/${enc(id)}`),

@@ -13,6 +13,16 @@ import { step, recover, TERMINAL, precheck, blocking, type MachineState, type Mi
 import { nodeSnapshots } from './containers.ts';
 import { startLoop, type Loop } from './loop.ts';
 
+/** How often Cleanup asks whether a post-copy transfer has finished. */
+const CLEANUP_POLL_MS = 200;
+
+/** What one drive of a migration remembers between phases (not persisted: a restart before the switch rolls back). */
+interface DriveState {
+  freezeStart?: number;
+  /** Post-copy: host:port of the source's CRIU page server. */
+  pageServer?: string;
+}
+
 /** What the executor needs. */
 export interface MigrationDeps {
   readonly store: Store;
@@ -40,7 +50,7 @@ async function container(d: MigrationDeps, m: Migration): Promise<Container> {
 }
 
 /** Runs the current phase's work and returns the event it produced. */
-async function perform(d: MigrationDeps, m: Migration, t: { freezeStart?: number }): Promise<MigrationEvent> {
+async function perform(d: MigrationDeps, m: Migration, t: DriveState): Promise<MigrationEvent> {
   const name = m.spec.container;
   switch (m.status.phase) {
     case 'Pending':
@@ -62,7 +72,7 @@ async function perform(d: MigrationDeps, m: Migration, t: { freezeStart?: number
       const results = precheck({
         name, phase: st?.uid === c.metadata.uid ? st.phase : 'pending', imageId: image?.id, memoryBytes: c.spec.resources.memoryBytes,
         cpus: c.spec.resources.cpus, migratable: st?.migratable, migrating: false,
-      }, from, to);
+      }, from, to, m.status.strategy);
       await save(d, m.metadata.name, (x) => { x.status.checks = results; });
       const bad = blocking(results);
       if (!image || !to.imageIds.includes(image.id)) bad.push({ check: 'image-on-target', ok: false, reason: `${to.name} does not hold ${c.spec.image}; import it there first (image copy between nodes comes with the registry)` });
@@ -72,7 +82,8 @@ async function perform(d: MigrationDeps, m: Migration, t: { freezeStart?: number
       return { type: 'prepared' };
     case 'Freeze': {
       t.freezeStart = Date.now();
-      const r = await (await agent(d, m.spec.from)).client.migrateFreeze(m.metadata.name, name);
+      const r = await (await agent(d, m.spec.from)).client.migrateFreeze(m.metadata.name, name, m.status.strategy === 'post-copy');
+      t.pageServer = r.pageServer;
       await save(d, m.metadata.name, (x) => { x.status.bytes = r.bytes; });
       return { type: 'frozen' };
     }
@@ -83,7 +94,10 @@ async function perform(d: MigrationDeps, m: Migration, t: { freezeStart?: number
       const epoch = (c.placement?.epoch ?? 0) + 1;
       const a: Assignment = { name, uid: c.metadata.uid, generation: c.metadata.generation, epoch, spec: c.spec };
       const src = await agent(d, m.spec.from);
-      const r = await (await agent(d, m.spec.to)).client.migrateRestore(m.metadata.name, src.url, a);
+      if (m.status.strategy === 'post-copy' && !t.pageServer) throw new Error('post-copy: the source page server is unknown (the manager restarted after the freeze)');
+      const r = await (await agent(d, m.spec.to)).client.migrateRestore(m.metadata.name, src.url, a, {
+        ...(t.pageServer ? { pageServer: t.pageServer } : {}), ...(m.spec.bandwidthBytesPerSec ? { bytesPerSec: m.spec.bandwidthBytesPerSec } : {}),
+      });
       await save(d, m.metadata.name, (x) => { x.status.targetRuntimeId = r.runtimeId; });
       return { type: 'restored' };
     }
@@ -107,7 +121,26 @@ async function perform(d: MigrationDeps, m: Migration, t: { freezeStart?: number
       return { type: 'switched' };
     }
     case 'Cleanup': {
-      for (const n of [m.spec.from, m.spec.to]) await (await agent(d, n)).client.migrateCleanup(m.metadata.name).catch(() => undefined);
+      // Post-copy: the target holds the container only once every page has arrived; until then the
+      // source's CRIU serves them. A failed transfer loses the container's memory: fatal.
+      // The source's own cleanup is best effort (its node may be gone; what it leaves is files).
+      const lazy = m.status.strategy === 'post-copy';
+      for (const n of [m.spec.to, m.spec.from]) {
+        const mustAnswer = lazy && n === m.spec.to;
+        for (let waited = 0; ; waited += CLEANUP_POLL_MS) {
+          let r: { done: boolean; error?: string };
+          try {
+            r = await (await agent(d, n)).client.migrateCleanup(m.metadata.name);
+          } catch (e) {
+            if (mustAnswer) throw e;
+            break;
+          }
+          if (r.error) return { type: 'error', fatal: true, message: `post-copy transfer from ${m.spec.from} failed; ${name} restarts from its image per its restart policy: ${r.error}` };
+          if (r.done) break;
+          if (waited === 0) d.log(`migration ${m.metadata.name}: waiting for the last pages of ${name} to reach ${m.spec.to}`);
+          await new Promise((res) => setTimeout(res, CLEANUP_POLL_MS));
+        }
+      }
       return { type: 'cleaned' };
     }
     case 'RollingBack': {
@@ -157,7 +190,7 @@ async function apply(d: MigrationDeps, id: string, state: MachineState, message?
 
 /** Drives one migration until it ends. */
 async function drive(d: MigrationDeps, id: string, recovering: boolean): Promise<void> {
-  const t: { freezeStart?: number } = {};
+  const t: DriveState = {};
   let kv = await d.store.get<Migration>(keys.migration(id));
   if (!kv) return;
   if (recovering) {

@@ -40,3 +40,13 @@ test('CPU flags: only what the target lacks', () => {
   assert.deepEqual(missingCpuFlags(['a', 'b', 'c'], ['c', 'a']), ['b']);
   assert.deepEqual(missingCpuFlags(['a'], ['a', 'z']), []);
 });
+
+test('post-copy needs userfaultfd on the target and states its one risk', () => {
+  const ok = precheck(web, node('a'), node('b', { facts: { ...facts, userfaultfd: true } }), 'post-copy');
+  assert.deepEqual(blocking(ok), []);
+  assert.match(ok.find((x) => x.check === 'post-copy-risk')!.reason, /if a fails in that window .* state is lost/);
+  const refused = blocking(precheck(web, node('a'), node('b', { facts: { ...facts, userfaultfd: false } }), 'post-copy'));
+  assert.deepEqual(refused.map((x) => x.check), ['userfaultfd']);
+  assert.match(refused[0]!.reason, /sysctl -w vm.unprivileged_userfaultfd=1/);
+  assert.ok(!precheck(web, node('a'), node('b'), 'stop-copy').some((x) => x.check === 'userfaultfd'), 'stop-copy does not need it');
+});

@@ -48,7 +48,7 @@ export function missingCpuFlags(source: readonly string[], target: readonly stri
 }
 
 /** Runs every check; the migration may start only when all are ok. */
-export function precheck(c: ContainerCheckFacts, from: NodeCheckFacts, to: NodeCheckFacts): CheckResult[] {
+export function precheck(c: ContainerCheckFacts, from: NodeCheckFacts, to: NodeCheckFacts, strategy = 'stop-copy'): CheckResult[] {
   const out: CheckResult[] = [];
   const add = (check: string, ok: boolean, good: string, bad: string): void => { out.push({ check, ok, reason: ok ? good : bad }); };
 
@@ -75,6 +75,13 @@ export function precheck(c: ContainerCheckFacts, from: NodeCheckFacts, to: NodeC
     `${from.name} uses cgroup v${from.facts.cgroupVersion}, ${to.name} v${to.facts.cgroupVersion}`);
   const hasImage = c.imageId !== undefined && to.imageIds.includes(c.imageId);
   add('image-on-target', hasImage, `${to.name} holds the image`, `${to.name} does not hold the image ${c.imageId ?? '?'}; it is copied there first`);
+  if (strategy === 'post-copy') {
+    // The restored process takes its page faults through userfaultfd, inside its user namespace.
+    add('userfaultfd', to.facts.userfaultfd === true, `${to.name} allows userfaultfd in user namespaces`,
+      `${to.name} does not allow userfaultfd for user-namespaced containers: run \`sysctl -w vm.unprivileged_userfaultfd=1\` there (scripts/setup does), or use --strategy stop-copy`);
+    // Not a blocker, but the one risk post-copy adds: say it before anything moves.
+    out.push({ check: 'post-copy-risk', ok: true, reason: `until every page has reached ${to.name}, ${c.name}'s memory lives partly on ${from.name}: if ${from.name} fails in that window (seconds), the container's state is lost and it restarts from its image (as QEMU's post-copy)` });
+  }
   return out;
 }
 

@@ -11,4 +11,5 @@ export const modelErrors = defineErrors({
   BAD_VOLUME: { status: 400, message: 'invalid volume "{value}": {hint}' },
   BAD_RESTART: { status: 400, message: 'invalid restart policy "{value}": use no, always, or on-failure[:MAX]' },
   BAD_PORT: { status: 400, message: 'invalid port "{value}": {hint}' },
+  BAD_BANDWIDTH: { status: 400, message: 'invalid bandwidth "{value}": use bytes per second with an optional unit: 50M, 500k, 1G (binary units; "/s" may follow)' },
 });

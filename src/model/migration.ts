@@ -18,6 +18,8 @@ export const MigrationSchema = Type.Object({
     to: Type.String(),
     strategy: Type.Union([Type.Literal('auto'), Type.Literal('stop-copy'), Type.Literal('pre-copy'), Type.Literal('post-copy')]),
     checkOnly: Type.Boolean(),
+    /** `--bandwidth`: the most the transfer between the agents may use, bytes per second. */
+    bandwidthBytesPerSec: Type.Optional(Type.Integer({ minimum: 1 })),
   }),
   status: Type.Object({
     phase: PhaseSchema,

@@ -13,6 +13,8 @@ export const NodeFactsSchema = Type.Object({
   overlay: Type.Boolean(),
   cpuModel: Type.String(),
   cpuFlags: Type.Array(Type.String()),
+  /** vm.unprivileged_userfaultfd is 1: post-copy can restore into a user namespace (absent from old agents). */
+  userfaultfd: Type.Optional(Type.Boolean()),
 });
 /** What a node reports about itself. */
 export type NodeFacts = Static<typeof NodeFactsSchema>;

@@ -26,6 +26,15 @@ export function parseMemory(text: string): number {
   return bytes;
 }
 
+/** Parses a bandwidth such as `50M`, `50MiB/s`, `500k`, `1g` into bytes per second (binary units). */
+export function parseBandwidth(text: string): number {
+  const m = /^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*?)(?:\/s)?\s*$/.exec(text);
+  const unit = m ? MEMORY_UNITS[m[2]!.toLowerCase()] : undefined;
+  const bytes = m && unit !== undefined ? Math.floor(Number(m[1]) * unit) : 0;
+  if (bytes < 1) throw modelErrors.BAD_BANDWIDTH({ value: text });
+  return bytes;
+}
+
 /** Parses a CPU share in cores: `0.5`, `2`, or millicores `500m`. */
 export function parseCpus(text: string): number {
   const t = text.trim();

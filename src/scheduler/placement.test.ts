@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { place, type NodeSnapshot } from './index.ts';
+import { place, placeEvacuee, type NodeSnapshot } from './index.ts';
 
 const GiB = 1024 ** 3;
 const node = (name: string, o: Partial<NodeSnapshot> = {}): NodeSnapshot => ({
@@ -37,4 +37,34 @@ test('ties break by name so the same input gives the same answer', () => {
 test('no nodes: a clear reason', () => {
   const d = place({ name: 'x' }, []);
   assert.deepEqual([d.ok, d.reason], [false, 'no nodes have registered']);
+});
+
+test('evacuee: never back to its own node; a pin to that node is set aside and said so', () => {
+  const d = placeEvacuee({ name: 'web', node: 'a' }, 'a', [node('a'), node('b', { allocated: { cpus: 1, memoryBytes: GiB } }), node('c', { unschedulable: true })]);
+  assert.equal(d.ok && d.node, 'b');
+  assert.match(d.reason, /best of 1 feasible\); its pin to a is set aside/);
+  assert.deepEqual(d.verdicts.map((v) => v.node).sort(), ['b', 'c'], 'the source is not a candidate');
+});
+
+test('evacuee: a pin to another node still holds', () => {
+  const d = placeEvacuee({ name: 'web', node: 'c' }, 'a', [node('a'), node('b'), node('c')]);
+  assert.equal(d.ok && d.node, 'c');
+  assert.doesNotMatch(d.reason, /set aside/);
+});
+
+test('evacuee: containers already migrating to a node count against its capacity', () => {
+  const nodes = [node('a'), node('b'), node('c', { allocated: { cpus: 0, memoryBytes: 2 * GiB } })];
+  assert.equal((placeEvacuee({ name: 'x', memoryBytes: GiB }, 'a', nodes) as { node: string }).node, 'b');
+  const d = placeEvacuee({ name: 'x', memoryBytes: GiB }, 'a', nodes, [{ node: 'b', memoryBytes: 2 * GiB }, { node: 'b', cpus: 1 }]);
+  assert.equal(d.ok && d.node, 'c');
+  const full = placeEvacuee({ name: 'x', memoryBytes: 7 * GiB }, 'a', nodes, [{ node: 'b', memoryBytes: 2 * GiB }]);
+  assert.equal(full.ok, false);
+  assert.match(full.reason, /b: not enough memory.*c: not enough memory/);
+});
+
+test('evacuee: the only node has nowhere to go, with a reason', () => {
+  const d = placeEvacuee({ name: 'x' }, 'a', [node('a')]);
+  assert.deepEqual([d.ok, d.reason], [false, 'no node other than a has registered']);
+  const cordoned = placeEvacuee({ name: 'x' }, 'a', [node('a'), node('b', { unschedulable: true })]);
+  assert.deepEqual([cordoned.ok, cordoned.reason], [false, 'b: node is unschedulable (drained)']);
 });

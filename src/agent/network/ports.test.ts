@@ -213,3 +213,37 @@ test('the table survives a restart: held ports still conflict, the same containe
   await restarted.publish('c2', LO, [map(p, target)]); // p is free again
   assert.deepEqual((await new PortProxy({ file }).published()).map((x) => [x.containerId, x.ports[0]?.hostPort]), [['c1', p2], ['c2', p]]);
 });
+
+// The drain limit is ten minutes: a drain that waited on an idle connection would hit the test's timeout.
+test('a drain waits for an exchange in progress, not for idle connections', { timeout: 30_000 }, async (t) => {
+  const { proxy } = await setup(t);
+  // The "container" answers a line after 300 ms.
+  const port = await upstream(t, (s) => s.on('data', (b) => setTimeout(() => s.write(`re:${b.toString()}`), 300)));
+  const hostPort = await freePort();
+  await proxy.publish('drain', LO, [map(hostPort, port)]);
+  const dial = async (): Promise<Socket> => {
+    const c = connect({ host: LO, port: hostPort });
+    await new Promise<void>((r) => c.once('connect', () => r()));
+    return c;
+  };
+  // An idle connection (a keep-alive HTTP client between requests) that already had its answer.
+  const idle = await dial();
+  idle.write('one');
+  await new Promise<void>((r) => idle.once('data', () => r()));
+  idle.on('error', () => undefined);
+  const idleClosed = new Promise<void>((r) => idle.once('close', () => r()));
+  await proxy.unpublish('drain', 600_000);
+  await idleClosed; // cut, since nothing was in progress on it
+
+  // A request without its answer yet: the drain lets the answer through before cutting.
+  await proxy.publish('drain', LO, [map(hostPort, port)]);
+  const pending = await dial();
+  const answer = new Promise<string>((r) => pending.once('data', (b) => r(b.toString())));
+  pending.on('error', () => undefined);
+  pending.write('two');
+  await new Promise((r) => setTimeout(r, 50));
+  await proxy.unpublish('drain', 600_000);
+  assert.equal(await answer, 're:two');
+  idle.destroy();
+  pending.destroy();
+});

@@ -38,11 +38,31 @@ export interface PortStats {
 interface Forward {
   readonly server: Server;
   readonly sockets: Set<Socket>;
+  /** When bytes last moved each way, per open connection (what a drain waits on). */
+  readonly traffic: Set<Traffic>;
   target: { ip: string; port: number };
   mapping: PortMapping;
   active: number;
   total: number;
   failed: number;
+}
+
+/** When bytes last moved up (client → container) and down on one connection (0 = never). */
+interface Traffic {
+  up: number;
+  down: number;
+}
+
+/** A connection whose answer has been quiet this long counts as idle (e.g. HTTP keep-alive). */
+const QUIET_MS = 20;
+
+/**
+ * True while a connection is in the middle of an exchange: the client sent bytes not yet followed
+ * by an answer, or the answer is still flowing. An idle keep-alive connection, or a stream between
+ * two events, is not: cutting it loses nothing the container has already done.
+ */
+function busy(t: Traffic, now: number): boolean {
+  return t.up > t.down || now - t.down < QUIET_MS;
 }
 
 const WILDCARDS = new Set(['0.0.0.0', '::']);
@@ -188,7 +208,7 @@ export class PortProxy {
   /** Opens one listener; EADDRINUSE from the OS becomes NET_PORT_IN_USE. */
   private listen(containerId: string, ip: string, mapping: PortMapping): Promise<Forward> {
     const server = createServer({ allowHalfOpen: true, pauseOnConnect: true });
-    const forward: Forward = { server, sockets: new Set(), target: { ip, port: mapping.containerPort }, mapping, active: 0, total: 0, failed: 0 };
+    const forward: Forward = { server, sockets: new Set(), traffic: new Set(), target: { ip, port: mapping.containerPort }, mapping, active: 0, total: 0, failed: 0 };
     server.on('connection', (client) => this.pipe(forward, client));
     return new Promise((resolve, reject) => {
       const onError = (e: NodeJS.ErrnoException) => {
@@ -217,9 +237,14 @@ export class PortProxy {
     forward.sockets.add(upstream);
     let connected = false;
     let open = 2;
+    const traffic: Traffic = { up: 0, down: 0 };
+    forward.traffic.add(traffic);
     const closed = (s: Socket) => {
       forward.sockets.delete(s);
-      if (--open === 0) forward.active--;
+      if (--open === 0) {
+        forward.active--;
+        forward.traffic.delete(traffic);
+      }
     };
     client.once('close', () => closed(client));
     upstream.once('close', () => closed(upstream));
@@ -231,6 +256,9 @@ export class PortProxy {
       // destination when the source ends (half-close travels through).
       client.pipe(upstream);
       upstream.pipe(client);
+      // Listeners added after pipe(): an earlier 'data' listener would start the flow before the pipe.
+      client.on('data', () => { traffic.up = Date.now(); });
+      upstream.on('data', () => { traffic.down = Date.now(); });
       client.resume();
     });
     upstream.on('error', () => {
@@ -278,10 +306,11 @@ export class PortProxy {
   }
 }
 
-/** Stops accepting, lets open connections finish for up to `drainMs`, then cuts what is left. */
+/** Stops accepting, lets exchanges in progress finish for up to `drainMs`, then cuts every connection. */
 async function closeForward(f: Forward, drainMs = 0): Promise<void> {
   const closed = new Promise<void>((resolve) => f.server.close(() => resolve()));
-  for (const t0 = Date.now(); f.active > 0 && Date.now() - t0 < drainMs;) await new Promise((r) => setTimeout(r, 5));
+  const exchanging = (): boolean => [...f.traffic].some((t) => busy(t, Date.now()));
+  for (const t0 = Date.now(); exchanging() && Date.now() - t0 < drainMs;) await new Promise((r) => setTimeout(r, 5));
   for (const s of f.sockets) s.destroy();
   await closed;
 }

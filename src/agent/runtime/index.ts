@@ -7,7 +7,7 @@ export type {
   RootfsMount, RuntimeState, RuntimeStatus,
 } from './types.ts';
 export { createRuncRuntime, containerPid } from './runc.ts';
-export type { RestoreOptions, RuncRuntime, RuncRuntimeOptions } from './runc.ts';
+export type { LazyDump, RestoreOptions, RuncRuntime, RuncRuntimeOptions } from './runc.ts';
 export { createFakeRuntime } from './fake.ts';
 export type { FakeExecResult, FakeRuntime } from './fake.ts';
 export {

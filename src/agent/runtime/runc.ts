@@ -4,6 +4,7 @@
  * listing the state directory; the shims keep running without it.
  */
 import { randomBytes } from 'node:crypto';
+import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdir, readFile, readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -64,6 +65,21 @@ export interface RuncRuntime extends ContainerRuntime {
   restore(spec: BundleSpec, options: RestoreOptions): Promise<RuntimeState>;
   /** Ends the shim kept waiting for the next start (containers and their shims keep running). */
   close(): void;
+  /**
+   * Post-copy dump: CRIU dumps everything but memory and then serves the pages from a page server
+   * on `pageServer` (host:port) until the target has them all. Resolves once the images are written
+   * and the server listens; `done` settles when CRIU has finished. The container is left as it was
+   * (frozen by the caller), never destroyed here.
+   */
+  checkpointLazy(id: string, o: { imagePath: string; workPath: string; pageServer: string; tcpEstablished?: boolean }): Promise<LazyDump>;
+}
+
+/** A running post-copy dump (see checkpointLazy). */
+export interface LazyDump {
+  /** Settles when CRIU exits: resolves when every page was served, rejects with CRIU's errors otherwise. */
+  readonly done: Promise<void>;
+  /** Ends the dump (SIGTERM to runc, SIGKILL after a grace); the frozen container stays frozen. */
+  stop(): Promise<void>;
 }
 
 const ID = /^[A-Za-z0-9][A-Za-z0-9_.+-]{0,127}$/;
@@ -250,12 +266,21 @@ export function createRuncRuntime(options: RuncRuntimeOptions): RuncRuntime {
       if (!cmd.criu) return Promise.reject(runtimeErrors.RUNTIME_CREATE_FAILED({ id: spec.id, reason: 'no criuPath configured' }));
       const criu = cmd.criu;
       return serial(spec.id, async () => {
-        const st = await launch(spec, (p) => [
-          '--criu', criu, 'restore', '-d', '--image-path', restoreOptions.imagePath,
-          ...(restoreOptions.workPath ? ['--work-path', restoreOptions.workPath] : []),
-          ...(restoreOptions.extraArgs ?? []),
-          '--bundle', p.dir, '--pid-file', p.containerPid, spec.id,
-        ], 'running');
+        let st: RuntimeState;
+        try {
+          st = await launch(spec, (p) => [
+            '--criu', criu, 'restore', '-d', '--image-path', restoreOptions.imagePath,
+            ...(restoreOptions.workPath ? ['--work-path', restoreOptions.workPath] : []),
+            ...(restoreOptions.extraArgs ?? []),
+            '--bundle', p.dir, '--pid-file', p.containerPid, spec.id,
+          ], 'running');
+        } catch (e) {
+          // CRIU's own words are in restore.log (in the work dir); runc only says "criu failed".
+          const restoreLog = await readFile(join(restoreOptions.workPath ?? restoreOptions.imagePath, 'restore.log'), 'utf8').catch(() => '');
+          const errors = restoreLog.split('\n').filter((l) => /Error|error \(/.test(l)).slice(-3).join(' | ');
+          if (errors) (e as Error).message += ` — CRIU: ${errors}`;
+          throw e;
+        }
         await updateRecord(paths(spec.id), { startedAt: new Date().toISOString() });
         return (await state(spec.id)) ?? st;
       });
@@ -300,6 +325,48 @@ export function createRuncRuntime(options: RuncRuntimeOptions): RuncRuntime {
         const errors = dumpLog.split('\n').filter((l) => /Error|error \(/.test(l)).slice(-3).join(' | ');
         throw runtimeErrors.RUNTIME_COMMAND_FAILED({ command: 'checkpoint', id, reason: `${runcMessage(r.stderr)}${errors ? ` — CRIU: ${errors}` : ''}` });
       }
+    },
+
+    async checkpointLazy(id, o) {
+      if (!cmd.criu) throw runtimeErrors.RUNTIME_COMMAND_FAILED({ command: 'checkpoint', id, reason: 'no criuPath configured' });
+      const args = [
+        ...globalArgs(cmd), '--criu', cmd.criu, 'checkpoint', '--image-path', o.imagePath, '--work-path', o.workPath,
+        // --leave-running: once every page is served the container stays as it was (frozen), not
+        // destroyed — it goes only after the switch is recorded, exactly like a stop-copy source.
+        '--lazy-pages', '--leave-running', '--page-server', o.pageServer, '--status-fd', '3', ...(o.tcpEstablished ? ['--tcp-established'] : []), id,
+      ];
+      // Fd 3 gets one byte from CRIU once the images are written and the page server listens. runc
+      // accepts only an O_WRONLY status fd, and Node's pipes are read-write socket pairs, so a shell
+      // pipe carries the byte (`cat` passes it on); pipefail keeps runc's exit status. Its own group,
+      // so stop() reaches runc too.
+      const child = spawn('bash', ['-c', 'set -o pipefail; "$@" 3>&1 >/dev/null | cat', 'bash', cmd.bin, ...args], { stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+      let stderr = '';
+      child.stderr!.on('data', (b: Buffer) => { stderr += b.toString(); });
+      const failure = async (code: number | null): Promise<Error> => {
+        const dumpLog = await readFile(join(o.workPath, 'dump.log'), 'utf8').catch(() => '');
+        const errors = dumpLog.split('\n').filter((l) => /Error|error \(/.test(l)).slice(-3).join(' | ');
+        return runtimeErrors.RUNTIME_COMMAND_FAILED({ command: 'checkpoint --lazy-pages', id, reason: `${runcMessage(stderr) === 'no error message' ? `exit ${code}` : runcMessage(stderr)}${errors ? ` — CRIU: ${errors}` : ''}` });
+      };
+      const exited = new Promise<number | null>((resolve) => child.on('close', (code) => resolve(code)));
+      const done = exited.then(async (code) => { if (code !== 0) throw await failure(code); });
+      void done.catch(() => undefined);
+      const status = child.stdout!;
+      const ready = await new Promise<boolean>((resolve) => {
+        status.once('data', () => resolve(true));
+        void exited.then(() => resolve(false));
+      });
+      status.resume();
+      const group = (signal: NodeJS.Signals): void => { try { process.kill(-child.pid!, signal); } catch { /* gone */ } };
+      const stop = async (): Promise<void> => {
+        if (child.exitCode !== null || child.signalCode !== null) return;
+        group('SIGTERM');
+        const t = setTimeout(() => group('SIGKILL'), 3000);
+        await exited;
+        clearTimeout(t);
+      };
+      if (!ready) throw await failure(await exited);
+      log(`runtime: ${id} dumped for post-copy; serving its pages on ${o.pageServer}`);
+      return { done, stop };
     },
 
     async kill(id, signal) {

@@ -7,16 +7,21 @@ import type { ApiDeps } from '../server.ts';
 import { apiErrors } from '../errors.ts';
 import { getContainer } from '../containers.ts';
 import { mutate } from '../../store/index.ts';
-import type { Migration, Node } from '../../model/index.ts';
+import type { Container, Migration, Node } from '../../model/index.ts';
 import { keys } from '../../model/index.ts';
 import { TERMINAL, type MigrationPhase } from '../../migration/index.ts';
+import { placeEvacuee, type IncomingLoad } from '../../scheduler/index.ts';
+import { nodeSnapshots } from '../../controllers/index.ts';
 import { WaitQuery } from './schemas.ts';
 
 const CreateMigration = Type.Object({
   container: Type.String({ minLength: 1 }),
-  to: Type.String({ minLength: 1 }),
+  /** Absent: the scheduler picks a node other than the container's own. */
+  to: Type.Optional(Type.String({ minLength: 1 })),
   strategy: Type.Optional(Type.Union([Type.Literal('auto'), Type.Literal('stop-copy'), Type.Literal('pre-copy'), Type.Literal('post-copy')])),
   check: Type.Optional(Type.Boolean()),
+  /** The most the transfer between the agents may use, bytes per second. */
+  bandwidthBytesPerSec: Type.Optional(Type.Integer({ minimum: 1 })),
 }, { additionalProperties: false });
 const Id = Type.Object({ id: Type.String({ minLength: 1 }) });
 
@@ -37,6 +42,28 @@ async function waitEnded(deps: ApiDeps, id: string, timeoutMs: number): Promise<
   }
 }
 
+/** Picks the target of a migration that names none: the scheduler's choice among the other nodes. */
+async function chooseTarget(store: ApiDeps['store'], c: Container, from: string): Promise<{ to: string; reason: string }> {
+  const [snapshots, migrations, containers] = await Promise.all([
+    nodeSnapshots(store), store.list<Migration>(keys.migrations), store.list<Container>(keys.containers),
+  ]);
+  const resources = new Map(containers.items.map((kv) => [kv.value.metadata.name, kv.value.spec.resources]));
+  // Moves under way land on their target only at the switch; until then they reserve room there.
+  const incoming: IncomingLoad[] = migrations.items
+    .filter((kv) => !kv.value.spec.checkOnly && !TERMINAL.has(kv.value.status.phase as MigrationPhase))
+    .map((kv) => ({ node: kv.value.spec.to, ...resources.get(kv.value.spec.container) }));
+  const r = c.spec.resources;
+  const d = placeEvacuee({ name: c.metadata.name, memoryBytes: r.memoryBytes, cpus: r.cpus, node: c.spec.node }, from, snapshots, incoming);
+  if (!d.ok) throw apiErrors.MIGRATION_NO_TARGET({ name: c.metadata.name, from, reason: d.reason });
+  return { to: d.node, reason: `target ${d.node} chosen by the scheduler: ${d.reason}` };
+}
+
+/**
+ * Why auto picks stop-copy for now: it needs a measured dirty rate to prefer anything else
+ * (src/migration/strategy.ts), and agents do not measure one yet.
+ */
+const AUTO_REASON = 'auto: no dirty rate measured yet, and stop-copy is the choice that cannot lose memory (post-copy on request: --strategy post-copy)';
+
 /** Migration routes. */
 export function migrationRoutes(deps: ApiDeps): FastifyPluginAsync {
   return async (base) => {
@@ -52,31 +79,35 @@ export function migrationRoutes(deps: ApiDeps): FastifyPluginAsync {
       return kv.value;
     });
 
-    app.post('/migrations', { schema: { summary: 'Live-migrate a running container to another node', body: CreateMigration, querystring: WaitQuery } }, async (req, reply) => {
-      const { container: name, to } = req.body;
+    app.post('/migrations', { schema: { summary: 'Live-migrate a running container to another node (the scheduler picks it when `to` is absent)', body: CreateMigration, querystring: WaitQuery } }, async (req, reply) => {
+      const { container: name } = req.body;
       const strategy = req.body.strategy ?? 'auto';
-      if (strategy === 'pre-copy' || strategy === 'post-copy') {
-        throw apiErrors.NOT_IMPLEMENTED({ what: `the ${strategy} strategy`, hint: 'use --strategy stop-copy (or auto)' });
+      if (strategy === 'pre-copy') {
+        throw apiErrors.NOT_IMPLEMENTED({ what: `the ${strategy} strategy`, hint: 'use --strategy stop-copy, post-copy or auto' });
       }
       const view = await getContainer(store, name);
       const c = view.container;
       if (c.metadata.deleting) throw apiErrors.CONTAINER_DELETING({ name });
-      if (!(await store.get<Node>(keys.node(to)))) throw apiErrors.NODE_NOT_FOUND({ name: to });
+      if (req.body.to !== undefined && !(await store.get<Node>(keys.node(req.body.to)))) throw apiErrors.NODE_NOT_FOUND({ name: req.body.to });
       const from = view.status?.node || c.placement?.node;
       if (!from || view.status?.phase !== 'running') throw apiErrors.CONTAINER_NOT_RUNNING({ name, phase: view.status?.phase ?? 'pending' });
-      if (from === to) throw apiErrors.BAD_REQUEST({ reason: `${name} already runs on ${to}` });
+      if (from === req.body.to) throw apiErrors.BAD_REQUEST({ reason: `${name} already runs on ${req.body.to}` });
       const active = (await store.list<Migration>(keys.migrations)).items.find((kv) => kv.value.spec.container === name && !TERMINAL.has(kv.value.status.phase as MigrationPhase));
       if (active) throw apiErrors.MIGRATION_ACTIVE({ name, id: active.value.metadata.name });
+      const { to, reason: chosen } = req.body.to !== undefined ? { to: req.body.to, reason: undefined } : await chooseTarget(store, c, from);
       const now = new Date().toISOString();
       const id = `mig-${randomBytes(4).toString('hex')}`;
       const m: Migration = {
         apiVersion: 'ferry/v1', kind: 'Migration',
         metadata: { name: id, uid: randomUUID(), createdAt: now },
-        spec: { container: name, containerUid: c.metadata.uid, from, to, strategy, checkOnly: req.body.check === true },
+        spec: {
+          container: name, containerUid: c.metadata.uid, from, to, strategy, checkOnly: req.body.check === true,
+          ...(req.body.bandwidthBytesPerSec ? { bandwidthBytesPerSec: req.body.bandwidthBytesPerSec } : {}),
+        },
         status: {
-          phase: 'Pending', strategy: 'stop-copy',
-          strategyReason: strategy === 'auto' ? 'auto: stop-copy is the strategy implemented so far' : 'asked for',
-          round: 0, history: [{ phase: 'Pending', at: now }], checks: [], cancelRequested: false, bytes: 0,
+          phase: 'Pending', strategy: strategy === 'auto' ? 'stop-copy' : strategy,
+          strategyReason: strategy === 'auto' ? AUTO_REASON : 'asked for',
+          round: 0, history: [{ phase: 'Pending', at: now, ...(chosen ? { message: chosen } : {}) }], checks: [], cancelRequested: false, bytes: 0,
         },
       };
       await store.create(keys.migration(id), m);

@@ -1,20 +1,44 @@
-/** /v1/nodes: the hosts of the cluster with their readiness. */
+/** /v1/nodes: the hosts of the cluster with their readiness; cordon and uncordon. */
 import type { FastifyPluginAsync } from 'fastify';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import type { ApiDeps } from '../server.ts';
 import { listNodes } from '../nodes.ts';
 import { apiErrors } from '../errors.ts';
+import { mutate } from '../../store/index.ts';
+import { isFerryError } from '../../errors/index.ts';
+import type { Node } from '../../model/index.ts';
+import { keys } from '../../model/index.ts';
+import type { NodeView } from '../../client/index.ts';
 import { NameParams } from './schemas.ts';
 
 /** Node routes. */
 export function nodeRoutes(deps: ApiDeps): FastifyPluginAsync {
   return async (base) => {
     const app = base.withTypeProvider<TypeBoxTypeProvider>();
-    app.get('/nodes', { schema: { summary: 'List nodes' } }, async () => listNodes(deps.store));
-    app.get('/nodes/:name', { schema: { summary: 'Inspect a node', params: NameParams } }, async (req) => {
-      const n = (await listNodes(deps.store)).find((v) => v.node.metadata.name === req.params.name);
-      if (!n) throw apiErrors.NODE_NOT_FOUND({ name: req.params.name });
+    const view = async (name: string): Promise<NodeView> => {
+      const n = (await listNodes(deps.store)).find((v) => v.node.metadata.name === name);
+      if (!n) throw apiErrors.NODE_NOT_FOUND({ name });
       return n;
-    });
+    };
+    // Only spec.unschedulable changes; the agent's registration keeps the spec it finds.
+    const setUnschedulable = async (name: string, unschedulable: boolean): Promise<NodeView> => {
+      try {
+        await mutate<Node>(deps.store, keys.node(name), (n) => {
+          if (n.spec.unschedulable === unschedulable) return undefined;
+          n.spec.unschedulable = unschedulable;
+          return n;
+        });
+      } catch (e) {
+        if (isFerryError(e, 'STORE_NOT_FOUND')) throw apiErrors.NODE_NOT_FOUND({ name });
+        throw e;
+      }
+      return view(name);
+    };
+    app.get('/nodes', { schema: { summary: 'List nodes' } }, async () => listNodes(deps.store));
+    app.get('/nodes/:name', { schema: { summary: 'Inspect a node', params: NameParams } }, async (req) => view(req.params.name));
+    app.post('/nodes/:name/cordon', { schema: { summary: 'Mark a node unschedulable: nothing new is placed or migrated there; what runs there stays', params: NameParams } },
+      async (req) => setUnschedulable(req.params.name, true));
+    app.post('/nodes/:name/uncordon', { schema: { summary: 'Make a node schedulable again', params: NameParams } },
+      async (req) => setUnschedulable(req.params.name, false));
   };
 }

@@ -1,7 +1,7 @@
 /** Migration verbs: migrate, migrations ls/inspect/cancel. */
 import type { Command } from 'commander';
 import type { Migration } from '../../model/index.ts';
-import { formatBytes, formatDuration } from '../../model/index.ts';
+import { formatBytes, formatDuration, parseBandwidth } from '../../model/index.ts';
 import { FerryError } from '../../errors/index.ts';
 import { TERMINAL } from '../../migration/index.ts';
 import { table, printJson, age } from '../output.ts';
@@ -28,15 +28,19 @@ function report(m: Migration): string {
 /** Registers `ferry migrate` and `ferry migrations …`. */
 export function migrationCommands(program: Command, ctx: Ctx): void {
   program.command('migrate').description('live-migrate a running container to another node').argument('<name>')
-    .requiredOption('--to <node>', 'target node')
+    .option('--to <node>', 'target node (default: the scheduler picks one)')
     .option('--strategy <s>', 'stop-copy | pre-copy | post-copy | auto', 'auto')
+    .option('--bandwidth <rate>', 'most the transfer may use, e.g. 50M (bytes per second)')
     .option('--check', 'only run the prechecks')
-    .action(async (name: string, o: { to: string; strategy: string; check?: boolean }) => {
+    .action(async (name: string, o: { to?: string; strategy: string; check?: boolean; bandwidth?: string }) => {
       if (!['auto', 'stop-copy', 'pre-copy', 'post-copy'].includes(o.strategy)) {
         throw new FerryError('FERRY_ERR_BAD_FLAG', 400, `--strategy must be stop-copy, pre-copy, post-copy or auto, not "${o.strategy}"`);
       }
+      const bandwidthBytesPerSec = o.bandwidth === undefined ? undefined : parseBandwidth(o.bandwidth);
       const client = ctx.client();
-      let m = await client.migrations.create({ container: name, to: o.to, strategy: o.strategy as 'auto', check: o.check });
+      let m = await client.migrations.create({
+        container: name, ...(o.to ? { to: o.to } : {}), strategy: o.strategy as 'auto', check: o.check, ...(bandwidthBytesPerSec ? { bandwidthBytesPerSec } : {}),
+      });
       const seen = new Set<string>();
       const t0 = Date.now();
       for (;;) {

@@ -1,12 +1,151 @@
-/** Node verbs: node ls, node inspect. */
+/** Node verbs: node ls, inspect, cordon, drain, undrain. */
 import type { Command } from 'commander';
-import { formatBytes } from '../../model/index.ts';
+import type { ContainerView, Migration } from '../../model/index.ts';
+import { formatBytes, formatDuration, parseDuration } from '../../model/index.ts';
+import type { FerryClient, NodeView } from '../../client/index.ts';
+import { FerryError } from '../../errors/index.ts';
+import { TERMINAL, type MigrationPhase } from '../../migration/index.ts';
 import { table, printJson, age } from '../output.ts';
-import type { Ctx } from './containers.ts';
+import { positiveInt, type Ctx } from './containers.ts';
+
+const STRATEGIES = ['auto', 'stop-copy', 'pre-copy', 'post-copy'] as const;
+
+/** What happened to one container of a drained node. */
+export interface DrainResult {
+  container: string;
+  outcome: 'migrated' | 'failed' | 'skipped';
+  from: string;
+  to?: string;
+  migration?: string;
+  phase?: string;
+  freezeMs?: number;
+  totalMs?: number;
+  /** Why it failed or was skipped. */
+  reason?: string;
+}
+
+/** The outcome of `ferry node drain`, as `-o json` prints it. */
+export interface DrainReport {
+  node: string;
+  unschedulable: boolean;
+  results: DrainResult[];
+  summary: { migrated: number; failed: number; skipped: number; elapsedMs: number };
+}
+
+interface DrainOptions {
+  concurrency: number;
+  strategy: (typeof STRATEGIES)[number];
+  timeoutMs: number;
+  /** One line per phase a migration enters. */
+  progress: (container: string, step: Migration['status']['history'][number]) => void;
+  /** The node is cordoned and its containers sorted into those to move and those to skip. */
+  planned: (node: NodeView, moving: string[], skipped: DrainResult[]) => void;
+  /** One container is done with (migrated, failed or skipped). */
+  done: (r: DrainResult) => void;
+}
+
+/** Why a container on a drained node is not moved, or undefined when it is (only a running process moves). */
+function skipReason(v: ContainerView, node: string): string | undefined {
+  if (v.container.metadata.deleting) return 'it is being removed';
+  const phase = v.status?.phase ?? 'pending';
+  if (phase === 'running') return undefined;
+  return `it is ${phase}: no process to move (its definition stays on ${node})`;
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/** Live-migrates one container off `from` (the scheduler picks the target) and follows it to its end. */
+async function migrateOff(client: FerryClient, name: string, from: string, o: DrainOptions, deadline: number): Promise<DrainResult> {
+  if (Date.now() > deadline) return { container: name, outcome: 'failed', from, reason: `not started: the drain's --timeout of ${formatDuration(o.timeoutMs)} passed` };
+  let m: Migration;
+  try {
+    m = await client.migrations.create({ container: name, strategy: o.strategy });
+  } catch (e) {
+    return { container: name, outcome: 'failed', from, reason: (e as Error).message };
+  }
+  let shown = 0;
+  let cancelled = false;
+  for (let lost: unknown; ; ) {
+    for (const h of m.status.history.slice(shown)) o.progress(name, h);
+    shown = m.status.history.length;
+    if (TERMINAL.has(m.status.phase as MigrationPhase)) break;
+    if (!cancelled && Date.now() > deadline) {
+      cancelled = true;
+      // Rolls back unless the target already owns it (then it finishes, and counts as migrated).
+      await client.migrations.cancel(m.metadata.name).catch(() => undefined);
+    }
+    // The migration goes on in the manager whether or not we watch; a drain that cannot follow it gives up at the deadline.
+    if (lost !== undefined && cancelled) {
+      return { container: name, outcome: 'failed', from, to: m.spec.to, migration: m.metadata.name, phase: m.status.phase, reason: `lost track of it (${(lost as Error).message}); \`ferry migrations inspect ${m.metadata.name}\`` };
+    }
+    await sleep(150);
+    lost = undefined;
+    m = await client.migrations.get(m.metadata.name).catch((e: unknown) => { lost = e; return m; });
+  }
+  const s = m.status;
+  const ok = s.phase === 'Succeeded';
+  const why = cancelled ? `cancelled: the drain's --timeout of ${formatDuration(o.timeoutMs)} passed` : `${s.error ?? s.phase}${s.failedIn ? ` (in ${s.failedIn})` : ''}`;
+  return {
+    container: name, outcome: ok ? 'migrated' : 'failed', from, to: m.spec.to, migration: m.metadata.name, phase: s.phase,
+    freezeMs: s.freezeMs, totalMs: s.totalMs, ...(ok ? {} : { reason: why }),
+  };
+}
+
+/** Cordons `node`, then live-migrates every running container off it, at most `concurrency` at once. */
+async function drainNode(client: FerryClient, node: string, o: DrainOptions): Promise<DrainReport> {
+  const t0 = Date.now();
+  const cordoned = await client.nodes.cordon(node);
+  const mine = (await client.containers.list())
+    .filter((v) => (v.container.placement?.node ?? v.status?.node) === node)
+    .sort((a, b) => a.container.metadata.name.localeCompare(b.container.metadata.name));
+  const results: DrainResult[] = [];
+  const queue: string[] = [];
+  for (const v of mine) {
+    const why = skipReason(v, node);
+    if (why) results.push({ container: v.container.metadata.name, outcome: 'skipped', from: node, reason: why });
+    else queue.push(v.container.metadata.name);
+  }
+  o.planned(cordoned, [...queue], [...results]);
+  for (const r of results) o.done(r);
+  const deadline = t0 + o.timeoutMs;
+  const worker = async (): Promise<void> => {
+    for (let name = queue.shift(); name !== undefined; name = queue.shift()) {
+      const r = await migrateOff(client, name, node, o, deadline);
+      results.push(r);
+      o.done(r);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(o.concurrency, queue.length) }, worker));
+  results.sort((a, b) => a.container.localeCompare(b.container));
+  const count = (k: DrainResult['outcome']): number => results.filter((r) => r.outcome === k).length;
+  return {
+    node, unschedulable: cordoned.node.spec.unschedulable, results,
+    summary: { migrated: count('migrated'), failed: count('failed'), skipped: count('skipped'), elapsedMs: Date.now() - t0 },
+  };
+}
+
+function resultLine(r: DrainResult): string {
+  if (r.outcome === 'skipped') return `${r.container}: skipped: ${r.reason}`;
+  if (r.outcome === 'failed') return `${r.container}: FAILED${r.migration ? ` (${r.migration})` : ''}: ${r.reason}`;
+  return `${r.container}: migrated to ${r.to} (freeze ${r.freezeMs !== undefined ? `${Math.round(r.freezeMs)} ms` : '-'}, total ${r.totalMs !== undefined ? formatDuration(r.totalMs) : '-'})`;
+}
+
+function plannedLine(n: NodeView, moving: string[], skipped: DrainResult[], concurrency: number): string {
+  const name = n.node.metadata.name;
+  const what = moving.length === 0 ? 'no running container to move' : `live-migrating ${moving.length} running container${moving.length === 1 ? '' : 's'}, at most ${concurrency} at once`;
+  return `node ${name} cordoned first, so nothing new lands there while it drains; ${what}${skipped.length ? `; skipping ${skipped.length} not running` : ''}`;
+}
+
+function cordonLine(n: NodeView): string {
+  const name = n.node.metadata.name;
+  return n.node.spec.unschedulable
+    ? `node ${name} is unschedulable: nothing new is placed or migrated there (undo with \`ferry node undrain ${name}\`)`
+    : `node ${name} is schedulable`;
+}
 
 /** Registers `ferry node …`. */
 export function nodeCommands(program: Command, ctx: Ctx): void {
-  const node = program.command('node').description('inspect the hosts of the cluster');
+  const node = program.command('node').description('inspect, cordon and drain the hosts of the cluster');
   node.command('ls').description('list nodes').action(async () => {
     const nodes = await ctx.client().nodes.list();
     if (ctx.format() === 'json') return printJson(nodes);
@@ -29,4 +168,39 @@ export function nodeCommands(program: Command, ctx: Ctx): void {
       `Agent:       ${n.node.status.agentVersion}, started ${n.node.status.startedAt}`,
     ].join('\n') + '\n');
   });
+  node.command('cordon').description('mark a node unschedulable (what runs there stays)').argument('<name>').action(async (name: string) => {
+    const n = await ctx.client().nodes.cordon(name);
+    if (ctx.format() === 'json') return printJson(n);
+    process.stdout.write(`${cordonLine(n)}\n`);
+  });
+  node.command('undrain').alias('uncordon').description('make a node schedulable again').argument('<name>').action(async (name: string) => {
+    const n = await ctx.client().nodes.uncordon(name);
+    if (ctx.format() === 'json') return printJson(n);
+    process.stdout.write(`${cordonLine(n)}\n`);
+  });
+  node.command('drain').description('mark a node unschedulable, then live-migrate every running container off it').argument('<name>')
+    .option('--concurrency <n>', 'migrations at once', '2')
+    .option('--strategy <s>', 'stop-copy | pre-copy | post-copy | auto', 'auto')
+    .option('--timeout <d>', 'give up (rolling back what has not switched) after this long', '10m')
+    .action(async (name: string, o: { concurrency: string; strategy: string; timeout: string }) => {
+      const strategy = STRATEGIES.find((s) => s === o.strategy);
+      if (!strategy) throw new FerryError('FERRY_ERR_BAD_FLAG', 400, `--strategy must be stop-copy, pre-copy, post-copy or auto, not "${o.strategy}"`);
+      const concurrency = positiveInt(o.concurrency, '--concurrency');
+      const timeoutMs = parseDuration(o.timeout);
+      const human = ctx.format() !== 'json';
+      const t0 = Date.now();
+      const say = (line: string): void => { if (human) process.stdout.write(`${line}\n`); };
+      const report = await drainNode(ctx.client(), name, {
+        concurrency, strategy, timeoutMs,
+        progress: (c, h) => {
+          if (human) process.stderr.write(`  ${((Date.parse(h.at) - t0) / 1000).toFixed(2).padStart(6)}s  ${c}: ${h.phase}${h.message ? `: ${h.message}` : ''}\n`);
+        },
+        planned: (n, moving, skipped) => say(plannedLine(n, moving, skipped, concurrency)),
+        done: (r) => say(resultLine(r)),
+      });
+      if (!human) printJson(report);
+      const s = report.summary;
+      say(`drained ${name}: migrated ${s.migrated}, failed ${s.failed}, skipped ${s.skipped} in ${formatDuration(s.elapsedMs)}; ${name} stays unschedulable (undo with \`ferry node undrain ${name}\`)`);
+      if (s.failed > 0) ctx.setExit(1);
+    });
 }

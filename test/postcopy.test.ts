@@ -1,0 +1,68 @@
+/**
+ * Post-copy live migration between two agents on this machine: the container runs on the target
+ * right after a dump without memory, its pages follow from the source's CRIU page server, and the
+ * source copy goes only once every page has arrived. Its counter continues; nothing is left behind.
+ * A target agent killed right after its restore rolls the migration back to the intact source.
+ */
+import { describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { readdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { skipUnlessReady } from './support/prereq.ts';
+import { freePort } from './support/net.ts';
+import { until } from './support/wait.ts';
+import { counterAt, MIGRATION_TOOLS, runcIdsOn, twoNodes } from './support/two-nodes.ts';
+import type { ContainerView, Migration } from '../src/model/index.ts';
+
+describe('live migration between two nodes (post-copy)', { skip: skipUnlessReady(MIGRATION_TOOLS) }, () => {
+  const n = twoNodes();
+
+  it('moves a container with 64 MiB of memory being rewritten there and back; its counter continues', async () => {
+    const { f, a, b } = n;
+    const port = await freePort();
+    await f.ok(['run', '--name', 'pc', '--node', a.node, '-p', `127.0.0.1:${port}:80`, '-e', 'BALLAST_MB=64', '-e', 'DIRTY_PCT_PER_SEC=5', 'sample']);
+    let last = await counterAt(port);
+    for (const to of [b.node, a.node]) {
+      const m = await f.json<Migration>(['migrate', 'pc', '--to', to, '--strategy', 'post-copy']);
+      assert.equal(m.status.phase, 'Succeeded', `${m.status.error ?? ''}`);
+      assert.equal(m.status.strategy, 'post-copy');
+      assert.ok(m.status.checks.some((c) => c.check === 'post-copy-risk' && c.ok), 'the prechecks state the post-copy risk');
+      assert.deepEqual(m.status.history.map((h) => h.phase), ['Pending', 'Precheck', 'Prepare', 'Freeze', 'Transfer', 'Restore', 'Switch', 'Cleanup', 'Succeeded']);
+      const v = await f.json<ContainerView>(['inspect', 'pc']);
+      assert.deepEqual([v.container.placement?.node, v.status?.node, v.status?.phase], [to, to, 'running']);
+      const now = await counterAt(port);
+      assert.equal(now, last + 1, 'the counter continued: no reset, no lost request');
+      last = now;
+      assert.deepEqual(f.agents.flatMap(runcIdsOn), [v.status!.runtimeId], 'only the target copy is left once every page arrived');
+      process.stdout.write(`# post-copy to ${to}: freeze ${m.status.freezeMs} ms, total ${m.status.totalMs} ms, ${m.status.bytes} bytes sent before the switch\n`);
+    }
+    for (const x of f.agents) assert.deepEqual(readdirSync(join(f.home, 'agents', x.node, 'migrations')), [], `no migration files left on ${x.node}`);
+    await f.ok(['rm', '-f', 'pc']);
+  });
+});
+
+describe('post-copy: target agent killed right after its restore', { skip: skipUnlessReady(MIGRATION_TOOLS) }, () => {
+  const n = twoNodes({ targetEnv: { FERRY_FAILPOINTS: 'migrate:after-restore' } });
+
+  it('rolls back: the source stops serving pages and runs on; the returning target removes its copy', async () => {
+    const { f, a, b } = n;
+    const port = await freePort();
+    await f.ok(['run', '--name', 'web', '--node', a.node, '-p', `127.0.0.1:${port}:80`, '-e', 'BALLAST_MB=16', 'sample']);
+    assert.equal(await counterAt(port, 100), 1);
+    const r = await f.cli(['-o', 'json', 'migrate', 'web', '--to', b.node, '--strategy', 'post-copy']);
+    const m = JSON.parse(r.stdout) as Migration;
+    assert.equal(r.code, 1);
+    assert.equal(m.status.phase, 'RolledBack', JSON.stringify(m.status));
+    assert.equal(m.status.failedIn, 'Restore');
+    // The source copy was never destroyed (even though the target had pulled its pages): thawed,
+    // the same process counts on.
+    assert.equal(await counterAt(port, 100), 2);
+    const v = await f.json<ContainerView>(['inspect', 'web']);
+    assert.deepEqual([v.container.placement?.node, v.status?.phase], [a.node, 'running']);
+    await f.restartAgentOf(b.node);
+    await until('the copy on the target to be removed', () => (runcIdsOn(b).length === 0 ? true : undefined), 90_000);
+    assert.deepEqual(runcIdsOn(a), [v.status!.runtimeId]);
+    assert.equal(await counterAt(port, 100), 3);
+    await f.ok(['rm', '-f', 'web']);
+  });
+});

@@ -1,0 +1,48 @@
+/**
+ * The two-node fixture of the migration tests: Ferry with its first agent (node A) and a second
+ * agent (node B) on this machine, set up before the suite and torn down after it, with the teardown
+ * failing the suite when anything was left behind. Call inside a `describe`.
+ */
+import { before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { existsSync, readdirSync } from 'node:fs';
+import { startFerry, teardownFerry, type TestFerry, type AgentInfo } from './ferry.ts';
+import { ensurePrerequisites } from './prereq.ts';
+import { getWithRetry } from './net.ts';
+
+/** What the migration tests need. */
+export const MIGRATION_TOOLS = ['runc', 'ip', 'iptables', '/opt/ferry/bin/criu'];
+
+/** The fixture; its fields are set once `before` has run. */
+export interface TwoNodes {
+  f: TestFerry;
+  a: AgentInfo;
+  b: AgentInfo;
+}
+
+/** Registers before/after hooks for two nodes; `env` goes to every daemon, `targetEnv` to node B's agent only. */
+export function twoNodes(o: { env?: Record<string, string>; targetEnv?: Record<string, string> } = {}): TwoNodes {
+  const t = {} as TwoNodes;
+  before(async () => {
+    ensurePrerequisites(MIGRATION_TOOLS);
+    t.f = await startFerry(o.env ? { env: o.env } : {});
+    t.a = t.f.agents[0]!;
+    t.b = await t.f.addAgent(o.targetEnv);
+  });
+  after(async () => {
+    if (!t.f) return;
+    const left = await teardownFerry(t.f);
+    assert.deepEqual(left, [], `teardown found leftovers: ${left.join('; ')}`);
+  });
+  return t;
+}
+
+/** The runc containers of one agent. */
+export function runcIdsOn(x: AgentInfo): string[] {
+  return existsSync(x.runcRoot) ? readdirSync(x.runcRoot).filter((n) => !n.startsWith('.')) : [];
+}
+
+/** The sample app's counter behind a published port (each call counts one request). */
+export async function counterAt(port: number, attempts?: number): Promise<number> {
+  return (JSON.parse(await getWithRetry(`http://127.0.0.1:${port}/`, attempts)) as { count: number }).count;
+}
