@@ -51,6 +51,7 @@ describe('live migration between two nodes (stop-copy)', { skip: skipUnlessReady
       const m = await f.json<Migration>(['migrate', 'web', '--to', to]);
       assert.equal(m.status.phase, 'Succeeded', `${m.status.error ?? ''}`);
       assert.ok(m.status.freezeMs! > 0 && m.status.bytes > 0);
+      assert.ok((m.status.progress?.bytes ?? 0) > 0, 'the progress the CLI draws was recorded');
       assert.deepEqual(m.status.history.map((h) => h.phase), ['Pending', 'Precheck', 'Prepare', 'Freeze', 'Transfer', 'Restore', 'Switch', 'Cleanup', 'Succeeded']);
       const v = await f.json<ContainerView>(['inspect', 'web']);
       assert.equal(v.container.placement?.node, to);

@@ -81,6 +81,8 @@ export class MigrationAgent {
   private readonly d: MigrateDeps;
   /** Source side of post-copy migrations: CRIU serving pages, by migration id. */
   private readonly lazySources = new Map<string, { readonly name: string; readonly dump: LazyDump; settled: boolean; error?: string }>();
+  /** Target side of streamed stop-copy: the page server receiving the dump, by migration id. */
+  private readonly pageServers = new Map<string, { readonly done: Promise<void>; stop(): Promise<void> }>();
   /** Target side of post-copy migrations: the lazy-pages daemon, by migration id. */
   private readonly lazyTargets = new Map<string, LazyTarget>();
 
@@ -105,12 +107,12 @@ export class MigrationAgent {
    * `postCopy` the dump leaves memory out and CRIU serves the pages from a page server whose address
    * is returned; the frozen container is then CRIU's until the target has every page.
    */
-  freeze(id: string, name: string, postCopy = false): Promise<{ bytes: number; dumpMs: number; pageServer?: string }> {
+  freeze(id: string, name: string, postCopy = false, streamTo?: string): Promise<{ bytes: number; dumpMs: number; pageServer?: string }> {
     // The reconcile loop stays away meanwhile: a re-scan must not publish the ports being closed.
-    return this.d.reconciler.exclusive(name, () => this.freezeNow(id, name, postCopy));
+    return this.d.reconciler.exclusive(name, () => this.freezeNow(id, name, postCopy, streamTo));
   }
 
-  private async freezeNow(id: string, name: string, postCopy: boolean): Promise<{ bytes: number; dumpMs: number; pageServer?: string }> {
+  private async freezeNow(id: string, name: string, postCopy: boolean, streamTo?: string): Promise<{ bytes: number; dumpMs: number; pageServer?: string }> {
     const rec = this.record(name);
     const dir = this.dir(id);
     await rm(dir, { recursive: true, force: true });
@@ -143,7 +145,8 @@ export class MigrationAgent {
         (e: Error) => { entry.settled = true; entry.error = e.message; this.d.log(`migration ${id}: serving the pages of ${name} failed: ${e.message}`); },
       ));
     } else {
-      await this.d.runtime.checkpoint(rec.runtimeId, { imagePath: join(dir, 'image'), leaveRunning: true, tcpEstablished: true });
+      // With `streamTo` the pages go straight to the target's page server while CRIU dumps them.
+      await this.d.runtime.checkpoint(rec.runtimeId, { imagePath: join(dir, 'image'), leaveRunning: true, tcpEstablished: true, ...(streamTo ? { pageServer: streamTo } : {}) });
     }
     const dumpMs = performance.now() - t0;
     times.lap('dump');
@@ -151,7 +154,7 @@ export class MigrationAgent {
     const upper = join(this.d.records.containerDir(rec.runtimeId), 'upper');
     await tar(['-c', '--numeric-owner', '--xattrs', '--xattrs-include=*', '-f', join(dir, 'upper.tar'), '-C', upper, '.']);
     times.lap('pack');
-    this.d.log(`migration ${id}: ${name} frozen and dumped${postCopy ? ' (post-copy)' : ''}: ${times.summary()}`);
+    this.d.log(`migration ${id}: ${name} frozen and dumped${postCopy ? ' (post-copy)' : streamTo ? ` (pages streamed to ${streamTo})` : ''}: ${times.summary()}`);
     return { bytes: await sizeOf(dir), dumpMs, ...(pageServer ? { pageServer } : {}) };
   }
 
@@ -177,12 +180,55 @@ export class MigrationAgent {
     await rm(this.dir(id), { recursive: true, force: true });
   }
 
+  /**
+   * Target, before the freeze: a CRIU page server that receives the dump's memory pages straight into
+   * this migration's image directory while the source dumps (no image file on the source, no second
+   * copy). It serves one dump and exits.
+   */
+  async prepare(id: string): Promise<{ pageServer: string }> {
+    const pc = this.d.postCopy;
+    if (!pc) throw agentErrors.BAD_REQUEST({ reason: 'this agent has no CRIU configured' });
+    const dir = this.dir(id);
+    await this.pageServers.get(id)?.stop();
+    await rm(dir, { recursive: true, force: true });
+    await mkdir(join(dir, 'image'), { recursive: true, mode: 0o755 });
+    const port = await freePort(pc.host);
+    // setpriv --pdeathsig: it dies with this agent. --status-fd 3: one byte once it listens.
+    const child = spawn('setpriv', ['--pdeathsig', 'KILL', '--', pc.criuPath, 'page-server', '--images-dir', join(dir, 'image'),
+      '--address', pc.host, '--port', String(port), '--status-fd', '3', '-o', join(dir, 'page-server.log'), '-v2'], { stdio: ['ignore', 'ignore', 'pipe', 'pipe'] });
+    const done = exitOf(child, 'criu page-server', join(dir, 'page-server.log'));
+    const ready = await new Promise<boolean>((resolve) => {
+      (child.stdio[3] as NodeJS.ReadableStream).once('data', () => resolve(true));
+      void done.then(() => resolve(false), () => resolve(false));
+    });
+    if (!ready) {
+      await done.catch((e: Error) => { throw agentErrors.BAD_REQUEST({ reason: e.message }); });
+      throw agentErrors.BAD_REQUEST({ reason: 'criu page-server ended before it listened' });
+    }
+    this.pageServers.set(id, {
+      done,
+      stop: async () => {
+        if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+        await done.catch(() => undefined);
+      },
+    });
+    return { pageServer: `${pc.host}:${port}` };
+  }
+
   /** Target: fetch the archive from the source agent and restore the container from it. */
   async restore(id: string, sourceUrl: string, a: Assignment, pageServer?: string, bytesPerSec = 0): Promise<{ runtimeId: string; pid: number; bytes: number; restoreMs: number }> {
     const dir = this.dir(id);
-    await rm(dir, { recursive: true, force: true });
-    await mkdir(dir, { recursive: true, mode: 0o755 });
     const times = stopwatch();
+    // Pages streamed during the dump: the page server has them all once it exits.
+    const ps = this.pageServers.get(id);
+    if (ps) {
+      await ps.done;
+      this.pageServers.delete(id);
+      times.lap('pages');
+    } else {
+      await rm(dir, { recursive: true, force: true });
+      await mkdir(dir, { recursive: true, mode: 0o755 });
+    }
     const got = await fetchFiles(new URL(`v1/migrate/${id}/files`, sourceUrl.endsWith('/') ? sourceUrl : `${sourceUrl}/`).href, this.d.token, dir, { bytesPerSec });
     times.lap(`fetch${got.resumes > 0 ? ` (${got.resumes} resumes)` : ''}`);
     const t0 = performance.now();
@@ -254,19 +300,7 @@ export class MigrationAgent {
     const child = spawn('setpriv', ['--pdeathsig', 'KILL', '--', pc.criuPath,
       'lazy-pages', '--page-server', '--address', host, '--port', port, '-D', imageDir, '-W', imageDir, '-o', 'lazy-pages.log', '-v2',
     ], { stdio: ['ignore', 'ignore', 'pipe'] });
-    let stderr = '';
-    child.stderr!.on('data', (b: Buffer) => { stderr += b.toString(); });
-    const t: LazyTarget = {
-      name, child, state: 'running',
-      done: new Promise<void>((resolve, reject) => {
-        child.on('close', async (code, signal) => {
-          if (code === 0) return resolve();
-          const log = await readFile(join(imageDir, 'lazy-pages.log'), 'utf8').catch(() => '');
-          const errors = log.split('\n').filter((l) => /Error|error \(/.test(l)).slice(-3).join(' | ');
-          reject(new Error(`criu lazy-pages ended with ${code ?? signal}${stderr.trim() ? `: ${stderr.trim()}` : ''}${errors ? ` — ${errors}` : ''}`));
-        });
-      }),
-    };
+    const t: LazyTarget = { name, child, state: 'running', done: exitOf(child, 'criu lazy-pages', join(imageDir, 'lazy-pages.log')) };
     t.done.then(() => { t.state = 'done'; }, (e: Error) => { t.state = 'failed'; t.error = e.message; this.d.log(`migration ${id}: ${e.message}`); });
     this.lazyTargets.set(id, t);
     // The daemon must listen on its socket before the restore connects to it.
@@ -305,6 +339,11 @@ export class MigrationAgent {
     }
   }
 
+  /** Target: bytes of migration `id` on this node so far (streamed pages and fetched files). */
+  async received(id: string): Promise<{ bytes: number }> {
+    return { bytes: await sizeOf(this.dir(id)).catch(() => 0) };
+  }
+
   /**
    * Either side: where migration `id` stands after the switch. Post-copy is finished only once every
    * page has reached the target (and the source's CRIU has exited); a failed transfer means the
@@ -320,6 +359,8 @@ export class MigrationAgent {
 
   /** Target, rollback: remove the incoming copy of migration `id`, if any. */
   async abort(id: string, name: string): Promise<void> {
+    await this.pageServers.get(id)?.stop();
+    this.pageServers.delete(id);
     const lazy = this.lazyTargets.get(id);
     if (lazy) {
       lazy.child.kill('SIGKILL');
@@ -355,6 +396,22 @@ export async function continueProcesses(d: Pick<MigrateDeps, 'runtime' | 'record
     rec.incoming = undefined;
     await d.records.save(rec);
   }
+}
+
+/** Settles when `child` exits: resolves on 0, rejects with the errors of its log otherwise. */
+function exitOf(child: ChildProcess, what: string, logFile: string): Promise<void> {
+  let stderr = '';
+  child.stderr?.on('data', (b: Buffer) => { stderr += b.toString(); });
+  const p = new Promise<void>((resolve, reject) => {
+    child.on('close', async (code, signal) => {
+      if (code === 0) return resolve();
+      const log = await readFile(logFile, 'utf8').catch(() => '');
+      const errors = log.split('\n').filter((l) => /Error|error \(/.test(l)).slice(-3).join(' | ');
+      reject(new Error(`${what} ended with ${code ?? signal}${stderr.trim() ? `: ${stderr.trim()}` : ''}${errors ? ` — ${errors}` : ''}`));
+    });
+  });
+  void p.catch(() => undefined);
+  return p;
 }
 
 /** Lap times for the agent's log: where a freeze or restore spends its time. */

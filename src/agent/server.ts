@@ -136,9 +136,11 @@ export async function buildAgentApi(deps: AgentApiDeps): Promise<FastifyInstance
   });
 
   const Mid = Type.Object({ id: Type.String({ pattern: '^[a-z0-9-]{1,64}$' }) });
+  app.get('/v1/migrate/:id/received', { schema: { params: Mid } }, async (req) => deps.migrations.received(req.params.id));
+  app.post('/v1/migrate/:id/prepare', { schema: { params: Mid } }, async (req) => deps.migrations.prepare(req.params.id));
   app.post('/v1/migrate/:id/freeze', {
-    schema: { params: Mid, body: Type.Object({ name: Type.String(), postCopy: Type.Optional(Type.Boolean()) }) },
-  }, async (req) => deps.migrations.freeze(req.params.id, req.body.name, req.body.postCopy === true));
+    schema: { params: Mid, body: Type.Object({ name: Type.String(), postCopy: Type.Optional(Type.Boolean()), streamTo: Type.Optional(Type.String()) }) },
+  }, async (req) => deps.migrations.freeze(req.params.id, req.body.name, req.body.postCopy === true, req.body.streamTo));
   // The migration's files for the target agent (see transfer.ts); `resume` after a broken stream.
   const ResumeSchema = Type.Object({
     done: Type.Array(Type.String()),

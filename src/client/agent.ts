@@ -49,8 +49,18 @@ export class AgentClient {
   }
 
   /** Migration, source: freeze and dump `name`, leaving it frozen. */
-  migrateFreeze(id: string, name: string, postCopy = false): Promise<{ bytes: number; dumpMs: number; pageServer?: string }> {
-    return requestJson(this.endpoint, 'POST', `v1/migrate/${id}/freeze`, { body: { name, ...(postCopy ? { postCopy } : {}) } });
+  migrateFreeze(id: string, name: string, o: { postCopy?: boolean; streamTo?: string } = {}): Promise<{ bytes: number; dumpMs: number; pageServer?: string }> {
+    return requestJson(this.endpoint, 'POST', `v1/migrate/${id}/freeze`, { body: { name, ...o } });
+  }
+
+  /** Migration, target: bytes received so far. */
+  migrateReceived(id: string): Promise<{ bytes: number }> {
+    return requestJson(this.endpoint, 'GET', `v1/migrate/${id}/received`);
+  }
+
+  /** Migration, target, before the freeze: a CRIU page server for the dump's pages; its host:port. */
+  migratePrepare(id: string): Promise<{ pageServer: string }> {
+    return requestJson(this.endpoint, 'POST', `v1/migrate/${id}/prepare`, { body: {} });
   }
 
   /** Migration, source rollback: thaw `name` and publish its ports again. */

@@ -9,10 +9,12 @@ import { mutate, put, remove } from '../store/index.ts';
 import { AgentClient } from '../client/index.ts';
 import type { Assignment, Container, ContainerStatus, Migration, Node, NodeImages } from '../model/index.ts';
 import { keys, findImage } from '../model/index.ts';
-import { step, recover, TERMINAL, precheck, blocking, type MachineState, type MigrationEvent, type MigrationPhase } from '../migration/index.ts';
+import { autoStrategy, step, recover, TERMINAL, precheck, blocking, type MachineState, type MigrationEvent, type MigrationPhase } from '../migration/index.ts';
 import { nodeSnapshots } from './containers.ts';
 import { startLoop, type Loop } from './loop.ts';
 
+/** How often the bytes received by the target are recorded during Freeze and Restore. */
+const PROGRESS_MS = 300;
 /** How often Cleanup asks whether a post-copy transfer has finished. */
 const CLEANUP_POLL_MS = 200;
 
@@ -21,6 +23,8 @@ interface DriveState {
   freezeStart?: number;
   /** Post-copy: host:port of the source's CRIU page server. */
   pageServer?: string;
+  /** Stop-copy: host:port of the target's CRIU page server receiving the dump's pages. */
+  streamTo?: string;
 }
 
 /** What the executor needs. */
@@ -68,21 +72,38 @@ async function perform(d: MigrationDeps, m: Migration, t: DriveState): Promise<M
       };
       const from = await node(m.spec.from);
       const to = await node(m.spec.to);
+      // The container's memory now: what auto decides by, and what the progress bar measures against.
+      const usage = st?.runtimeId && st.uid === c.metadata.uid
+        ? await (await agent(d, m.spec.from)).client.stats(st.runtimeId).then((s) => Number(s.memoryUsageBytes) || undefined, () => undefined) : undefined;
+      let strategy = m.status.strategy;
+      if (m.spec.strategy === 'auto') {
+        const pick = autoStrategy({ memoryBytes: usage, postCopyAllowed: to.facts.userfaultfd === true });
+        strategy = pick.strategy;
+        await save(d, m.metadata.name, (x) => { x.status.strategy = pick.strategy; x.status.strategyReason = pick.reason; });
+      }
+      await save(d, m.metadata.name, (x) => { x.status.progress = { bytes: 0, ...(usage ? { totalBytes: usage } : {}), updatedAt: new Date().toISOString() }; });
       const image = findImage(from.images, c.spec.image);
       const results = precheck({
         name, phase: st?.uid === c.metadata.uid ? st.phase : 'pending', imageId: image?.id, memoryBytes: c.spec.resources.memoryBytes,
         cpus: c.spec.resources.cpus, migratable: st?.migratable, migrating: false,
-      }, from, to, m.status.strategy);
+      }, from, to, strategy);
       await save(d, m.metadata.name, (x) => { x.status.checks = results; });
       const bad = blocking(results);
       if (!image || !to.imageIds.includes(image.id)) bad.push({ check: 'image-on-target', ok: false, reason: `${to.name} does not hold ${c.spec.image}; import it there first (image copy between nodes comes with the registry)` });
       return bad.length > 0 ? { type: 'precheck-failed', reasons: bad.map((r) => r.reason) } : { type: 'precheck-passed' };
     }
-    case 'Prepare':
+    case 'Prepare': {
+      // Stop-copy: the target takes the dump's pages as they are dumped (a CRIU page server), so
+      // memory crosses once, inside the dump, instead of dump-to-disk then copy.
+      if (m.status.strategy === 'stop-copy') t.streamTo = (await (await agent(d, m.spec.to)).client.migratePrepare(m.metadata.name)).pageServer;
       return { type: 'prepared' };
+    }
     case 'Freeze': {
       t.freezeStart = Date.now();
-      const r = await (await agent(d, m.spec.from)).client.migrateFreeze(m.metadata.name, name, m.status.strategy === 'post-copy');
+      if (m.status.strategy === 'stop-copy' && !t.streamTo) throw new Error('the target page server is unknown (the manager restarted after Prepare)');
+      const r = await (await agent(d, m.spec.from)).client.migrateFreeze(m.metadata.name, name, {
+        ...(m.status.strategy === 'post-copy' ? { postCopy: true } : {}), ...(t.streamTo ? { streamTo: t.streamTo } : {}),
+      });
       t.pageServer = r.pageServer;
       await save(d, m.metadata.name, (x) => { x.status.bytes = r.bytes; });
       return { type: 'frozen' };
@@ -98,7 +119,10 @@ async function perform(d: MigrationDeps, m: Migration, t: DriveState): Promise<M
       const r = await (await agent(d, m.spec.to)).client.migrateRestore(m.metadata.name, src.url, a, {
         ...(t.pageServer ? { pageServer: t.pageServer } : {}), ...(m.spec.bandwidthBytesPerSec ? { bytesPerSec: m.spec.bandwidthBytesPerSec } : {}),
       });
-      await save(d, m.metadata.name, (x) => { x.status.targetRuntimeId = r.runtimeId; });
+      // What reached the target before the switch (streamed pages included).
+      await save(d, m.metadata.name, (x) => { x.status.targetRuntimeId = r.runtimeId; x.status.bytes = Math.max(x.status.bytes, r.bytes);
+        if (x.status.progress) x.status.progress = { ...x.status.progress, bytes: r.bytes, updatedAt: new Date().toISOString() };
+      });
       return { type: 'restored' };
     }
     case 'Switch': {
@@ -188,6 +212,21 @@ async function apply(d: MigrationDeps, id: string, state: MachineState, message?
   });
 }
 
+/** While `phase` runs, records how many bytes the target has received, a few times a second. */
+function watchProgress(d: MigrationDeps, m: Migration): () => void {
+  let stopped = false;
+  void (async () => {
+    const target = await agent(d, m.spec.to).catch(() => undefined);
+    while (!stopped && target) {
+      await new Promise((r) => setTimeout(r, PROGRESS_MS));
+      if (stopped) break;
+      const r = await target.client.migrateReceived(m.metadata.name).catch(() => undefined);
+      if (r && !stopped) await save(d, m.metadata.name, (x) => { x.status.progress = { ...x.status.progress, bytes: r.bytes, updatedAt: new Date().toISOString() }; }).catch(() => undefined);
+    }
+  })();
+  return () => { stopped = true; };
+}
+
 /** Drives one migration until it ends. */
 async function drive(d: MigrationDeps, id: string, recovering: boolean): Promise<void> {
   const t: DriveState = {};
@@ -210,11 +249,14 @@ async function drive(d: MigrationDeps, id: string, recovering: boolean): Promise
       }
     }
     let ev: MigrationEvent;
+    const stopProgress = m.status.phase === 'Freeze' || m.status.phase === 'Restore' ? watchProgress(d, m) : undefined;
     try {
       ev = await perform(d, m, t);
     } catch (e) {
       d.log(`migration ${id} in ${m.status.phase}: ${(e as Error).message}`);
       ev = { type: 'error', message: `${m.status.phase}: ${(e as Error).message}` };
+    } finally {
+      stopProgress?.();
     }
     const r = step(s, ev);
     if (!r.ok) {

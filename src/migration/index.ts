@@ -7,6 +7,6 @@ export { FORWARD, TERMINAL, runsOn, pastPointOfNoReturn } from './phases.ts';
 export type { MachineState, MigrationEvent, MigrationAction, StepResult } from './machine.ts';
 export { initial, step, recover, ENTRY_ACTIONS } from './machine.ts';
 export type { WorkloadFacts, StrategyChoice, RoundReport, ConvergenceGoal } from './strategy.ts';
-export { chooseStrategy, precopyDone, stopCopyFreezeMs, preCopyFreezeMs } from './strategy.ts';
+export { autoStrategy, chooseStrategy, precopyDone, stopCopyFreezeMs, preCopyFreezeMs, AUTO_STOP_COPY_MAX_BYTES } from './strategy.ts';
 export type { NodeCheckFacts, ContainerCheckFacts, CheckResult } from './prechecks.ts';
 export { precheck, blocking, missingCpuFlags } from './prechecks.ts';

@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { chooseStrategy, precopyDone } from './strategy.ts';
+import { autoStrategy, chooseStrategy, precopyDone } from './strategy.ts';
 
 const MiB = 1024 * 1024;
 const GiB = 1024 * MiB;
@@ -44,4 +44,15 @@ test('pre-copy stops on the freeze goal, the round limit, or when deltas stop sh
   assert.deepEqual([flat.done, /stopped shrinking/.test(flat.reason)], [true, true]);
   const many = Array.from({ length: 5 }, (_, i) => ({ sentBytes: (600 - i * 100) * MiB, durationMs: 100 }));
   assert.match(precopyDone(many, goal).reason, /round limit/);
+});
+
+test('auto today: stop-copy while small, post-copy when large and the target allows it', () => {
+  const MiB = 1024 * 1024;
+  assert.equal(autoStrategy({ memoryBytes: 64 * MiB, postCopyAllowed: true }).strategy, 'stop-copy');
+  assert.equal(autoStrategy({ memoryBytes: 256 * MiB, postCopyAllowed: true }).strategy, 'stop-copy');
+  const big = autoStrategy({ memoryBytes: 1024 * MiB, postCopyAllowed: true });
+  assert.deepEqual([big.strategy, /1024 MiB/.test(big.reason)], ['post-copy', true]);
+  assert.match(autoStrategy({ memoryBytes: 1024 * MiB, postCopyAllowed: false }).reason, /does not allow userfaultfd/);
+  assert.equal(autoStrategy({ memoryBytes: 1024 * MiB, postCopyAllowed: false }).strategy, 'stop-copy');
+  assert.match(autoStrategy({ postCopyAllowed: true }).reason, /unknown/);
 });

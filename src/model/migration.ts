@@ -35,6 +35,8 @@ export const MigrationSchema = Type.Object({
     /** Runtime id of the restored copy on the target. */
     targetRuntimeId: Type.Optional(Type.String()),
     bytes: Type.Integer(),
+    /** Bytes on the target so far while Freeze/Restore move them; totalBytes = the container's memory + writable layer, estimated. */
+    progress: Type.Optional(Type.Object({ bytes: Type.Integer(), totalBytes: Type.Optional(Type.Integer()), updatedAt: Type.String() })),
     freezeMs: Type.Optional(Type.Number()),
     totalMs: Type.Optional(Type.Number()),
     finishedAt: Type.Optional(Type.String()),

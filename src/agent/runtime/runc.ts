@@ -319,6 +319,7 @@ export function createRuncRuntime(options: RuncRuntimeOptions): RuncRuntime {
       const args = ['--criu', cmd.criu, 'checkpoint', '--image-path', o.imagePath, '--work-path', o.workPath ?? o.imagePath];
       if (o.leaveRunning) args.push('--leave-running');
       if (o.tcpEstablished) args.push('--tcp-established');
+      if (o.pageServer) args.push('--page-server', o.pageServer);
       const r = await runRunc(cmd, [...args, id]);
       if (r.code !== 0) {
         const dumpLog = await readFile(join(o.workPath ?? o.imagePath, 'dump.log'), 'utf8').catch(() => '');

@@ -154,7 +154,8 @@ export interface ContainerRuntime {
   /** Thaws a paused container. */
   resume(id: string): Promise<void>;
   /** Dumps the container with CRIU into `imagePath`; with `leaveRunning` it stays as it was (e.g. paused). */
-  checkpoint(id: string, options: { imagePath: string; workPath?: string; leaveRunning?: boolean; tcpEstablished?: boolean }): Promise<void>;
+  /** `pageServer` (host:port): memory pages go straight to a CRIU page server there, not into imagePath. */
+  checkpoint(id: string, options: { imagePath: string; workPath?: string; leaveRunning?: boolean; tcpEstablished?: boolean; pageServer?: string }): Promise<void>;
   /** Creates the container from a CRIU image instead of starting it; resolves when it runs. */
   restore(spec: BundleSpec, options: { imagePath: string; workPath?: string; extraArgs?: string[] }): Promise<RuntimeState>;
   /** Host pids of every process in the container (from its cgroup). */

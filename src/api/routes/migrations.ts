@@ -59,10 +59,10 @@ async function chooseTarget(store: ApiDeps['store'], c: Container, from: string)
 }
 
 /**
- * Why auto picks stop-copy for now: it needs a measured dirty rate to prefer anything else
- * (src/migration/strategy.ts), and agents do not measure one yet.
+ * Until the prechecks resolve `auto` (src/migration/strategy.ts autoStrategy), the status says so
+ * and shows stop-copy, the strategy auto falls back to.
  */
-const AUTO_REASON = 'auto: no dirty rate measured yet, and stop-copy is the choice that cannot lose memory (post-copy on request: --strategy post-copy)';
+const AUTO_REASON = 'auto: decided at the prechecks from the container\'s memory and the target';
 
 /** Migration routes. */
 export function migrationRoutes(deps: ApiDeps): FastifyPluginAsync {

@@ -25,6 +25,47 @@ function report(m: Migration): string {
   return lines.join('\n');
 }
 
+/** The progress line while memory moves: phase, round, bytes, %, ETA (redrawn on a terminal, else every 2 s). */
+export function progressLine(m: Migration, rate: number | undefined): string | undefined {
+  const p = m.status.progress;
+  if (!p || p.bytes === 0 || !['Freeze', 'Transfer', 'Restore'].includes(m.status.phase)) return undefined;
+  const total = p.totalBytes && p.totalBytes > p.bytes ? p.totalBytes : undefined;
+  const pct = total ? Math.min(99, Math.floor((100 * p.bytes) / total)) : undefined;
+  const width = 24;
+  const filled = pct === undefined ? 0 : Math.round((width * pct) / 100);
+  const eta = total && rate && rate > 0 ? ` ETA ${formatDuration(Math.max(0, (1000 * (total - p.bytes)) / rate))}` : '';
+  const round = m.status.round > 0 ? ` round ${m.status.round}` : '';
+  return `  ${m.status.phase}${round} [${'#'.repeat(filled)}${'-'.repeat(width - filled)}] ${formatBytes(p.bytes)}${total ? ` / ~${formatBytes(total)} ${pct}%` : ''}${eta}`;
+}
+
+function progressBar(enabled: boolean): { show(m: Migration): void; clear(): void } {
+  const tty = process.stderr.isTTY === true;
+  let shown = false;
+  let lastPrint = 0;
+  let first: { bytes: number; at: number } | undefined;
+  return {
+    show(m) {
+      if (!enabled) return;
+      const p = m.status.progress;
+      if (p && p.bytes > 0 && !first) first = { bytes: p.bytes, at: Date.parse(p.updatedAt) };
+      const rate = p && first && Date.parse(p.updatedAt) > first.at ? (1000 * (p.bytes - first.bytes)) / (Date.parse(p.updatedAt) - first.at) : undefined;
+      const line = progressLine(m, rate);
+      if (!line) return;
+      if (tty) {
+        process.stderr.write(`\r\x1b[K${line}`);
+        shown = true;
+      } else if (Date.now() - lastPrint >= 2000) {
+        process.stderr.write(`${line}\n`);
+        lastPrint = Date.now();
+      }
+    },
+    clear() {
+      if (shown) process.stderr.write('\r\x1b[K');
+      shown = false;
+    },
+  };
+}
+
 /** Registers `ferry migrate` and `ferry migrations …`. */
 export function migrationCommands(program: Command, ctx: Ctx): void {
   program.command('migrate').description('live-migrate a running container to another node').argument('<name>')
@@ -43,17 +84,21 @@ export function migrationCommands(program: Command, ctx: Ctx): void {
       });
       const seen = new Set<string>();
       const t0 = Date.now();
+      const bar = progressBar(ctx.format() !== 'json');
       for (;;) {
         for (const h of m.status.history) {
           const k = `${h.phase}@${h.at}`;
           if (seen.has(k)) continue;
           seen.add(k);
+          bar.clear();
           if (ctx.format() !== 'json') process.stderr.write(`  ${((Date.parse(h.at) - t0) / 1000).toFixed(2).padStart(6)}s  ${h.phase}${h.message ? `: ${h.message}` : ''}\n`);
         }
         if (TERMINAL.has(m.status.phase)) break;
+        bar.show(m);
         await new Promise((r) => setTimeout(r, 100));
         m = await client.migrations.get(m.metadata.name);
       }
+      bar.clear();
       if (ctx.format() === 'json') printJson(m);
       else process.stdout.write(`${report(m)}\n`);
       if (m.status.phase !== 'Succeeded') ctx.setExit(1);
