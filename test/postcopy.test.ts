@@ -2,7 +2,8 @@
  * Post-copy live migration between two agents on this machine: the container runs on the target
  * right after a dump without memory, its pages follow from the source's CRIU page server, and the
  * source copy goes only once every page has arrived. Its counter continues; nothing is left behind.
- * A target agent killed right after its restore rolls the migration back to the intact source.
+ * A target agent killed right after its restore rolls the migration back to the intact source. A
+ * non-root workload (uid 999, as PostgreSQL runs) moves with stop-copy and post-copy alike.
  */
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
@@ -64,5 +65,26 @@ describe('post-copy: target agent killed right after its restore', { skip: skipU
     assert.deepEqual(runcIdsOn(a), [v.status!.runtimeId]);
     assert.equal(await counterAt(port, 100), 3);
     await f.ok(['rm', '-f', 'web']);
+  });
+});
+
+describe('a non-root workload (uid 999, like PostgreSQL) migrates with both strategies', { skip: skipUnlessReady(MIGRATION_TOOLS) }, () => {
+  const n = twoNodes();
+
+  it('keeps its state through stop-copy there and post-copy back, still running as uid 999', async () => {
+    const { f, a, b } = n;
+    const port = await freePort();
+    await f.ok(['run', '--name', 'pg', '--node', a.node, '--user', '999:999', '-e', 'PORT=8080', '-e', 'BALLAST_MB=32', '-p', `127.0.0.1:${port}:8080`, 'sample']);
+    let last = await counterAt(port);
+    for (const [to, strategy] of [[b.node, 'stop-copy'], [a.node, 'post-copy']] as const) {
+      const m = await f.json<Migration>(['migrate', 'pg', '--to', to, '--strategy', strategy]);
+      assert.equal(m.status.phase, 'Succeeded', `${strategy}: ${m.status.error ?? ''}`);
+      const now = await counterAt(port);
+      assert.equal(now, last + 1, `${strategy}: the counter continued`);
+      last = now;
+      const who = await f.ok(['exec', 'pg', '--', 'sh', '-c', 'id -u; id -g']);
+      assert.deepEqual(who.trim().split('\n'), ['999', '999'], `${strategy}: the process still runs as 999:999 inside`);
+    }
+    await f.ok(['rm', '-f', 'pg']);
   });
 });
