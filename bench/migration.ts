@@ -18,6 +18,7 @@ import type { ContainerView } from '../src/model/index.ts';
 import { migrateWithFerry, type Strategy } from './migration/ferry.ts';
 import { ensurePodman, PodmanPeer } from './migration/podman.ts';
 import { RawCriuPeer, type BundleConfig } from './migration/raw-criu.ts';
+import { warmHostMemory } from './migration/host.ts';
 import { judgeTargets, ratiosOf, renderText, type Series, type SizeResult } from './migration/report.ts';
 
 const CRIU = '/opt/ferry/bin/criu';
@@ -53,9 +54,14 @@ if (usage.length > 0) {
 const note = (s: string): void => { process.stderr.write(`# ${s}\n`); };
 const message = (e: unknown): string => (e instanceof Error ? e.message : String(e));
 
+/** The workload size being measured (what warmHostMemory touches before each measurement). */
+let currentSizeMiB = 64;
+
 /** Runs `fn`, adding its result to `s`, or its error message. */
 async function measure<T>(s: Series<T>, label: string, fn: () => Promise<T>): Promise<void> {
   try {
+    // Every peer starts with warm host memory (see warmHostMemory): 2× the workload's size.
+    warmHostMemory(2 * currentSizeMiB);
     const r = await fn();
     s.runs.push(r);
     note(`${label}: ${JSON.stringify(r, (_k, v: unknown) => (typeof v === 'number' ? Math.round(v) : v))}`);
@@ -94,6 +100,7 @@ try {
       if (!rootfsCopied) raw.prepareRootfs(config.root.path);
       rootfsCopied = true;
     };
+    currentSizeMiB = sizeMiB;
     for (let rep = 0; rep < reps; rep++) {
       for (const strategy of strategies) {
         const s = (r.ferry[strategy] ??= { runs: [], errors: [] });

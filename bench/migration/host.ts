@@ -3,7 +3,7 @@
  * the error), the wait for a workload's ballast to be resident, and removal of cgroups it made.
  */
 import { spawnSync, type SpawnSyncOptions } from 'node:child_process';
-import { existsSync, readdirSync, readFileSync, rmdirSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, rmdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 
 /** A failed host command, with the text it printed. */
@@ -84,4 +84,19 @@ export function removeCgroupTree(name: string): string[] {
     if (existsSync(dir)) rmTree(dir);
   }
   return left;
+}
+
+/**
+ * Touches `mib` MiB of fresh memory and frees it. On these VMs freed memory goes back to the host
+ * (free-page reporting) and the first touch of it again is slow (a 1 GiB dump took 3.3 s cold and
+ * 0.65 s warm, same container), so whichever peer ran first after an idle spell paid for all. Each
+ * measurement is preceded by this, so every peer starts warm.
+ */
+export function warmHostMemory(mib: number): void {
+  const file = `/dev/shm/ferry-bench-warm-${process.pid}`;
+  try {
+    run('dd', ['if=/dev/zero', `of=${file}`, 'bs=1M', `count=${mib}`, 'status=none']);
+  } finally {
+    rmSync(file, { force: true });
+  }
 }
