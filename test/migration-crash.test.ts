@@ -7,6 +7,8 @@
  */
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
+import { readdirSync } from 'node:fs';
+import { join } from 'node:path';
 import { skipUnlessReady } from './support/prereq.ts';
 import { counterAt, MIGRATION_TOOLS, runcIdsOn, twoNodes } from './support/two-nodes.ts';
 import { until } from './support/wait.ts';
@@ -63,5 +65,33 @@ describe('source agent killed during a migration', { skip: skipUnlessReady(MIGRA
     assert.deepEqual([v.container.placement?.node, v.status?.phase], [a.node, 'running']);
     assert.deepEqual(runcIdsOn(a), [v.status!.runtimeId]);
     assert.deepEqual(runcIdsOn(b), []);
+  });
+});
+
+describe('target agent killed during the transfer', { skip: skipUnlessReady(MIGRATION_TOOLS) }, () => {
+  const n = twoNodes({ targetEnv: { FERRY_FAILPOINTS: 'migrate:during-fetch' } });
+
+  it('rolls back to the source; the returning target removes the half-fetched image', async () => {
+    const { f, a, b } = n;
+    const port = await freePort();
+    await f.ok(['run', '--name', 'web', '--node', a.node, '-p', `127.0.0.1:${port}:80`, '-e', 'BALLAST_MB=16', 'sample']);
+    const count = (): Promise<number> => counterAt(port, 100);
+    assert.equal(await count(), 1);
+    const r = await f.cli(['-o', 'json', 'migrate', 'web', '--to', b.node]);
+    const m = JSON.parse(r.stdout) as Migration;
+    assert.equal(r.code, 1);
+    assert.equal(m.status.phase, 'RolledBack', JSON.stringify(m.status));
+    assert.equal(m.status.failedIn, 'Restore');
+    assert.equal(f.pidOf(b.node), undefined, 'the target agent died while fetching');
+    assert.equal(await count(), 2, 'the source was thawed: the same process counts on');
+    const leftOnTarget = join(f.home, 'agents', b.node, 'migrations');
+    assert.ok(readdirSync(leftOnTarget).length > 0, 'the crash left the half-fetched files');
+    await f.restartAgentOf(b.node);
+    await until('the ended migration\'s files to be removed', () => (readdirSync(leftOnTarget).length === 0 ? true : undefined), 30_000);
+    const v = await f.json<ContainerView>(['inspect', 'web']);
+    assert.deepEqual([v.container.placement?.node, v.status?.phase], [a.node, 'running']);
+    assert.deepEqual(runcIdsOn(a), [v.status!.runtimeId]);
+    assert.deepEqual(runcIdsOn(b), []);
+    assert.equal(await count(), 3);
   });
 });

@@ -98,17 +98,18 @@ export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
 
   await network.init();
   await images.ensureSample();
+  /** True while migration `id` has not ended (true when the manager cannot tell). */
+  const migrationActive = async (id: string): Promise<boolean> => {
+    try {
+      const m = await client.migrations.get(id);
+      return !TERMINAL.has(m.status.phase);
+    } catch (e) {
+      return !isFerryError(e, 'MIGRATION_NOT_FOUND');
+    }
+  };
   const reconciler = new Reconciler({
     node: o.name, idPrefix: o.idPrefix, stopTimeoutMs: o.stopTimeoutMs, runtime, images, network, records, idMap: ID_MAP, log,
-    report: (s) => reporter.report(s), clearStatus: (n, uid) => reporter.clear(n, uid),
-    migrationActive: async (id) => {
-      try {
-        const m = await client.migrations.get(id);
-        return !TERMINAL.has(m.status.phase);
-      } catch (e) {
-        return !isFerryError(e, 'MIGRATION_NOT_FOUND');
-      }
-    },
+    report: (s) => reporter.report(s), clearStatus: (n, uid) => reporter.clear(n, uid), migrationActive,
   });
   await reconciler.adopt();
 
@@ -147,6 +148,7 @@ export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
         const prefix = keys.assignments(o.name);
         const listed = await client.list<Assignment>(prefix);
         reconciler.resync(listed.items.map((i) => i.value));
+        void migrations.removeStale(migrationActive).catch((e: Error) => log(`removing ended migrations' files: ${e.message}`));
         delay = 200;
         for await (const ev of await client.watch(prefix, { afterRevision: listed.revision, signal: ac.signal })) {
           if ('error' in (ev as object)) throw new Error((ev as unknown as { error: { message: string } }).error.message);

@@ -229,7 +229,9 @@ export class MigrationAgent {
       await rm(dir, { recursive: true, force: true });
       await mkdir(dir, { recursive: true, mode: 0o755 });
     }
-    const got = await fetchFiles(new URL(`v1/migrate/${id}/files`, sourceUrl.endsWith('/') ? sourceUrl : `${sourceUrl}/`).href, this.d.token, dir, { bytesPerSec });
+    const got = await fetchFiles(new URL(`v1/migrate/${id}/files`, sourceUrl.endsWith('/') ? sourceUrl : `${sourceUrl}/`).href, this.d.token, dir, {
+      bytesPerSec, progress: () => failpoint('migrate:during-fetch'),
+    });
     times.lap(`fetch${got.resumes > 0 ? ` (${got.resumes} resumes)` : ''}`);
     const t0 = performance.now();
     const rec: ContainerRecord = {
@@ -373,6 +375,21 @@ export class MigrationAgent {
       this.d.reconciler.forget(name);
     }
     await rm(this.dir(id), { recursive: true, force: true });
+  }
+
+  /**
+   * After an agent restart: removes the files of migrations that have ended (`active` asks the
+   * manager), e.g. a half-fetched image left by a crash during the transfer.
+   */
+  async removeStale(active: (id: string) => Promise<boolean>): Promise<void> {
+    const root = join(this.d.dataDir, 'migrations');
+    for (const name of await readdir(root).catch(() => [] as string[])) {
+      const id = name.replace(/\.work$/, '');
+      if (this.lazySources.has(id) || this.lazyTargets.has(id) || this.pageServers.has(id)) continue;
+      if (await active(id)) continue;
+      this.d.log(`removing the files of ended migration ${id}`);
+      await rm(join(root, name), { recursive: true, force: true });
+    }
   }
 
   /** Either side: remove migration `id`'s files (once any post-copy transfer has ended). */
