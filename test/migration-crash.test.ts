@@ -10,7 +10,7 @@ import assert from 'node:assert/strict';
 import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { skipUnlessReady } from './support/prereq.ts';
-import { counterAt, MIGRATION_TOOLS, runcIdsOn, twoNodes } from './support/two-nodes.ts';
+import { counterAt, migrateRolledBack, MIGRATION_TOOLS, runCounter, runcIdsOn, twoNodes } from './support/two-nodes.ts';
 import { until } from './support/wait.ts';
 import { freePort } from './support/net.ts';
 import type { ContainerView, Migration } from '../src/model/index.ts';
@@ -20,16 +20,10 @@ describe('target agent killed during a migration', { skip: skipUnlessReady(MIGRA
 
   it('rolls back to the source; the returning target removes its copy; the container runs once', async () => {
     const { f, a, b } = n;
-    const port = await freePort();
-    await f.ok(['run', '--name', 'web', '--node', a.node, '-p', `127.0.0.1:${port}:80`, 'sample']);
-    const count = (): Promise<number> => counterAt(port, 100);
+    const count = await runCounter(f, 'web', a.node);
     assert.equal(await count(), 1);
     assert.equal(await count(), 2);
-    const r = await f.cli(['-o', 'json', 'migrate', 'web', '--to', b.node]);
-    const m = JSON.parse(r.stdout) as Migration;
-    assert.equal(r.code, 1);
-    assert.equal(m.status.phase, 'RolledBack', JSON.stringify(m.status));
-    assert.equal(m.status.failedIn, 'Restore');
+    await migrateRolledBack(f, 'web', b.node, 'Restore');
     assert.equal(f.pidOf(b.node), undefined, 'the target agent died at the failpoint');
     // The source was thawed: the same process answers, counting on from where it was frozen.
     assert.equal(await count(), 3);
@@ -73,15 +67,9 @@ describe('target agent killed during the transfer', { skip: skipUnlessReady(MIGR
 
   it('rolls back to the source; the returning target removes the half-fetched image', async () => {
     const { f, a, b } = n;
-    const port = await freePort();
-    await f.ok(['run', '--name', 'web', '--node', a.node, '-p', `127.0.0.1:${port}:80`, '-e', 'BALLAST_MB=16', 'sample']);
-    const count = (): Promise<number> => counterAt(port, 100);
+    const count = await runCounter(f, 'web', a.node, ['-e', 'BALLAST_MB=16']);
     assert.equal(await count(), 1);
-    const r = await f.cli(['-o', 'json', 'migrate', 'web', '--to', b.node]);
-    const m = JSON.parse(r.stdout) as Migration;
-    assert.equal(r.code, 1);
-    assert.equal(m.status.phase, 'RolledBack', JSON.stringify(m.status));
-    assert.equal(m.status.failedIn, 'Restore');
+    await migrateRolledBack(f, 'web', b.node, 'Restore');
     assert.equal(f.pidOf(b.node), undefined, 'the target agent died while fetching');
     assert.equal(await count(), 2, 'the source was thawed: the same process counts on');
     const leftOnTarget = join(f.home, 'agents', b.node, 'migrations');

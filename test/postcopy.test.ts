@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { skipUnlessReady } from './support/prereq.ts';
 import { freePort } from './support/net.ts';
 import { until } from './support/wait.ts';
-import { counterAt, MIGRATION_TOOLS, runcIdsOn, twoNodes } from './support/two-nodes.ts';
+import { counterAt, migrateRolledBack, MIGRATION_TOOLS, runCounter, runcIdsOn, twoNodes } from './support/two-nodes.ts';
 import type { ContainerView, Migration } from '../src/model/index.ts';
 
 describe('live migration between two nodes (post-copy)', { skip: skipUnlessReady(MIGRATION_TOOLS) }, () => {
@@ -47,23 +47,18 @@ describe('post-copy: target agent killed right after its restore', { skip: skipU
 
   it('rolls back: the source stops serving pages and runs on; the returning target removes its copy', async () => {
     const { f, a, b } = n;
-    const port = await freePort();
-    await f.ok(['run', '--name', 'web', '--node', a.node, '-p', `127.0.0.1:${port}:80`, '-e', 'BALLAST_MB=16', 'sample']);
-    assert.equal(await counterAt(port, 100), 1);
-    const r = await f.cli(['-o', 'json', 'migrate', 'web', '--to', b.node, '--strategy', 'post-copy']);
-    const m = JSON.parse(r.stdout) as Migration;
-    assert.equal(r.code, 1);
-    assert.equal(m.status.phase, 'RolledBack', JSON.stringify(m.status));
-    assert.equal(m.status.failedIn, 'Restore');
+    const count = await runCounter(f, 'web', a.node, ['-e', 'BALLAST_MB=16']);
+    assert.equal(await count(), 1);
+    await migrateRolledBack(f, 'web', b.node, 'Restore', ['--strategy', 'post-copy']);
     // The source copy was never destroyed (even though the target had pulled its pages): thawed,
     // the same process counts on.
-    assert.equal(await counterAt(port, 100), 2);
+    assert.equal(await count(), 2);
     const v = await f.json<ContainerView>(['inspect', 'web']);
     assert.deepEqual([v.container.placement?.node, v.status?.phase], [a.node, 'running']);
     await f.restartAgentOf(b.node);
     await until('the copy on the target to be removed', () => (runcIdsOn(b).length === 0 ? true : undefined), 90_000);
     assert.deepEqual(runcIdsOn(a), [v.status!.runtimeId]);
-    assert.equal(await counterAt(port, 100), 3);
+    assert.equal(await count(), 3);
     await f.ok(['rm', '-f', 'web']);
   });
 });

@@ -8,7 +8,8 @@ import assert from 'node:assert/strict';
 import { existsSync, readdirSync } from 'node:fs';
 import { startFerry, teardownFerry, type TestFerry, type AgentInfo } from './ferry.ts';
 import { ensurePrerequisites } from './prereq.ts';
-import { getWithRetry } from './net.ts';
+import { freePort, getWithRetry } from './net.ts';
+import type { Migration } from '../../src/model/index.ts';
 
 /** What the migration tests need. */
 export const MIGRATION_TOOLS = ['runc', 'ip', 'iptables', '/opt/ferry/bin/criu'];
@@ -45,4 +46,21 @@ export function runcIdsOn(x: AgentInfo): string[] {
 /** The sample app's counter behind a published port (each call counts one request). */
 export async function counterAt(port: number, attempts?: number): Promise<number> {
   return (JSON.parse(await getWithRetry(`http://127.0.0.1:${port}/`, attempts)) as { count: number }).count;
+}
+
+/** Runs the sample app as `name` on `node` with a published port; returns its counter reader. */
+export async function runCounter(f: TestFerry, name: string, node: string, extra: string[] = []): Promise<() => Promise<number>> {
+  const port = await freePort();
+  await f.ok(['run', '--name', name, '--node', node, '-p', `127.0.0.1:${port}:80`, ...extra, 'sample']);
+  return () => counterAt(port, 100);
+}
+
+/** Migrates `name` to `to` expecting a rollback from `failedIn`; returns the migration. */
+export async function migrateRolledBack(f: TestFerry, name: string, to: string, failedIn: string, extra: string[] = []): Promise<Migration> {
+  const r = await f.cli(['-o', 'json', 'migrate', name, '--to', to, ...extra]);
+  const m = JSON.parse(r.stdout) as Migration;
+  assert.equal(r.code, 1);
+  assert.equal(m.status.phase, 'RolledBack', JSON.stringify(m.status));
+  assert.equal(m.status.failedIn, failedIn);
+  return m;
 }

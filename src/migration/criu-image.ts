@@ -1,0 +1,435 @@
+/**
+ * CRIU pagemap images and Ferry's own incremental images for pre-copy. This kernel has no soft-dirty
+ * tracking, so CRIU's pre-dump chain is refused; pre-copy rounds are full `--leave-running` dumps and
+ * Ferry compares each round's pages by content with the round the target already holds. Only changed
+ * pages travel: unchanged runs become PE_PARENT entries and a `parent` link names the earlier round,
+ * which CRIU's restore follows by itself (see shared/notes/live-migration-facts.md, "Pre-copy").
+ *
+ * Format (CRIU 4.2, criu/image.c, images/pagemap.proto): pagemap-*.img holds magic words (two with
+ * img_common_magic, one in older images), then messages each prefixed by a 32-bit little-endian
+ * length: one pagemap_head { pages_id = 1 } and pagemap_entry { vaddr = 1, compat_nr_pages = 2,
+ * in_parent = 3, flags = 4, nr_pages = 5 }. pages-<pages_id>.img is raw 4 KiB pages, one per page of
+ * every entry with PE_PRESENT, in entry order.
+ */
+import { link, copyFile, cp, lstat, mkdir, open, readFile, readdir, readlink, rm, stat, symlink, writeFile } from 'node:fs/promises';
+import type { FileHandle } from 'node:fs/promises';
+import { join } from 'node:path';
+import { defineErrors } from '../errors/index.ts';
+
+/** Errors of CRIU image handling. */
+export const criuImageErrors = defineErrors({
+  CRIU_IMAGE_MALFORMED: { status: 422, message: 'CRIU image {file}: {reason}' },
+  CRIU_IMAGE_UNSUPPORTED: { status: 422, message: 'CRIU image {file}: {reason}' },
+  INCREMENTAL_OUT_NOT_EMPTY: { status: 409, message: 'incremental image directory {dir} exists and is not empty' },
+});
+
+/** Bytes per page in CRIU images (x86-64, arm64 with 4 KiB pages). */
+export const PAGE_SIZE = 4096;
+/** Pagemap flag: the pages are in the parent image (criu/include/pagemap.h). */
+export const PE_PARENT = 1;
+/** Pagemap flag: the pages may be restored lazily (set on anonymous private memory even in plain dumps). */
+export const PE_LAZY = 2;
+/** Pagemap flag: the pages' bytes are in this image's pages file. */
+export const PE_PRESENT = 4;
+/** First word of every image written with img_common_magic. */
+export const IMG_COMMON_MAGIC = 0x54564319;
+/** First word of service images (stats, irmap cache) written with img_common_magic. */
+export const IMG_SERVICE_MAGIC = 0x55105940;
+/** Second word of a pagemap image. */
+export const PAGEMAP_MAGIC = 0x56084025;
+
+/** The first message of a pagemap image. */
+export interface PagemapHead {
+  /** N in the pages-N.img file that holds this pagemap's present pages. */
+  readonly pagesId: number;
+}
+
+/** One run of pages. */
+export interface PagemapEntry {
+  /** Address of the first page (a uint64; user addresses can exceed 2^53 with 5-level paging). */
+  readonly vaddr: bigint;
+  /** Number of pages in the run. */
+  readonly nrPages: number;
+  /** PE_* bits; images without a flags field get CRIU's compatibility reading (in_parent → PE_PARENT, else PE_PRESENT). */
+  readonly flags: number;
+}
+
+/** A decoded pagemap image. */
+export interface Pagemap {
+  /** Magic words as read, written back unchanged. */
+  readonly magic: readonly number[];
+  readonly head: PagemapHead;
+  readonly entries: readonly PagemapEntry[];
+  /** Numbers of fields this codec does not know that were skipped while decoding (not kept). */
+  readonly skippedFields: readonly number[];
+}
+
+const malformed = (file: string, reason: string) => criuImageErrors.CRIU_IMAGE_MALFORMED({ file, reason });
+
+/** Reads protobuf fields of one message; rejects wire types a pagemap never uses. */
+class FieldReader {
+  private pos: number;
+  constructor(private readonly buf: Buffer, start: number, private readonly end: number, private readonly file: string) {
+    this.pos = start;
+  }
+
+  /** Next field as [number, value], or undefined at the end; varints come back as bigint, other known wire types are skipped. */
+  next(): [number, bigint | undefined] | undefined {
+    if (this.pos >= this.end) return undefined;
+    const at = this.pos;
+    const key = Number(this.varint());
+    const field = key >>> 3;
+    const wire = key & 7;
+    if (wire === 0) return [field, this.varint()];
+    const skip = wire === 1 ? 8 : wire === 5 ? 4 : wire === 2 ? Number(this.varint()) : -1;
+    if (skip < 0) throw criuImageErrors.CRIU_IMAGE_UNSUPPORTED({ file: this.file, reason: `unsupported protobuf wire type ${wire} (field ${field}) at offset ${at}` });
+    this.pos += skip;
+    if (this.pos > this.end) throw malformed(this.file, `field ${field} at offset ${at} runs past its message`);
+    return [field, undefined];
+  }
+
+  private varint(): bigint {
+    let v = 0n;
+    for (let shift = 0n; shift < 70n; shift += 7n) {
+      if (this.pos >= this.end) throw malformed(this.file, `truncated varint at offset ${this.pos}`);
+      const b = this.buf[this.pos++]!;
+      v |= BigInt(b & 0x7f) << shift;
+      if (b < 0x80) return v;
+    }
+    throw malformed(this.file, `varint longer than 10 bytes at offset ${this.pos}`);
+  }
+}
+
+function toNumber(v: bigint, max: number, what: string, file: string): number {
+  if (v > BigInt(max)) throw malformed(file, `${what} ${v} does not fit`);
+  return Number(v);
+}
+
+/** Decodes a pagemap image's bytes; `file` only names it in errors. */
+export function decodePagemap(buf: Buffer, file = 'pagemap'): Pagemap {
+  if (buf.length < 4) throw malformed(file, 'shorter than its magic');
+  const first = buf.readUInt32LE(0);
+  const magicWords = first === IMG_COMMON_MAGIC || first === IMG_SERVICE_MAGIC ? 2 : 1;
+  if (buf.length < 4 * magicWords) throw malformed(file, 'shorter than its magic');
+  const magic = Array.from({ length: magicWords }, (_, i) => buf.readUInt32LE(4 * i));
+  const skipped = new Set<number>();
+  const messages: Map<number, bigint>[] = [];
+  for (let pos = 4 * magicWords; pos < buf.length;) {
+    if (pos + 4 > buf.length) throw malformed(file, `truncated length prefix at offset ${pos}`);
+    const end = pos + 4 + buf.readUInt32LE(pos);
+    if (end > buf.length) throw malformed(file, `message at offset ${pos} runs past the end of the file`);
+    const fields = new Map<number, bigint>();
+    const reader = new FieldReader(buf, pos + 4, end, file);
+    for (let f = reader.next(); f; f = reader.next()) {
+      const known = messages.length === 0 ? f[0] === 1 : f[0] >= 1 && f[0] <= 5;
+      if (known && f[1] !== undefined) fields.set(f[0], f[1]);
+      else skipped.add(f[0]);
+    }
+    messages.push(fields);
+    pos = end;
+  }
+  const [headFields, ...entryFields] = messages;
+  if (headFields?.get(1) === undefined) throw malformed(file, 'no pagemap_head with pages_id');
+  const head = { pagesId: toNumber(headFields.get(1)!, 0xffffffff, 'pages_id', file) };
+  const entries = entryFields.map((f, i): PagemapEntry => {
+    const vaddr = f.get(1);
+    const count = f.get(5) ?? f.get(2);
+    if (vaddr === undefined || count === undefined) throw malformed(file, `entry ${i} lacks vaddr or nr_pages`);
+    const flags = f.has(4) ? toNumber(f.get(4)!, 0xffffffff, 'flags', file) : 0;
+    return { vaddr, nrPages: toNumber(count, Number.MAX_SAFE_INTEGER, 'nr_pages', file), flags: (f.get(3) ?? 0n) !== 0n ? flags | PE_PARENT : f.has(4) ? flags : PE_PRESENT };
+  });
+  return { magic, head, entries, skippedFields: [...skipped].sort((a, b) => a - b) };
+}
+
+function pushVarint(out: number[], v: bigint | number): void {
+  let x = BigInt(v);
+  while (x >= 0x80n) {
+    out.push(Number(x & 0x7fn) | 0x80);
+    x >>= 7n;
+  }
+  out.push(Number(x));
+}
+
+function pushMessage(out: number[], body: number[]): void {
+  const n = body.length;
+  out.push(n & 0xff, (n >>> 8) & 0xff, (n >>> 16) & 0xff, n >>> 24, ...body);
+}
+
+/** The default magic of a pagemap image written by CRIU 4.x. */
+export const PAGEMAP_IMAGE_MAGIC: readonly number[] = [IMG_COMMON_MAGIC, PAGEMAP_MAGIC];
+
+/** Encodes a pagemap image the way CRIU 4.2 writes it (compat_nr_pages 0, flags and nr_pages always present). */
+export function encodePagemap(head: PagemapHead, entries: readonly PagemapEntry[], magic: readonly number[] = PAGEMAP_IMAGE_MAGIC): Buffer {
+  const out: number[] = [];
+  const headBody: number[] = [0x08];
+  pushVarint(headBody, head.pagesId);
+  pushMessage(out, headBody);
+  for (const e of entries) {
+    const body: number[] = [0x08];
+    pushVarint(body, e.vaddr);
+    body.push(0x10, 0x00, 0x20);
+    pushVarint(body, e.flags);
+    body.push(0x28);
+    pushVarint(body, e.nrPages);
+    pushMessage(out, body);
+  }
+  const buf = Buffer.alloc(4 * magic.length + out.length);
+  magic.forEach((m, i) => buf.writeUInt32LE(m, 4 * i));
+  buf.set(out, 4 * magic.length);
+  return buf;
+}
+
+/** Reads and decodes one pagemap-*.img. */
+export async function readPagemap(file: string): Promise<Pagemap> {
+  return decodePagemap(await readFile(file), file);
+}
+
+/** Encodes and writes one pagemap-*.img; pass the magic read from the image it derives from. */
+export async function writePagemap(file: string, head: PagemapHead, entries: readonly PagemapEntry[], magic: readonly number[] = PAGEMAP_IMAGE_MAGIC): Promise<void> {
+  await writeFile(file, encodePagemap(head, entries, magic));
+}
+
+/** Pages whose bytes sit in the pages file. */
+const hasBytes = (e: PagemapEntry): boolean => (e.flags & PE_PRESENT) !== 0;
+
+/** Checks Σ present pages × 4 KiB = pages file size, the one invariant CRIU's reader relies on. */
+async function checkPagesFile(pm: Pagemap, pagemapFile: string, pagesFile: string): Promise<void> {
+  const want = pm.entries.reduce((n, e) => n + (hasBytes(e) ? e.nrPages : 0), 0) * PAGE_SIZE;
+  const size = await stat(pagesFile).then((s) => s.size, () => -1);
+  if (size !== want) throw malformed(pagesFile, `is ${size < 0 ? 'missing' : `${size} bytes`}, but ${pagemapFile} lists ${want / PAGE_SIZE} present pages (${want} bytes)`);
+}
+
+/** A run of pages as page numbers (vaddr / 4 KiB fits a double exactly) with its offset in the pages file. */
+interface Run { readonly first: number; readonly count: number; readonly flags: number; readonly offset: number }
+
+function runsOf(pm: Pagemap, file: string): Run[] {
+  let offset = 0;
+  return pm.entries.map((e) => {
+    if (e.vaddr % BigInt(PAGE_SIZE) !== 0n) throw malformed(file, `vaddr 0x${e.vaddr.toString(16)} is not page-aligned`);
+    const run = { first: Number(e.vaddr / BigInt(PAGE_SIZE)), count: e.nrPages, flags: e.flags, offset };
+    if (hasBytes(e)) offset += e.nrPages * PAGE_SIZE;
+    return run;
+  });
+}
+
+/** Longest chain of `parent` links followed on the source before giving up on a page (it is then sent). */
+const MAX_PARENT_DEPTH = 64;
+
+/** Page contents of one pagemap in an image directory, following that directory's own `parent` chain. */
+class PageSource {
+  private parent: PageSource | undefined | null = null;
+  private constructor(private readonly dir: string, private readonly name: string, private readonly runs: Run[], private readonly pages: FileHandle, private readonly depth: number) {}
+
+  /** Opens `dir/name` and its pages file, or undefined when the pagemap is not there. */
+  static async open(dir: string, name: string, depth = 0): Promise<PageSource | undefined> {
+    const file = join(dir, name);
+    const pm = await readPagemap(file).catch((e: NodeJS.ErrnoException) => { if (e.code === 'ENOENT') return undefined; throw e; });
+    if (!pm) return undefined;
+    const pagesFile = join(dir, `pages-${pm.head.pagesId}.img`);
+    await checkPagesFile(pm, file, pagesFile);
+    return new PageSource(dir, name, runsOf(pm, file), await open(pagesFile, 'r'), depth);
+  }
+
+  /** Fills `buf` with pages [first, first+count) where known and marks them in `have`; unknown pages stay unmarked. */
+  async fill(first: number, count: number, buf: Buffer, have: Uint8Array): Promise<void> {
+    const end = first + count;
+    let lo = 0;
+    for (let hi = this.runs.length; lo < hi;) {
+      const mid = (lo + hi) >>> 1;
+      if (this.runs[mid]!.first + this.runs[mid]!.count <= first) lo = mid + 1;
+      else hi = mid;
+    }
+    for (let i = lo; i < this.runs.length && this.runs[i]!.first < end; i++) {
+      const r = this.runs[i]!;
+      const s = Math.max(first, r.first);
+      const e = Math.min(end, r.first + r.count);
+      if (s >= e) continue;
+      const at = (s - first) * PAGE_SIZE;
+      if (r.flags & PE_PRESENT) {
+        const len = (e - s) * PAGE_SIZE;
+        const { bytesRead } = await this.pages.read(buf, at, len, r.offset + (s - r.first) * PAGE_SIZE);
+        if (bytesRead !== len) throw malformed(join(this.dir, this.name), `pages file ended early at page 0x${s.toString(16)}`);
+        have.fill(1, s - first, e - first);
+      } else if (r.flags & PE_PARENT) {
+        await (await this.parentSource())?.fill(s, e - s, buf.subarray(at), have.subarray(s - first));
+      }
+    }
+  }
+
+  private async parentSource(): Promise<PageSource | undefined> {
+    if (this.parent === null) {
+      const link = join(this.dir, 'parent');
+      const usable = this.depth < MAX_PARENT_DEPTH && (await lstat(link).then(() => true, () => false));
+      this.parent = usable ? await PageSource.open(link, this.name, this.depth + 1) : undefined;
+    }
+    return this.parent;
+  }
+
+  async close(): Promise<void> {
+    await this.parent?.close();
+    await this.pages.close();
+  }
+}
+
+/** What makeIncremental is given. */
+export interface IncrementalRequest {
+  /**
+   * The round the target already holds, as a directory on the source whose page *content* equals what
+   * the target restores from `parentLink`: keep each round's full dump on the source (or an
+   * incremental whose own `parent` chain resolves here). Pages whose earlier content cannot be found
+   * are sent, never assumed.
+   */
+  readonly previous: string;
+  /** This round: a plain CRIU dump (no PE_PARENT entries) of the same process tree. */
+  readonly current: string;
+  /** Directory to write; created, or must be empty. */
+  readonly out: string;
+  /** Target of the relative `parent` symlink as the target lays rounds out, e.g. `../round-1`. */
+  readonly parentLink: string;
+  /** Called after each chunk of pages. */
+  readonly onProgress?: (p: { readonly pagesDone: number; readonly pagesTotal: number }) => void;
+}
+
+/** What makeIncremental wrote. */
+export interface IncrementalStats {
+  /** Present pages in `current`. */
+  readonly pagesTotal: number;
+  /** Pages whose content differs from `previous` (or had none there): they are in the new pages files. */
+  readonly pagesChanged: number;
+  /** Bytes of the new pages files. */
+  readonly pageBytesWritten: number;
+  /** Bytes of every file in `out`, i.e. what has to travel to the target. */
+  readonly bytesWritten: number;
+}
+
+/** Pages compared per read: 8 MiB keeps reads large and memory bounded. */
+const CHUNK_PAGES = 2048;
+
+/** Appends a run to `entries`, merging with the last one when contiguous and of the same flags. */
+function appendRun(entries: PagemapEntry[], first: number, count: number, flags: number, entryStart: number): void {
+  const last = entries[entries.length - 1];
+  const lastFirst = last ? Number(last.vaddr / BigInt(PAGE_SIZE)) : -1;
+  if (last && last.flags === flags && lastFirst >= entryStart && lastFirst + last.nrPages === first) {
+    entries[entries.length - 1] = { ...last, nrPages: last.nrPages + count };
+  } else {
+    entries.push({ vaddr: BigInt(first) * BigInt(PAGE_SIZE), nrPages: count, flags });
+  }
+}
+
+/** Rewrites one pagemap of `current` against `previous`; returns [present pages, changed pages]. */
+async function rewritePagemap(req: IncrementalRequest, name: string, progress: { done: number; total: number }): Promise<[number, number]> {
+  const file = join(req.current, name);
+  const pm = await readPagemap(file);
+  if (pm.skippedFields.length > 0) throw criuImageErrors.CRIU_IMAGE_UNSUPPORTED({ file, reason: `unknown pagemap fields ${pm.skippedFields.join(', ')} (compressed or newer image?)` });
+  if (pm.entries.some((e) => e.flags & PE_PARENT)) throw criuImageErrors.CRIU_IMAGE_UNSUPPORTED({ file, reason: 'current is already incremental (PE_PARENT entries); give a plain dump' });
+  const pagesName = `pages-${pm.head.pagesId}.img`;
+  await checkPagesFile(pm, file, join(req.current, pagesName));
+  const prev = await PageSource.open(req.previous, name);
+  const cur = await open(join(req.current, pagesName), 'r');
+  const out = await open(join(req.out, pagesName), 'wx');
+  const curBuf = Buffer.allocUnsafe(CHUNK_PAGES * PAGE_SIZE);
+  const prevBuf = Buffer.allocUnsafe(CHUNK_PAGES * PAGE_SIZE);
+  const outBuf = Buffer.allocUnsafe(CHUNK_PAGES * PAGE_SIZE);
+  const have = new Uint8Array(CHUNK_PAGES);
+  const same = new Uint8Array(CHUNK_PAGES);
+  let outLen = 0;
+  const emit = async (from: number, to: number): Promise<void> => {
+    if (outLen + (to - from) > outBuf.length) {
+      await out.write(outBuf, 0, outLen);
+      outLen = 0;
+    }
+    outLen += curBuf.copy(outBuf, outLen, from, to);
+  };
+  const entries: PagemapEntry[] = [];
+  let total = 0;
+  let changed = 0;
+  try {
+    for (const r of runsOf(pm, file)) {
+      if (!(r.flags & PE_PRESENT)) {
+        appendRun(entries, r.first, r.count, r.flags, r.first);
+        continue;
+      }
+      for (let done = 0; done < r.count; done += CHUNK_PAGES) {
+        const n = Math.min(CHUNK_PAGES, r.count - done);
+        const len = n * PAGE_SIZE;
+        const { bytesRead } = await cur.read(curBuf, 0, len, r.offset + done * PAGE_SIZE);
+        if (bytesRead !== len) throw malformed(join(req.current, pagesName), 'pages file ended early');
+        have.fill(0);
+        await prev?.fill(r.first + done, n, prevBuf, have);
+        const wholeChunkSame = have.subarray(0, n).every((h) => h === 1) && curBuf.compare(prevBuf, 0, len, 0, len) === 0;
+        for (let j = 0; j < n; j++) {
+          const at = j * PAGE_SIZE;
+          same[j] = wholeChunkSame || (have[j] === 1 && curBuf.compare(prevBuf, at, at + PAGE_SIZE, at, at + PAGE_SIZE) === 0) ? 1 : 0;
+        }
+        for (let i = 0, j = 1; i < n; i = j, j = i + 1) {
+          while (j < n && same[j] === same[i]) j++;
+          appendRun(entries, r.first + done + i, j - i, same[i] ? PE_PARENT : r.flags, r.first);
+          if (same[i]) continue;
+          await emit(i * PAGE_SIZE, j * PAGE_SIZE);
+          changed += j - i;
+        }
+        total += n;
+        progress.done += n;
+        req.onProgress?.({ pagesDone: progress.done, pagesTotal: progress.total });
+      }
+    }
+    await out.write(outBuf, 0, outLen);
+  } finally {
+    await Promise.all([out.close(), cur.close(), prev?.close()]);
+  }
+  await writePagemap(join(req.out, name), pm.head, entries, pm.magic);
+  return [total, changed];
+}
+
+/** Hard-links a file into `out`, copying when linking is not possible (another filesystem). */
+async function linkOrCopy(from: string, to: string): Promise<void> {
+  await link(from, to).catch(() => copyFile(from, to));
+}
+
+/**
+ * Writes into `out` an image equal to `current` except that every page whose 4 KiB content equals
+ * the page at the same address in `previous` becomes a PE_PARENT entry; other files are hard-linked
+ * (or copied) unchanged, and `out/parent` → `parentLink` lets CRIU's restore find the rest.
+ */
+export async function makeIncremental(req: IncrementalRequest): Promise<IncrementalStats> {
+  await mkdir(req.out, { recursive: true });
+  if ((await readdir(req.out)).length > 0) throw criuImageErrors.INCREMENTAL_OUT_NOT_EMPTY({ dir: req.out });
+  try {
+    const names = await readdir(req.current);
+    const pagemaps = names.filter((n) => /^pagemap-.*\.img$/.test(n));
+    const heads = await Promise.all(pagemaps.map((n) => readPagemap(join(req.current, n))));
+    const pagesFiles = new Set(heads.map((p) => `pages-${p.head.pagesId}.img`));
+    const progress = { done: 0, total: heads.flatMap((p) => p.entries).reduce((n, e) => n + (hasBytes(e) ? e.nrPages : 0), 0) };
+    let pagesTotal = 0;
+    let pagesChanged = 0;
+    for (const name of pagemaps) {
+      const [t, c] = await rewritePagemap(req, name, progress);
+      pagesTotal += t;
+      pagesChanged += c;
+    }
+    for (const name of names) {
+      if (name === 'parent' || pagemaps.includes(name) || pagesFiles.has(name)) continue;
+      const from = join(req.current, name);
+      const st = await lstat(from);
+      if (st.isSymbolicLink()) await symlink(await readlink(from), join(req.out, name));
+      else if (st.isDirectory()) await cp(from, join(req.out, name), { recursive: true, verbatimSymlinks: true });
+      else await linkOrCopy(from, join(req.out, name));
+    }
+    await symlink(req.parentLink, join(req.out, 'parent'));
+    const bytesWritten = await treeBytes(req.out);
+    return { pagesTotal, pagesChanged, pageBytesWritten: pagesChanged * PAGE_SIZE, bytesWritten };
+  } catch (e) {
+    await rm(req.out, { recursive: true, force: true });
+    throw e;
+  }
+}
+
+/** Bytes of the regular files under `dir`, not following symlinks. */
+async function treeBytes(dir: string): Promise<number> {
+  let n = 0;
+  for (const d of await readdir(dir, { withFileTypes: true })) {
+    if (d.isDirectory()) n += await treeBytes(join(dir, d.name));
+    else if (d.isFile()) n += (await stat(join(dir, d.name))).size;
+  }
+  return n;
+}
