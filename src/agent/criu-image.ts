@@ -316,34 +316,32 @@ function appendRun(entries: PagemapEntry[], first: number, count: number, flags:
   }
 }
 
+/** Sets same[j] = 1 for each of the first n pages whose bytes in `cur` equal those known (`have`) in `prev`. */
+function markSame(cur: Buffer, prev: Buffer, have: Uint8Array, same: Uint8Array, n: number): void {
+  const len = n * PAGE_SIZE;
+  const all = have.subarray(0, n).every((h) => h === 1) && cur.compare(prev, 0, len, 0, len) === 0;
+  for (let j = 0, at = 0; j < n; j++, at += PAGE_SIZE) {
+    same[j] = all || (have[j] === 1 && cur.compare(prev, at, at + PAGE_SIZE, at, at + PAGE_SIZE) === 0) ? 1 : 0;
+  }
+}
+
 /** Rewrites one pagemap of `current` against `previous`; returns [present pages, changed pages]. */
 async function rewritePagemap(req: IncrementalRequest, name: string, progress: { done: number; total: number }): Promise<[number, number]> {
   const file = join(req.current, name);
   const pm = await readPagemap(file);
   if (pm.skippedFields.length > 0) throw criuImageErrors.CRIU_IMAGE_UNSUPPORTED({ file, reason: `unknown pagemap fields ${pm.skippedFields.join(', ')} (compressed or newer image?)` });
   if (pm.entries.some((e) => e.flags & PE_PARENT)) throw criuImageErrors.CRIU_IMAGE_UNSUPPORTED({ file, reason: 'current is already incremental (PE_PARENT entries); give a plain dump' });
-  const pagesName = `pages-${pm.head.pagesId}.img`;
-  await checkPagesFile(pm, file, join(req.current, pagesName));
-  const prev = await PageSource.open(req.previous, name);
-  const cur = await open(join(req.current, pagesName), 'r');
-  const out = await open(join(req.out, pagesName), 'wx');
-  const curBuf = Buffer.allocUnsafe(CHUNK_PAGES * PAGE_SIZE);
-  const prevBuf = Buffer.allocUnsafe(CHUNK_PAGES * PAGE_SIZE);
-  const outBuf = Buffer.allocUnsafe(CHUNK_PAGES * PAGE_SIZE);
-  const have = new Uint8Array(CHUNK_PAGES);
-  const same = new Uint8Array(CHUNK_PAGES);
-  let outLen = 0;
-  const emit = async (from: number, to: number): Promise<void> => {
-    if (outLen + (to - from) > outBuf.length) {
-      await out.write(outBuf, 0, outLen);
-      outLen = 0;
-    }
-    outLen += curBuf.copy(outBuf, outLen, from, to);
-  };
+  const pagesFile = join(req.current, `pages-${pm.head.pagesId}.img`);
+  await checkPagesFile(pm, file, pagesFile);
+  const [curBuf, prevBuf] = [Buffer.allocUnsafe(CHUNK_PAGES * PAGE_SIZE), Buffer.allocUnsafe(CHUNK_PAGES * PAGE_SIZE)];
+  const [have, same] = [new Uint8Array(CHUNK_PAGES), new Uint8Array(CHUNK_PAGES)];
   const entries: PagemapEntry[] = [];
-  let total = 0;
-  let changed = 0;
+  let [total, changed] = [0, 0];
+  let prev: PageSource | undefined, cur: FileHandle | undefined, out: FileHandle | undefined;
   try {
+    prev = await PageSource.open(req.previous, name);
+    cur = await open(pagesFile, 'r');
+    out = await open(join(req.out, `pages-${pm.head.pagesId}.img`), 'wx');
     for (const r of runsOf(pm, file)) {
       if (!(r.flags & PE_PRESENT)) {
         appendRun(entries, r.first, r.count, r.flags, r.first);
@@ -351,31 +349,27 @@ async function rewritePagemap(req: IncrementalRequest, name: string, progress: {
       }
       for (let done = 0; done < r.count; done += CHUNK_PAGES) {
         const n = Math.min(CHUNK_PAGES, r.count - done);
-        const len = n * PAGE_SIZE;
-        const { bytesRead } = await cur.read(curBuf, 0, len, r.offset + done * PAGE_SIZE);
-        if (bytesRead !== len) throw malformed(join(req.current, pagesName), 'pages file ended early');
         have.fill(0);
-        await prev?.fill(r.first + done, n, prevBuf, have);
-        const wholeChunkSame = have.subarray(0, n).every((h) => h === 1) && curBuf.compare(prevBuf, 0, len, 0, len) === 0;
-        for (let j = 0; j < n; j++) {
-          const at = j * PAGE_SIZE;
-          same[j] = wholeChunkSame || (have[j] === 1 && curBuf.compare(prevBuf, at, at + PAGE_SIZE, at, at + PAGE_SIZE) === 0) ? 1 : 0;
-        }
+        const [{ bytesRead }] = await Promise.all([cur.read(curBuf, 0, n * PAGE_SIZE, r.offset + done * PAGE_SIZE), prev?.fill(r.first + done, n, prevBuf, have)]);
+        if (bytesRead !== n * PAGE_SIZE) throw malformed(pagesFile, 'pages file ended early');
+        markSame(curBuf, prevBuf, have, same, n);
+        let kept = 0; // changed pages are packed to the front of curBuf, then written at once
         for (let i = 0, j = 1; i < n; i = j, j = i + 1) {
           while (j < n && same[j] === same[i]) j++;
           appendRun(entries, r.first + done + i, j - i, same[i] ? PE_PARENT : r.flags, r.first);
           if (same[i]) continue;
-          await emit(i * PAGE_SIZE, j * PAGE_SIZE);
-          changed += j - i;
+          curBuf.copyWithin(kept, i * PAGE_SIZE, j * PAGE_SIZE);
+          kept += (j - i) * PAGE_SIZE;
         }
+        if (kept > 0) await out.write(curBuf, 0, kept);
+        changed += kept / PAGE_SIZE;
         total += n;
         progress.done += n;
         req.onProgress?.({ pagesDone: progress.done, pagesTotal: progress.total });
       }
     }
-    await out.write(outBuf, 0, outLen);
   } finally {
-    await Promise.all([out.close(), cur.close(), prev?.close()]);
+    await Promise.all([out?.close(), cur?.close(), prev?.close()]);
   }
   await writePagemap(join(req.out, name), pm.head, entries, pm.magic);
   return [total, changed];
@@ -389,7 +383,8 @@ async function linkOrCopy(from: string, to: string): Promise<void> {
 /**
  * Writes into `out` an image equal to `current` except that every page whose 4 KiB content equals
  * the page at the same address in `previous` becomes a PE_PARENT entry; other files are hard-linked
- * (or copied) unchanged, and `out/parent` → `parentLink` lets CRIU's restore find the rest.
+ * (or copied) unchanged, and `out/parent` → `parentLink` lets CRIU's restore find the rest. On failure
+ * `out` is removed.
  */
 export async function makeIncremental(req: IncrementalRequest): Promise<IncrementalStats> {
   await mkdir(req.out, { recursive: true });
