@@ -83,3 +83,23 @@ describe('target agent killed during the transfer', { skip: skipUnlessReady(MIGR
     assert.equal(await count(), 3);
   });
 });
+
+describe('source agent killed during a pre-copy round', { skip: skipUnlessReady(MIGRATION_TOOLS) }, () => {
+  // Every daemon gets the failpoint; only the source reaches it (the target never dumps a round).
+  const n = twoNodes({ env: { FERRY_FAILPOINTS: 'migrate:during-copy' }, targetEnv: { FERRY_FAILPOINTS: '' } });
+
+  it('rolls back; the container never stopped running on the source and counts on once its agent returns', async () => {
+    const { f, a, b } = n;
+    const count = await runCounter(f, 'web', a.node, ['-e', 'BALLAST_MB=16']);
+    assert.equal(await count(), 1);
+    await migrateRolledBack(f, 'web', b.node, 'Copy', ['--strategy', 'pre-copy']);
+    assert.equal(f.pidOf(a.node), undefined, 'the source agent died in the round');
+    await f.restartAgentOf(a.node);
+    assert.equal(await count(), 2, 'the same process, its port published again by the returning agent');
+    const v = await f.json<ContainerView>(['inspect', 'web']);
+    assert.deepEqual([v.container.placement?.node, v.status?.phase], [a.node, 'running']);
+    assert.deepEqual(runcIdsOn(a), [v.status!.runtimeId]);
+    assert.deepEqual(runcIdsOn(b), []);
+    await until('the rounds on the source to be removed', () => (readdirSync(join(f.home, 'agents', a.node, 'migrations')).length === 0 ? true : undefined), 30_000);
+  });
+});

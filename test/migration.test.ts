@@ -90,7 +90,7 @@ describe('live migration between two nodes (stop-copy)', { skip: skipUnlessReady
       [['migrate', 'web', '--to', a.node], 2, /already runs on/],
       [['migrate', 'web', '--to', 'ghost'], 4, /no node named "ghost"/],
       [['migrate', 'ghost', '--to', b.node], 4, /no container named "ghost"/],
-      [['migrate', 'web', '--to', b.node, '--strategy', 'pre-copy'], 1, /pre-copy strategy is not implemented yet/],
+      [['migrate', 'web', '--to', b.node, '--bandwidth', 'fast'], 2, /invalid bandwidth "fast"/],
       [['migrate', 'web', '--to', b.node, '--strategy', 'teleport'], 2, /--strategy must be/],
     ];
     for (const [args, code, re] of cases) {

@@ -8,14 +8,15 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { chmod, chown, mkdir, readdir, readFile, rm, stat } from 'node:fs/promises';
+import { chmod, chown, mkdir, readdir, readFile, rm, stat, symlink } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { randomBytes } from 'node:crypto';
 import type { Assignment } from '../model/index.ts';
-import { fetchFiles, sendFiles, type SendOptions } from './transfer.ts';
+import { fetchFiles, safePath, sendFiles, type SendOptions } from './transfer.ts';
+import { makeIncremental } from './criu-image.ts';
 import type { LifecycleDeps } from './lifecycle.ts';
 import type { LazyDump, RuncRuntime } from './runtime/index.ts';
 import { teardown, writeCriuConfig, withCriuConfig, DUMP_CRIU_OPTIONS } from './lifecycle.ts';
@@ -81,6 +82,8 @@ export class MigrationAgent {
   private readonly d: MigrateDeps;
   /** Source side of post-copy migrations: CRIU serving pages, by migration id. */
   private readonly lazySources = new Map<string, { readonly name: string; readonly dump: LazyDump; settled: boolean; error?: string }>();
+  /** Target: fetches in progress, by migration id (a rollback ends them). */
+  private readonly fetches = new Map<string, AbortController>();
   /** Target side of streamed stop-copy: the page server receiving the dump, by migration id. */
   private readonly pageServers = new Map<string, { readonly done: Promise<void>; stop(): Promise<void> }>();
   /** Target side of post-copy migrations: the lazy-pages daemon, by migration id. */
@@ -107,16 +110,20 @@ export class MigrationAgent {
    * `postCopy` the dump leaves memory out and CRIU serves the pages from a page server whose address
    * is returned; the frozen container is then CRIU's until the target has every page.
    */
-  freeze(id: string, name: string, postCopy = false, streamTo?: string): Promise<{ bytes: number; dumpMs: number; pageServer?: string }> {
+  freeze(id: string, name: string, o: FreezeOptions = {}): Promise<{ bytes: number; dumpMs: number; pageServer?: string }> {
     // The reconcile loop stays away meanwhile: a re-scan must not publish the ports being closed.
-    return this.d.reconciler.exclusive(name, () => this.freezeNow(id, name, postCopy, streamTo));
+    return this.d.reconciler.exclusive(name, () => this.freezeNow(id, name, o));
   }
 
-  private async freezeNow(id: string, name: string, postCopy: boolean, streamTo?: string): Promise<{ bytes: number; dumpMs: number; pageServer?: string }> {
+  private async freezeNow(id: string, name: string, o: FreezeOptions): Promise<{ bytes: number; dumpMs: number; pageServer?: string }> {
+    const { postCopy, streamTo, preCopyRound } = o;
     const rec = this.record(name);
     const dir = this.dir(id);
-    await rm(dir, { recursive: true, force: true });
-    await mkdir(join(dir, 'image'), { recursive: true, mode: 0o755 });
+    // After pre-copy rounds the final dump goes beside them (rounds/final) and only its delta travels.
+    const finalDir = join(dir, 'rounds', 'final');
+    if (preCopyRound === undefined) await rm(dir, { recursive: true, force: true });
+    else await rm(finalDir, { recursive: true, force: true });
+    await mkdir(preCopyRound === undefined ? join(dir, 'image') : finalDir, { recursive: true, mode: 0o755 });
     rec.outgoing = id;
     await this.d.records.save(rec);
     // Refuse new connections, let requests already in the app finish (bounded), then freeze: a request
@@ -146,21 +153,29 @@ export class MigrationAgent {
       ));
     } else {
       // With `streamTo` the pages go straight to the target's page server while CRIU dumps them.
-      await this.d.runtime.checkpoint(rec.runtimeId, { imagePath: join(dir, 'image'), leaveRunning: true, tcpEstablished: true, ...(streamTo ? { pageServer: streamTo } : {}) });
+      const imagePath = preCopyRound === undefined ? join(dir, 'image') : join(finalDir, 'full');
+      await this.d.runtime.checkpoint(rec.runtimeId, { imagePath, leaveRunning: true, tcpEstablished: true, ...(streamTo ? { pageServer: streamTo } : {}) });
+    }
+    let sendDir = dir;
+    if (preCopyRound !== undefined) {
+      sendDir = join(finalDir, 'send');
+      const stats = await makeIncremental({ previous: join(dir, 'rounds', String(preCopyRound), 'full'), current: join(finalDir, 'full'), out: sendDir, parentLink: `../${preCopyRound}` });
+      times.lap(`delta (${stats.pagesChanged} of ${stats.pagesTotal} pages changed)`);
     }
     const dumpMs = performance.now() - t0;
     times.lap('dump');
     failpoint('migrate:after-dump');
     const upper = join(this.d.records.containerDir(rec.runtimeId), 'upper');
-    await tar(['-c', '--numeric-owner', '--xattrs', '--xattrs-include=*', '-f', join(dir, 'upper.tar'), '-C', upper, '.']);
+    await tar(['-c', '--numeric-owner', '--xattrs', '--xattrs-include=*', '-f', join(sendDir, 'upper.tar'), '-C', upper, '.']);
     times.lap('pack');
-    this.d.log(`migration ${id}: ${name} frozen and dumped${postCopy ? ' (post-copy)' : streamTo ? ` (pages streamed to ${streamTo})` : ''}: ${times.summary()}`);
-    return { bytes: await sizeOf(dir), dumpMs, ...(pageServer ? { pageServer } : {}) };
+    const how = postCopy ? ' (post-copy)' : streamTo ? ` (pages streamed to ${streamTo})` : preCopyRound !== undefined ? ` (pre-copy, after round ${preCopyRound})` : '';
+    this.d.log(`migration ${id}: ${name} frozen and dumped${how}: ${times.summary()}`);
+    return { bytes: await sizeOf(sendDir), dumpMs, ...(pageServer ? { pageServer } : {}) };
   }
 
   /** Source: the files of migration `id` (CRIU image + writable layer) for the target, from `resume` on. */
-  files(id: string, o: SendOptions): Readable {
-    return sendFiles(this.dir(id), o);
+  files(id: string, o: SendOptions, subdir?: string): Readable {
+    return sendFiles(subdir ? join(this.dir(id), safePath(subdir)) : this.dir(id), o);
   }
 
   /** Source, rollback: thaw the frozen container and publish its ports again. */
@@ -178,6 +193,56 @@ export class MigrationAgent {
     rec.outgoing = undefined;
     await this.d.records.save(rec);
     await rm(this.dir(id), { recursive: true, force: true });
+  }
+
+  /**
+   * Source, pre-copy round `round`, while the container runs: a `--leave-running` dump into
+   * rounds/N/full and, from round 1 on, the delta against round N-1 into rounds/N/send (pages equal to
+   * the previous round's as PE_PARENT entries: only changed pages travel). This kernel has no
+   * soft-dirty tracking, so every round dumps everything and compares content.
+   */
+  async copyRound(id: string, name: string, round: number): Promise<{ sentBytes: number; dumpMs: number; pagesChanged?: number }> {
+    const rec = this.record(name);
+    const base = join(this.dir(id), 'rounds');
+    if (round === 0) await rm(this.dir(id), { recursive: true, force: true });
+    await mkdir(join(base, String(round)), { recursive: true, mode: 0o755 });
+    const full = join(base, String(round), 'full');
+    const t0 = performance.now();
+    await this.d.runtime.checkpoint(rec.runtimeId, { imagePath: full, leaveRunning: true, tcpEstablished: true });
+    const dumpMs = performance.now() - t0;
+    failpoint('migrate:during-copy');
+    if (round === 0) return { sentBytes: await sizeOf(full), dumpMs };
+    const send = join(base, String(round), 'send');
+    const stats = await makeIncremental({ previous: join(base, String(round - 1), 'full'), current: full, out: send, parentLink: `../${round - 1}` });
+    // The target holds every earlier round; only the last full dump is compared against next.
+    await rm(join(base, String(round - 1), 'full'), { recursive: true, force: true }).catch(() => undefined);
+    this.d.log(`migration ${id}: round ${round} of ${name}: ${stats.pagesChanged} of ${stats.pagesTotal} pages changed (dump ${Math.round(dumpMs)} ms)`);
+    return { sentBytes: stats.bytesWritten, dumpMs, pagesChanged: stats.pagesChanged };
+  }
+
+  /** Target, pre-copy: fetches round `round` into rounds/N (linked to its parent round). */
+  async fetchRound(id: string, sourceUrl: string, round: number, bytesPerSec = 0): Promise<{ bytes: number; ms: number }> {
+    const dir = join(this.dir(id), 'rounds', String(round));
+    if (round === 0) await rm(this.dir(id), { recursive: true, force: true });
+    await rm(dir, { recursive: true, force: true });
+    await mkdir(dir, { recursive: true, mode: 0o755 });
+    if (round > 0) await symlink(`../${round - 1}`, join(dir, 'parent'));
+    const t0 = performance.now();
+    const got = await this.fetch(id, sourceUrl, dir, { bytesPerSec, subdir: `rounds/${round}/${round === 0 ? 'full' : 'send'}` });
+    return { bytes: got.bytes, ms: performance.now() - t0 };
+  }
+
+  /** Fetches files of migration `id` from the source agent into `dir`; ended by a rollback (abort). */
+  private async fetch(id: string, sourceUrl: string, dir: string, o: { bytesPerSec: number; subdir?: string }): Promise<{ bytes: number; resumes: number }> {
+    const ac = new AbortController();
+    this.fetches.set(id, ac);
+    try {
+      return await fetchFiles(new URL(`v1/migrate/${id}/files`, sourceUrl.endsWith('/') ? sourceUrl : `${sourceUrl}/`).href, this.d.token, dir, {
+        bytesPerSec: o.bytesPerSec, signal: ac.signal, ...(o.subdir ? { subdir: o.subdir } : {}), progress: () => failpoint('migrate:during-fetch'),
+      });
+    } finally {
+      if (this.fetches.get(id) === ac) this.fetches.delete(id);
+    }
   }
 
   /**
@@ -216,21 +281,29 @@ export class MigrationAgent {
   }
 
   /** Target: fetch the archive from the source agent and restore the container from it. */
-  async restore(id: string, sourceUrl: string, a: Assignment, pageServer?: string, bytesPerSec = 0): Promise<{ runtimeId: string; pid: number; bytes: number; restoreMs: number }> {
+  async restore(id: string, sourceUrl: string, a: Assignment, o: RestoreFrom = {}): Promise<{ runtimeId: string; pid: number; bytes: number; restoreMs: number }> {
     const dir = this.dir(id);
     const times = stopwatch();
+    // Where the image is: the migration's image/ (stop-copy, post-copy) or, after pre-copy rounds,
+    // rounds/final whose unchanged pages live in the earlier rounds (its `parent` chain).
+    const imageDir = o.preCopyRound !== undefined ? join(dir, 'rounds', 'final') : join(dir, 'image');
     // Pages streamed during the dump: the page server has them all once it exits.
     const ps = this.pageServers.get(id);
     if (ps) {
       await ps.done;
       this.pageServers.delete(id);
       times.lap('pages');
-    } else {
+    } else if (o.preCopyRound === undefined) {
       await rm(dir, { recursive: true, force: true });
       await mkdir(dir, { recursive: true, mode: 0o755 });
     }
-    const got = await fetchFiles(new URL(`v1/migrate/${id}/files`, sourceUrl.endsWith('/') ? sourceUrl : `${sourceUrl}/`).href, this.d.token, dir, {
-      bytesPerSec, progress: () => failpoint('migrate:during-fetch'),
+    if (o.preCopyRound !== undefined) {
+      await rm(imageDir, { recursive: true, force: true });
+      await mkdir(imageDir, { recursive: true, mode: 0o755 });
+      await symlink(`../${o.preCopyRound}`, join(imageDir, 'parent'));
+    }
+    const got = await this.fetch(id, sourceUrl, o.preCopyRound !== undefined ? imageDir : dir, {
+      bytesPerSec: o.bytesPerSec ?? 0, ...(o.preCopyRound !== undefined ? { subdir: 'rounds/final/send' } : {}),
     });
     times.lap(`fetch${got.resumes > 0 ? ` (${got.resumes} resumes)` : ''}`);
     const t0 = performance.now();
@@ -247,14 +320,15 @@ export class MigrationAgent {
         this.d.images.prepareRootfs(rec.runtimeId, a.spec.image, cdir, { deferMount: true }), this.d.network.attach(rec.runtimeId),
       ]);
       // The writable layer goes into the overlay's upper dir before it is mounted (whiteouts and xattrs kept).
-      await tar(['-x', '--numeric-owner', '--xattrs', '--xattrs-include=*', '-p', '-f', join(dir, 'upper.tar'), '-C', join(cdir, 'upper')]);
+      await tar(['-x', '--numeric-owner', '--xattrs', '--xattrs-include=*', '-p', '-f', join(o.preCopyRound !== undefined ? imageDir : dir, 'upper.tar'), '-C', join(cdir, 'upper')]);
       // The image must be readable by the container's mapped root; established TCP connections are
       // restored closed, since the address changes between nodes until the cluster network lands; the
       // processes are restored stopped (SIGSTOP) and continue only once the switch is recorded, so a
       // copy whose migration rolls back never runs a single instruction.
       times.lap('prepare');
       const criuConf = await writeCriuConfig(cdir, `tcp-close\nleave-stopped\n${DUMP_CRIU_OPTIONS}`);
-      await chownTree(join(dir, 'image'), this.d.idMap.hostId);
+      // (After pre-copy every round of the parent chain is read.)
+      await chownTree(o.preCopyRound !== undefined ? join(dir, 'rounds') : imageDir, this.d.idMap.hostId);
       rec.rootfsMode = prepared.mode;
       rec.ip = att.ip;
       const bundle = await bundleSpec({
@@ -263,10 +337,10 @@ export class MigrationAgent {
       });
       // Post-copy: the lazy-pages daemon takes the restored process's page faults (through the socket
       // in the work dir it shares with the restore) and fetches the pages from the source's server.
-      const lazy = pageServer ? await this.startLazyPages(id, a.name, pageServer, join(dir, 'image')) : undefined;
+      const lazy = o.pageServer ? await this.startLazyPages(id, a.name, o.pageServer, imageDir) : undefined;
       const st = await this.d.runtime.restore(withCriuConfig(bundle, criuConf), lazy
-        ? { imagePath: join(dir, 'image'), workPath: join(dir, 'image'), extraArgs: ['--lazy-pages'] }
-        : { imagePath: join(dir, 'image'), workPath: join(dir, 'work') });
+        ? { imagePath: imageDir, workPath: imageDir, extraArgs: ['--lazy-pages'] }
+        : { imagePath: imageDir, workPath: join(dir, 'work') });
       times.lap('restore');
       this.d.log(`migration ${id}: ${a.name} restored${lazy ? ' (post-copy)' : ''}: ${times.summary()}`);
       // From now on the file serves the next dump of this container (a chained migration).
@@ -361,6 +435,7 @@ export class MigrationAgent {
 
   /** Target, rollback: remove the incoming copy of migration `id`, if any. */
   async abort(id: string, name: string): Promise<void> {
+    this.fetches.get(id)?.abort();
     await this.pageServers.get(id)?.stop();
     this.pageServers.delete(id);
     const lazy = this.lazyTargets.get(id);
@@ -413,6 +488,25 @@ export async function continueProcesses(d: Pick<MigrateDeps, 'runtime' | 'record
     rec.incoming = undefined;
     await d.records.save(rec);
   }
+}
+
+/** How the source freezes (see MigrationAgent.freeze). */
+export interface FreezeOptions {
+  /** Dump without memory and serve the pages (post-copy). */
+  readonly postCopy?: boolean;
+  /** Stop-copy: host:port of the target's page server that takes the pages as they are dumped. */
+  readonly streamTo?: string;
+  /** Pre-copy: the last round the target holds; only the delta against it is sent. */
+  readonly preCopyRound?: number;
+}
+
+/** Where a restore takes its image from (see MigrationAgent.restore). */
+export interface RestoreFrom {
+  /** Post-copy: host:port of the source's page server. */
+  readonly pageServer?: string;
+  readonly bytesPerSec?: number;
+  /** Pre-copy: the last round the target holds; the final delta's parent. */
+  readonly preCopyRound?: number;
 }
 
 /** Settles when `child` exits: resolves on 0, rejects with the errors of its log otherwise. */

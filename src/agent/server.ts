@@ -139,18 +139,30 @@ export async function buildAgentApi(deps: AgentApiDeps): Promise<FastifyInstance
   app.get('/v1/migrate/:id/received', { schema: { params: Mid } }, async (req) => deps.migrations.received(req.params.id));
   app.post('/v1/migrate/:id/prepare', { schema: { params: Mid } }, async (req) => deps.migrations.prepare(req.params.id));
   app.post('/v1/migrate/:id/freeze', {
-    schema: { params: Mid, body: Type.Object({ name: Type.String(), postCopy: Type.Optional(Type.Boolean()), streamTo: Type.Optional(Type.String()) }) },
-  }, async (req) => deps.migrations.freeze(req.params.id, req.body.name, req.body.postCopy === true, req.body.streamTo));
+    schema: {
+      params: Mid,
+      body: Type.Object({ name: Type.String(), postCopy: Type.Optional(Type.Boolean()), streamTo: Type.Optional(Type.String()), preCopyRound: Type.Optional(Type.Integer({ minimum: 0 })) }),
+    },
+  }, async (req) => {
+    const { name, ...o } = req.body;
+    return deps.migrations.freeze(req.params.id, name, o);
+  });
+  app.post('/v1/migrate/:id/round', {
+    schema: { params: Mid, body: Type.Object({ name: Type.String(), round: Type.Integer({ minimum: 0 }) }) },
+  }, async (req) => deps.migrations.copyRound(req.params.id, req.body.name, req.body.round));
+  app.post('/v1/migrate/:id/fetch-round', {
+    schema: { params: Mid, body: Type.Object({ source: Type.String(), round: Type.Integer({ minimum: 0 }), bytesPerSec: Type.Optional(Type.Integer({ minimum: 0 })) }) },
+  }, async (req) => deps.migrations.fetchRound(req.params.id, req.body.source, req.body.round, req.body.bytesPerSec));
   // The migration's files for the target agent (see transfer.ts); `resume` after a broken stream.
   const ResumeSchema = Type.Object({
     done: Type.Array(Type.String()),
     partial: Type.Optional(Type.Object({ path: Type.String(), offset: Type.Integer({ minimum: 0 }) })),
   });
   app.post('/v1/migrate/:id/files', {
-    schema: { params: Mid, body: Type.Object({ resume: ResumeSchema, bytesPerSec: Type.Optional(Type.Integer({ minimum: 0 })) }) },
+    schema: { params: Mid, body: Type.Object({ resume: ResumeSchema, bytesPerSec: Type.Optional(Type.Integer({ minimum: 0 })), subdir: Type.Optional(Type.String()) }) },
   }, async (req, reply) => {
     void reply.header('content-type', 'application/octet-stream');
-    return reply.send(deps.migrations.files(req.params.id, { resume: req.body.resume, bytesPerSec: req.body.bytesPerSec }));
+    return reply.send(deps.migrations.files(req.params.id, { resume: req.body.resume, bytesPerSec: req.body.bytesPerSec }, req.body.subdir));
   });
   app.post('/v1/migrate/:id/resume', {
     schema: { params: Mid, body: Type.Object({ name: Type.String(), ports: Type.Array(PortSchema) }) },
@@ -161,9 +173,15 @@ export async function buildAgentApi(deps: AgentApiDeps): Promise<FastifyInstance
   app.post('/v1/migrate/:id/restore', {
     schema: {
       params: Mid,
-      body: Type.Object({ source: Type.String(), assignment: AssignmentSchema, pageServer: Type.Optional(Type.String()), bytesPerSec: Type.Optional(Type.Integer({ minimum: 0 })) }),
+      body: Type.Object({
+        source: Type.String(), assignment: AssignmentSchema, pageServer: Type.Optional(Type.String()), bytesPerSec: Type.Optional(Type.Integer({ minimum: 0 })),
+        preCopyRound: Type.Optional(Type.Integer({ minimum: 0 })),
+      }),
     },
-  }, async (req) => deps.migrations.restore(req.params.id, req.body.source, req.body.assignment as Assignment, req.body.pageServer, req.body.bytesPerSec));
+  }, async (req) => {
+    const { source, assignment, ...o } = req.body;
+    return deps.migrations.restore(req.params.id, source, assignment as Assignment, o);
+  });
   app.post('/v1/migrate/:id/continue', { schema: { params: Mid, body: Type.Object({ name: Type.String() }) } }, async (req) => {
     await deps.migrations.continue(req.params.id, req.body.name);
     return { ok: true };

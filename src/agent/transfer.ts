@@ -54,7 +54,7 @@ export async function listFiles(dir: string): Promise<FileEntry[]> {
 }
 
 /** Rejects paths that would leave the transfer's directory. */
-function safePath(p: string): string {
+export function safePath(p: string): string {
   const n = normalize(p);
   if (p === '' || n.startsWith('..') || n.startsWith('/') || n.split(sep).includes('..')) throw new Error(`unsafe path in transfer: ${JSON.stringify(p)}`);
   return n;
@@ -197,6 +197,10 @@ export async function receiveFiles(src: AsyncIterable<Buffer>, dir: string, from
 export interface FetchOptions {
   /** Bytes per second the sender may use (0 = unlimited). */
   readonly bytesPerSec?: number;
+  /** Only this subdirectory of the sender's files (e.g. one pre-copy round). */
+  readonly subdir?: string;
+  /** Ends the transfer (the files so far stay; the caller removes them). */
+  readonly signal?: AbortSignal;
   /** Attempts after a broken stream (default 5). */
   readonly retries?: number;
   readonly progress?: ProgressFn;
@@ -210,11 +214,13 @@ export async function fetchFiles(url: string, token: string, dir: string, o: Fet
   let resume: ResumePoint = { done: [] };
   let bytes = 0;
   for (let attempt = 0; ; attempt++) {
-    const res = await post(url, token, { resume, bytesPerSec: o.bytesPerSec ?? 0 });
+    o.signal?.throwIfAborted();
+    const res = await post(url, token, { resume, bytesPerSec: o.bytesPerSec ?? 0, ...(o.subdir ? { subdir: o.subdir } : {}) }, o.signal);
     let before = 0;
     const r = await receiveFiles(res, dir, resume, (n) => { o.progress?.(bytes + n); before = n; });
     bytes += before;
     if (r.complete) return { bytes, resumes: attempt };
+    o.signal?.throwIfAborted();
     if (attempt >= (o.retries ?? 5)) throw new Error(`the transfer from ${url} broke ${attempt + 1} times; giving up`);
     resume = r.resume;
     await sleep(Math.min(2000, 100 * 2 ** attempt));
@@ -222,10 +228,10 @@ export async function fetchFiles(url: string, token: string, dir: string, o: Fet
 }
 
 /** POSTs JSON and resolves with the response stream (rejects on HTTP errors with the body's message). */
-function post(url: string, token: string, body: unknown): Promise<IncomingMessage> {
+function post(url: string, token: string, body: unknown, signal?: AbortSignal): Promise<IncomingMessage> {
   return new Promise((resolve, reject) => {
     const data = JSON.stringify(body);
-    const req = request(url, { method: 'POST', headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json', 'content-length': Buffer.byteLength(data) } }, (res) => {
+    const req = request(url, { method: 'POST', ...(signal ? { signal } : {}), headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json', 'content-length': Buffer.byteLength(data) } }, (res) => {
       if ((res.statusCode ?? 500) >= 400) {
         let text = '';
         res.on('data', (c: Buffer) => { text += c.toString(); });

@@ -49,8 +49,18 @@ export class AgentClient {
   }
 
   /** Migration, source: freeze and dump `name`, leaving it frozen. */
-  migrateFreeze(id: string, name: string, o: { postCopy?: boolean; streamTo?: string } = {}): Promise<{ bytes: number; dumpMs: number; pageServer?: string }> {
+  migrateFreeze(id: string, name: string, o: { postCopy?: boolean; streamTo?: string; preCopyRound?: number } = {}): Promise<{ bytes: number; dumpMs: number; pageServer?: string }> {
     return requestJson(this.endpoint, 'POST', `v1/migrate/${id}/freeze`, { body: { name, ...o } });
+  }
+
+  /** Migration, source, pre-copy: dump round `round` while the container runs; returns what changed. */
+  migrateRound(id: string, name: string, round: number): Promise<{ sentBytes: number; dumpMs: number; pagesChanged?: number }> {
+    return requestJson(this.endpoint, 'POST', `v1/migrate/${id}/round`, { body: { name, round } });
+  }
+
+  /** Migration, target, pre-copy: fetch round `round` from `source`. */
+  migrateFetchRound(id: string, source: string, round: number, bytesPerSec?: number): Promise<{ bytes: number; ms: number }> {
+    return requestJson(this.endpoint, 'POST', `v1/migrate/${id}/fetch-round`, { body: { source, round, ...(bytesPerSec ? { bytesPerSec } : {}) } });
   }
 
   /** Migration, target: bytes received so far. */
@@ -69,7 +79,7 @@ export class AgentClient {
   }
 
   /** Migration, target: fetch from `source` (an agent URL) and restore. */
-  migrateRestore(id: string, source: string, assignment: Assignment, o: { pageServer?: string; bytesPerSec?: number } = {}): Promise<{ runtimeId: string; pid: number; bytes: number; restoreMs: number }> {
+  migrateRestore(id: string, source: string, assignment: Assignment, o: { pageServer?: string; bytesPerSec?: number; preCopyRound?: number } = {}): Promise<{ runtimeId: string; pid: number; bytes: number; restoreMs: number }> {
     return requestJson(this.endpoint, 'POST', `v1/migrate/${id}/restore`, { body: { source, assignment, ...o } });
   }
 

@@ -2,16 +2,37 @@
  * The migration executor: drives each Migration object through the state machine
  * (src/migration), calling the source and target agents for each phase and persisting every step,
  * so a restarted manager recovers (rolls back before the switch, finishes after it).
- * Stop-copy is implemented; pre-copy and post-copy are refused at creation until they land.
+ * Strategies: stop-copy (pages streamed to the target during the dump), pre-copy (rounds while the
+ * container runs, then the last delta), post-copy (lazy pages after the switch).
  */
 import type { Store } from '../store/index.ts';
 import { mutate, put, remove } from '../store/index.ts';
 import { AgentClient } from '../client/index.ts';
 import type { Assignment, Container, ContainerStatus, Migration, Node, NodeImages } from '../model/index.ts';
 import { keys, findImage } from '../model/index.ts';
-import { autoStrategy, step, recover, TERMINAL, precheck, blocking, type MachineState, type MigrationEvent, type MigrationPhase } from '../migration/index.ts';
+import { autoStrategy, precopyDone, step, recover, TERMINAL, precheck, blocking, type RoundReport, type MachineState, type MigrationEvent, type MigrationPhase } from '../migration/index.ts';
 import { nodeSnapshots } from './containers.ts';
 import { startLoop, type Loop } from './loop.ts';
+
+/** Pre-copy stops copying once the last delta would cross in this long (or after PRECOPY_MAX_ROUNDS). */
+const PRECOPY_TARGET_FREEZE_MS = 300;
+const PRECOPY_MAX_ROUNDS = 5;
+
+/** Resolves with 'cancelled' once the user asks to cancel migration `id` (polled); `stop()` ends the polling. */
+function untilCancelled(d: MigrationDeps, id: string): { promise: Promise<'cancelled'>; stop(): void } {
+  let timer: NodeJS.Timeout | undefined;
+  let stopped = false;
+  const promise = new Promise<'cancelled'>((resolve) => {
+    const check = async (): Promise<void> => {
+      if (stopped) return;
+      const kv = await d.store.get<Migration>(keys.migration(id)).catch(() => undefined);
+      if (kv?.value.status.cancelRequested) resolve('cancelled');
+      else if (!stopped) timer = setTimeout(() => void check(), 200);
+    };
+    void check();
+  });
+  return { promise, stop: () => { stopped = true; clearTimeout(timer); } };
+}
 
 /** How often the bytes received by the target are recorded during Freeze and Restore. */
 const PROGRESS_MS = 300;
@@ -25,6 +46,8 @@ interface DriveState {
   pageServer?: string;
   /** Stop-copy: host:port of the target's CRIU page server receiving the dump's pages. */
   streamTo?: string;
+  /** Pre-copy: the rounds so far. */
+  rounds?: RoundReport[];
 }
 
 /** What the executor needs. */
@@ -98,11 +121,39 @@ async function perform(d: MigrationDeps, m: Migration, t: DriveState): Promise<M
       if (m.status.strategy === 'stop-copy') t.streamTo = (await (await agent(d, m.spec.to)).client.migratePrepare(m.metadata.name)).pageServer;
       return { type: 'prepared' };
     }
+    case 'Copy': {
+      // One pre-copy round while the container runs: the source dumps and diffs against the last
+      // round, the target pulls only what changed. A cancel does not wait for the round to end.
+      const src = await agent(d, m.spec.from);
+      const dst = await agent(d, m.spec.to);
+      const round = m.status.round;
+      const work = (async () => {
+        const t0 = Date.now();
+        const r = await src.client.migrateRound(m.metadata.name, name, round);
+        const f = await dst.client.migrateFetchRound(m.metadata.name, src.url, round, m.spec.bandwidthBytesPerSec);
+        return { ...r, fetchMs: f.ms, bytes: f.bytes, durationMs: Date.now() - t0 };
+      })();
+      const cancelled = untilCancelled(d, m.metadata.name);
+      const r = await Promise.race([work, cancelled.promise]).finally(() => cancelled.stop());
+      if (r === 'cancelled') { void work.catch(() => undefined); return { type: 'cancel' }; }
+      // The link's speed as measured by this round (or --bandwidth), for the convergence goal.
+      const rate = m.spec.bandwidthBytesPerSec ?? (r.fetchMs > 0 ? (1000 * r.bytes) / r.fetchMs : 1e9);
+      t.rounds = [...(t.rounds ?? []), { sentBytes: r.sentBytes, durationMs: r.durationMs }];
+      const verdict = precopyDone(t.rounds, { targetFreezeMs: PRECOPY_TARGET_FREEZE_MS, bandwidthBytesPerSec: Math.max(1, rate), maxRounds: PRECOPY_MAX_ROUNDS });
+      await save(d, m.metadata.name, (x) => {
+        x.status.bytes += r.sentBytes;
+        x.status.history.push({ phase: 'Copy', at: new Date().toISOString(), message: `round ${round}: ${r.sentBytes} bytes${r.pagesChanged !== undefined ? ` (${r.pagesChanged} pages changed)` : ''}; ${verdict.reason}` });
+      });
+      return { type: 'round-done', converged: verdict.done };
+    }
     case 'Freeze': {
       t.freezeStart = Date.now();
       if (m.status.strategy === 'stop-copy' && !t.streamTo) throw new Error('the target page server is unknown (the manager restarted after Prepare)');
+      const preCopyRound = m.status.strategy === 'pre-copy' ? m.status.round - 1 : undefined;
+      if (preCopyRound !== undefined && preCopyRound < 0) throw new Error('pre-copy: no round was copied before the freeze');
       const r = await (await agent(d, m.spec.from)).client.migrateFreeze(m.metadata.name, name, {
         ...(m.status.strategy === 'post-copy' ? { postCopy: true } : {}), ...(t.streamTo ? { streamTo: t.streamTo } : {}),
+        ...(preCopyRound !== undefined ? { preCopyRound } : {}),
       });
       t.pageServer = r.pageServer;
       await save(d, m.metadata.name, (x) => { x.status.bytes = r.bytes; });
@@ -118,6 +169,7 @@ async function perform(d: MigrationDeps, m: Migration, t: DriveState): Promise<M
       if (m.status.strategy === 'post-copy' && !t.pageServer) throw new Error('post-copy: the source page server is unknown (the manager restarted after the freeze)');
       const r = await (await agent(d, m.spec.to)).client.migrateRestore(m.metadata.name, src.url, a, {
         ...(t.pageServer ? { pageServer: t.pageServer } : {}), ...(m.spec.bandwidthBytesPerSec ? { bytesPerSec: m.spec.bandwidthBytesPerSec } : {}),
+        ...(m.status.strategy === 'pre-copy' ? { preCopyRound: m.status.round - 1 } : {}),
       });
       // What reached the target before the switch (streamed pages included).
       await save(d, m.metadata.name, (x) => { x.status.targetRuntimeId = r.runtimeId; x.status.bytes = Math.max(x.status.bytes, r.bytes);

@@ -82,9 +82,6 @@ export function migrationRoutes(deps: ApiDeps): FastifyPluginAsync {
     app.post('/migrations', { schema: { summary: 'Live-migrate a running container to another node (the scheduler picks it when `to` is absent)', body: CreateMigration, querystring: WaitQuery } }, async (req, reply) => {
       const { container: name } = req.body;
       const strategy = req.body.strategy ?? 'auto';
-      if (strategy === 'pre-copy') {
-        throw apiErrors.NOT_IMPLEMENTED({ what: `the ${strategy} strategy`, hint: 'use --strategy stop-copy, post-copy or auto' });
-      }
       const view = await getContainer(store, name);
       const c = view.container;
       if (c.metadata.deleting) throw apiErrors.CONTAINER_DELETING({ name });
