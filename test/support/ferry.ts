@@ -61,6 +61,10 @@ export interface TestFerry {
   agentPid(): number | undefined;
   /** Starts the agent again (after it died), with the same arguments `ferry up` gave it. */
   restartAgent(env?: Record<string, string>): Promise<void>;
+  /** The manager's pid, or undefined when it is not running. */
+  managerPid(): number | undefined;
+  /** Starts the manager again (after it died) on the same address, so the agents find it again. */
+  restartManager(): Promise<void>;
   /** Stops and removes everything; returns what had to be removed by force (should be nothing). */
   teardown(): Promise<string[]>;
 }
@@ -141,6 +145,27 @@ export async function startFerry(o: { extraAgentArgs?: string[]; env?: Record<st
     },
     async restartAgent(env = {}) {
       await spawnAgent(node, agentArgs, env);
+    },
+    managerPid() {
+      try {
+        const r = JSON.parse(readFileSync(join(home, 'run', 'manager.json'), 'utf8')) as { pid: number };
+        return isLive(r.pid) ? r.pid : undefined;
+      } catch {
+        return undefined;
+      }
+    },
+    async restartManager() {
+      const cfg = JSON.parse(await readFile(join(home, 'ferry.json'), 'utf8')) as { api: string; token: string };
+      const url = new URL(cfg.api);
+      const log = openSync(join(home, 'logs', 'manager.log'), 'a');
+      const child = spawn(FERRY, ['--home', home, 'manager', '--host', url.hostname, '--port', url.port], { detached: true, stdio: ['ignore', log, log], env: { ...process.env, FERRY_TOKEN: cfg.token } });
+      child.unref();
+      closeSync(log);
+      for (const t0 = Date.now(); Date.now() - t0 < 30_000;) {
+        if (f.managerPid() === child.pid && (await f.client.nodes.list().then(() => true, () => false))) return;
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      throw new Error('the manager did not come back');
     },
     async restartAgentOf(n: string, env = {}) {
       const args = agentArgsOf.get(n);

@@ -1,0 +1,48 @@
+/**
+ * The manager killed (SIGKILL) in the middle of a live migration, before the switch: the restarted
+ * manager finds the migration unfinished and rolls it back (recover()); the agents, which carried on
+ * alone meanwhile, undo their parts; the container runs exactly once, where it was, its state intact.
+ */
+import { describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { existsSync, readdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { skipUnlessReady } from './support/prereq.ts';
+import { until } from './support/wait.ts';
+import { MIGRATION_TOOLS, runCounter, runcIdsOn, twoNodes } from './support/two-nodes.ts';
+import type { ContainerView } from '../src/model/index.ts';
+import { TERMINAL } from '../src/migration/index.ts';
+
+describe('manager killed during a migration', { skip: skipUnlessReady(MIGRATION_TOOLS) }, () => {
+  const n = twoNodes();
+
+  it('the restarted manager rolls the migration back; the container runs once, on the source', async () => {
+    const { f, a, b } = n;
+    const count = await runCounter(f, 'web', a.node, ['-e', 'BALLAST_MB=64']);
+    assert.equal(await count(), 1);
+    // A slow pre-copy round (64 MiB at 2 MiB/s) gives a wide window to kill the manager in.
+    const created = await f.client.migrations.create({ container: 'web', to: b.node, strategy: 'pre-copy', bandwidthBytesPerSec: 2 * 1024 * 1024 });
+    const id = created.metadata.name;
+    await until('the migration to copy', async () => ((await f.client.migrations.get(id)).status.phase === 'Copy' ? true : undefined));
+    const pid = f.managerPid();
+    assert.ok(pid, 'the manager runs');
+    process.kill(pid, 'SIGKILL');
+    await until('the manager to be gone', () => (f.managerPid() === undefined ? true : undefined));
+    await f.restartManager();
+    const m = await until('the migration to end', async () => {
+      const x = await f.client.migrations.get(id);
+      return TERMINAL.has(x.status.phase) ? x : undefined;
+    }, 90_000);
+    assert.equal(m.status.phase, 'RolledBack', JSON.stringify(m.status));
+    assert.match(m.status.error ?? '', /interrupted in Copy/);
+    assert.ok(m.status.history.some((h) => h.message === 'recovered after a restart'), 'the new manager recovered it');
+    const v = await f.json<ContainerView>(['inspect', 'web']);
+    assert.deepEqual([v.container.placement?.node, v.status?.phase], [a.node, 'running']);
+    assert.equal(await count(), 2, 'the same process counts on');
+    assert.deepEqual(runcIdsOn(a), [v.status!.runtimeId]);
+    assert.deepEqual(runcIdsOn(b), []);
+    const filesOn = (node: string): string[] => { const d = join(f.home, 'agents', node, 'migrations'); return existsSync(d) ? readdirSync(d) : []; };
+    await until('the migration files to go', () => (f.agents.every((x) => filesOn(x.node).length === 0) ? true : undefined), 30_000);
+    await f.ok(['rm', '-f', 'web']);
+  });
+});
