@@ -8,6 +8,8 @@ import { describe, it, before } from 'node:test';
 import assert from 'node:assert/strict';
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { totalmem } from 'node:os';
+import { until } from './support/wait.ts';
 import type { TestFerry, AgentInfo } from './support/ferry.ts';
 import { skipUnlessReady } from './support/prereq.ts';
 import { freePort } from './support/net.ts';
@@ -104,6 +106,34 @@ describe('live migration between two nodes (stop-copy)', { skip: skipUnlessReady
     assert.equal(stopped.code, 5);
     assert.match(stopped.stderr, /is not running \(it is stopped\)/);
     await f.ok(['rm', 'idle']);
+    assert.equal((await f.json<ContainerView>(['inspect', 'web'])).container.placement?.node, a.node);
+  });
+
+  it('refuses a target without room, and a second migration of a container already migrating', async () => {
+    // Limits count as allocated: a 60 % hog on b leaves no room for another 60 % container.
+    const gib = Math.floor((0.6 * totalmem()) / 1024 ** 3);
+    await f.ok(['run', '--name', 'hog', '--node', b.node, '--memory', `${gib}g`, 'sample']);
+    await f.ok(['run', '--name', 'big', '--node', a.node, '--memory', `${gib}g`, 'sample']);
+    const full = await f.cli(['-o', 'json', 'migrate', 'big', '--to', b.node]);
+    assert.equal(full.code, 1);
+    const m = JSON.parse(full.stdout) as Migration;
+    assert.equal(m.status.phase, 'Failed');
+    assert.match(m.status.error ?? '', new RegExp(`prechecks failed: .*${b.node} has \\d+ MiB and [\\d.]+ CPUs free; big needs ${gib * 1024} MiB`));
+    assert.equal((await f.json<ContainerView>(['inspect', 'big'])).status?.node, a.node, 'nothing moved');
+    await f.ok(['rm', '-f', 'hog', 'big']);
+
+    // A slow pre-copy (64 KiB/s: its first round takes many seconds) keeps the first migration going
+    // while the second is asked for.
+    const first = await f.client.migrations.create({ container: 'web', to: b.node, strategy: 'pre-copy', bandwidthBytesPerSec: 64 * 1024 });
+    const again = await f.cli(['migrate', 'web', '--to', b.node]);
+    assert.equal(again.code, 5, again.stderr);
+    assert.match(again.stderr, new RegExp(`already being migrated \\(${first.metadata.name}\\); wait for it or \`ferry migrations cancel ${first.metadata.name}\``));
+    await f.ok(['migrations', 'cancel', first.metadata.name]);
+    const ended = await until('the first migration to roll back', async () => {
+      const x = await f.client.migrations.get(first.metadata.name);
+      return x.status.phase === 'RolledBack' ? x : undefined;
+    });
+    assert.match(ended.status.error ?? '', /cancelled by the user/);
     assert.equal((await f.json<ContainerView>(['inspect', 'web'])).container.placement?.node, a.node);
   });
 
