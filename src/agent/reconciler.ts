@@ -191,7 +191,9 @@ export class Reconciler {
       // a wait that fails at once would spin. An aborted wait was ended on purpose.
       if (ac.signal.aborted) return;
       if (failed) this.later(rec.name, FAILED_WAIT_RETRY_MS);
-      else this.enqueue(rec.name);
+      // Before the first list from the manager there is nothing to decide (and an exit that is
+      // already recorded would end the next wait at once, in a loop): resync() queues every container.
+      else if (this.synced) this.enqueue(rec.name);
     };
     this.d.runtime.waitExit(rec.runtimeId, ac.signal).then(() => done(false), () => done(true));
   }
