@@ -8,17 +8,18 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { chmod, chown, mkdir, readdir, readFile, rm, stat, symlink } from 'node:fs/promises';
+import { chmod, chown, mkdir, readdir, rm, symlink } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { randomBytes } from 'node:crypto';
 import type { Assignment } from '../model/index.ts';
-import { fetchFiles, safePath, sendFiles, type SendOptions } from './transfer.ts';
+import { fetchFiles, listFiles, safePath, sendFiles, type SendOptions } from './transfer.ts';
 import { makeIncremental } from './criu-image.ts';
 import type { LifecycleDeps } from './lifecycle.ts';
 import type { LazyDump, RuncRuntime } from './runtime/index.ts';
+import { criuLogErrors } from './runtime/index.ts';
 import { teardown, writeCriuConfig, withCriuConfig, DUMP_CRIU_OPTIONS } from './lifecycle.ts';
 import type { Reconciler } from './reconciler.ts';
 import type { ContainerRecord } from './records.ts';
@@ -69,12 +70,9 @@ function tar(args: string[], stdin?: NodeJS.ReadableStream): Promise<void> {
   });
 }
 
+/** Bytes of the regular files under `dir` (what a transfer of it sends). */
 async function sizeOf(dir: string): Promise<number> {
-  let total = 0;
-  for (const e of await readdir(dir, { withFileTypes: true, recursive: true })) {
-    if (e.isFile()) total += (await stat(join(e.parentPath, e.name))).size;
-  }
-  return total;
+  return (await listFiles(dir)).reduce((sum, f) => sum + f.size, 0);
 }
 
 /** The agent side of migrations. */
@@ -516,8 +514,7 @@ function exitOf(child: ChildProcess, what: string, logFile: string): Promise<voi
   const p = new Promise<void>((resolve, reject) => {
     child.on('close', async (code, signal) => {
       if (code === 0) return resolve();
-      const log = await readFile(logFile, 'utf8').catch(() => '');
-      const errors = log.split('\n').filter((l) => /Error|error \(/.test(l)).slice(-3).join(' | ');
+      const errors = await criuLogErrors(logFile);
       reject(new Error(`${what} ended with ${code ?? signal}${stderr.trim() ? `: ${stderr.trim()}` : ''}${errors ? ` — ${errors}` : ''}`));
     });
   });

@@ -17,7 +17,7 @@ export {
 export type { BundleOptions, OciConfig, OciHook, OciIdMapping, OciMount, OciResources } from './bundle.ts';
 export { containerPaths } from './shim.ts';
 export type { ContainerPaths } from './shim.ts';
-export { exitCodeFromStatus, globalArgs as runcGlobalArgs, normaliseSignal, runcMessage, signalNumber } from './runc-cli.ts';
+export { criuLogErrors, exitCodeFromStatus, globalArgs as runcGlobalArgs, normaliseSignal, runcMessage, signalNumber } from './runc-cli.ts';
 export type { RuncCommand } from './runc-cli.ts';
 export { cgroupVersion, readStats as readCgroupStats } from './cgroups.ts';
 export { runtimeErrors } from './errors.ts';

@@ -3,6 +3,7 @@
  * log lines (JSON or logfmt) into a plain message for errors.
  */
 import { spawn } from 'node:child_process';
+import { readFile } from 'node:fs/promises';
 
 /** How to invoke runc on this node. */
 export interface RuncCommand {
@@ -118,4 +119,10 @@ export function isNotExist(message: string): boolean {
 /** True when runc's message says the container's process is no longer running. */
 export function isNotRunning(message: string): boolean {
   return /not running|container .*stopped|process already finished|no such process/i.test(message);
+}
+
+/** The last three error lines of a CRIU log file (dump.log, restore.log, …), joined; '' when none or unreadable. */
+export async function criuLogErrors(file: string): Promise<string> {
+  const text = await readFile(file, 'utf8').catch(() => '');
+  return text.split('\n').filter((l) => /Error|error \(/.test(l)).slice(-3).join(' | ');
 }

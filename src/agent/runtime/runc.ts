@@ -17,7 +17,7 @@ import { runExec } from './exec.ts';
 import { readLogs } from './logs.ts';
 import { readExit, readRecord, updateRecord, writeExit, writeJsonAtomic } from './record.ts';
 import type { ContainerRecord } from './record.ts';
-import { globalArgs, isNotExist, isNotRunning, normaliseSignal, runcMessage, runRunc } from './runc-cli.ts';
+import { criuLogErrors, globalArgs, isNotExist, isNotRunning, normaliseSignal, runcMessage, runRunc } from './runc-cli.ts';
 import type { RuncCommand } from './runc-cli.ts';
 import { containerPaths, isAlive, liveShimPid, readPidFile, ShimLauncher } from './shim.ts';
 import type { ContainerPaths } from './shim.ts';
@@ -276,8 +276,7 @@ export function createRuncRuntime(options: RuncRuntimeOptions): RuncRuntime {
           ], 'running');
         } catch (e) {
           // CRIU's own words are in restore.log (in the work dir); runc only says "criu failed".
-          const restoreLog = await readFile(join(restoreOptions.workPath ?? restoreOptions.imagePath, 'restore.log'), 'utf8').catch(() => '');
-          const errors = restoreLog.split('\n').filter((l) => /Error|error \(/.test(l)).slice(-3).join(' | ');
+          const errors = await criuLogErrors(join(restoreOptions.workPath ?? restoreOptions.imagePath, 'restore.log'));
           if (errors) (e as Error).message += ` — CRIU: ${errors}`;
           throw e;
         }
@@ -322,8 +321,7 @@ export function createRuncRuntime(options: RuncRuntimeOptions): RuncRuntime {
       if (o.pageServer) args.push('--page-server', o.pageServer);
       const r = await runRunc(cmd, [...args, id]);
       if (r.code !== 0) {
-        const dumpLog = await readFile(join(o.workPath ?? o.imagePath, 'dump.log'), 'utf8').catch(() => '');
-        const errors = dumpLog.split('\n').filter((l) => /Error|error \(/.test(l)).slice(-3).join(' | ');
+        const errors = await criuLogErrors(join(o.workPath ?? o.imagePath, 'dump.log'));
         throw runtimeErrors.RUNTIME_COMMAND_FAILED({ command: 'checkpoint', id, reason: `${runcMessage(r.stderr)}${errors ? ` — CRIU: ${errors}` : ''}` });
       }
     },
@@ -344,8 +342,7 @@ export function createRuncRuntime(options: RuncRuntimeOptions): RuncRuntime {
       let stderr = '';
       child.stderr!.on('data', (b: Buffer) => { stderr += b.toString(); });
       const failure = async (code: number | null): Promise<Error> => {
-        const dumpLog = await readFile(join(o.workPath, 'dump.log'), 'utf8').catch(() => '');
-        const errors = dumpLog.split('\n').filter((l) => /Error|error \(/.test(l)).slice(-3).join(' | ');
+        const errors = await criuLogErrors(join(o.workPath, 'dump.log'));
         return runtimeErrors.RUNTIME_COMMAND_FAILED({ command: 'checkpoint --lazy-pages', id, reason: `${runcMessage(stderr) === 'no error message' ? `exit ${code}` : runcMessage(stderr)}${errors ? ` — CRIU: ${errors}` : ''}` });
       };
       const exited = new Promise<number | null>((resolve) => child.on('close', (code) => resolve(code)));
