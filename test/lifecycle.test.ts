@@ -50,6 +50,11 @@ describe('container lifecycle on a real node', { skip: skipUnlessReady(TOOLS) },
     assert.equal(v.status?.restartCount, 2);
     assert.equal(v.status?.exitCode, 4);
     assert.match(v.status?.message ?? '', /gave up after 2 restarts/);
+    // The agent re-scans every container each second (--rescan-ms=1000): the verdict must survive it.
+    await new Promise((r) => setTimeout(r, 2500));
+    const later = await f.client.containers.get('flaky');
+    assert.equal(later.status?.phase, 'failed', `after re-scans: ${later.status?.phase} (${later.status?.message})`);
+    assert.match(later.status?.message ?? '', /gave up after 2 restarts/);
     const runs = (await f.ok(['logs', 'flaky'])).split('\n').filter((l) => l === 'run');
     assert.equal(runs.length, 3, 'the first run and two restarts, logs kept across restarts');
     await f.ok(['rm', 'flaky']);

@@ -328,16 +328,19 @@ export class Reconciler {
   private async handleExit(rec: ContainerRecord, a: Assignment, st: RuntimeState): Promise<boolean> {
     const exit = st.exit ?? { exitCode: 255, finishedAt: new Date().toISOString() };
     const fresh = rec.lastExit?.finishedAt !== exit.finishedAt;
+    const ranMs = Date.parse(exit.finishedAt) - Date.parse(rec.startedAt ?? exit.finishedAt);
+    const step = ranMs >= STABLE_RUN_MS ? 0 : rec.backoffStep ?? 0;
+    // The same inputs give the same decision: an exit seen again (a periodic re-scan) is reported as it
+    // was the first time — "failed, gave up after 2 restarts" must not turn into a plain "exited".
+    const decision = decideRestart(a.spec.restart, exit.exitCode, rec.restartCount, step);
+    const stayMessage = (m: string): string => (exit.oomKilled ? `${m} (out of memory)` : m);
     if (fresh) {
       rec.lastExit = { ...exit };
-      const ranMs = Date.parse(exit.finishedAt) - Date.parse(rec.startedAt ?? exit.finishedAt);
-      const step = ranMs >= STABLE_RUN_MS ? 0 : rec.backoffStep ?? 0;
-      const decision = decideRestart(a.spec.restart, exit.exitCode, rec.restartCount, step);
       await this.d.network.unpublish(rec.runtimeId);
       if (decision.action === 'stay') {
         rec.nextRestartAt = undefined;
         await this.d.records.save(rec);
-        this.status(rec, a, decision.phase, 0, exit.oomKilled ? `${decision.message} (out of memory)` : decision.message);
+        this.status(rec, a, decision.phase, 0, stayMessage(decision.message));
         return true;
       }
       rec.backoffStep = step + 1;
@@ -346,7 +349,9 @@ export class Reconciler {
       this.status(rec, a, 'restarting', 0, decision.message);
     }
     if (!rec.nextRestartAt) {
-      this.status(rec, a, rec.lastExit && rec.lastExit.exitCode !== 0 && a.spec.restart.policy === 'no' ? 'failed' : 'exited', 0, `exited with code ${rec.lastExit?.exitCode}`);
+      // Stayed down earlier. A restart policy changed since then does not start it by itself (as in Docker).
+      if (decision.action === 'stay') this.status(rec, a, decision.phase, 0, stayMessage(decision.message));
+      else this.status(rec, a, exit.exitCode === 0 ? 'exited' : 'failed', 0, `exited with code ${exit.exitCode}`);
       return true;
     }
     const wait = Date.parse(rec.nextRestartAt) - Date.now();
