@@ -15,7 +15,9 @@ import { createImageStore } from './images/index.ts';
 import { createNodeNetwork } from './network/index.ts';
 import { RecordStore } from './records.ts';
 import { Reconciler } from './reconciler.ts';
-import { MigrationAgent } from './migrate.ts';
+import { MigrationAgent, freePort } from './migrate.ts';
+import type { OverlayConfig } from './network/index.ts';
+import type { NodeRegistration } from '../client/index.ts';
 import { StatusReporter } from './reporter.ts';
 import { buildAgentApi, imageRecord } from './server.ts';
 import { readCapacity, readFacts } from './facts.ts';
@@ -42,6 +44,11 @@ export interface AgentOptions {
   readonly cgroupParent: string;
   readonly bridge: string;
   readonly subnet: string;
+  /**
+   * This host's address on the underlay (what other hosts reach it by). When the manager runs a
+   * cluster network (VXLAN), the agent joins it with this address as its VXLAN endpoint.
+   */
+  readonly underlayIp?: string;
   readonly labels: Record<string, string>;
   readonly heartbeatMs: number;
   readonly stopTimeoutMs: number;
@@ -91,10 +98,25 @@ export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
     logPathFor: (id) => join(o.dataDir, 'containers', id, 'container.log'),
   });
   const images = createImageStore({ root: join(o.dataDir, 'images'), idShift: { hostId: ID_MAP.hostId, size: ID_MAP.size }, sampleAppPath: o.sampleAppPath, log });
-  const network = createNodeNetwork({ stateDir: join(o.dataDir, 'network'), bridge: o.bridge, subnet: o.subnet, log });
   const records = new RecordStore(join(o.dataDir, 'containers'));
   const client = new FerryClient({ url: o.managerUrl, token: o.token });
   const reporter = new StatusReporter(client, o.name, log);
+
+  // The address the manager reaches this agent by; with port 0 one is picked now, because a node on
+  // the cluster network registers before anything else (its network settings come back).
+  const listenHost = o.host === '0.0.0.0' ? '127.0.0.1' : o.host;
+  const port = o.port === 0 ? await freePort(listenHost) : o.port;
+  const url = o.advertiseUrl ?? `http://${listenHost}:${port}`;
+  const facts = await readFacts(o.runcPath, o.criuPath);
+  const registration = (): NodeRegistration => ({
+    name: o.name, address: url, labels: o.labels, capacity: readCapacity(), facts, agentVersion: o.version,
+    network: o.underlayIp ? { underlayIp: o.underlayIp } : { subnet: o.subnet },
+  });
+  const overlay = o.underlayIp ? await joinCluster(client, registration, o.underlayIp, log) : undefined;
+  const network = createNodeNetwork({
+    stateDir: join(o.dataDir, 'network'), bridge: o.bridge, log,
+    ...(overlay ? { subnet: overlay.subnet, cluster: overlay.cluster } : { subnet: o.subnet }),
+  });
 
   await network.init();
   await images.ensureSample();
@@ -125,15 +147,17 @@ export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
     node: o.name, token: o.token, runtime, images, spoolDir: join(o.dataDir, 'spool'),
     knows: (id) => reconciler.recordById(id) !== undefined, imagesChanged: reportImages, migrations,
   });
-  await api.listen({ host: o.host, port: o.port });
-  const addr = api.server.address();
-  const port = typeof addr === 'object' && addr ? addr.port : o.port;
-  const url = o.advertiseUrl ?? `http://${o.host === '0.0.0.0' ? '127.0.0.1' : o.host}:${port}`;
+  await api.listen({ host: o.host, port });
 
   const ac = new AbortController();
-  const facts = await readFacts(o.runcPath, o.criuPath);
   const register = async (): Promise<void> => {
-    await client.agent.register({ name: o.name, address: url, labels: o.labels, capacity: readCapacity(), facts, agentVersion: o.version });
+    await client.agent.register(registration());
+  };
+  /** On the overlay: the other nodes' underlay addresses make the VXLAN flood list. */
+  const syncPeers = async (): Promise<void> => {
+    if (!network.cluster) return;
+    const nodes = await client.nodes.list();
+    await network.setPeers(nodes.flatMap((n) => (n.node.status.network?.underlayIp ? [n.node.status.network.underlayIp] : [])));
   };
 
   // Connect, list, watch; on any failure start over after a pause. The first successful list
@@ -143,6 +167,7 @@ export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
     while (!ac.signal.aborted) {
       try {
         await register();
+        await syncPeers();
         reporter.resend();
         await reportImages();
         const prefix = keys.assignments(o.name);
@@ -166,6 +191,7 @@ export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
 
   const heartbeat = setInterval(() => {
     client.agent.heartbeat(o.name).catch((e: Error) => log(`heartbeat failed: ${e.message}`));
+    syncPeers().catch((e: Error) => log(`overlay peers: ${e.message}`));
   }, o.heartbeatMs);
   // "Migratable: yes/no, why" stays current while containers run (fds come and go).
   const rescan = setInterval(() => reconciler.refreshMigratability(), o.rescanMs ?? MIGRATABILITY_REFRESH_MS);
@@ -196,4 +222,29 @@ export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
       await api.close();
     },
   };
+}
+
+/**
+ * Registers until the manager answers and returns its cluster network settings (subnet, this
+ * node's overlay address, VXLAN id), or undefined when the cluster has none. A refusal (e.g. an
+ * underlay address inside the container subnet) ends the start with the manager's reason.
+ */
+async function joinCluster(
+  client: FerryClient, registration: () => NodeRegistration, underlayIp: string, log: (m: string) => void,
+): Promise<{ subnet: string; cluster: OverlayConfig } | undefined> {
+  for (let delay = 200; ; delay = Math.min(delay * 2, 5000)) {
+    try {
+      const r = await client.agent.register(registration());
+      if (!r.network) {
+        log(`the manager runs no cluster network: --underlay-ip ${underlayIp} is not used; containers get node-local addresses`);
+        return undefined;
+      }
+      return { subnet: r.network.subnet, cluster: { vni: r.network.vni, underlayIp, hostIp: r.network.hostIp } };
+    } catch (e) {
+      // 4xx: the manager said no (a conflict, a bad token); anything else is "not reachable yet".
+      if (isFerryError(e) && e.status >= 400 && e.status < 500) throw e;
+      log(`registering with the manager: ${(e as Error).message}; retrying in ${delay} ms`);
+      await new Promise((r) => setTimeout(r, delay));
+    }
+  }
 }

@@ -42,7 +42,7 @@ export async function createAndStart(d: LifecycleDeps, rec: ContainerRecord, a: 
   if (rec.launched) await d.runtime.delete(rec.runtimeId);
   // The overlay itself is mounted by the shim just before runc runs (one syscall instead of a `mount` process).
   const [deferred, att] = await Promise.all([
-    d.images.prepareRootfs(rec.runtimeId, a.spec.image, dir, { deferMount: true }), d.network.attach(rec.runtimeId),
+    d.images.prepareRootfs(rec.runtimeId, a.spec.image, dir, { deferMount: true }), d.network.attach(rec.runtimeId, a.network ? { ip: a.network.ip } : {}),
   ]);
   let prepared = deferred;
   // A user given by name is looked up in the image's /etc/passwd: that needs the filesystem mounted now.

@@ -130,6 +130,9 @@ export class MigrationAgent {
     await this.d.network.unpublish(rec.runtimeId, DRAIN_MS);
     times.lap('drain');
     const t0 = performance.now();
+    // On the overlay the target takes over this address: from now on nothing may reach this copy,
+    // whose kernel would otherwise go on acknowledging data for connections the target holds.
+    if (this.d.network.cluster) await this.d.network.isolate(rec.runtimeId);
     const st = await this.d.runtime.state(rec.runtimeId);
     if (st?.status === 'running') await this.d.runtime.pause(rec.runtimeId);
     else if (st?.status !== 'paused') throw agentErrors.BAD_REQUEST({ reason: `${name} is ${st?.status ?? 'gone'}, not running` });
@@ -187,6 +190,7 @@ export class MigrationAgent {
     }
     const st = await this.d.runtime.state(rec.runtimeId);
     if (st?.status === 'paused') await this.d.runtime.resume(rec.runtimeId);
+    if (this.d.network.cluster) await reconnect(this.d, rec);
     if (ports.length > 0 && rec.ip) await this.d.network.publish(rec.runtimeId, rec.ip, ports);
     rec.outgoing = undefined;
     await this.d.records.save(rec);
@@ -315,16 +319,20 @@ export class MigrationAgent {
     try {
       const cdir = this.d.records.containerDir(rec.runtimeId);
       const [prepared, att] = await Promise.all([
-        this.d.images.prepareRootfs(rec.runtimeId, a.spec.image, cdir, { deferMount: true }), this.d.network.attach(rec.runtimeId),
+        this.d.images.prepareRootfs(rec.runtimeId, a.spec.image, cdir, { deferMount: true }),
+        // On the overlay the container keeps its address; its veth stays down until the switch.
+        this.d.network.attach(rec.runtimeId, this.d.network.cluster && a.network ? { ip: a.network.ip, mode: 'down' } : {}),
       ]);
       // The writable layer goes into the overlay's upper dir before it is mounted (whiteouts and xattrs kept).
       await tar(['-x', '--numeric-owner', '--xattrs', '--xattrs-include=*', '-p', '-f', join(o.preCopyRound !== undefined ? imageDir : dir, 'upper.tar'), '-C', join(cdir, 'upper')]);
       // The image must be readable by the container's mapped root; established TCP connections are
-      // restored closed, since the address changes between nodes until the cluster network lands; the
-      // processes are restored stopped (SIGSTOP) and continue only once the switch is recorded, so a
-      // copy whose migration rolls back never runs a single instruction.
+      // restored as they were on the cluster overlay (the address moves with the container) and
+      // closed otherwise (a node-local subnet: the address changes); the processes are restored
+      // stopped (SIGSTOP) and continue only once the switch is recorded, so a copy whose migration
+      // rolls back never runs a single instruction.
       times.lap('prepare');
-      const criuConf = await writeCriuConfig(cdir, `tcp-close\nleave-stopped\n${DUMP_CRIU_OPTIONS}`);
+      const keepsAddress = this.d.network.cluster !== undefined && a.network !== undefined;
+      const criuConf = await writeCriuConfig(cdir, `${keepsAddress ? 'tcp-established\n' : 'tcp-close\n'}leave-stopped\n${DUMP_CRIU_OPTIONS}`);
       // (After pre-copy every round of the parent chain is read.)
       await chownTree(o.preCopyRound !== undefined ? join(dir, 'rounds') : imageDir, this.d.idMap.hostId);
       rec.rootfsMode = prepared.mode;
@@ -477,8 +485,12 @@ export class MigrationAgent {
   }
 }
 
-/** Sends SIGCONT to every process of a container restored with leave-stopped; clears `incoming`. */
-export async function continueProcesses(d: Pick<MigrateDeps, 'runtime' | 'records'>, rec: ContainerRecord): Promise<void> {
+/**
+ * Sends SIGCONT to every process of a container restored with leave-stopped; clears `incoming`. On
+ * the cluster overlay the container is first connected and announced (its address moved here).
+ */
+export async function continueProcesses(d: Pick<MigrateDeps, 'runtime' | 'records' | 'network'>, rec: ContainerRecord): Promise<void> {
+  if (d.network.cluster && rec.ip) await reconnect(d, rec);
   for (const pid of await d.runtime.pids(rec.runtimeId)) {
     try { process.kill(pid, 'SIGCONT'); } catch { /* exited meanwhile */ }
   }
@@ -537,7 +549,7 @@ function stopwatch(): { lap(name: string): void; summary(): string } {
 }
 
 /** A TCP port free on `host` right now (for CRIU's page server, which takes a number, not a socket). */
-function freePort(host: string): Promise<number> {
+export function freePort(host: string): Promise<number> {
   return new Promise((resolve, reject) => {
     const s = createServer();
     s.once('error', reject);
@@ -554,3 +566,10 @@ async function chownTree(dir: string, uid: number): Promise<void> {
   for (const e of await readdir(dir, { withFileTypes: true, recursive: true })) await chown(join(e.parentPath, e.name), uid, uid);
 }
 
+/** On the cluster overlay: connects a container's host veth again and announces its address here. */
+export async function reconnect(d: Pick<MigrateDeps, 'runtime' | 'network'>, rec: ContainerRecord): Promise<void> {
+  if (!rec.ip) return;
+  const att = await d.network.attach(rec.runtimeId, { ip: rec.ip });
+  const st = await d.runtime.state(rec.runtimeId);
+  await d.network.announce(att, st?.pid ?? 0);
+}

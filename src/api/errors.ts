@@ -21,4 +21,20 @@ export const apiErrors = defineErrors({
   NOT_IMPLEMENTED: { status: 501, message: '{what} is not implemented yet: {hint}' },
   TIMEOUT: { status: 504, message: 'timed out after {ms} ms waiting for {what}' },
   PAYLOAD_TOO_LARGE: { status: 413, message: 'request body too large: {reason}' },
+  NETWORK_NOT_CONFIGURED: {
+    status: 404,
+    message: 'this cluster has no cluster-wide container network: each node gives its containers addresses from its own local subnet; start the manager with --cluster-subnet CIDR --vni N to have one',
+  },
+  NETWORK_UNDERLAY_MISSING: {
+    status: 409,
+    message: 'node "{name}" registered without an underlay IP, but this cluster carries its container network {subnet} (vni {vni}) over VXLAN between hosts: give the agent the address the other nodes reach this host at, then start it again',
+  },
+  NETWORK_UNDERLAY_INSIDE: {
+    status: 409,
+    message: 'node "{name}" gave underlay IP {underlayIp}, which lies inside the cluster container network {subnet}: the VXLAN tunnels must run over the hosts\' own network; give the agent this host\'s address on the network between the nodes',
+  },
+  NETWORK_SUBNET_OVERLAP: {
+    status: 409,
+    message: 'node "{name}" uses the local container subnet {subnet}, which overlaps {other}: give the node a local subnet that neither the cluster network nor another node uses',
+  },
 });

@@ -12,6 +12,7 @@ import { imageRoutes } from './routes/images.ts';
 import { agentRoutes } from './routes/agent.ts';
 import { watchRoutes } from './routes/watch.ts';
 import { migrationRoutes } from './routes/migrations.ts';
+import { networkRoutes } from './routes/network.ts';
 import type { NodeLeases } from './leases.ts';
 
 /** What the API needs from the rest of the manager. */
@@ -85,5 +86,6 @@ export async function buildApi(deps: ApiDeps): Promise<FastifyInstance> {
   await app.register(agentRoutes(deps), { prefix: '/v1' });
   await app.register(watchRoutes(deps), { prefix: '/v1' });
   await app.register(migrationRoutes(deps), { prefix: '/v1' });
+  await app.register(networkRoutes(deps), { prefix: '/v1' });
   return app;
 }

@@ -1,4 +1,7 @@
-/** `ferry up` / `ferry down`: start and stop the manager and agent as background processes of one home. */
+/**
+ * `ferry up` / `ferry down`: start and stop the manager and agent(s) as background processes of one
+ * home — one agent on this machine, or with `--nodes N` one per simulated host (simulation.ts).
+ */
 import { spawn } from 'node:child_process';
 import { mkdir, open, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -7,6 +10,7 @@ import { FerryError } from '../errors/index.ts';
 import { loadOrCreateToken } from '../manager/index.ts';
 import { configFile } from './config.ts';
 import { homePaths, TOOLS } from './paths.ts';
+import { createSimulation, destroySimulation, readSimulation, type SimPlan } from './simulation.ts';
 
 /** What a daemon writes once it listens. */
 export interface RunFile {
@@ -39,28 +43,38 @@ export async function runningDaemons(home: string): Promise<RunFile[]> {
   const p = homePaths(home);
   const out: RunFile[] = [];
   for (const f of await readdir(p.run).catch(() => [] as string[])) {
+    if (join(p.run, f) === p.simulation) continue;
     const r = await readRun(join(p.run, f));
     if (r && (await isOurProcess(r.pid, r.role))) out.push(r);
   }
   return out;
 }
 
-async function waitFor<T>(what: string, fn: () => Promise<T | undefined>, timeoutMs: number, logFile: string): Promise<T> {
+async function logTail(logFile: string): Promise<string> {
+  return (await readFile(logFile, 'utf8').catch(() => '')).split('\n').slice(-15).join('\n');
+}
+
+/** Polls `fn` until it yields; `check` (optional) throws to give up early, e.g. when the daemon died. */
+async function waitFor<T>(what: string, fn: () => Promise<T | undefined>, timeoutMs: number, logFile: string, check?: () => Promise<void>): Promise<T> {
   const t0 = Date.now();
   for (;;) {
     const v = await fn().catch(() => undefined);
     if (v !== undefined) return v;
+    await check?.();
     if (Date.now() - t0 > timeoutMs) {
-      const tail = (await readFile(logFile, 'utf8').catch(() => '')).split('\n').slice(-15).join('\n');
-      throw new FerryError('FERRY_ERR_START_FAILED', 500, `${what} did not come up within ${timeoutMs / 1000} s; last lines of ${logFile}:\n${tail}`);
+      throw new FerryError('FERRY_ERR_START_FAILED', 500, `${what} did not come up within ${timeoutMs / 1000} s; last lines of ${logFile}:\n${await logTail(logFile)}`);
     }
     await new Promise((r) => setTimeout(r, 100));
   }
 }
 
-async function spawnDaemon(args: string[], logFile: string, env: Record<string, string>): Promise<number> {
+async function spawnDaemon(args: string[], logFile: string, env: Record<string, string>, netns?: string): Promise<number> {
   const log = await open(logFile, 'a');
-  const child = spawn(process.execPath, ['--import', TOOLS.tsx, '--no-warnings=ExperimentalWarning', TOOLS.main, ...args], {
+  const node = [process.execPath, '--import', TOOLS.tsx, '--no-warnings=ExperimentalWarning', TOOLS.main, ...args];
+  // nsenter enters only the network namespace (`ip netns exec` would also make a mount namespace) and
+  // execs node, so the pid and /proc/PID/cmdline are the daemon's own (isOurProcess holds).
+  const [cmd, ...argv] = netns ? ['nsenter', `--net=/run/netns/${netns}`, '--', ...node] : node;
+  const child = spawn(cmd!, argv, {
     detached: true, stdio: ['ignore', log.fd, log.fd], env: { ...process.env, ...env },
   });
   child.unref();
@@ -79,14 +93,19 @@ export interface UpOptions {
   progress: (msg: string) => void;
 }
 
+async function refuseIfRunning(home: string): Promise<void> {
+  const live = await runningDaemons(home);
+  if (live.length > 0) {
+    const m = live.find((d) => d.role === 'manager');
+    throw new FerryError('FERRY_ERR_ALREADY_RUNNING', 409, `Ferry is already running in ${home} (${live.map((d) => `${d.role} pid ${d.pid}`).join(', ')}${m ? `, API ${m.url}` : ''}); run \`ferry down\` first`);
+  }
+}
+
 /** Starts manager + one agent in the background and waits until the node is Ready. */
 export async function up(o: UpOptions): Promise<{ api: string; token: string; node: string }> {
   const p = homePaths(o.home);
-  const live = await runningDaemons(o.home);
-  if (live.length > 0) {
-    const m = live.find((d) => d.role === 'manager');
-    throw new FerryError('FERRY_ERR_ALREADY_RUNNING', 409, `Ferry is already running in ${o.home} (${live.map((d) => `${d.role} pid ${d.pid}`).join(', ')}${m ? `, API ${m.url}` : ''}); run \`ferry down\` first`);
-  }
+  await refuseIfRunning(o.home);
+  await removeStaleSimulation(o.home, o.progress);
   await Promise.all([p.manager, p.agents, p.logs, p.run].map((d) => mkdir(d, { recursive: true })));
   await rm(p.managerRun, { force: true });
   await rm(p.agentRun(o.nodeName), { force: true });
@@ -112,8 +131,136 @@ export async function up(o: UpOptions): Promise<{ api: string; token: string; no
   return { api: m.url, token, node: o.nodeName };
 }
 
-/** Stops the daemons of a home; unless `keepContainers`, removes every container first. */
-export async function down(o: { home: string; keepContainers: boolean; progress: (m: string) => void }): Promise<{ stopped: RunFile[]; removed: string[] }> {
+/** Options of `ferry up --nodes N` (N ≥ 2). */
+export interface ClusterUpOptions extends Omit<UpOptions, 'host'> {
+  nodes: number;
+  /** Cluster-wide container network the manager runs (VXLAN). */
+  clusterSubnet: string;
+  vni: number;
+}
+
+/** One simulated host of `ferry up --nodes N` as the CLI reports it. */
+export interface SimulatedNode {
+  name: string;
+  netns: string;
+  underlayIp: string;
+  cgroupParent: string;
+  idPrefix: string;
+  dataDir: string;
+}
+
+/** What `ferry up --nodes N` started. */
+export interface ClusterUp {
+  api: string;
+  token: string;
+  simulation: { id: string; bridge: string; subnet: string; gateway: string };
+  nodes: SimulatedNode[];
+}
+
+/** SIGTERM, then SIGKILL after `graceMs`; returns once the process is gone. */
+async function stopDaemon(pid: number, role: string, graceMs = 20_000): Promise<void> {
+  if (!(await isOurProcess(pid, role))) return;
+  try { process.kill(pid, 'SIGTERM'); } catch { return; }
+  const t0 = Date.now();
+  while (await isOurProcess(pid, role)) {
+    if (Date.now() - t0 > graceMs) { try { process.kill(pid, 'SIGKILL'); } catch { /* gone */ } break; }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+/** A crashed `ferry up --nodes` leaves sim.json behind with no daemon running: remove its hosts. */
+async function removeStaleSimulation(home: string, progress: (m: string) => void): Promise<void> {
+  const file = homePaths(home).simulation;
+  const stale = await readSimulation(file);
+  if (!stale) return;
+  progress(`removing simulated hosts ${stale.id} left by an earlier run`);
+  await destroySimulation(stale, file);
+}
+
+/**
+ * Starts a simulated cluster: N hosts (network namespaces on a private underlay bridge), the manager
+ * on the bridge address, and one agent per host entered into its namespace; waits until every node
+ * is Ready with its images. A failure removes everything this run made, then throws.
+ */
+export async function upCluster(o: ClusterUpOptions): Promise<ClusterUp> {
+  const p = homePaths(o.home);
+  await refuseIfRunning(o.home);
+  await removeStaleSimulation(o.home, o.progress);
+  await Promise.all([p.manager, p.agents, p.logs, p.run].map((d) => mkdir(d, { recursive: true })));
+  await rm(p.managerRun, { force: true });
+  const token = await loadOrCreateToken(join(p.manager, 'token'));
+  const env = { FERRY_TOKEN: token };
+  const started: { pid: number; role: 'manager' | 'agent' }[] = [];
+  const names = Array.from({ length: o.nodes }, (_, k) => `${o.nodeName}-${k + 1}`);
+  let plan: SimPlan | undefined;
+  // Ctrl-C or a SIGTERM while starting still removes what was made.
+  let interrupted: string | undefined;
+  const onSignal = (sig: string): void => { interrupted = sig; };
+  const alive = (pid: number, role: string, what: string, logFile: string) => async (): Promise<void> => {
+    if (interrupted) throw new FerryError('FERRY_ERR_INTERRUPTED', 500, `interrupted by ${interrupted}`);
+    if (!(await isOurProcess(pid, role))) throw new FerryError('FERRY_ERR_START_FAILED', 500, `${what} exited while starting; last lines of ${logFile}:\n${await logTail(logFile)}`);
+  };
+  process.on('SIGINT', onSignal).on('SIGTERM', onSignal);
+  try {
+    o.progress(`creating ${o.nodes} simulated hosts`);
+    plan = await createSimulation(o.nodes, p.simulation, o.progress);
+    const sim = plan;
+    o.progress(`starting manager on ${sim.gateway}`);
+    const mLog = join(p.logs, 'manager.log');
+    const mPid = await spawnDaemon(['manager', '--home', o.home, '--host', sim.gateway, '--port', String(o.port), '--cluster-subnet', o.clusterSubnet, '--vni', String(o.vni)], mLog, env);
+    started.push({ pid: mPid, role: 'manager' });
+    const m = await waitFor('the manager', () => readRun(p.managerRun), 30_000, mLog, alive(mPid, 'manager', 'the manager', mLog));
+    const client = new FerryClient({ url: m.url, token });
+    await waitFor('the manager API', () => client.health(), 30_000, mLog, alive(mPid, 'manager', 'the manager', mLog));
+
+    const nodes: SimulatedNode[] = sim.hosts.map((h, k) => ({
+      name: names[k]!, netns: h.netns, underlayIp: h.underlayIp, cgroupParent: h.cgroupParent, idPrefix: h.idPrefix, dataDir: join(p.agents, names[k]!),
+    }));
+    const checks: (() => Promise<void>)[] = [];
+    for (const [k, n] of nodes.entries()) {
+      await rm(p.agentRun(n.name), { force: true });
+      o.progress(`host ${k + 1}/${o.nodes}: starting agent ${n.name} in ${n.netns} (${n.underlayIp})`);
+      const log = join(p.logs, `agent-${n.name}.log`);
+      const pid = await spawnDaemon(['agent', '--home', o.home, '--manager', m.url, '--name', n.name, '--host', n.underlayIp, '--port', String(o.agentPort),
+        '--underlay-ip', n.underlayIp, '--cgroup-parent', n.cgroupParent, '--id-prefix', n.idPrefix, ...(o.extraAgentArgs ?? [])], log, env, n.netns);
+      started.push({ pid, role: 'agent' });
+      checks.push(alive(pid, 'agent', `the agent of ${n.name}`, log));
+    }
+    const pending = new Set(nodes.map((n) => n.name));
+    await waitFor(`the agents of ${[...pending].join(', ')}`, async () => {
+      const [list, imgs] = await Promise.all([client.nodes.list(), client.images.list()]);
+      for (const [k, n] of nodes.entries()) {
+        if (!pending.has(n.name)) continue;
+        const ready = list.some((v) => v.node.metadata.name === n.name && v.state === 'Ready') && imgs.some((i) => i.nodes.includes(n.name));
+        if (ready) { pending.delete(n.name); o.progress(`host ${k + 1}/${o.nodes}: node ${n.name} Ready`); }
+      }
+      return pending.size === 0 ? true : undefined;
+    }, 120_000, join(p.logs, `agent-${nodes[0]!.name}.log`), async () => { for (const c of checks) await c(); });
+    await writeFile(configFile(o.home), JSON.stringify({ api: m.url, token }, null, 2), { mode: 0o600 });
+    return { api: m.url, token, simulation: { id: sim.id, bridge: sim.bridge, subnet: sim.subnet, gateway: sim.gateway }, nodes };
+  } catch (e) {
+    o.progress('start failed; removing what this run made');
+    const undone: string[] = [];
+    // Agents first (so they stop watching), then the manager.
+    for (const d of [...started].reverse()) await stopDaemon(d.pid, d.role, 10_000);
+    await Promise.all([p.managerRun, ...names.map((n) => p.agentRun(n)), configFile(o.home)].map((f) => rm(f, { force: true })));
+    if (plan) await destroySimulation(plan, p.simulation).catch((err: Error) => undone.push(err.message));
+    const what = [started.length > 0 ? `${started.length} process(es)` : '', plan ? `simulated hosts ${plan.id}` : ''].filter(Boolean).join(', ');
+    const note = undone.length > 0 ? `; removing what it made failed: ${undone.join('; ')}` : what ? `; removed what it made (${what})` : '; nothing was left behind';
+    const ferr = e instanceof FerryError ? e : new FerryError('FERRY_ERR_START_FAILED', 500, (e as Error).message, {}, { cause: e });
+    throw new FerryError(ferr.code, ferr.status, `${ferr.message}${note}`, { ...ferr.details, ...(plan ? { simulation: plan.id } : {}) }, { cause: e });
+  } finally {
+    process.off('SIGINT', onSignal).off('SIGTERM', onSignal);
+  }
+}
+
+/** Stops the daemons of a home; unless `keepContainers`, removes every container first; removes simulated hosts. */
+export async function down(o: { home: string; keepContainers: boolean; progress: (m: string) => void }): Promise<{ stopped: RunFile[]; removed: string[]; simulation?: string }> {
+  const p = homePaths(o.home);
+  const sim = await readSimulation(p.simulation);
+  if (sim && o.keepContainers) {
+    throw new FerryError('FERRY_ERR_BAD_FLAG', 400, `--keep-containers cannot apply to simulated hosts (${sim.id}): their containers go with them; run \`ferry down\``);
+  }
   const live = await runningDaemons(o.home);
   const removed: string[] = [];
   const m = live.find((d) => d.role === 'manager');
@@ -131,15 +278,14 @@ export async function down(o: { home: string; keepContainers: boolean; progress:
   for (const role of ['agent', 'manager']) {
     for (const d of live.filter((x) => x.role === role)) {
       o.progress(`stopping ${d.role}${d.name ? ` ${d.name}` : ''} (pid ${d.pid})`);
-      process.kill(d.pid, 'SIGTERM');
-      const t0 = Date.now();
-      while (await isOurProcess(d.pid, d.role)) {
-        if (Date.now() - t0 > 20_000) { process.kill(d.pid, 'SIGKILL'); break; }
-        await new Promise((r) => setTimeout(r, 100));
-      }
+      await stopDaemon(d.pid, d.role);
     }
   }
-  await rm(homePaths(o.home).run, { recursive: true, force: true });
+  if (sim) {
+    o.progress(`removing simulated hosts ${sim.id} (${sim.hosts.length} netns, bridge ${sim.bridge})`);
+    await destroySimulation(sim, p.simulation);
+  }
+  await rm(p.run, { recursive: true, force: true });
   await rm(configFile(o.home), { force: true });
-  return { stopped: live, removed };
+  return sim ? { stopped: live, removed, simulation: sim.id } : { stopped: live, removed };
 }

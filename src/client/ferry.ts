@@ -1,5 +1,5 @@
 /** The typed client of the manager API — the one door the CLI, agents, benches and dashboard use. */
-import type { ContainerSpec, ContainerStatus, ContainerView, ImageView, Migration, Node, NodeFacts, ImageRecord } from '../model/index.ts';
+import type { ClusterNetwork, ContainerSpec, ContainerStatus, ContainerView, ImageView, Migration, Node, NodeFacts, ImageRecord } from '../model/index.ts';
 import type { Endpoint, ExecFrame } from './http.ts';
 import { ndjson, requestJson, send } from './http.ts';
 
@@ -48,6 +48,21 @@ export interface NodeRegistration {
   capacity: { cpus: number; memoryBytes: number };
   facts: NodeFacts;
   agentVersion: string;
+  /** Required (underlayIp) when the manager runs a cluster network. */
+  network?: {
+    /** The host address the other nodes reach this one at: the VXLAN tunnel endpoint. */
+    underlayIp?: string;
+    /** The node's own container subnet, when the cluster has no cluster network; must not overlap another node's. */
+    subnet?: string;
+  };
+}
+
+/** The manager's answer to a registration. */
+export interface NodeRegistered {
+  node: Node;
+  leaseTtl: number;
+  /** Present when the manager runs a cluster network; `hostIp` is this node's own address in it (stable across re-registers). */
+  network?: ClusterNetwork & { hostIp: string };
 }
 
 function waitQuery(o?: WaitOptions): Record<string, string | number | undefined> {
@@ -123,11 +138,17 @@ export class FerryClient {
 
   /** Calls agents make. */
   readonly agent = {
-    register: (reg: NodeRegistration): Promise<{ node: Node; leaseTtl: number }> => requestJson(this.endpoint, 'POST', 'v1/agent/register', { body: reg }),
+    register: (reg: NodeRegistration): Promise<NodeRegistered> => requestJson(this.endpoint, 'POST', 'v1/agent/register', { body: reg }),
     heartbeat: (name: string): Promise<{ ok: boolean }> => requestJson(this.endpoint, 'POST', `v1/agent/${enc(name)}/heartbeat`),
     reportStatus: (status: ContainerStatus): Promise<void> => requestJson(this.endpoint, 'PUT', `v1/agent/status/${enc(status.name)}`, { body: status }),
     clearStatus: (name: string, uid: string, node: string): Promise<void> => requestJson(this.endpoint, 'DELETE', `v1/agent/status/${enc(name)}`, { query: { uid, node } }),
     reportImages: (node: string, images: ImageRecord[]): Promise<void> => requestJson(this.endpoint, 'PUT', `v1/agent/${enc(node)}/images`, { body: { images } }),
+  };
+
+  /** The cluster-wide container network. */
+  readonly network = {
+    /** Fails with FERRY_ERR_NETWORK_NOT_CONFIGURED (404) when nodes keep their own local subnets. */
+    get: (): Promise<ClusterNetwork> => requestJson(this.endpoint, 'GET', 'v1/network'),
   };
 
   /** Streams store changes under a prefix (after `afterRevision`, or from now). */

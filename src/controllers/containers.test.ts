@@ -1,8 +1,8 @@
 import { describe, it, beforeEach, afterEach } from 'node:test';
 import assert from 'node:assert/strict';
 import { openStore, put, type Store } from '../store/index.ts';
-import { keys, defaultSpec, type Assignment, type Container, type ContainerStatus, type Node } from '../model/index.ts';
-import { reconcileContainer } from './index.ts';
+import { keys, defaultSpec, clusterNetworkOf, type AddressLease, type Assignment, type Container, type ContainerStatus, type Node } from '../model/index.ts';
+import { assignmentOf, ensureClusterNetwork, reconcileContainer } from './index.ts';
 
 const GiB = 1024 ** 3;
 function node(name: string): Node {
@@ -42,6 +42,8 @@ describe('containers controller', () => {
     await reconcileContainer(store, 'web');
     const a = (await store.get<Assignment>(keys.assignment('n1', 'web')))!.value;
     assert.deepEqual([a.uid, a.generation, a.epoch, a.spec.image], ['uid-web', 1, 1, 'sample']);
+    assert.equal(placed.network, undefined, 'without a cluster network the node hands out addresses');
+    assert.equal(a.network, undefined);
   });
 
   it('refuses a node without the memory asked for, naming why', async () => {
@@ -85,5 +87,72 @@ describe('containers controller', () => {
     await reconcileContainer(store, 'web');
     assert.equal(await store.get(keys.container('web')), undefined);
     assert.equal(await store.get(keys.assignment('n1', 'web')), undefined);
+  });
+
+  describe('with a cluster network', () => {
+    const NET = clusterNetworkOf('10.240.0.0/16', 42);
+    beforeEach(async () => {
+      await ensureClusterNetwork(store, NET);
+      await put(store, keys.node('n1'), node('n1'));
+      await put(store, keys.nodeAlive('n1'), {});
+    });
+    const leases = async (): Promise<AddressLease[]> => (await store.list<AddressLease>(keys.addressLeases)).items.map((kv) => kv.value);
+
+    it('placement leases an address and the assignment carries the interface', async () => {
+      await put(store, keys.container('web'), container('web'));
+      await put(store, keys.container('db'), container('db'));
+      await reconcileContainer(store, 'web');
+      await reconcileContainer(store, 'db');
+      const web = (await store.get<Container>(keys.container('web')))!.value;
+      assert.deepEqual(web.network, { ip: '10.240.0.2' });
+      const a = (await store.get<Assignment>(keys.assignment('n1', 'web')))!.value;
+      assert.deepEqual(a.network, { ip: '10.240.0.2', prefixLength: 16, gateway: '10.240.0.1', mac: '0a:58:0a:f0:00:02' });
+      assert.equal((await store.get<Assignment>(keys.assignment('n1', 'db')))!.value.network?.ip, '10.240.0.3');
+      assert.deepEqual((await leases()).map((l) => [l.ip, l.owner]), [['10.240.0.2', 'container/uid-web'], ['10.240.0.3', 'container/uid-db']]);
+      await reconcileContainer(store, 'web');
+      assert.equal((await leases()).length, 2, 'a second pass leases nothing more');
+    });
+
+    it('a migrated container (new node, same uid) keeps its address', async () => {
+      await put(store, keys.container('web'), container('web'));
+      await reconcileContainer(store, 'web');
+      const c = (await store.get<Container>(keys.container('web')))!.value;
+      const moved: Container = { ...c, placement: { node: 'n2', epoch: 2, scheduledAt: '', reason: 'live-migrated' } };
+      const before = (await store.get<Assignment>(keys.assignment('n1', 'web')))!.value;
+      const after = assignmentOf(moved, 2, NET);
+      assert.deepEqual(after.network, before.network);
+      assert.equal(after.epoch, 2);
+    });
+
+    it('the address is released when the container is finally deleted', async () => {
+      await put(store, keys.container('web'), container('web'));
+      await reconcileContainer(store, 'web');
+      await put<ContainerStatus>(store, keys.status('web'), {
+        name: 'web', uid: 'uid-web', node: 'n1', epoch: 1, runtimeId: 'r', phase: 'running', observedGeneration: 1, pid: 5, restartCount: 0, updatedAt: '',
+      });
+      const c = (await store.get<Container>(keys.container('web')))!.value;
+      await put(store, keys.container('web'), { ...c, metadata: { ...c.metadata, deleting: true } });
+      await reconcileContainer(store, 'web');
+      const removing = (await store.get<Assignment>(keys.assignment('n1', 'web')))!.value;
+      assert.equal(removing.remove, 'graceful');
+      assert.equal(removing.network?.ip, '10.240.0.2', 'the agent still knows which address to tear down');
+      assert.equal((await leases()).length, 1, 'held while the agent cleans up');
+      await store.delete(keys.status('web'));
+      await reconcileContainer(store, 'web');
+      assert.equal(await store.get(keys.container('web')), undefined);
+      assert.deepEqual(await leases(), []);
+    });
+
+    it('an unplaced container that is removed leases nothing', async () => {
+      await store.delete(keys.nodeAlive('n1'));
+      await put(store, keys.container('web'), container('web'));
+      await reconcileContainer(store, 'web');
+      assert.deepEqual(await leases(), [], 'no address while no node can take it');
+      const c = (await store.get<Container>(keys.container('web')))!.value;
+      await put(store, keys.container('web'), { ...c, metadata: { ...c.metadata, deleting: true } });
+      await reconcileContainer(store, 'web');
+      assert.equal(await store.get(keys.container('web')), undefined);
+      assert.deepEqual(await leases(), []);
+    });
   });
 });

@@ -5,10 +5,11 @@
 import type { Store } from '../store/index.ts';
 import { mutate, put, remove } from '../store/index.ts';
 import { isFerryError } from '../errors/index.ts';
-import type { Assignment, Container, ContainerStatus, Node } from '../model/index.ts';
-import { keys, keyName } from '../model/index.ts';
+import type { Assignment, ClusterNetwork, Container, ContainerStatus, Node } from '../model/index.ts';
+import { keys, keyName, macFromIp } from '../model/index.ts';
 import { place, type NodeSnapshot } from '../scheduler/index.ts';
 import { startLoop, type Loop } from './loop.ts';
+import { allocateAddress, clusterNetwork, containerOwner, releaseAddresses, sweepLeases } from './ipam.ts';
 
 /** Builds the scheduler's view of the nodes from the store. */
 export async function nodeSnapshots(store: Store): Promise<NodeSnapshot[]> {
@@ -49,10 +50,11 @@ export async function reconcileContainer(store: Store, name: string): Promise<vo
   }
   const c = kv.value;
   const placement = c.placement;
+  const net = await clusterNetwork(store);
 
   if (c.metadata.deleting) {
     if (!placement) {
-      await deleteIfUnchanged(store, name, kv.modRevision);
+      await finishRemoval(store, c, kv.modRevision);
       return;
     }
     const aKey = keys.assignment(placement.node, name);
@@ -62,10 +64,10 @@ export async function reconcileContainer(store: Store, name: string): Promise<vo
       // The agent has cleaned up (or its node is gone: it removes orphans when it returns).
       await remove(store, aKey);
       if (status && status.uid === c.metadata.uid) await remove(store, keys.status(name));
-      await deleteIfUnchanged(store, name, kv.modRevision);
+      await finishRemoval(store, c, kv.modRevision);
       return;
     }
-    await writeAssignment(store, aKey, { ...assignmentOf(c, placement.epoch), remove: c.metadata.force ? 'force' : 'graceful' });
+    await writeAssignment(store, aKey, { ...assignmentOf(c, placement.epoch, net), remove: c.metadata.force ? 'force' : 'graceful' });
     return;
   }
 
@@ -78,22 +80,31 @@ export async function reconcileContainer(store: Store, name: string): Promise<vo
       await reportPending(store, c, `no ready node can run this container: ${decision.reason}`);
       return;
     }
+    // Leased before the placement is written, so no agent ever sees the container without its address.
+    const ip = net ? await allocateAddress(store, net, containerOwner(c.metadata.uid)) : undefined;
     const placed = await mutate<Container>(store, keys.container(name), (cur) => {
       if (cur.metadata.uid !== c.metadata.uid || cur.placement) return undefined;
       cur.placement = { node: decision.node, epoch: 1, scheduledAt: new Date().toISOString(), reason: decision.reason };
+      if (ip) cur.network = { ip };
       return cur;
     });
     // Assign in the same pass (not on the next watch event): one hop less between the API call and the agent.
     if (placed.value.placement && !placed.value.metadata.deleting) {
-      await writeAssignment(store, keys.assignment(placed.value.placement.node, name), assignmentOf(placed.value, placed.value.placement.epoch));
+      await writeAssignment(store, keys.assignment(placed.value.placement.node, name), assignmentOf(placed.value, placed.value.placement.epoch, net));
     }
     return;
   }
-  await writeAssignment(store, keys.assignment(placement.node, name), assignmentOf(c, placement.epoch));
+  await writeAssignment(store, keys.assignment(placement.node, name), assignmentOf(c, placement.epoch, net));
 }
 
-function assignmentOf(c: Container, epoch: number): Assignment {
-  return { name: c.metadata.name, uid: c.metadata.uid, generation: c.metadata.generation, epoch, spec: c.spec };
+/**
+ * What the container's node must run: its spec at `epoch`, with its cluster-network interface when
+ * it holds an address (the migration executor builds the target's assignment with this too).
+ */
+export function assignmentOf(c: Container, epoch: number, net: ClusterNetwork | undefined): Assignment {
+  const a: Assignment = { name: c.metadata.name, uid: c.metadata.uid, generation: c.metadata.generation, epoch, spec: c.spec };
+  if (c.network && net) a.network = { ip: c.network.ip, prefixLength: net.prefixLength, gateway: net.gateway, mac: macFromIp(c.network.ip) };
+  return a;
 }
 
 async function writeAssignment(store: Store, key: string, a: Assignment): Promise<void> {
@@ -102,12 +113,15 @@ async function writeAssignment(store: Store, key: string, a: Assignment): Promis
   await put(store, key, a);
 }
 
-async function deleteIfUnchanged(store: Store, name: string, modRevision: number): Promise<void> {
+/** Deletes the container unless it changed meanwhile, then frees its address. */
+async function finishRemoval(store: Store, c: Container, modRevision: number): Promise<void> {
   try {
-    await store.delete(keys.container(name), modRevision);
+    await store.delete(keys.container(c.metadata.name), modRevision);
   } catch (e) {
-    if (!isFerryError(e, 'STORE_CONFLICT') && !isFerryError(e, 'STORE_NOT_FOUND')) throw e;
+    if (isFerryError(e, 'STORE_CONFLICT')) return; // changed meanwhile: the next reconcile finishes it
+    if (!isFerryError(e, 'STORE_NOT_FOUND')) throw e;
   }
+  await releaseAddresses(store, containerOwner(c.metadata.uid));
 }
 
 /** Records why a container waits, where `ferry ps` shows it (only while no agent has reported). */
@@ -122,7 +136,10 @@ async function reportPending(store: Store, c: Container, message: string): Promi
   await put(store, keys.status(c.metadata.name), st);
 }
 
-/** Starts the containers controller. Node changes re-queue every container (capacity may have appeared). */
+/**
+ * Starts the containers controller. Node changes re-queue every container (capacity may have
+ * appeared) and free the addresses of containers that are gone (also at start, the first pass).
+ */
 export function startContainersController(store: Store, onError?: (name: string, e: unknown) => void): Loop {
   const listNames = async (): Promise<string[]> => {
     const [cs, as] = await Promise.all([store.list<Container>(keys.containers), store.list(keys.allAssignments)]);
@@ -132,6 +149,7 @@ export function startContainersController(store: Store, onError?: (name: string,
   const nodes = startLoop({
     store, prefixes: [keys.alive, keys.nodes], listNames: async () => ['*'], onError,
     reconcile: async () => {
+      await sweepLeases(store);
       const { items } = await store.list<Container>(keys.containers);
       // Unplaced containers may now fit; removals on a node that went away can now finish.
       for (const kv of items) if (!kv.value.placement || kv.value.metadata.deleting) await reconcileContainer(store, kv.value.metadata.name);

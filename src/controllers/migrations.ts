@@ -11,7 +11,8 @@ import { AgentClient } from '../client/index.ts';
 import type { Assignment, Container, ContainerStatus, Migration, Node, NodeImages } from '../model/index.ts';
 import { keys, findImage } from '../model/index.ts';
 import { autoStrategy, precopyDone, step, recover, TERMINAL, precheck, blocking, type RoundReport, type MachineState, type MigrationEvent, type MigrationPhase } from '../migration/index.ts';
-import { nodeSnapshots } from './containers.ts';
+import { assignmentOf, nodeSnapshots } from './containers.ts';
+import { clusterNetwork } from './ipam.ts';
 import { startLoop, type Loop } from './loop.ts';
 
 /** Pre-copy stops copying once the last delta would cross in this long (or after PRECOPY_MAX_ROUNDS). */
@@ -164,7 +165,8 @@ async function perform(d: MigrationDeps, m: Migration, t: DriveState): Promise<M
     case 'Restore': {
       const c = await container(d, m);
       const epoch = (c.placement?.epoch ?? 0) + 1;
-      const a: Assignment = { name, uid: c.metadata.uid, generation: c.metadata.generation, epoch, spec: c.spec };
+      // Same uid, same address: the restored container keeps its cluster-network interface.
+      const a: Assignment = assignmentOf(c, epoch, await clusterNetwork(d.store));
       const src = await agent(d, m.spec.from);
       if (m.status.strategy === 'post-copy' && !t.pageServer) throw new Error('post-copy: the source page server is unknown (the manager restarted after the freeze)');
       const r = await (await agent(d, m.spec.to)).client.migrateRestore(m.metadata.name, src.url, a, {
@@ -187,7 +189,7 @@ async function perform(d: MigrationDeps, m: Migration, t: DriveState): Promise<M
         return c;
       });
       const c = kv.value;
-      await put<Assignment>(d.store, keys.assignment(m.spec.to, name), { name, uid: c.metadata.uid, generation: c.metadata.generation, epoch: c.placement!.epoch, spec: c.spec });
+      await put<Assignment>(d.store, keys.assignment(m.spec.to, name), assignmentOf(c, c.placement!.epoch, await clusterNetwork(d.store)));
       await remove(d.store, keys.assignment(m.spec.from, name));
       // Now (and only now) the restored processes run; the target's agent also does this itself when
       // the new assignment reaches it, so a lost call here only delays it.

@@ -7,7 +7,8 @@ import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import { openStore, type Store } from '../store/index.ts';
 import { buildApi, NodeLeases, newToken } from '../api/index.ts';
-import { startContainersController, startMigrationsController, type Loop } from '../controllers/index.ts';
+import { ensureClusterNetwork, startContainersController, startMigrationsController, type Loop } from '../controllers/index.ts';
+import { clusterNetworkOf } from '../model/index.ts';
 
 /** How to run a manager. */
 export interface ManagerOptions {
@@ -21,6 +22,11 @@ export interface ManagerOptions {
   readonly token?: string;
   /** Seconds without heartbeat before a node is NotReady. */
   readonly nodeLeaseTtl: number;
+  /**
+   * The cluster-wide container network: one flat subnet carried between hosts by VXLAN (network id
+   * `vni`), addresses leased from the store. Without it every node keeps its own local subnet.
+   */
+  readonly clusterNetwork?: { readonly subnet: string; readonly vni: number };
   readonly version: string;
   readonly log: (msg: string) => void;
 }
@@ -50,7 +56,13 @@ export async function loadOrCreateToken(file: string): Promise<string> {
 export async function startManager(o: ManagerOptions): Promise<RunningManager> {
   await mkdir(o.dataDir, { recursive: true, mode: 0o700 });
   const token = o.token ?? (await loadOrCreateToken(join(o.dataDir, 'token')));
+  // A bad subnet or vni fails before the store is even opened.
+  const wantNetwork = o.clusterNetwork ? clusterNetworkOf(o.clusterNetwork.subnet, o.clusterNetwork.vni) : undefined;
   const store = await openStore(o.storeUrl ?? `sqlite:${join(o.dataDir, 'state.db')}`);
+  if (wantNetwork) {
+    // Once stored, the cluster network stays (started without it, the manager carries on with the stored one).
+    await ensureClusterNetwork(store, wantNetwork).catch(async (e: unknown) => { await store.close(); throw e; });
+  }
   const leases = new NodeLeases(store, o.nodeLeaseTtl);
   const api = await buildApi({
     store, token, agentToken: token, version: o.version, leases, spoolDir: join(o.dataDir, 'spool'), nodeLeaseTtl: o.nodeLeaseTtl,

@@ -95,6 +95,8 @@ export const ContainerSchema = Type.Object({
   metadata: MetadataSchema,
   spec: ContainerSpecSchema,
   placement: Type.Optional(PlacementSchema),
+  /** The container's cluster-network address, leased at placement; it stays through migrations. */
+  network: Type.Optional(Type.Object({ ip: Type.String() })),
 });
 /** A container as stored at `/ferry/containers/<name>`. */
 export type Container = Static<typeof ContainerSchema>;
@@ -135,6 +137,16 @@ export const ContainerStatusSchema = Type.Object({
 /** What the agent saw, stored at `/ferry/status/<name>`. */
 export type ContainerStatus = Static<typeof ContainerStatusSchema>;
 
+/** The cluster-network interface an agent gives a container; `mac` is derived from `ip` (macFromIp). */
+export const AssignmentNetworkSchema = Type.Object({
+  ip: Type.String(),
+  prefixLength: Type.Integer(),
+  gateway: Type.String(),
+  mac: Type.String(),
+});
+/** The cluster-network interface an agent gives a container. */
+export type AssignmentNetwork = Static<typeof AssignmentNetworkSchema>;
+
 /** The desired state a node's agent reconciles, at `/ferry/assignments/<node>/<name>`. */
 export const AssignmentSchema = Type.Object({
   name: Type.String(),
@@ -144,6 +156,8 @@ export const AssignmentSchema = Type.Object({
   spec: ContainerSpecSchema,
   /** Set when the container is being removed: stop it (gracefully or at once), delete it, clear its status. */
   remove: Type.Optional(Type.Union([Type.Literal('graceful'), Type.Literal('force')])),
+  /** The container's cluster-network interface; absent when the node's local network hands out addresses. */
+  network: Type.Optional(AssignmentNetworkSchema),
 });
 /** The desired state a node's agent reconciles. */
 export type Assignment = Static<typeof AssignmentSchema>;

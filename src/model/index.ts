@@ -8,3 +8,4 @@ export * from './units.ts';
 export { modelErrors } from './errors.ts';
 export * from './image.ts';
 export * from './migration.ts';
+export * from './network.ts';

@@ -22,6 +22,11 @@ export const keys = {
   migration: (id: string): string => `${ROOT}/migrations/${id}`,
   events: `${ROOT}/events/`,
   event: (id: string): string => `${ROOT}/events/${id}`,
+  /** The cluster-wide container network (absent when every node keeps its own local subnet). */
+  clusterNetwork: `${ROOT}/network/cluster`,
+  /** Address leases of the cluster network, one key per address. */
+  addressLeases: `${ROOT}/ipam/`,
+  addressLease: (ip: string): string => `${ROOT}/ipam/${ip}`,
 } as const;
 
 /** The last path segment of a key. */

@@ -19,6 +19,18 @@ export const NodeFactsSchema = Type.Object({
 /** What a node reports about itself. */
 export type NodeFacts = Static<typeof NodeFactsSchema>;
 
+/** How a node takes part in container networking. */
+export const NodeNetworkStatusSchema = Type.Object({
+  /** Host address the VXLAN tunnels of the cluster network run over. */
+  underlayIp: Type.Optional(Type.String()),
+  /** The node's own address in the cluster network (leased as `node/<name>`). */
+  hostIp: Type.Optional(Type.String()),
+  /** The node-local container subnet, when the cluster has no cluster network. */
+  subnet: Type.Optional(Type.String()),
+});
+/** How a node takes part in container networking. */
+export type NodeNetworkStatus = Static<typeof NodeNetworkStatusSchema>;
+
 /** A node as stored. */
 export const NodeSchema = Type.Object({
   apiVersion: Type.Literal('ferry/v1'),
@@ -33,6 +45,8 @@ export const NodeSchema = Type.Object({
     agentVersion: Type.String(),
     startedAt: Type.String(),
     heartbeatAt: Type.String(),
+    /** The node's networking as its agent registered it (absent on nodes stored by older managers). */
+    network: Type.Optional(NodeNetworkStatusSchema),
   }),
 });
 /** A node as stored. */

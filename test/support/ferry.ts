@@ -213,7 +213,7 @@ export function runcList(root: string): string[] {
 }
 
 /** True when `pid` exists and is not a zombie (this sandbox's init reaps orphans late). */
-function isLive(pid: number): boolean {
+export function isLive(pid: number): boolean {
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
     return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';

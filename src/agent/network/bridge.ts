@@ -15,6 +15,11 @@ export interface BridgeConfig {
   readonly subnet: Subnet;
   /** Adds a MASQUERADE rule (and forwarding) so containers reach beyond the host; off by default. */
   readonly outboundNat: boolean;
+  /**
+   * The bridge holds only the gateway (as a /32): on the cluster overlay the host's own address in the
+   * subnet lives on a link of its own (see overlay.ts), and the subnet route goes there.
+   */
+  readonly gatewayOnly?: boolean;
 }
 
 /** One iptables rule this component owns. */
@@ -92,7 +97,7 @@ export async function ensureBridge(config: BridgeConfig, log: (m: string) => voi
   // the containers' permanent neighbour entry valid as ports come and go, and on every node.
   lines.push(
     `link set dev ${name} address ${macFromIp(subnet.gateway)}`,
-    `addr replace ${subnet.gateway}/${subnet.prefixLength} dev ${name}`,
+    `addr replace ${subnet.gateway}/${config.gatewayOnly ? 32 : subnet.prefixLength} dev ${name}`,
     `link set dev ${name} up`,
   );
   await ipBatch(lines);
@@ -164,7 +169,8 @@ async function ruleExists(rule: IptablesRule): Promise<boolean> {
   }
 }
 
-async function writeSysctl(path: string, value: string): Promise<void> {
+/** Writes a sysctl file, as NET_SETUP_FAILED when it cannot. */
+export async function writeSysctl(path: string, value: string): Promise<void> {
   try {
     await writeFile(path, value);
   } catch (e) {

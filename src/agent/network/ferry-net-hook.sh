@@ -1,14 +1,14 @@
 #!/bin/bash
 # Ferry network hook (source: src/agent/network/ferry-net-hook.sh; installed into the network
 # state dir at init, do not edit the copy).
-#   prestart: mode=up|down addr=IP/LEN gateway=IP gateway-mac=MAC mac=MAC veth=NAME bridge=NAME
+#   prestart: mode=up|down addr=IP/LEN gateway=IP gateway-mac=MAC mac=MAC veth=NAME bridge=NAME [mtu=N]
 #             the container state JSON on stdin names the pid whose network namespace gets eth0
 #   poststop: mode=remove veth=NAME
 # Arguments are key=value; anything else (argv[0] included) is ignored.
 # Only bash builtins and ip: this runs on every container start and every restore, so forks count
 # (two ip runs on the normal path).
 PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
-mode='' addr='' gw='' gwmac='' mac='' veth='' bridge=''
+mode='' addr='' gw='' gwmac='' mac='' veth='' bridge='' mtu=''
 for arg; do
   case $arg in
     mode=*) mode=${arg#*=} ;;
@@ -18,6 +18,7 @@ for arg; do
     mac=*) mac=${arg#*=} ;;
     veth=*) veth=${arg#*=} ;;
     bridge=*) bridge=${arg#*=} ;;
+    mtu=*) mtu=${arg#*=} ;;
   esac
 done
 die() { printf 'ferry-net-hook: %s\n' "$*" >&2; exit 1; }
@@ -42,7 +43,9 @@ pid=${BASH_REMATCH[1]}
 # The peer is born inside the container's namespace as eth0 with its MAC: no temporary name to clash.
 # mode=down leaves the host end down and off the bridge: a restored container must stay unreachable
 # until the restore has returned (the agent then calls bringUp).
-host_batch="link add name $veth type veth peer name eth0 address $mac netns $pid"
+# mtu= (the cluster overlay: VXLAN takes 50 bytes of each frame) goes on both ends.
+[[ -z $mtu || $mtu =~ ^[0-9]+$ ]] || die "mtu must be a number, not '$mtu'"
+host_batch="link add name $veth ${mtu:+mtu $mtu }type veth peer name eth0 ${mtu:+mtu $mtu }address $mac netns $pid"
 if [[ $mode == up ]]; then host_batch+=$'\n'"link set dev $veth master $bridge up"; fi
 # A veth left by a crashed start makes "link add" fail: remove it and try once more.
 if ! ip -batch - <<<"$host_batch" 2>/dev/null; then

@@ -35,13 +35,15 @@ export interface HookParams {
   readonly mac: string;
   readonly veth: string;
   readonly bridge: string;
+  /** MTU of both ends (the overlay's, smaller than the underlay's); default the kernel's 1500. */
+  readonly mtu?: number;
 }
 
 /** The prestart hook entry for a bundle; `args[0]` is the path, as OCI's execv semantics want. */
 export function prestartHook(hookPath: string, p: HookParams): Hook {
   return {
     path: hookPath,
-    args: [hookPath, `mode=${p.mode}`, `addr=${p.address}`, `gateway=${p.gateway}`, `gateway-mac=${p.gatewayMac}`, `mac=${p.mac}`, `veth=${p.veth}`, `bridge=${p.bridge}`],
+    args: [hookPath, `mode=${p.mode}`, `addr=${p.address}`, `gateway=${p.gateway}`, `gateway-mac=${p.gatewayMac}`, `mac=${p.mac}`, `veth=${p.veth}`, `bridge=${p.bridge}`, ...(p.mtu ? [`mtu=${p.mtu}`] : [])],
     env: [`PATH=${TOOL_PATH}`],
     timeout: HOOK_TIMEOUT_S,
   };

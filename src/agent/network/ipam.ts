@@ -22,8 +22,11 @@ export interface Lease {
 export interface AddressAllocator {
   /** The subnet the leases come from (the bridge holds its gateway). */
   readonly subnet: Subnet;
-  /** Returns the container's lease, creating one if it has none; idempotent per containerId. */
-  allocate(containerId: string): Promise<Lease>;
+  /**
+   * Returns the container's lease, creating one if it has none; idempotent per containerId. With
+   * `wanted` (an address the cluster IPAM leased to the container) the lease is exactly that address.
+   */
+  allocate(containerId: string, wanted?: string): Promise<Lease>;
   /** Frees the container's address; a no-op when it holds none. */
   release(containerId: string): Promise<void>;
   /** The container's lease, or undefined. */
@@ -68,13 +71,20 @@ export class LocalAddressAllocator implements AddressAllocator {
   }
 
   /** Returns the container's lease, taking the next free address round-robin when it has none. */
-  async allocate(containerId: string): Promise<Lease> {
+  async allocate(containerId: string, wanted?: string): Promise<Lease> {
     checkContainerId(containerId);
+    if (wanted !== undefined && !inHostRange(this.subnet, wanted)) {
+      throw netErrors.NET_BAD_CONFIG({ reason: `address ${wanted} is not a container address of ${this.subnet.cidr}` });
+    }
     return this.queue.run(async () => {
       const state = await this.load();
       const held = own(state.leases, containerId);
-      if (held !== undefined) return this.lease(containerId, held);
-      const ip = this.nextFree(state);
+      if (held !== undefined && (wanted === undefined || held === wanted)) return this.lease(containerId, held);
+      if (wanted !== undefined) {
+        const holder = Object.entries(state.leases).find(([id, ip]) => ip === wanted && id !== containerId);
+        if (holder) throw netErrors.NET_BAD_CONFIG({ reason: `address ${wanted} is already held by ${holder[0]} on this node` });
+      }
+      const ip = wanted ?? this.nextFree(state);
       await this.save({ ...state, last: ip, leases: { ...state.leases, [containerId]: ip } });
       return this.lease(containerId, ip);
     });

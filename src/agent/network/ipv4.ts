@@ -18,28 +18,9 @@ export interface Subnet {
   readonly lastHost: number;
 }
 
-const DOTTED = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/;
-
-/** Parses dotted-quad text to an unsigned integer, or undefined when it is not an IPv4 address. */
-export function ipToInt(ip: string): number | undefined {
-  const m = DOTTED.exec(ip);
-  if (!m) return undefined;
-  let n = 0;
-  for (let i = 1; i <= 4; i++) {
-    const part = m[i] as string;
-    // Leading zeros are rejected because some tools read them as octal.
-    if (part.length > 1 && part.startsWith('0')) return undefined;
-    const b = Number(part);
-    if (b > 255) return undefined;
-    n = n * 256 + b;
-  }
-  return n;
-}
-
-/** Formats an unsigned integer as dotted-quad text. */
-export function intToIp(n: number): string {
-  return [n >>> 24, (n >>> 16) & 255, (n >>> 8) & 255, n & 255].join('.');
-}
+// One copy of the address arithmetic: the manager's IPAM and this data plane must agree exactly.
+export { ipToInt, intToIp } from '../../model/index.ts';
+import { ipToInt, intToIp } from '../../model/index.ts';
 
 /** Parses `a.b.c.d/len` (prefix 8–30, so there is room for a gateway and a container). */
 export function parseSubnet(cidr: string): Subnet {

@@ -4,6 +4,7 @@
  */
 import { mkdir, readdir, rm, rmdir } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
+import { runCommand } from './command.ts';
 import { attachToBridge, checkLinkName, deleteLink, destroyBridge, ensureBridge } from './bridge.ts';
 import { netErrors } from './errors.ts';
 import { HOOK_FILE, installHook, poststopHook, prestartHook, vethName } from './hook.ts';
@@ -13,6 +14,8 @@ import type { AddressAllocator, Lease } from './ipam.ts';
 import { macFromIp, parseSubnet } from './ipv4.ts';
 import type { Subnet } from './ipv4.ts';
 import { PortProxy } from './ports.ts';
+import { announce, checkOverlay, destroyOverlay, ensureOverlay, overlayLinks, overlayMtu, setFloodList } from './overlay.ts';
+import type { OverlayConfig } from './overlay.ts';
 import type { PortStats, PublishedPorts } from './ports.ts';
 import type { AttachOptions, Attachment, NodeNetwork, PortMapping } from './types.ts';
 
@@ -33,8 +36,13 @@ export interface NodeNetworkOptions {
   /** MASQUERADE the subnet's outbound traffic (off by default). */
   readonly outboundNat?: boolean;
   readonly log?: (m: string) => void;
-  /** Where addresses come from; default a node-local file in stateDir. The cluster IPAM plugs in here. */
+  /** Where addresses come from; default a node-local file in stateDir. */
   readonly allocator?: AddressAllocator;
+  /**
+   * Join the cluster overlay (VXLAN): `subnet` is then the cluster-wide subnet, every attach names
+   * the address the manager leased to the container, and the address follows it between hosts.
+   */
+  readonly cluster?: OverlayConfig;
 }
 
 /** The node network on this host (Linux bridge, veths, userland port proxy). */
@@ -50,6 +58,8 @@ export class LocalNodeNetwork implements NodeNetwork {
   /** Set when the allocator is the node-local file one this network created (destroy removes its file). */
   private readonly localAllocator: LocalAddressAllocator | undefined;
   private readonly ports: PortProxy;
+  /** Set on the cluster overlay. */
+  readonly cluster: OverlayConfig | undefined;
 
   constructor(options: NodeNetworkOptions) {
     this.stateDir = resolve(options.stateDir);
@@ -63,6 +73,11 @@ export class LocalNodeNetwork implements NodeNetwork {
     if (options.allocator && options.subnet !== undefined && parseSubnet(options.subnet).cidr !== this.subnet.cidr) {
       throw netErrors.NET_BAD_CONFIG({ reason: `subnet ${options.subnet} differs from the allocator's ${this.subnet.cidr}` });
     }
+    this.cluster = options.cluster;
+    if (this.cluster) {
+      overlayLinks(this.bridge);
+      checkOverlay(this.subnet, this.cluster);
+    }
     this.hookPath = join(this.stateDir, HOOK_FILE);
     this.ports = new PortProxy({ file: join(this.stateDir, PORTS_FILE), log: this.log });
   }
@@ -70,7 +85,8 @@ export class LocalNodeNetwork implements NodeNetwork {
   /** Creates the bridge and its rules if missing and installs the hook; safe to call on every agent start. */
   async init(): Promise<void> {
     await mkdir(this.stateDir, { recursive: true, mode: 0o700 });
-    await ensureBridge({ name: this.bridge, subnet: this.subnet, outboundNat: this.outboundNat }, this.log);
+    await ensureBridge({ name: this.bridge, subnet: this.subnet, outboundNat: this.outboundNat, gatewayOnly: this.cluster !== undefined }, this.log);
+    if (this.cluster) await ensureOverlay(this.bridge, this.subnet, this.cluster, this.log);
     await installHook(this.stateDir);
     // The hook's fast path reaches a namespace through /run/netns; without the directory it must
     // bind-mount a name, which costs two more forks per start.
@@ -86,8 +102,38 @@ export class LocalNodeNetwork implements NodeNetwork {
       // 44 bits of sha256 make this practically impossible; if it happens, say so instead of sharing a link.
       throw netErrors.NET_SETUP_FAILED({ command: `attach ${containerId}`, stderr: `veth name ${veth} is already used by ${clash.containerId}` });
     }
-    const lease = await this.allocator.allocate(containerId);
+    if (this.cluster && options.ip === undefined) {
+      throw netErrors.NET_BAD_CONFIG({ reason: `${containerId} has no address from the cluster IPAM (this node is on the cluster network)` });
+    }
+    const lease = await this.allocator.allocate(containerId, options.ip);
     return this.attachment(lease, options.mode ?? 'up');
+  }
+
+  /**
+   * Cuts a container off the network (its host veth leaves the bridge and goes down): the frozen
+   * source of a migration, whose kernel would otherwise still answer for connections the target now
+   * holds. `announce` (or `bringUp`) connects it again.
+   */
+  async isolate(containerId: string): Promise<void> {
+    checkContainerId(containerId);
+    const veth = vethName(containerId);
+    await runCommand('ip', ['link', 'set', 'dev', veth, 'nomaster', 'down']).catch(() => undefined);
+  }
+
+  /**
+   * Connects the container's host veth and, on the overlay, tells every host where its address now
+   * is (a gratuitous ARP from inside its namespace, process `pid`).
+   */
+  async announce(attachment: Attachment, pid: number): Promise<void> {
+    await this.bringUp(attachment);
+    if (this.cluster && pid > 0) await announce(pid, attachment.ip).catch((e: Error) => this.log(`network: gratuitous ARP for ${attachment.ip} failed (traffic still finds it by flooding): ${e.message}`));
+  }
+
+  /** On the overlay: makes `peers` (the other hosts' underlay addresses) the VXLAN flood list. */
+  async setPeers(peers: readonly string[]): Promise<void> {
+    if (!this.cluster) return;
+    const { added, removed } = await setFloodList(this.bridge, this.cluster, peers);
+    if (added.length + removed.length > 0) this.log(`network: overlay peers${added.length ? ` +${added.join(',')}` : ''}${removed.length ? ` -${removed.join(',')}` : ''}`);
   }
 
   /** Unpublishes the container's ports, deletes its host veth if left, and frees its address; idempotent. */
@@ -142,6 +188,7 @@ export class LocalNodeNetwork implements NodeNetwork {
     // allocator only gives back this node's leases.
     if (this.localAllocator) await this.localAllocator.clear();
     else for (const lease of leases) await this.allocator.release(lease.containerId);
+    if (this.cluster) await destroyOverlay(this.bridge, this.subnet, this.log);
     await destroyBridge(this.bridge, this.log);
     await rm(this.hookPath, { force: true });
     // The directory may be shared with other agent state; only an empty one is ours to remove.
@@ -159,6 +206,7 @@ export class LocalNodeNetwork implements NodeNetwork {
       mac: lease.mac,
       veth: hostVeth,
       bridge: this.bridge,
+      ...(this.cluster ? { mtu: overlayMtu(this.cluster) } : {}),
     });
     return {
       containerId: lease.containerId,

@@ -37,6 +37,8 @@ export interface AttachOptions {
    * stay unreachable until the restore returns; `bringUp(attachment)` then connects it.
    */
   readonly mode?: 'up' | 'down';
+  /** The address the cluster IPAM leased to the container (required on the cluster overlay). */
+  readonly ip?: string;
 }
 
 /** Node networking. */
@@ -55,4 +57,12 @@ export interface NodeNetwork {
   list(): Promise<Attachment[]>;
   /** Removes everything this node network made (bridge, veths, forwards). */
   destroy(): Promise<void>;
+  /** Set when this node is on the cluster overlay: addresses come from the manager and follow containers. */
+  readonly cluster?: { readonly vni: number; readonly underlayIp: string; readonly hostIp: string } | undefined;
+  /** Takes the container's host veth off the bridge and down (a frozen migration source); idempotent. */
+  isolate(containerId: string): Promise<void>;
+  /** Connects a container's host veth and, on the overlay, announces its address from inside process `pid`'s namespace. */
+  announce(attachment: Attachment, pid: number): Promise<void>;
+  /** On the overlay: the other hosts' underlay addresses (the VXLAN flood list); a no-op otherwise. */
+  setPeers(peers: readonly string[]): Promise<void>;
 }

@@ -1,13 +1,23 @@
 /** /v1/agent: what agents call — register, heartbeat, report container status and images. */
 import type { FastifyPluginAsync } from 'fastify';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
-import { Type } from 'typebox';
+import { Type, type Static } from 'typebox';
 import { randomUUID } from 'node:crypto';
 import type { ApiDeps } from '../server.ts';
 import { put, remove } from '../../store/index.ts';
-import type { ContainerStatus, Node, NodeImages } from '../../model/index.ts';
-import { keys, checkName, ContainerStatusSchema, ImageRecordSchema, NodeFactsSchema } from '../../model/index.ts';
+import type { ClusterNetwork, ContainerStatus, Node, NodeImages, NodeNetworkStatus } from '../../model/index.ts';
+import { keys, checkName, ipToInt, parseCidr, subnetContains, subnetsOverlap, ContainerStatusSchema, ImageRecordSchema, NodeFactsSchema } from '../../model/index.ts';
+import { allocateAddress, clusterNetwork, nodeOwner } from '../../controllers/index.ts';
+import { apiErrors } from '../errors.ts';
 import { NameParams } from './schemas.ts';
+
+/** What an agent says about its networking when it registers. */
+const RegisterNetwork = Type.Object({
+  /** The host address the other nodes reach this one at: the VXLAN tunnel endpoint. */
+  underlayIp: Type.Optional(Type.String({ minLength: 1 })),
+  /** The node's own container subnet, when the cluster has no cluster network. */
+  subnet: Type.Optional(Type.String({ minLength: 1 })),
+}, { additionalProperties: false });
 
 const RegisterBody = Type.Object({
   name: Type.String({ minLength: 1, maxLength: 63 }),
@@ -16,7 +26,41 @@ const RegisterBody = Type.Object({
   capacity: Type.Object({ cpus: Type.Number(), memoryBytes: Type.Integer() }),
   facts: NodeFactsSchema,
   agentVersion: Type.String(),
+  network: Type.Optional(RegisterNetwork),
 });
+
+/**
+ * Checks what a registering node reports about its networking against the cluster network and the
+ * other nodes, and returns what to store on the node (without its hostIp, leased after the checks).
+ */
+async function checkNodeNetwork(store: ApiDeps['store'], name: string, sent: Static<typeof RegisterNetwork> | undefined, net: ClusterNetwork | undefined): Promise<NodeNetworkStatus> {
+  const out: NodeNetworkStatus = {};
+  const underlayIp = sent?.underlayIp;
+  if (underlayIp !== undefined && ipToInt(underlayIp) === undefined) {
+    throw apiErrors.BAD_REQUEST({ reason: `network.underlayIp "${underlayIp}" is not an IPv4 address` });
+  }
+  if (net && underlayIp === undefined) throw apiErrors.NETWORK_UNDERLAY_MISSING({ name, subnet: net.subnet, vni: net.vni });
+  if (net && underlayIp !== undefined && subnetContains(net.subnet, underlayIp)) throw apiErrors.NETWORK_UNDERLAY_INSIDE({ name, underlayIp, subnet: net.subnet });
+  if (underlayIp !== undefined) out.underlayIp = underlayIp;
+  if (sent?.subnet !== undefined) {
+    let subnet: string;
+    try {
+      subnet = parseCidr(sent.subnet).cidr;
+    } catch (e) {
+      throw apiErrors.BAD_REQUEST({ reason: `network.subnet: ${(e as Error).message}` }, e);
+    }
+    if (net && subnetsOverlap(subnet, net.subnet)) throw apiErrors.NETWORK_SUBNET_OVERLAP({ name, subnet, other: `the cluster network ${net.subnet}` });
+    for (const { value: n } of (await store.list<Node>(keys.nodes)).items) {
+      const theirs = n.status.network?.subnet;
+      // A node re-registering with its own subnet is not a clash.
+      if (n.metadata.name !== name && theirs !== undefined && subnetsOverlap(subnet, theirs)) {
+        throw apiErrors.NETWORK_SUBNET_OVERLAP({ name, subnet, other: `the subnet ${theirs} of node "${n.metadata.name}"` });
+      }
+    }
+    out.subnet = subnet;
+  }
+  return out;
+}
 
 /** Agent-facing routes. */
 export function agentRoutes(deps: ApiDeps): FastifyPluginAsync {
@@ -27,18 +71,28 @@ export function agentRoutes(deps: ApiDeps): FastifyPluginAsync {
     app.post('/agent/register', { schema: { summary: 'An agent announces its node', body: RegisterBody } }, async (req) => {
       const b = req.body;
       checkName(b.name);
+      const net = await clusterNetwork(store);
+      const network = await checkNodeNetwork(store, b.name, b.network, net);
+      // The node's own address in the cluster network: the same lease on every re-register.
+      if (net) network.hostIp = await allocateAddress(store, net, nodeOwner(b.name));
       const now = new Date().toISOString();
       const existing = await store.get<Node>(keys.node(b.name));
       const node: Node = {
         apiVersion: 'ferry/v1', kind: 'Node',
         metadata: existing?.value.metadata ?? { name: b.name, uid: randomUUID(), createdAt: now, labels: {} },
         spec: existing?.value.spec ?? { unschedulable: false },
-        status: { address: b.address, capacity: b.capacity, facts: b.facts, agentVersion: b.agentVersion, startedAt: now, heartbeatAt: now },
+        status: {
+          address: b.address, capacity: b.capacity, facts: b.facts, agentVersion: b.agentVersion, startedAt: now, heartbeatAt: now,
+          ...(Object.keys(network).length > 0 ? { network } : {}),
+        },
       };
       node.metadata.labels = { ...node.metadata.labels, ...b.labels };
       await put(store, keys.node(b.name), node);
       await deps.leases.beat(b.name);
-      return { node, leaseTtl: deps.nodeLeaseTtl };
+      return {
+        node, leaseTtl: deps.nodeLeaseTtl,
+        ...(net && network.hostIp ? { network: { subnet: net.subnet, prefixLength: net.prefixLength, gateway: net.gateway, vni: net.vni, hostIp: network.hostIp } } : {}),
+      };
     });
 
     app.post('/agent/:name/heartbeat', { schema: { summary: 'An agent is alive', params: NameParams } }, async (req) => {

@@ -6,7 +6,8 @@ import type { Command } from 'commander';
 import { startManager } from '../../manager/index.ts';
 import { startAgent } from '../../agent/index.ts';
 import { FerryError } from '../../errors/index.ts';
-import { up, down, type RunFile } from '../daemons.ts';
+import { up, upCluster, down, type RunFile } from '../daemons.ts';
+import { MAX_SIM_NODES, checkClusterSubnet, checkNodeCount, checkVni, parseCidr, simErrors } from '../simulation.ts';
 import { ferryHome } from '../config.ts';
 import { homePaths, TOOLS } from '../paths.ts';
 import { printJson } from '../output.ts';
@@ -41,19 +42,35 @@ function onShutdown(stop: () => Promise<void>): Promise<void> {
 
 /** Registers the process verbs. */
 export function systemCommands(program: Command, ctx: Ctx, globals: () => { home?: string }): void {
-  program.command('up').description('start Ferry on this machine: manager + one agent, state in SQLite')
-    .option('--host <addr>', 'address the API listens on', '127.0.0.1')
+  program.command('up').description('start Ferry on this machine: manager + one agent (or N simulated hosts), state in SQLite')
+    .option('--host <addr>', 'address the API listens on (with --nodes: the underlay bridge address)', '127.0.0.1')
     .option('--port <port>', 'API port (0 = any free port)', '7670')
     .option('--agent-port <port>', 'agent API port (0 = any free port)', '0')
     .option('--node-name <name>', 'name of this node', hostname().split('.')[0])
     .option('--agent-arg <arg>', 'extra argument for the agent (repeatable; for tests)', (v: string, p: string[] = []) => [...p, v])
-    .action(async (o: { host: string; port: string; agentPort: string; nodeName: string; agentArg?: string[] }) => {
+    .option('--nodes <n>', `simulate N hosts on this machine (2-${MAX_SIM_NODES}): each its own network namespace, address, agent, data dir and cgroup parent`, '1')
+    .option('--cluster-subnet <cidr>', 'with --nodes: the cluster-wide container network', '10.216.0.0/16')
+    .option('--vni <n>', 'with --nodes: VXLAN network id of the cluster network', '4216')
+    .action(async (o: { host: string; port: string; agentPort: string; nodeName: string; agentArg?: string[]; nodes: string; clusterSubnet: string; vni: string }, cmd: Command) => {
       const home = ferryHome(globals().home);
-      const r = await up({
-        home, host: o.host, port: positiveInt(o.port, '--port', true), agentPort: positiveInt(o.agentPort, '--agent-port', true),
-        nodeName: o.nodeName, extraAgentArgs: o.agentArg,
-        progress: (m) => { if (ctx.format() !== 'json') process.stderr.write(`${m}…\n`); },
-      });
+      // Every flag is checked before anything is created.
+      const nodes = checkNodeCount(o.nodes);
+      const port = positiveInt(o.port, '--port', true);
+      const agentPort = positiveInt(o.agentPort, '--agent-port', true);
+      const progress = (m: string): void => { if (ctx.format() !== 'json') process.stderr.write(`${m}…\n`); };
+      if (nodes >= 2) {
+        if (cmd.getOptionValueSource('host') === 'cli') throw simErrors.BAD_FLAG({ flag: '--host', reason: 'cannot be combined with --nodes (the manager listens on the simulated underlay)' });
+        const clusterSubnet = checkClusterSubnet(o.clusterSubnet);
+        const vni = checkVni(o.vni);
+        const c = await upCluster({ home, port, agentPort, nodeName: o.nodeName, extraAgentArgs: o.agentArg, nodes, clusterSubnet, vni, progress });
+        if (ctx.format() === 'json') printJson({ ...c, home });
+        else {
+          process.stdout.write(`Ferry is up with ${nodes} simulated hosts (underlay ${c.simulation.subnet} on bridge ${c.simulation.bridge}). API: ${c.api}  home: ${home}\n`);
+          for (const n of c.nodes) process.stdout.write(`  ${n.name}  ${n.underlayIp}  netns ${n.netns}\n`);
+        }
+        return;
+      }
+      const r = await up({ home, host: o.host, port, agentPort, nodeName: o.nodeName, extraAgentArgs: o.agentArg, progress });
       if (ctx.format() === 'json') printJson({ ...r, home });
       else process.stdout.write(`Ferry is up. API: ${r.api}  node: ${r.node}  home: ${home}\nTry: ferry run --name web -p 8080:80 --memory 128m sample\n`);
     });
@@ -64,19 +81,27 @@ export function systemCommands(program: Command, ctx: Ctx, globals: () => { home
       const home = ferryHome(globals().home);
       const r = await down({ home, keepContainers: o.keepContainers === true, progress: (m) => { if (ctx.format() !== 'json') process.stderr.write(`${m}…\n`); } });
       if (ctx.format() === 'json') printJson(r);
-      else process.stdout.write(r.stopped.length === 0 ? 'Ferry was not running.\n' : `Ferry is down (${r.removed.length} container(s) removed).\n`);
+      else {
+        process.stdout.write(r.stopped.length === 0 ? 'Ferry was not running.\n' : `Ferry is down (${r.removed.length} container(s) removed).\n`);
+        if (r.simulation) process.stdout.write(`Simulated hosts ${r.simulation} removed.\n`);
+      }
     });
 
   program.command('manager').description('run the manager in the foreground (`ferry up` starts it for you)')
     .option('--host <addr>', 'listen address', '127.0.0.1').option('--port <port>', 'listen port', '7670')
     .option('--store <url>', 'store URL (default sqlite:<home>/manager/state.db)')
     .option('--node-lease <seconds>', 'node heartbeat lease', '10')
-    .action(async (o: { host: string; port: string; store?: string; nodeLease: string }) => {
+    .option('--cluster-subnet <cidr>', 'run a cluster-wide container network (VXLAN) on this subnet')
+    .option('--vni <n>', 'VXLAN network id of the cluster network (default 4216; needs --cluster-subnet)')
+    .action(async (o: { host: string; port: string; store?: string; nodeLease: string; clusterSubnet?: string; vni?: string }) => {
       const home = ferryHome(globals().home);
       const p = homePaths(home);
+      if (o.vni !== undefined && o.clusterSubnet === undefined) throw simErrors.BAD_FLAG({ flag: '--vni', reason: 'needs --cluster-subnet' });
+      const clusterNetwork = o.clusterSubnet === undefined ? undefined : { subnet: checkClusterSubnet(o.clusterSubnet), vni: checkVni(o.vni ?? '4216') };
       const m = await startManager({
         dataDir: p.manager, storeUrl: o.store, host: o.host, port: positiveInt(o.port, '--port', true), token: process.env.FERRY_TOKEN,
         nodeLeaseTtl: positiveInt(o.nodeLease, '--node-lease'), version: VERSION, log: stamp,
+        ...(clusterNetwork ? { clusterNetwork } : {}),
       });
       await mkdir(p.run, { recursive: true });
       const run: RunFile = { pid: process.pid, url: m.url, role: 'manager' };
@@ -103,10 +128,13 @@ export function systemCommands(program: Command, ctx: Ctx, globals: () => { home
     .option('--heartbeat-ms <ms>', 'heartbeat interval', '2000')
     .option('--stop-timeout-ms <ms>', 'grace between SIGTERM and SIGKILL', '10000')
     .option('--rescan-ms <ms>', 'how often running containers are re-checked for migratability', '15000')
+    .option('--underlay-ip <ip>', 'this host\'s address on the underlay (its VXLAN endpoint in a cluster network)')
     .action(async (o: Record<string, string | string[] | undefined>) => {
       const home = ferryHome(globals().home);
       const p = homePaths(home);
       const name = o.name as string;
+      const underlayIp = o.underlayIp as string | undefined;
+      if (underlayIp !== undefined && !parseCidr(`${underlayIp}/32`)) throw simErrors.BAD_FLAG({ flag: '--underlay-ip', reason: `needs an IPv4 address, not "${underlayIp}"` });
       const a = await startAgent({
         name, dataDir: (o.dataDir as string | undefined) ?? join(p.agents, name), managerUrl: o.manager as string, token: needToken(),
         host: o.host as string, port: positiveInt(o.port as string, '--port', true), advertiseUrl: o.advertise as string | undefined,
@@ -115,6 +143,7 @@ export function systemCommands(program: Command, ctx: Ctx, globals: () => { home
         labels: Object.fromEntries(((o.label as string[] | undefined) ?? []).map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1)])),
         heartbeatMs: positiveInt(o.heartbeatMs as string, '--heartbeat-ms'), stopTimeoutMs: positiveInt(o.stopTimeoutMs as string, '--stop-timeout-ms', true),
         rescanMs: positiveInt(o.rescanMs as string, '--rescan-ms'),
+        ...(underlayIp !== undefined ? { underlayIp } : {}),
         version: VERSION, log: stamp,
       });
       await mkdir(p.run, { recursive: true });

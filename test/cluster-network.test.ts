@@ -1,0 +1,91 @@
+/**
+ * The cluster network on three simulated hosts (`ferry up --nodes 3`: a network namespace, agent,
+ * data dir and cgroup parent each, joined over an underlay bridge): one flat container subnet over
+ * VXLAN, addresses from the store, traffic between containers on different hosts, and a container
+ * that keeps its address — and one client's TCP connection — while it moves A→B→C→A.
+ */
+import { describe, it, before } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import { useCluster, type TestCluster } from './support/cluster.ts';
+import { skipUnlessReady } from './support/prereq.ts';
+import { until } from './support/wait.ts';
+import type { ContainerView, Migration } from '../src/model/index.ts';
+
+const TOOLS = ['runc', 'ip', 'iptables', 'ebtables', 'bridge', 'nsenter', '/usr/bin/busybox', '/opt/ferry/bin/criu'];
+const LINE_CLIENT = fileURLToPath(new URL('./support/line-client.mjs', import.meta.url));
+const ECHO_PORT = 7000;
+
+describe('cluster network across three simulated hosts', { skip: skipUnlessReady(TOOLS) }, () => {
+  const cluster = useCluster({ nodes: 3, tools: TOOLS });
+  let c: TestCluster;
+  before(() => { c = cluster.c; });
+
+  const ipOf = async (name: string): Promise<string> => {
+    const v = await until(`${name} to run`, async () => {
+      const cv = await c.client.containers.get(name);
+      return cv.status?.phase === 'running' && cv.status.ip ? cv : undefined;
+    });
+    return v.status!.ip!;
+  };
+
+  it('a container on host A talks to one on host C, by address, through the overlay', async () => {
+    const [a, , cHost] = c.hosts;
+    await c.ok(['run', '--name', 'srv', '--node', a!.node, '-e', `ECHO_PORT=${ECHO_PORT}`, 'sample']);
+    await c.ok(['run', '--name', 'peer', '--node', cHost!.node, 'sample']);
+    const [srvIp, peerIp] = [await ipOf('srv'), await ipOf('peer')];
+    assert.notEqual(srvIp, peerIp);
+    const net = await c.client.network.get();
+    for (const ip of [srvIp, peerIp]) assert.ok(ip.startsWith(net.subnet.split('.').slice(0, 2).join('.')), `${ip} in ${net.subnet}`);
+    const body = await c.ok(['exec', 'peer', '--', 'wget', '-q', '-O', '-', `http://${srvIp}/count`]);
+    assert.match(body, /"count":\d+/);
+    // A host reaches containers on other hosts too (through its own overlay address).
+    const r = await c.exec(1, ['/usr/bin/busybox', 'wget', '-q', '-O', '-', `http://${srvIp}/count`]);
+    assert.match(r.stdout, /"count":\d+/);
+  });
+
+  it('20 concurrent creates get 20 distinct addresses', async () => {
+    const names = Array.from({ length: 20 }, (_, i) => `many${i}`);
+    await Promise.all(names.map((n, i) => c.ok(['run', '--name', n, '--node', c.hosts[i % 3]!.node, '--entrypoint', '/bin/sleep', 'sample', '--', '600'])));
+    const ips = await Promise.all(names.map(ipOf));
+    assert.equal(new Set(ips).size, 20, ips.join(' '));
+    await Promise.all(names.map((n) => c.ok(['rm', '-f', n])));
+  });
+
+  it('one client keeps one TCP connection while the container moves A→B→C→A: same address, counter never resets', async () => {
+    const srvIp = await ipOf('srv');
+    const before = await c.client.containers.get('srv');
+    // The client runs on host B's network namespace (not a container), talking to srv's address.
+    const client = spawn('nsenter', [`--net=/run/netns/${c.hosts[1]!.netns}`, '--', process.execPath, LINE_CLIENT, srvIp, String(ECHO_PORT), '20'], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const events: Array<Record<string, unknown>> = [];
+    const lines = createInterface({ input: client.stdout });
+    lines.on('line', (l) => events.push(JSON.parse(l) as Record<string, unknown>));
+    const exited = new Promise<number | null>((r) => client.on('close', (code) => r(code)));
+    try {
+      const answers = (): number => Math.max(0, ...events.map((e) => (typeof e.ok === 'number' ? e.ok : 0)));
+      await until('the client to exchange lines', () => (answers() >= 20 ? true : undefined));
+      for (const to of [c.hosts[1]!, c.hosts[2]!, c.hosts[0]!]) {
+        const m = await c.json<Migration>(['migrate', 'srv', '--to', to.node]);
+        assert.equal(m.status.phase, 'Succeeded', JSON.stringify(m.status));
+        const v = await c.client.containers.get('srv');
+        assert.equal(v.status?.node, to.node);
+        assert.equal(v.status?.ip, srvIp, 'the address moved with the container');
+        const seen = answers();
+        await until(`lines to flow again after the move to ${to.node}`, () => (answers() >= seen + 20 ? true : undefined));
+        assert.equal(events.find((e) => 'error' in e), undefined, JSON.stringify(events.filter((e) => 'error' in e)));
+      }
+      const after: ContainerView = await c.client.containers.get('srv');
+      assert.equal(after.container.metadata.uid, before.container.metadata.uid);
+    } finally {
+      client.kill('SIGTERM');
+    }
+    const code = await exited;
+    const done = events.find((e) => e.done === true);
+    assert.ok(done, 'the client reported its end');
+    assert.equal(done.error, null, `the connection broke: ${String(done.error)}`);
+    assert.equal(code, 0);
+    assert.ok((done.answers as number) >= 80, `answers: ${String(done.answers)}`);
+  });
+});

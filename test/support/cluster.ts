@@ -1,0 +1,245 @@
+/**
+ * A simulated multi-host Ferry for integration tests: `ferry up --nodes N` in a fresh temporary home —
+ * each host a network namespace with its own underlay address, agent, data dir and cgroup parent —
+ * and a teardown that removes everything of the run even when the test failed, reporting what it had
+ * to remove by force (netns, veths, bridge, processes, cgroups, mounts, firewall rules).
+ */
+import { before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, execFileSync } from 'node:child_process';
+import { chmod, cp, mkdtemp, rm } from 'node:fs/promises';
+import { existsSync, readFileSync, readdirSync, readlinkSync, rmdirSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { FerryClient } from '../../src/client/index.ts';
+import { ROOT, isLive, runCli, runcList, type CliResult } from './ferry.ts';
+import { ensurePrerequisites } from './prereq.ts';
+
+/** One simulated host of a test cluster. */
+export interface SimHostInfo {
+  /** 1-based host number (`ferry up` names the node `<node-name>-<index>`). */
+  readonly index: number;
+  readonly node: string;
+  /** Network namespace name; its file is /run/netns/<netns>. */
+  readonly netns: string;
+  readonly underlayIp: string;
+  readonly cgroupParent: string;
+  readonly idPrefix: string;
+  readonly dataDir: string;
+  readonly runcRoot: string;
+  /** The pid of this host's agent, or undefined when it is not running. */
+  agentPid(): number | undefined;
+}
+
+/** A cluster started for a test. */
+export interface TestCluster {
+  /** Simulation id (names: bridge fu<id>, netns ferry-<id>-h<i>, veths fu<id>h<i>). */
+  readonly id: string;
+  readonly home: string;
+  /** Underlay bridge in the root namespace and its subnet. */
+  readonly bridge: string;
+  readonly subnet: string;
+  /** The manager's API URL (on the underlay bridge address). */
+  readonly managerUrl: string;
+  readonly token: string;
+  readonly client: FerryClient;
+  readonly hosts: readonly SimHostInfo[];
+  /** Runs `ferry --home <home> …args`. */
+  cli(args: string[], o?: { input?: string; env?: Record<string, string> }): Promise<CliResult>;
+  /** Like cli, but throws unless the exit code is 0; returns stdout. */
+  ok(args: string[]): Promise<string>;
+  /** Runs `ferry -o json …` and parses stdout. */
+  json<T = unknown>(args: string[]): Promise<T>;
+  /** Runs `argv` inside host `hostIndex`'s network namespace (`hosts[hostIndex]`, 0-based) via nsenter. */
+  exec(hostIndex: number, argv: string[], o?: { input?: string; env?: Record<string, string>; timeoutMs?: number }): Promise<CliResult>;
+  /** The manager's pid, or undefined when it is not running. */
+  managerPid(): number | undefined;
+  /** `ferry down`, then removes by force whatever is left; returns what that was (should be nothing). */
+  teardown(): Promise<string[]>;
+}
+
+/** What `ferry -o json up --nodes N` prints. */
+interface UpJson {
+  api: string;
+  token: string;
+  simulation: { id: string; bridge: string; subnet: string; gateway: string };
+  nodes: { name: string; netns: string; underlayIp: string; cgroupParent: string; idPrefix: string; dataDir: string }[];
+}
+
+function runFilePid(file: string): number | undefined {
+  try {
+    const pid = (JSON.parse(readFileSync(file, 'utf8')) as { pid: number }).pid;
+    return isLive(pid) ? pid : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Runs `argv` in network namespace `netns` (only that namespace; mounts stay the host's). */
+export function execInNetns(netns: string, argv: string[], o: { input?: string; env?: Record<string, string>; timeoutMs?: number } = {}): Promise<CliResult> {
+  return new Promise((res, rej) => {
+    const p = spawn('nsenter', [`--net=/run/netns/${netns}`, '--', ...argv], { env: { ...process.env, ...o.env }, stdio: ['pipe', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    const timer = setTimeout(() => p.kill('SIGKILL'), o.timeoutMs ?? 30_000);
+    p.stdout.on('data', (d: Buffer) => { stdout += d.toString(); });
+    p.stderr.on('data', (d: Buffer) => { stderr += d.toString(); });
+    p.on('error', (e) => { clearTimeout(timer); rej(e); });
+    p.on('close', (code) => { clearTimeout(timer); res({ code: code ?? 1, stdout, stderr }); });
+    p.stdin.on('error', () => undefined);
+    p.stdin.end(o.input ?? '');
+  });
+}
+
+/** Starts `ferry up --nodes <nodes>` in a fresh home; `upArgs` are added to the `up` command line. */
+export async function startCluster(o: { nodes: number; env?: Record<string, string>; extraAgentArgs?: string[]; upArgs?: string[] }): Promise<TestCluster> {
+  const tid = `fc${randomBytes(3).toString('hex')}`;
+  const home = await mkdtemp(join(tmpdir(), `ferry-${tid}-`));
+  // Rootfs parents must be traversable by the user namespace's root (host uid 100000).
+  await chmod(home, 0o755);
+  const agentArgs = ['--stop-timeout-ms=3000', '--rescan-ms=1000', ...(o.extraAgentArgs ?? [])];
+  const r = await runCli(home, ['-o', 'json', 'up', '--nodes', String(o.nodes), '--port', '0', '--node-name', tid, ...agentArgs.map((a) => `--agent-arg=${a}`), ...(o.upArgs ?? [])], { env: o.env ?? {} });
+  if (r.code !== 0) {
+    let simId: string | undefined;
+    try { simId = (JSON.parse(r.stderr) as { error: { details: { simulation?: string } } }).error.details.simulation; } catch { /* no id: the failure came before the simulation */ }
+    const left = await teardownCluster({ home, tid, id: simId });
+    throw new Error(`ferry up --nodes ${o.nodes} failed (${r.code}): ${r.stderr}${left.length > 0 ? `\nleftovers: ${left.join('; ')}` : ''}`);
+  }
+  const u = JSON.parse(r.stdout) as UpJson;
+  const cli = (args: string[], co?: { input?: string; env?: Record<string, string> }): Promise<CliResult> => runCli(home, args, co);
+  const hosts: SimHostInfo[] = u.nodes.map((n, k) => ({
+    index: k + 1, node: n.name, netns: n.netns, underlayIp: n.underlayIp, cgroupParent: n.cgroupParent, idPrefix: n.idPrefix, dataDir: n.dataDir,
+    runcRoot: join(n.dataDir, 'runc'),
+    agentPid: () => runFilePid(join(home, 'run', `agent-${n.name}.json`)),
+  }));
+  const c: TestCluster = {
+    id: u.simulation.id, home, bridge: u.simulation.bridge, subnet: u.simulation.subnet, managerUrl: u.api, token: u.token,
+    client: new FerryClient({ url: u.api, token: u.token }),
+    hosts,
+    cli,
+    async ok(args) {
+      const x = await cli(args);
+      if (x.code !== 0) throw new Error(`ferry ${args.join(' ')} exited ${x.code}\nstdout: ${x.stdout}\nstderr: ${x.stderr}`);
+      return x.stdout;
+    },
+    async json<T>(args: string[]) {
+      return JSON.parse(await c.ok(['-o', 'json', ...args])) as T;
+    },
+    exec(hostIndex, argv, eo) {
+      const h = hosts[hostIndex];
+      if (!h) throw new Error(`no host ${hostIndex} (0..${hosts.length - 1})`);
+      return execInNetns(h.netns, argv, eo);
+    },
+    managerPid: () => runFilePid(join(home, 'run', 'manager.json')),
+    teardown: () => teardownCluster({ home, tid, id: u.simulation.id }),
+  };
+  return c;
+}
+
+function netnsInode(name: string): number | undefined {
+  try { return statSync(`/run/netns/${name}`).ino; } catch { return undefined; }
+}
+
+/**
+ * `ferry down` in `home`, then removes by force everything of simulation `id` (and of the home) that
+ * is still there; returns what that was. `tid` names the logs kept under test-artifacts/.
+ */
+export async function teardownCluster(t: { home: string; tid: string; id?: string }): Promise<string[]> {
+  const { home } = t;
+  const leftovers: string[] = [];
+  let id = t.id;
+  try { id ??= (JSON.parse(readFileSync(join(home, 'run', 'sim.json'), 'utf8')) as { id: string }).id; } catch { /* never made one */ }
+  const nsPrefix = id ? `ferry-${id}-` : undefined;
+  const netnsNames = (): string[] => (nsPrefix && existsSync('/run/netns') ? readdirSync('/run/netns').filter((n) => n.startsWith(nsPrefix)) : []);
+  // Before `ferry down`: what ran, and the namespaces' inodes (to find processes still inside them after).
+  const inodes = new Set(netnsNames().map(netnsInode).filter((i): i is number => i !== undefined));
+  const runDir = join(home, 'run');
+  const pids = existsSync(runDir) ? readdirSync(runDir).map((n) => runFilePid(join(runDir, n))).filter((p): p is number => p !== undefined) : [];
+  const down = await runCli(home, ['down']).catch((e: Error) => ({ code: 1, stdout: '', stderr: e.message }));
+  if (down.code !== 0) leftovers.push(`ferry down exited ${down.code}: ${down.stderr.trim()}`);
+  for (const pid of pids) {
+    if (!isLive(pid)) continue;
+    try { process.kill(pid, 'SIGKILL'); leftovers.push(`process ${pid}`); } catch { /* gone, as it should be */ }
+  }
+  const agentsDir = join(home, 'agents');
+  const runcRoots = existsSync(agentsDir) ? readdirSync(agentsDir).map((n) => join(agentsDir, n, 'runc')) : [];
+  for (const root of runcRoots) {
+    for (const cid of runcList(root)) {
+      leftovers.push(`runc container ${cid}`);
+      try { execFileSync('runc', ['--root', root, 'delete', '--force', cid], { stdio: 'ignore' }); } catch { /* best effort */ }
+    }
+  }
+  // Processes of this run: argv naming the home (daemons, shims), or living in one of the simulated hosts.
+  for (const pid of readdirSync('/proc').filter((n) => /^\d+$/.test(n)).map(Number)) {
+    if (pid === process.pid || !isLive(pid)) continue;
+    try {
+      const cmd = readFileSync(`/proc/${pid}/cmdline`, 'utf8');
+      const ns = /net:\[(\d+)\]/.exec(readlinkSync(`/proc/${pid}/ns/net`))?.[1];
+      if (cmd.includes(home) || (ns !== undefined && inodes.has(Number(ns)))) {
+        process.kill(pid, 'SIGKILL');
+        leftovers.push(`process ${pid}: ${cmd.split('\0').join(' ').slice(0, 120)}`);
+      }
+    } catch { /* raced with exit */ }
+  }
+  const mounts = readFileSync('/proc/self/mounts', 'utf8').split('\n').map((l) => l.split(' ')[1] ?? '')
+    .filter((m) => m.startsWith(home) || (nsPrefix !== undefined && m.startsWith(`/run/netns/${nsPrefix}`))).reverse();
+  for (const m of mounts) {
+    leftovers.push(`mount ${m}`);
+    try { execFileSync('umount', ['-l', m], { stdio: 'ignore' }); } catch { /* best effort */ }
+  }
+  for (const n of netnsNames()) {
+    leftovers.push(`netns ${n}`);
+    try { execFileSync('ip', ['netns', 'del', n], { stdio: 'ignore' }); } catch { rm(`/run/netns/${n}`, { force: true }).catch(() => undefined); }
+  }
+  if (id) {
+    const links = (): string[] => execFileSync('ip', ['-o', 'link', 'show'], { encoding: 'utf8' }).split('\n')
+      .map((l) => /^\d+: ([^:@]+)/.exec(l)?.[1] ?? '').filter((n) => n.startsWith(`fu${id}`));
+    // Veths of just-deleted namespaces vanish on their own; give them a moment before calling them leftovers.
+    for (let i = 0; i < 50 && links().some((n) => n !== `fu${id}`); i++) await new Promise((r) => setTimeout(r, 100));
+    for (const n of links().sort().reverse()) {
+      leftovers.push(`link ${n}`);
+      try { execFileSync('ip', ['link', 'del', n], { stdio: 'ignore' }); } catch { /* gone with its peer */ }
+    }
+    for (const ctl of ['', ...readdirSync('/sys/fs/cgroup')]) {
+      for (const n of readdirSync(join('/sys/fs/cgroup', ctl)).filter((x) => x.startsWith(`ferry-${id}-h`))) {
+        const dir = join('/sys/fs/cgroup', ctl, n);
+        if (!statSync(dir).isDirectory()) continue;
+        const subs = readdirSync(dir, { withFileTypes: true }).filter((d) => d.isDirectory());
+        leftovers.push(`cgroup ${dir}${subs.length > 0 ? `/{${subs.map((d) => d.name).join(',')}}` : ''}`);
+        for (const d of subs) { try { rmdirSync(join(dir, d.name)); } catch { /* busy */ } }
+        try { rmdirSync(dir); } catch { /* busy */ }
+      }
+    }
+    let rules: string[] = [];
+    try { rules = execFileSync('iptables', ['-S', 'FORWARD'], { encoding: 'utf8' }).split('\n'); } catch { /* no iptables */ }
+    for (const r of rules.filter((l) => l.startsWith('-A ') && l.includes(`"ferry:fu${id}`))) {
+      leftovers.push(`iptables: ${r}`);
+      try { execFileSync('iptables', r.replace(/^-A /, '-D ').replace(/"/g, '').split(' '), { stdio: 'ignore' }); } catch { /* best effort */ }
+    }
+  }
+  if (existsSync(join(home, 'run', 'sim.json'))) leftovers.push('run/sim.json');
+  // Keep the daemons' logs for a post-mortem (test-artifacts/ is git-ignored).
+  await cp(join(home, 'logs'), join(ROOT, 'test-artifacts', t.tid), { recursive: true }).catch(() => undefined);
+  await rm(home, { recursive: true, force: true });
+  return leftovers;
+}
+
+/**
+ * Registers before/after hooks around a `startCluster` of `o.nodes` hosts (call inside a `describe`):
+ * the prerequisites are checked first, and the teardown fails the suite when it had to remove anything.
+ * The returned holder's `c` is set once `before` has run.
+ */
+export function useCluster(o: { nodes: number; tools: string[]; env?: Record<string, string>; extraAgentArgs?: string[] }): { c: TestCluster } {
+  const holder = {} as { c: TestCluster };
+  before(async () => {
+    ensurePrerequisites(o.tools);
+    holder.c = await startCluster(o);
+  });
+  after(async () => {
+    if (!holder.c) return;
+    const left = await holder.c.teardown();
+    assert.deepEqual(left, [], `teardown found leftovers: ${left.join('; ')}`);
+  });
+  return holder;
+}
