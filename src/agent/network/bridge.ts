@@ -118,7 +118,7 @@ export async function destroyBridge(name: string, log: (m: string) => void = () 
   checkLinkName(name);
   if (await deleteLink(name)) log(`network: removed bridge ${name}`);
   const tag = ruleTag(name);
-  for (const [table, chain] of [['filter', 'FORWARD'], ['nat', 'POSTROUTING']] as const) {
+  for (const [table, chain] of [['filter', 'FORWARD'], ['filter', 'INPUT'], ['nat', 'POSTROUTING']] as const) {
     for (const spec of await taggedRules(table, chain, tag)) {
       await runCommand('iptables', ['-w', '5', '-t', table, '-D', chain, ...spec]);
     }
@@ -147,7 +147,8 @@ export function splitRuleLine(line: string): string[] {
   return tokens;
 }
 
-async function ensureRule(rule: IptablesRule): Promise<void> {
+/** Adds an iptables rule unless it is there already. */
+export async function ensureRule(rule: IptablesRule): Promise<void> {
   const base = ['-w', '5', '-t', rule.table];
   if (await ruleExists(rule)) return;
   await runCommand('iptables', [...base, rule.position === 'insert' ? '-I' : '-A', rule.chain, ...rule.spec]);

@@ -15,9 +15,10 @@
  * container announces itself with a gratuitous ARP, and until then unknown unicast floods.
  */
 import { ipBatch, runCommand } from './command.ts';
-import { linkInfo, checkLinkName, writeSysctl } from './bridge.ts';
+import { linkInfo, checkLinkName, ensureRule, ruleTag, writeSysctl } from './bridge.ts';
+import type { IptablesRule } from './bridge.ts';
 import { netErrors } from './errors.ts';
-import { ipToInt, macFromIp } from './ipv4.ts';
+import { intToIp, ipToInt, macFromIp } from './ipv4.ts';
 import type { Subnet } from './ipv4.ts';
 
 /** The UDP port of VXLAN (IANA). */
@@ -131,6 +132,35 @@ export async function ensureOverlay(bridge: string, subnet: Subnet, config: Over
   // The host forwards between its containers' gateway and <bridge>h (published ports, outbound NAT).
   await writeSysctl(`/proc/sys/net/ipv4/conf/${hostSide}/forwarding`, '1');
   for (const rule of gatewayRules(vxlan, macFromIp(subnet.gateway))) await ensureEbRule(rule);
+  const underlay = await underlayNetwork(config.underlayIp);
+  for (const rule of isolationRules(bridge, config.underlayIp, underlay)) await ensureRule(rule);
+}
+
+/**
+ * Containers never reach the underlay: not this host's underlay address (the agent's API), not the
+ * other hosts or the manager behind it. (Tagged with the bridge, so destroyBridge removes them.)
+ */
+export function isolationRules(bridge: string, underlayIp: string, underlayCidr: string | undefined): IptablesRule[] {
+  const tag = ['-m', 'comment', '--comment', ruleTag(bridge)];
+  const { hostSide } = overlayLinks(bridge);
+  const rules: IptablesRule[] = [bridge, hostSide].map((dev) => ({ table: 'filter', chain: 'INPUT', position: 'insert', spec: ['-i', dev, '-d', `${underlayIp}/32`, ...tag, '-j', 'DROP'] }));
+  if (underlayCidr) rules.push({ table: 'filter', chain: 'FORWARD', position: 'insert', spec: ['-i', bridge, '-d', underlayCidr, ...tag, '-j', 'DROP'] });
+  return rules;
+}
+
+/** The subnet of the link that holds `ip` on this host (the underlay), as a CIDR; undefined if none does. */
+async function underlayNetwork(ip: string): Promise<string | undefined> {
+  const { stdout } = await runCommand('ip', ['-j', '-4', 'addr', 'show']);
+  const links = JSON.parse(stdout || '[]') as Array<{ addr_info?: Array<{ local?: string; prefixlen?: number }> }>;
+  for (const l of links) {
+    for (const a of l.addr_info ?? []) {
+      if (a.local !== ip || a.prefixlen === undefined) continue;
+      const size = 2 ** (32 - a.prefixlen);
+      const base = (ipToInt(ip) as number) - ((ipToInt(ip) as number) % size);
+      return `${intToIp(base)}/${a.prefixlen}`;
+    }
+  }
+  return undefined;
 }
 
 /** Removes the overlay's links and rules beside `bridge` (the bridge itself is destroyBridge's). */
