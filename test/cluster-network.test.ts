@@ -64,6 +64,18 @@ describe('cluster network across three simulated hosts', { skip: skipUnlessReady
     }
   });
 
+  it('a host that cannot join the cluster network is refused with the reason, and the agent exits', async () => {
+    const join = (name: string, extra: string[]) => c.cli(['agent', '--manager', c.managerUrl, '--name', name, '--id-prefix', `${c.id}x-`, '--cgroup-parent', `ferry-${c.id}-x`, ...extra], { env: { FERRY_TOKEN: c.token } });
+    const inside = await join('bad-underlay', ['--underlay-ip', '10.216.9.9']);
+    assert.notEqual(inside.code, 0);
+    assert.match(inside.stderr, /10\.216\.9\.9.*inside|inside.*10\.216\.9\.9/i, inside.stderr);
+    const none = await join('no-underlay', ['--subnet', '10.216.77.0/24']);
+    assert.notEqual(none.code, 0);
+    assert.match(none.stderr, /underlay/i, none.stderr);
+    const names = (await c.client.nodes.list()).map((n) => n.node.metadata.name);
+    assert.ok(!names.includes('bad-underlay') && !names.includes('no-underlay'), names.join(' '));
+  });
+
   it('20 concurrent creates get 20 distinct addresses', async () => {
     const names = Array.from({ length: 20 }, (_, i) => `many${i}`);
     await Promise.all(names.map((n, i) => c.ok(['run', '--name', n, '--node', c.hosts[i % 3]!.node, '--entrypoint', '/bin/sleep', 'sample', '--', '600'])));

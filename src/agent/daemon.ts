@@ -112,7 +112,10 @@ export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
     name: o.name, address: url, labels: o.labels, capacity: readCapacity(), facts, agentVersion: o.version,
     network: o.underlayIp ? { underlayIp: o.underlayIp } : { subnet: o.subnet },
   });
-  const overlay = o.underlayIp ? await joinCluster(client, registration, o.underlayIp, log) : undefined;
+  // Registering first: the manager may refuse this node (an overlapping subnet, a bad underlay
+  // address) — then the start fails with its reason instead of retrying forever — and on the cluster
+  // network its answer carries this node's network settings.
+  const overlay = await joinCluster(client, registration, o.underlayIp, log);
   const network = createNodeNetwork({
     stateDir: join(o.dataDir, 'network'), bridge: o.bridge, log,
     ...(overlay ? { subnet: overlay.subnet, cluster: overlay.cluster } : { subnet: o.subnet }),
@@ -226,15 +229,16 @@ export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
 
 /**
  * Registers until the manager answers and returns its cluster network settings (subnet, this
- * node's overlay address, VXLAN id), or undefined when the cluster has none. A refusal (e.g. an
- * underlay address inside the container subnet) ends the start with the manager's reason.
+ * node's overlay address, VXLAN id), or undefined when the cluster has none or this agent has no
+ * underlay address. A refusal (e.g. an overlapping subnet) ends the start with the manager's reason.
  */
 async function joinCluster(
-  client: FerryClient, registration: () => NodeRegistration, underlayIp: string, log: (m: string) => void,
+  client: FerryClient, registration: () => NodeRegistration, underlayIp: string | undefined, log: (m: string) => void,
 ): Promise<{ subnet: string; cluster: OverlayConfig } | undefined> {
   for (let delay = 200; ; delay = Math.min(delay * 2, 5000)) {
     try {
       const r = await client.agent.register(registration());
+      if (!underlayIp) return undefined;
       if (!r.network) {
         log(`the manager runs no cluster network: --underlay-ip ${underlayIp} is not used; containers get node-local addresses`);
         return undefined;
