@@ -92,7 +92,7 @@ async function perform(d: MigrationDeps, m: Migration, t: DriveState): Promise<M
         const kv = await d.store.get<Node>(keys.node(n));
         const imgs = (await d.store.get<NodeImages>(keys.nodeImages(n)))?.value.images ?? [];
         if (!s || !kv) throw new Error(`node ${n} is not registered`);
-        return { ...s, facts: kv.value.status.facts, imageIds: imgs.map((i) => i.id), images: imgs };
+        return { ...s, facts: kv.value.status.facts, imageIds: imgs.map((i) => i.id), images: imgs, overlayIp: kv.value.status.network?.hostIp };
       };
       const from = await node(m.spec.from);
       const to = await node(m.spec.to);
@@ -109,7 +109,7 @@ async function perform(d: MigrationDeps, m: Migration, t: DriveState): Promise<M
       const image = findImage(from.images, c.spec.image);
       const results = precheck({
         name, phase: st?.uid === c.metadata.uid ? st.phase : 'pending', imageId: image?.id, memoryBytes: c.spec.resources.memoryBytes,
-        cpus: c.spec.resources.cpus, migratable: st?.migratable, migrating: false,
+        cpus: c.spec.resources.cpus, migratable: st?.migratable, migrating: false, clusterIp: c.network?.ip,
       }, from, to, strategy);
       await save(d, m.metadata.name, (x) => { x.status.checks = results; });
       const bad = blocking(results);

@@ -12,7 +12,7 @@ const web: ContainerCheckFacts = { name: 'web', phase: 'running', imageId: 'sha2
 test('all checks pass between two like nodes', () => {
   const r = precheck(web, node('a'), node('b'));
   assert.deepEqual(blocking(r), []);
-  assert.equal(r.length, 11);
+  assert.equal(r.length, 12);
 });
 
 test('each failing check names what is wrong', () => {
@@ -49,4 +49,16 @@ test('post-copy needs userfaultfd on the target and states its one risk', () => 
   assert.deepEqual(refused.map((x) => x.check), ['userfaultfd']);
   assert.match(refused[0]!.reason, /sysctl -w vm.unprivileged_userfaultfd=1/);
   assert.ok(!precheck(web, node('a'), node('b'), 'stop-copy').some((x) => x.check === 'userfaultfd'), 'stop-copy does not need it');
+});
+
+test('the address: kept on the cluster network, refused towards a node off it, said to change otherwise', () => {
+  const onOverlay = precheck({ ...web, clusterIp: '10.216.0.7' }, node('a', { overlayIp: '10.216.0.2' }), node('b', { overlayIp: '10.216.0.3' }));
+  assert.deepEqual(blocking(onOverlay), []);
+  assert.match(onOverlay.find((x) => x.check === 'address')!.reason, /keeps its address 10\.216\.0\.7 and its open connections/);
+  const offOverlay = blocking(precheck({ ...web, clusterIp: '10.216.0.7' }, node('a', { overlayIp: '10.216.0.2' }), node('b')));
+  assert.equal(offOverlay.length, 1);
+  assert.match(offOverlay[0]!.reason, /b is not on the cluster network .* 10\.216\.0\.7 cannot move there/);
+  const local = precheck(web, node('a'), node('b')).find((x) => x.check === 'address')!;
+  assert.equal(local.ok, true);
+  assert.match(local.reason, /address changes .* connections are closed/);
 });

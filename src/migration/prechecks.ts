@@ -15,6 +15,8 @@ export interface NodeCheckFacts {
   readonly facts: NodeFacts;
   /** Image ids the node holds. */
   readonly imageIds: readonly string[];
+  /** Set when the node is on the cluster network (its overlay address). */
+  readonly overlayIp?: string;
 }
 
 /** What the checks need to know about the container. */
@@ -27,6 +29,8 @@ export interface ContainerCheckFacts {
   readonly migratable?: { readonly ok: boolean; readonly reasons: readonly string[] };
   /** A migration of it is already under way. */
   readonly migrating: boolean;
+  /** Its cluster-network address (it keeps it on any node of the overlay). */
+  readonly clusterIp?: string;
 }
 
 /** One check's outcome. */
@@ -73,6 +77,12 @@ export function precheck(c: ContainerCheckFacts, from: NodeCheckFacts, to: NodeC
     `CRIU on ${to.name} is ${to.facts.criu} and on ${from.name} ${from.facts.criu}: the target needs ≥ 4.2 and not older than the source`);
   add('cgroup-version', from.facts.cgroupVersion === to.facts.cgroupVersion, `both cgroup v${to.facts.cgroupVersion}`,
     `${from.name} uses cgroup v${from.facts.cgroupVersion}, ${to.name} v${to.facts.cgroupVersion}`);
+  if (c.clusterIp !== undefined) {
+    add('address', to.overlayIp !== undefined, `it keeps its address ${c.clusterIp} and its open connections (cluster network)`,
+      `${to.name} is not on the cluster network (its agent runs without --underlay-ip), so ${c.name}'s address ${c.clusterIp} cannot move there`);
+  } else {
+    out.push({ check: 'address', ok: true, reason: `its address changes (node-local networks, no cluster network): established TCP connections are closed and clients reconnect` });
+  }
   const hasImage = c.imageId !== undefined && to.imageIds.includes(c.imageId);
   add('image-on-target', hasImage, `${to.name} holds the image`, `${to.name} does not hold the image ${c.imageId ?? '?'}; it is copied there first`);
   if (strategy === 'post-copy') {
