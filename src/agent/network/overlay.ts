@@ -203,8 +203,18 @@ const BUSYBOX = '/usr/bin/busybox';
 
 /**
  * Announces `ip` from inside the network namespace of process `pid` (a gratuitous ARP on eth0), so
- * every bridge and VXLAN endpoint learns at once where the container now is.
+ * every bridge and VXLAN endpoint learns at once where the container now is. Then asks for the peers
+ * whose neighbour entries are still unresolved: a restore with the link down leaves the entries of
+ * its connections' peers INCOMPLETE, and the kernel would retry only after a second
+ * (retrans_time); an answer to our request completes them at once.
  */
 export async function announce(pid: number, ip: string): Promise<void> {
-  await runCommand('nsenter', [`--net=/proc/${pid}/ns/net`, '--', BUSYBOX, 'arping', '-U', '-c', '1', '-w', '1', '-I', 'eth0', ip]);
+  const ns = `--net=/proc/${pid}/ns/net`;
+  await runCommand('nsenter', [ns, '--', BUSYBOX, 'arping', '-U', '-c', '1', '-w', '1', '-I', 'eth0', ip]);
+  const { stdout } = await runCommand('nsenter', [ns, '--', 'ip', '-j', 'neigh', 'show', 'dev', 'eth0']);
+  const pending = (JSON.parse(stdout || '[]') as Array<{ dst?: string; lladdr?: string; state?: string[] }>)
+    .filter((e) => e.dst && !e.lladdr && (e.state ?? []).some((st) => st === 'INCOMPLETE' || st === 'FAILED'))
+    .map((e) => e.dst as string);
+  // Not awaited: the kernel takes the answer when it comes; arping itself waits up to its deadline.
+  for (const peer of pending) void runCommand('nsenter', [ns, '--', BUSYBOX, 'arping', '-c', '1', '-w', '1', '-I', 'eth0', peer]).catch(() => undefined);
 }
