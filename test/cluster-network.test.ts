@@ -84,6 +84,32 @@ describe('cluster network across three simulated hosts', { skip: skipUnlessReady
     await Promise.all(names.map((n) => c.ok(['rm', '-f', n])));
   });
 
+  it('named networks keep their containers apart: same network across hosts talks, different networks do not', async () => {
+    const [a, , cHost] = c.hosts;
+    await c.ok(['network', 'create', 'blue']);
+    await c.ok(['network', 'create', 'red']);
+    const blue = await c.json<{ subnet: string }>(['network', 'inspect', 'blue']);
+    await c.ok(['run', '--name', 'b1', '--node', a!.node, '--network', 'blue', 'sample']);
+    await c.ok(['run', '--name', 'b2', '--node', cHost!.node, '--network', 'blue', 'sample']);
+    await c.ok(['run', '--name', 'r1', '--node', a!.node, '--network', 'red', 'sample']);
+    const [b1, r1, srv] = [await ipOf('b1'), await ipOf('r1'), await ipOf('srv')];
+    assert.ok(b1.startsWith(blue.subnet.split('.').slice(0, 3).join('.')), `${b1} in ${blue.subnet}`);
+    const fetch = (from: string, ip: string) => c.cli(['exec', from, '--', 'timeout', '3', 'wget', '-q', '-O', '-', `http://${ip}/count`]);
+    const same = await fetch('b2', b1);
+    assert.equal(same.code, 0, 'blue on host C reaches blue on host A');
+    assert.match(same.stdout, /"count":\d+/);
+    for (const [from, ip, what] of [['b2', r1, 'blue → red'], ['b1', srv, 'blue → default, same host'], ['peer', b1, 'default → blue'], ['r1', b1, 'red → blue, same host']] as const) {
+      const r = await fetch(from, ip);
+      assert.notEqual(r.code, 0, `${what} got through: ${r.stdout}`);
+    }
+    const refused = await c.cli(['network', 'rm', 'blue']);
+    assert.notEqual(refused.code, 0);
+    assert.match(refused.stderr, /b1|b2/);
+    await Promise.all(['b1', 'b2', 'r1'].map((n) => c.ok(['rm', '-f', n])));
+    await c.ok(['network', 'rm', 'blue']);
+    await c.ok(['network', 'rm', 'red']);
+  });
+
   it('one client keeps one TCP connection while the container moves A→B→C→A: same address, counter never resets', async () => {
     const srvIp = await ipOf('srv');
     const before = await c.client.containers.get('srv');

@@ -116,6 +116,9 @@ export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
   // address) — then the start fails with its reason instead of retrying forever — and on the cluster
   // network its answer carries this node's network settings.
   const overlay = await joinCluster(client, registration, o.underlayIp, log);
+  // The manager and the other agents call this agent's API with the cluster's agent token (a joined
+  // host's own credential is good only towards the manager). A manager too old to tell: our token.
+  const apiToken = (await client.agent.apiToken().catch(() => ({ token: o.token }))).token;
   const network = createNodeNetwork({
     stateDir: join(o.dataDir, 'network'), bridge: o.bridge, log,
     ...(overlay ? { subnet: overlay.subnet, cluster: overlay.cluster } : { subnet: o.subnet }),
@@ -143,11 +146,11 @@ export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
   };
   const pageServerHost = new URL(o.advertiseUrl ?? `http://${o.host === '0.0.0.0' ? '127.0.0.1' : o.host}`).hostname;
   const migrations = new MigrationAgent({
-    runtime, images, network, records, idMap: ID_MAP, log, dataDir: o.dataDir, idPrefix: o.idPrefix, token: o.token, reconciler,
+    runtime, images, network, records, idMap: ID_MAP, log, dataDir: o.dataDir, idPrefix: o.idPrefix, token: apiToken, reconciler,
     postCopy: { checkpoint: (id, co) => runtime.checkpointLazy(id, co), criuPath: o.criuPath, host: pageServerHost },
   });
   const api: FastifyInstance = await buildAgentApi({
-    node: o.name, token: o.token, runtime, images, spoolDir: join(o.dataDir, 'spool'),
+    node: o.name, token: [apiToken, o.token], runtime, images, spoolDir: join(o.dataDir, 'spool'),
     knows: (id) => reconciler.recordById(id) !== undefined, imagesChanged: reportImages, migrations,
   });
   await api.listen({ host: o.host, port });

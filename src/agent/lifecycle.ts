@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import type { Assignment } from '../model/index.ts';
 import type { BundleSpec, ContainerRuntime, IdMapping, RuntimeState } from './runtime/index.ts';
 import type { ImageStore } from './images/index.ts';
-import type { NodeNetwork } from './network/index.ts';
+import type { AttachOptions, NodeNetwork } from './network/index.ts';
 import type { ContainerRecord, RecordStore } from './records.ts';
 import { bundleSpec } from './spec.ts';
 import { agentErrors } from './errors.ts';
@@ -42,7 +42,7 @@ export async function createAndStart(d: LifecycleDeps, rec: ContainerRecord, a: 
   if (rec.launched) await d.runtime.delete(rec.runtimeId);
   // The overlay itself is mounted by the shim just before runc runs (one syscall instead of a `mount` process).
   const [deferred, att] = await Promise.all([
-    d.images.prepareRootfs(rec.runtimeId, a.spec.image, dir, { deferMount: true }), d.network.attach(rec.runtimeId, a.network ? { ip: a.network.ip } : {}),
+    d.images.prepareRootfs(rec.runtimeId, a.spec.image, dir, { deferMount: true }), d.network.attach(rec.runtimeId, attachOptions(a)),
   ]);
   let prepared = deferred;
   // A user given by name is looked up in the image's /etc/passwd: that needs the filesystem mounted now.
@@ -120,4 +120,14 @@ export async function removeOrphan(d: LifecycleDeps, runtimeId: string): Promise
   await d.network.detach(runtimeId);
   await d.images.releaseRootfs(runtimeId, d.records.containerDir(runtimeId));
   await d.records.remove(runtimeId);
+}
+
+/** How the container's network is attached: the address (and named network) the manager leased it. */
+export function attachOptions(a: Assignment, mode?: 'up' | 'down'): AttachOptions {
+  const n = a.network;
+  if (!n) return mode ? { mode } : {};
+  return {
+    ip: n.ip, ...(mode ? { mode } : {}),
+    ...(n.name !== 'default' ? { network: { name: n.name, vni: n.vni, subnet: n.subnet, hostIp: n.hostIp } } : {}),
+  };
 }

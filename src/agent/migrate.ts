@@ -20,7 +20,7 @@ import { makeIncremental } from './criu-image.ts';
 import type { LifecycleDeps } from './lifecycle.ts';
 import type { LazyDump, RuncRuntime } from './runtime/index.ts';
 import { criuLogErrors } from './runtime/index.ts';
-import { teardown, writeCriuConfig, withCriuConfig, DUMP_CRIU_OPTIONS } from './lifecycle.ts';
+import { attachOptions, teardown, writeCriuConfig, withCriuConfig, DUMP_CRIU_OPTIONS } from './lifecycle.ts';
 import type { Reconciler } from './reconciler.ts';
 import type { ContainerRecord } from './records.ts';
 import { bundleSpec } from './spec.ts';
@@ -321,7 +321,7 @@ export class MigrationAgent {
       const [prepared, att] = await Promise.all([
         this.d.images.prepareRootfs(rec.runtimeId, a.spec.image, cdir, { deferMount: true }),
         // On the overlay the container keeps its address; its veth stays down until the switch.
-        this.d.network.attach(rec.runtimeId, this.d.network.cluster && a.network ? { ip: a.network.ip, mode: 'down' } : {}),
+        this.d.network.attach(rec.runtimeId, this.d.network.cluster && a.network ? attachOptions(a, 'down') : {}),
       ]);
       // The writable layer goes into the overlay's upper dir before it is mounted (whiteouts and xattrs kept).
       await tar(['-x', '--numeric-owner', '--xattrs', '--xattrs-include=*', '-p', '-f', join(o.preCopyRound !== undefined ? imageDir : dir, 'upper.tar'), '-C', join(cdir, 'upper')]);

@@ -19,7 +19,8 @@ import { agentErrors } from './errors.ts';
 /** What the agent API serves from. */
 export interface AgentApiDeps {
   readonly node: string;
-  readonly token: string;
+  /** Bearer tokens this API accepts. */
+  readonly token: string | readonly string[];
   readonly runtime: ContainerRuntime;
   readonly images: ImageStore;
   readonly spoolDir: string;
@@ -43,7 +44,7 @@ export async function buildAgentApi(deps: AgentApiDeps): Promise<FastifyInstance
   app.addHook('onRequest', async (req) => {
     if (req.url === '/healthz') return;
     const m = /^Bearer\s+(.+)$/.exec(req.headers.authorization ?? '');
-    if (!m || m[1] !== deps.token) throw new FerryError('FERRY_ERR_UNAUTHORIZED', 401, 'missing or wrong agent token');
+    if (!m || !(Array.isArray(deps.token) ? deps.token : [deps.token]).includes(m[1] as string)) throw new FerryError('FERRY_ERR_UNAUTHORIZED', 401, 'missing or wrong agent token');
   });
   app.setErrorHandler((err: FastifyError | FerryError, _req, reply) => {
     const fe = err instanceof FerryError ? err

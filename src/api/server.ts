@@ -5,7 +5,7 @@ import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import type { Store } from '../store/index.ts';
 import { FerryError } from '../errors/index.ts';
 import { apiErrors } from './errors.ts';
-import { checkToken } from './auth.ts';
+import { installAuth } from './auth.ts';
 import { containerRoutes } from './routes/containers.ts';
 import { nodeRoutes } from './routes/nodes.ts';
 import { imageRoutes } from './routes/images.ts';
@@ -13,12 +13,17 @@ import { agentRoutes } from './routes/agent.ts';
 import { watchRoutes } from './routes/watch.ts';
 import { migrationRoutes } from './routes/migrations.ts';
 import { networkRoutes } from './routes/network.ts';
+import { networksRoutes } from './routes/networks.ts';
+import { joinTokenRoutes } from './routes/join-tokens.ts';
 import type { NodeLeases } from './leases.ts';
 
 /** What the API needs from the rest of the manager. */
 export interface ApiDeps {
   readonly store: Store;
-  /** Bearer token every request must carry (except /healthz and /openapi.json). */
+  /**
+   * The cluster token: every request carries it, except /healthz, /openapi.json, the join exchange,
+   * and the agent calls of nodes that joined with a token (those carry their node's credential).
+   */
   readonly token: string;
   /** Token the manager presents to agents. */
   readonly agentToken: string;
@@ -52,11 +57,7 @@ export async function buildApi(deps: ApiDeps): Promise<FastifyInstance> {
 
   app.addContentTypeParser('application/octet-stream', (_req, payload, done) => done(null, payload));
 
-  app.addHook('onRequest', async (req) => {
-    const path = req.url.split('?')[0];
-    if (path === '/healthz' || path === '/openapi.json') return;
-    checkToken(req.headers.authorization, deps.token);
-  });
+  installAuth(app, deps);
 
   app.setErrorHandler((err: FastifyError | FerryError, req, reply) => {
     let fe: FerryError;
@@ -87,5 +88,7 @@ export async function buildApi(deps: ApiDeps): Promise<FastifyInstance> {
   await app.register(watchRoutes(deps), { prefix: '/v1' });
   await app.register(migrationRoutes(deps), { prefix: '/v1' });
   await app.register(networkRoutes(deps), { prefix: '/v1' });
+  await app.register(networksRoutes(deps), { prefix: '/v1' });
+  await app.register(joinTokenRoutes(deps), { prefix: '/v1' });
   return app;
 }

@@ -8,6 +8,7 @@ import { imageCommands } from './commands/images.ts';
 import { nodeCommands } from './commands/nodes.ts';
 import { systemCommands } from './commands/system.ts';
 import { migrationCommands } from './commands/migrations.ts';
+import { networkCommands } from './commands/networks.ts';
 
 const program = new Command('ferry')
   .description('Ferry: run containers on your own hosts, and move them while they run')
@@ -39,6 +40,7 @@ containerCommands(program, ctx);
 imageCommands(program, ctx);
 nodeCommands(program, ctx);
 migrationCommands(program, ctx);
+networkCommands(program, ctx);
 systemCommands(program, ctx, globals);
 for (const c of program.commands) {
   c.exitOverride();

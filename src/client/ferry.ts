@@ -1,5 +1,5 @@
 /** The typed client of the manager API — the one door the CLI, agents, benches and dashboard use. */
-import type { ClusterNetwork, ContainerSpec, ContainerStatus, ContainerView, ImageView, Migration, Node, NodeFacts, ImageRecord } from '../model/index.ts';
+import type { ClusterNetwork, NetworkView, ContainerSpec, ContainerStatus, ContainerView, ImageView, JoinTokenCreated, JoinTokenView, Migration, Node, NodeFacts, ImageRecord } from '../model/index.ts';
 import type { Endpoint, ExecFrame } from './http.ts';
 import { ndjson, requestJson, send } from './http.ts';
 
@@ -63,6 +63,12 @@ export interface NodeRegistered {
   leaseTtl: number;
   /** Present when the manager runs a cluster network; `hostIp` is this node's own address in it (stable across re-registers). */
   network?: ClusterNetwork & { hostIp: string };
+}
+
+/** The manager's answer to a join: the node's own credential, to send as its bearer token from now on. */
+export interface NodeJoined {
+  node: string;
+  credential: string;
 }
 
 function waitQuery(o?: WaitOptions): Record<string, string | number | undefined> {
@@ -139,16 +145,41 @@ export class FerryClient {
   /** Calls agents make. */
   readonly agent = {
     register: (reg: NodeRegistration): Promise<NodeRegistered> => requestJson(this.endpoint, 'POST', 'v1/agent/register', { body: reg }),
+    /** The token agents' own APIs accept (from the manager and from each other). */
+    apiToken: (): Promise<{ token: string }> => requestJson(this.endpoint, 'GET', 'v1/agent/token'),
     heartbeat: (name: string): Promise<{ ok: boolean }> => requestJson(this.endpoint, 'POST', `v1/agent/${enc(name)}/heartbeat`),
     reportStatus: (status: ContainerStatus): Promise<void> => requestJson(this.endpoint, 'PUT', `v1/agent/status/${enc(status.name)}`, { body: status }),
     clearStatus: (name: string, uid: string, node: string): Promise<void> => requestJson(this.endpoint, 'DELETE', `v1/agent/status/${enc(name)}`, { query: { uid, node } }),
     reportImages: (node: string, images: ImageRecord[]): Promise<void> => requestJson(this.endpoint, 'PUT', `v1/agent/${enc(node)}/images`, { body: { images } }),
+    /** Trades a join token for node `name`'s own credential (needs no cluster token; the credential is shown once). */
+    join: (name: string, token: string): Promise<NodeJoined> => requestJson(this.endpoint, 'POST', 'v1/agent/join', { body: { name, token } }),
+  };
+
+  /** Join tokens new hosts join with (admin). */
+  readonly joinTokens = {
+    /** The token's text is in the answer only. */
+    create: (o: { ttlSeconds?: number; uses?: number; labels?: Record<string, string> } = {}): Promise<JoinTokenCreated> =>
+      requestJson(this.endpoint, 'POST', 'v1/join-tokens', { body: o }),
+    list: (): Promise<JoinTokenView[]> => requestJson(this.endpoint, 'GET', 'v1/join-tokens'),
+    remove: (id: string): Promise<void> => requestJson(this.endpoint, 'DELETE', `v1/join-tokens/${enc(id)}`),
   };
 
   /** The cluster-wide container network. */
   readonly network = {
     /** Fails with FERRY_ERR_NETWORK_NOT_CONFIGURED (404) when nodes keep their own local subnets. */
     get: (): Promise<ClusterNetwork> => requestJson(this.endpoint, 'GET', 'v1/network'),
+  };
+
+  /** Named networks (and `default`, the cluster network); all need a cluster network. */
+  readonly networks = {
+    /** Without `subnet`/`vni` the manager picks the first free ones. */
+    create: (body: { name: string; subnet?: string; vni?: number; labels?: Record<string, string> }): Promise<NetworkView> =>
+      requestJson(this.endpoint, 'POST', 'v1/networks', { body }),
+    /** `default` first, then the named ones. */
+    list: (): Promise<NetworkView[]> => requestJson(this.endpoint, 'GET', 'v1/networks'),
+    get: (name: string): Promise<NetworkView> => requestJson(this.endpoint, 'GET', `v1/networks/${enc(name)}`),
+    /** Fails with FERRY_ERR_NETWORK_IN_USE (409) while containers are on it. */
+    remove: (name: string): Promise<void> => requestJson(this.endpoint, 'DELETE', `v1/networks/${enc(name)}`),
   };
 
   /** Streams store changes under a prefix (after `afterRevision`, or from now). */

@@ -5,11 +5,11 @@
 import type { Store } from '../store/index.ts';
 import { mutate, put, remove } from '../store/index.ts';
 import { isFerryError } from '../errors/index.ts';
-import type { Assignment, ClusterNetwork, Container, ContainerStatus, Node } from '../model/index.ts';
+import type { Assignment, AssignmentNetwork, Container, ContainerStatus, NetworkAddressing, Node } from '../model/index.ts';
 import { keys, keyName, macFromIp } from '../model/index.ts';
 import { place, type NodeSnapshot } from '../scheduler/index.ts';
 import { startLoop, type Loop } from './loop.ts';
-import { allocateAddress, clusterNetwork, containerOwner, releaseAddresses, sweepLeases } from './ipam.ts';
+import { allocateAddress, clusterNetwork, containerOwner, networkAddressing, nodeOwner, releaseAddresses, sweepLeases } from './ipam.ts';
 
 /** Builds the scheduler's view of the nodes from the store. */
 export async function nodeSnapshots(store: Store): Promise<NodeSnapshot[]> {
@@ -50,7 +50,6 @@ export async function reconcileContainer(store: Store, name: string): Promise<vo
   }
   const c = kv.value;
   const placement = c.placement;
-  const net = await clusterNetwork(store);
 
   if (c.metadata.deleting) {
     if (!placement) {
@@ -67,11 +66,16 @@ export async function reconcileContainer(store: Store, name: string): Promise<vo
       await finishRemoval(store, c, kv.modRevision);
       return;
     }
-    await writeAssignment(store, aKey, { ...assignmentOf(c, placement.epoch, net), remove: c.metadata.force ? 'force' : 'graceful' });
+    await writeAssignment(store, aKey, { ...(await assignmentOf(store, c, placement.epoch, placement.node)), remove: c.metadata.force ? 'force' : 'graceful' });
     return;
   }
 
   if (!placement) {
+    const net = await networkAddressing(store, c.spec.network);
+    if (c.spec.network !== undefined && !net) {
+      await reportPending(store, c, await missingNetwork(store, c.spec.network));
+      return;
+    }
     const decision = place(
       { name, memoryBytes: c.spec.resources.memoryBytes, cpus: c.spec.resources.cpus, node: c.spec.node },
       await nodeSnapshots(store),
@@ -90,21 +94,39 @@ export async function reconcileContainer(store: Store, name: string): Promise<vo
     });
     // Assign in the same pass (not on the next watch event): one hop less between the API call and the agent.
     if (placed.value.placement && !placed.value.metadata.deleting) {
-      await writeAssignment(store, keys.assignment(placed.value.placement.node, name), assignmentOf(placed.value, placed.value.placement.epoch, net));
+      const p = placed.value.placement;
+      await writeAssignment(store, keys.assignment(p.node, name), await assignmentOf(store, placed.value, p.epoch, p.node));
     }
     return;
   }
-  await writeAssignment(store, keys.assignment(placement.node, name), assignmentOf(c, placement.epoch, net));
+  await writeAssignment(store, keys.assignment(placement.node, name), await assignmentOf(store, c, placement.epoch, placement.node));
+}
+
+/** Why a container on network `name` cannot be placed yet. */
+async function missingNetwork(store: Store, name: string): Promise<string> {
+  if (!(await clusterNetwork(store))) return `network "${name}" needs a cluster network, and this cluster has none (start the manager with --cluster-subnet CIDR --vni N)`;
+  return `network "${name}" does not exist; create it with \`ferry network create ${name}\``;
 }
 
 /**
- * What the container's node must run: its spec at `epoch`, with its cluster-network interface when
- * it holds an address (the migration executor builds the target's assignment with this too).
+ * What `node` must run for the container: its spec at `epoch`, with its network interface when it
+ * holds an address. The one builder of assignments: placement, removal and the migration executor
+ * (the target's assignment) all use it, so the address, network and MAC follow the container.
+ * Leases the node's own address in the container's network (idempotent).
  */
-export function assignmentOf(c: Container, epoch: number, net: ClusterNetwork | undefined): Assignment {
+export async function assignmentOf(store: Store, c: Container, epoch: number, node: string): Promise<Assignment> {
   const a: Assignment = { name: c.metadata.name, uid: c.metadata.uid, generation: c.metadata.generation, epoch, spec: c.spec };
-  if (c.network && net) a.network = { ip: c.network.ip, prefixLength: net.prefixLength, gateway: net.gateway, mac: macFromIp(c.network.ip) };
+  if (!c.network) return a;
+  // Undefined only when its network was removed in a race with its create: it still runs (or is removed) without one.
+  const net = await networkAddressing(store, c.spec.network);
+  if (net) a.network = await interfaceOf(store, net, c.network.ip, node);
   return a;
+}
+
+/** The interface of address `ip` in `net` on `node`, with the node's own address there. */
+async function interfaceOf(store: Store, net: NetworkAddressing, ip: string, node: string): Promise<AssignmentNetwork> {
+  const hostIp = await allocateAddress(store, net, nodeOwner(node, net.name));
+  return { ip, prefixLength: net.prefixLength, gateway: net.gateway, mac: macFromIp(ip), name: net.name, vni: net.vni, subnet: net.subnet, hostIp };
 }
 
 async function writeAssignment(store: Store, key: string, a: Assignment): Promise<void> {
@@ -137,8 +159,9 @@ async function reportPending(store: Store, c: Container, message: string): Promi
 }
 
 /**
- * Starts the containers controller. Node changes re-queue every container (capacity may have
- * appeared) and free the addresses of containers that are gone (also at start, the first pass).
+ * Starts the containers controller. Node and network changes re-queue every unplaced container
+ * (capacity or its network may have appeared) and free the addresses of containers and networks
+ * that are gone (also at start, the first pass).
  */
 export function startContainersController(store: Store, onError?: (name: string, e: unknown) => void): Loop {
   const listNames = async (): Promise<string[]> => {
@@ -147,7 +170,8 @@ export function startContainersController(store: Store, onError?: (name: string,
   };
   const main = startLoop({ store, prefixes: [keys.containers, keys.statuses], listNames, reconcile: (n) => reconcileContainer(store, n), onError });
   const nodes = startLoop({
-    store, prefixes: [keys.alive, keys.nodes], listNames: async () => ['*'], onError,
+    // Networks too: a container waits for its network, and a removed one's host addresses are freed.
+    store, prefixes: [keys.alive, keys.nodes, keys.networks], listNames: async () => ['*'], onError,
     reconcile: async () => {
       await sweepLeases(store);
       const { items } = await store.list<Container>(keys.containers);

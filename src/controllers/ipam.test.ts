@@ -1,10 +1,10 @@
 import { describe, it, beforeEach, afterEach } from 'node:test';
 import assert from 'node:assert/strict';
 import { openStore, put, type Store } from '../store/index.ts';
-import { clusterNetworkOf, defaultSpec, keys, macFromIp, parseCidr, type AddressLease, type Container } from '../model/index.ts';
+import { clusterNetworkOf, defaultSpec, keys, macFromIp, parseCidr, planNetworkSpec, type AddressLease, type Container, type NetworkSpace } from '../model/index.ts';
 import * as agentIpv4 from '../agent/network/ipv4.ts';
 import { isFerryError } from '../errors/index.ts';
-import { allocateAddress, containerOwner, ensureClusterNetwork, releaseAddresses, sweepLeases } from './ipam.ts';
+import { allocateAddress, containerOwner, ensureClusterNetwork, nodeOwner, releaseAddresses, sweepLeases } from './ipam.ts';
 
 const NET = clusterNetworkOf('10.240.0.0/24', 42);
 
@@ -132,5 +132,73 @@ describe('address management', () => {
     assert.deepEqual(await sweepLeases(store), [gone]);
     assert.deepEqual((await leases(store)).map((l) => l.ip).sort(), [live, node].sort());
     assert.deepEqual(await sweepLeases(store), []);
+  });
+});
+
+describe('named networks', () => {
+  const space = (o: Partial<NetworkSpace> = {}): NetworkSpace => ({ cluster: clusterNetworkOf('10.216.0.0/16', 4216), networks: [], nodeSubnets: [], underlayIps: [], ...o });
+
+  it('picks the cluster vni + 1, + 2, … and the next free /24 of 10.217.0.0/16', () => {
+    assert.deepEqual(planNetworkSpec({}, space()), { subnet: '10.217.0.0/24', vni: 4217 });
+    const taken = space({
+      networks: [{ name: 'a', subnet: '10.217.0.0/24', vni: 4217 }, { name: 'b', subnet: '10.217.2.0/23', vni: 4219 }],
+      nodeSubnets: [{ node: 'n1', subnet: '10.217.1.0/25' }],
+      underlayIps: [{ node: 'n2', ip: '10.217.4.9' }],
+    });
+    assert.deepEqual(planNetworkSpec({}, taken), { subnet: '10.217.5.0/24', vni: 4218 }, 'skips networks, node subnets and underlay addresses');
+    assert.deepEqual(planNetworkSpec({}, space({ cluster: clusterNetworkOf('10.217.0.0/17', 16_777_215) })), { subnet: '10.217.128.0/24', vni: 1 }, 'skips the cluster subnet; the vni wraps');
+    assert.deepEqual(planNetworkSpec({ subnet: '192.168.7.0/28', vni: 9 }, taken), { subnet: '192.168.7.0/28', vni: 9 }, 'given ones are kept');
+  });
+
+  it('refuses overlaps, taken vnis and bad values, saying with what', () => {
+    const s = space({ networks: [{ name: 'a', subnet: '10.217.0.0/24', vni: 4217 }], nodeSubnets: [{ node: 'n1', subnet: '10.88.0.0/16' }] });
+    const cases: [{ subnet?: string; vni?: number }, string, RegExp][] = [
+      [{ subnet: '10.216.4.0/24' }, 'NETWORK_SUBNET_TAKEN', /10\.216\.4\.0\/24 overlaps the cluster network 10\.216\.0\.0\/16/],
+      [{ subnet: '10.217.0.128/25' }, 'NETWORK_SUBNET_TAKEN', /overlaps network "a" \(10\.217\.0\.0\/24\)/],
+      [{ subnet: '10.88.3.0/24' }, 'NETWORK_SUBNET_TAKEN', /local container subnet 10\.88\.0\.0\/16 of node "n1"/],
+      [{ vni: 4216 }, 'NETWORK_VNI_TAKEN', /vni 4216 is already used by the cluster network/],
+      [{ vni: 4217 }, 'NETWORK_VNI_TAKEN', /vni 4217 is already used by network "a"/],
+      [{ vni: 16_777_216 }, 'NETWORK_BAD_SPEC', /not a VXLAN network id/],
+      [{ subnet: '10.0.0.0/15' }, 'NETWORK_BAD_SPEC', /prefix \/15; use \/16 to \/28/],
+      [{ subnet: '10.99.0.0/29' }, 'NETWORK_BAD_SPEC', /prefix \/29/],
+      [{ subnet: '10.99.0.1/24' }, 'NETWORK_BAD_SPEC', /host bits are set/],
+    ];
+    for (const [want, code, msg] of cases) {
+      assert.throws(() => planNetworkSpec(want, s), (e) => isFerryError(e, code) && msg.test(e.message), JSON.stringify(want));
+    }
+    const full = space({ networks: [{ name: 'big', subnet: '10.217.0.0/16', vni: 5 }] });
+    assert.throws(() => planNetworkSpec({}, full), (e) => isFerryError(e, 'NETWORK_POOL_FULL') && /give one with --subnet/.test(e.message));
+  });
+
+  it('leases from each network\'s own subnet in one keyspace; a node has an address per network', async () => {
+    const store = await openStore('memory:');
+    try {
+      const blue = { name: 'blue', subnet: '10.217.0.0/24', prefixLength: 24, gateway: '10.217.0.1', vni: 43 };
+      assert.equal(nodeOwner('n1'), 'node/n1');
+      assert.equal(nodeOwner('n1', 'default'), 'node/n1');
+      assert.equal(nodeOwner('n1', 'blue'), 'node/n1@blue');
+      assert.equal(await allocateAddress(store, NET, nodeOwner('n1')), '10.240.0.2');
+      assert.equal(await allocateAddress(store, blue, nodeOwner('n1', 'blue')), '10.217.0.2');
+      assert.equal(await allocateAddress(store, blue, containerOwner('c1')), '10.217.0.3');
+      assert.equal(await allocateAddress(store, NET, containerOwner('c2')), '10.240.0.3');
+      assert.equal(await allocateAddress(store, blue, nodeOwner('n1', 'blue')), '10.217.0.2', 'idempotent');
+      // The network removed and made again with another subnet: the stale lease is replaced.
+      const blue2 = { ...blue, subnet: '10.217.9.0/24', gateway: '10.217.9.1' };
+      assert.equal(await allocateAddress(store, blue2, nodeOwner('n1', 'blue')), '10.217.9.2');
+      assert.deepEqual((await leases(store)).filter((l) => l.owner === 'node/n1@blue').map((l) => l.ip), ['10.217.9.2']);
+    } finally {
+      await store.close();
+    }
+  });
+
+  it('a full named network says which one', async () => {
+    const store = await openStore('memory:');
+    try {
+      const tiny = { name: 'tiny', subnet: '10.217.0.0/30', prefixLength: 30, gateway: '10.217.0.1', vni: 44 };
+      await allocateAddress(store, tiny, containerOwner('a'));
+      await assert.rejects(allocateAddress(store, tiny, containerOwner('b')), (e) => isFerryError(e, 'NETWORK_FULL') && /network "tiny" 10\.217\.0\.0\/30 is full: all 1 addresses are in use \(1 leases\)/.test(e.message));
+    } finally {
+      await store.close();
+    }
   });
 });

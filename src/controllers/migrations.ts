@@ -12,7 +12,6 @@ import type { Assignment, Container, ContainerStatus, Migration, Node, NodeImage
 import { keys, findImage } from '../model/index.ts';
 import { autoStrategy, precopyDone, step, recover, TERMINAL, precheck, blocking, type RoundReport, type MachineState, type MigrationEvent, type MigrationPhase } from '../migration/index.ts';
 import { assignmentOf, nodeSnapshots } from './containers.ts';
-import { clusterNetwork } from './ipam.ts';
 import { startLoop, type Loop } from './loop.ts';
 
 /** Pre-copy stops copying once the last delta would cross in this long (or after PRECOPY_MAX_ROUNDS). */
@@ -166,7 +165,7 @@ async function perform(d: MigrationDeps, m: Migration, t: DriveState): Promise<M
       const c = await container(d, m);
       const epoch = (c.placement?.epoch ?? 0) + 1;
       // Same uid, same address: the restored container keeps its cluster-network interface.
-      const a: Assignment = assignmentOf(c, epoch, await clusterNetwork(d.store));
+      const a: Assignment = await assignmentOf(d.store, c, epoch, m.spec.to);
       const src = await agent(d, m.spec.from);
       if (m.status.strategy === 'post-copy' && !t.pageServer) throw new Error('post-copy: the source page server is unknown (the manager restarted after the freeze)');
       const r = await (await agent(d, m.spec.to)).client.migrateRestore(m.metadata.name, src.url, a, {
@@ -189,7 +188,7 @@ async function perform(d: MigrationDeps, m: Migration, t: DriveState): Promise<M
         return c;
       });
       const c = kv.value;
-      await put<Assignment>(d.store, keys.assignment(m.spec.to, name), assignmentOf(c, c.placement!.epoch, await clusterNetwork(d.store)));
+      await put<Assignment>(d.store, keys.assignment(m.spec.to, name), await assignmentOf(d.store, c, c.placement!.epoch, m.spec.to));
       await remove(d.store, keys.assignment(m.spec.from, name));
       // Now (and only now) the restored processes run; the target's agent also does this itself when
       // the new assignment reaches it, so a lost call here only delays it.

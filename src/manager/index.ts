@@ -56,6 +56,8 @@ export async function loadOrCreateToken(file: string): Promise<string> {
 export async function startManager(o: ManagerOptions): Promise<RunningManager> {
   await mkdir(o.dataDir, { recursive: true, mode: 0o700 });
   const token = o.token ?? (await loadOrCreateToken(join(o.dataDir, 'token')));
+  // What the manager (and agents among themselves) present to agents' APIs: not the admin token.
+  const agentToken = await loadOrCreateToken(join(o.dataDir, 'agent-token'));
   // A bad subnet or vni fails before the store is even opened.
   const wantNetwork = o.clusterNetwork ? clusterNetworkOf(o.clusterNetwork.subnet, o.clusterNetwork.vni) : undefined;
   const store = await openStore(o.storeUrl ?? `sqlite:${join(o.dataDir, 'state.db')}`);
@@ -65,14 +67,14 @@ export async function startManager(o: ManagerOptions): Promise<RunningManager> {
   }
   const leases = new NodeLeases(store, o.nodeLeaseTtl);
   const api = await buildApi({
-    store, token, agentToken: token, version: o.version, leases, spoolDir: join(o.dataDir, 'spool'), nodeLeaseTtl: o.nodeLeaseTtl,
+    store, token, agentToken, version: o.version, leases, spoolDir: join(o.dataDir, 'spool'), nodeLeaseTtl: o.nodeLeaseTtl,
   });
   await api.listen({ host: o.host, port: o.port });
   const addr = api.server.address();
   const port = typeof addr === 'object' && addr ? addr.port : o.port;
   const url = `http://${o.host === '0.0.0.0' ? '127.0.0.1' : o.host}:${port}`;
   const containers = startContainersController(store, (name, e) => o.log(`controller ${name}: ${(e as Error).message}`));
-  const migrations = startMigrationsController({ store, agentToken: token, log: o.log });
+  const migrations = startMigrationsController({ store, agentToken, log: o.log });
   const controllers: Loop = {
     stop: async () => { await Promise.all([containers.stop(), migrations.stop()]); },
     idle: async () => { await containers.idle(); await migrations.idle(); },

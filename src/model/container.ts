@@ -60,6 +60,8 @@ export const ContainerSpecSchema = Type.Object({
   /** Pin to a node by name. */
   node: Type.Optional(Type.String()),
   labels: Type.Record(Type.String(), Type.String()),
+  /** The named network the container is on (absent: the cluster network, `default`); fixed at create. */
+  network: Type.Optional(Type.String()),
 });
 /** What the user wants. */
 export type ContainerSpec = Static<typeof ContainerSpecSchema>;
@@ -95,7 +97,7 @@ export const ContainerSchema = Type.Object({
   metadata: MetadataSchema,
   spec: ContainerSpecSchema,
   placement: Type.Optional(PlacementSchema),
-  /** The container's cluster-network address, leased at placement; it stays through migrations. */
+  /** The container's address in its network, leased at placement; it stays through migrations. */
   network: Type.Optional(Type.Object({ ip: Type.String() })),
 });
 /** A container as stored at `/ferry/containers/<name>`. */
@@ -137,14 +139,22 @@ export const ContainerStatusSchema = Type.Object({
 /** What the agent saw, stored at `/ferry/status/<name>`. */
 export type ContainerStatus = Static<typeof ContainerStatusSchema>;
 
-/** The cluster-network interface an agent gives a container; `mac` is derived from `ip` (macFromIp). */
+/** The network interface an agent gives a container; `mac` is derived from `ip` (macFromIp). */
 export const AssignmentNetworkSchema = Type.Object({
   ip: Type.String(),
   prefixLength: Type.Integer(),
   gateway: Type.String(),
   mac: Type.String(),
+  /** The network's name (`default` for the cluster network). */
+  name: Type.String(),
+  /** The network's VXLAN id: one bridge and one VXLAN device per network on each host. */
+  vni: Type.Integer(),
+  /** The network's canonical CIDR. */
+  subnet: Type.String(),
+  /** The node's own address in this network (the bridge's), leased as `node/<node>` or `node/<node>@<network>`. */
+  hostIp: Type.String(),
 });
-/** The cluster-network interface an agent gives a container. */
+/** The network interface an agent gives a container. */
 export type AssignmentNetwork = Static<typeof AssignmentNetworkSchema>;
 
 /** The desired state a node's agent reconciles, at `/ferry/assignments/<node>/<name>`. */
@@ -156,7 +166,7 @@ export const AssignmentSchema = Type.Object({
   spec: ContainerSpecSchema,
   /** Set when the container is being removed: stop it (gracefully or at once), delete it, clear its status. */
   remove: Type.Optional(Type.Union([Type.Literal('graceful'), Type.Literal('force')])),
-  /** The container's cluster-network interface; absent when the node's local network hands out addresses. */
+  /** The container's network interface; absent when the node's local network hands out addresses. */
   network: Type.Optional(AssignmentNetworkSchema),
 });
 /** The desired state a node's agent reconciles. */

@@ -9,3 +9,4 @@ export { modelErrors } from './errors.ts';
 export * from './image.ts';
 export * from './migration.ts';
 export * from './network.ts';
+export * from './join.ts';

@@ -24,9 +24,18 @@ export const keys = {
   event: (id: string): string => `${ROOT}/events/${id}`,
   /** The cluster-wide container network (absent when every node keeps its own local subnet). */
   clusterNetwork: `${ROOT}/network/cluster`,
-  /** Address leases of the cluster network, one key per address. */
+  /** Named container networks (the cluster network is the implicit `default` one, not stored here). */
+  networks: `${ROOT}/networks/`,
+  network: (name: string): string => `${ROOT}/networks/${name}`,
+  /** Address leases of every container network, one key per address. */
   addressLeases: `${ROOT}/ipam/`,
   addressLease: (ip: string): string => `${ROOT}/ipam/${ip}`,
+  /** Join tokens by id (only the hash of each secret). */
+  joinTokens: `${ROOT}/join-tokens/`,
+  joinToken: (id: string): string => `${ROOT}/join-tokens/${id}`,
+  /** Per-node agent credentials of nodes that joined with a token (only the hash of each secret). */
+  nodeCredentials: `${ROOT}/credentials/`,
+  nodeCredential: (node: string): string => `${ROOT}/credentials/${node}`,
 } as const;
 
 /** The last path segment of a key. */

@@ -51,8 +51,11 @@ export interface TestFerry {
   runcIds(): string[];
   /** Every agent of this Ferry (the first is the one `ferry up` started). */
   readonly agents: AgentInfo[];
-  /** Starts one more agent (another simulated host on this machine) and waits until it is Ready. */
-  addAgent(env?: Record<string, string>): Promise<AgentInfo>;
+  /**
+   * Starts one more agent (another simulated host on this machine) and waits until it is Ready.
+   * `o.args` are added to its arguments; with `--join` among them it names its manager itself.
+   */
+  addAgent(env?: Record<string, string>, o?: { args?: string[] }): Promise<AgentInfo>;
   /** The pid of agent `node`'s process, or undefined when it is not running. */
   pidOf(node: string): number | undefined;
   /** Starts agent `node` again with the arguments it had (after it died). */
@@ -102,7 +105,8 @@ export async function startFerry(o: { extraAgentArgs?: string[]; env?: Record<st
   const spawnAgent = async (n: string, args: string[], env: Record<string, string>): Promise<void> => {
     const cfg = JSON.parse(await readFile(join(home, 'ferry.json'), 'utf8')) as { api: string; token: string };
     const log = openSync(join(home, 'logs', `agent-${n}.log`), 'a');
-    const child = spawn(FERRY, ['--home', home, 'agent', '--manager', cfg.api, '--name', n, ...args], {
+    const manager = args.includes('--join') ? [] : ['--manager', cfg.api];
+    const child = spawn(FERRY, ['--home', home, 'agent', ...manager, '--name', n, ...args], {
       detached: true, stdio: ['ignore', log, log], env: { ...process.env, FERRY_TOKEN: cfg.token, ...env },
     });
     child.unref();
@@ -172,14 +176,14 @@ export async function startFerry(o: { extraAgentArgs?: string[]; env?: Record<st
       if (!args) throw new Error(`no agent ${n}`);
       await spawnAgent(n, args, env);
     },
-    async addAgent(env = {}) {
+    async addAgent(env = {}, ao = {}) {
       const i = agents.length;
       const a: AgentInfo = {
         node: `node${i}-${id}`, bridge: `fb${id.slice(2)}${i}`, subnet: `10.213.${(Number.parseInt(subnet.split('.')[2]!, 10) + i) % 250 + 1}.0/24`,
         cgroupParent: `ferry-${id}-${i}`, runcRoot: join(home, 'agents', `node${i}-${id}`, 'runc'),
       };
       agents.push(a);
-      const args = [`--id-prefix=${id}${i}-`, `--cgroup-parent=${a.cgroupParent}`, `--bridge=${a.bridge}`, `--subnet=${a.subnet}`, '--stop-timeout-ms=3000', '--rescan-ms=1000'];
+      const args = [`--id-prefix=${id}${i}-`, `--cgroup-parent=${a.cgroupParent}`, `--bridge=${a.bridge}`, `--subnet=${a.subnet}`, '--stop-timeout-ms=3000', '--rescan-ms=1000', ...(ao.args ?? [])];
       agentArgsOf.set(a.node, args);
       await spawnAgent(a.node, args, env);
       return a;

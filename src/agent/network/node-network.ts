@@ -16,6 +16,8 @@ import type { Subnet } from './ipv4.ts';
 import { PortProxy } from './ports.ts';
 import { announce, checkOverlay, destroyOverlay, ensureOverlay, overlayLinks, overlayMtu, setFloodList } from './overlay.ts';
 import type { OverlayConfig } from './overlay.ts';
+import { NamedNetworks } from './named.ts';
+import type { NamedNet } from './named.ts';
 import type { PortStats, PublishedPorts } from './ports.ts';
 import type { AttachOptions, Attachment, NodeNetwork, PortMapping } from './types.ts';
 
@@ -60,6 +62,8 @@ export class LocalNodeNetwork implements NodeNetwork {
   private readonly ports: PortProxy;
   /** Set on the cluster overlay. */
   readonly cluster: OverlayConfig | undefined;
+  /** Named networks (only on the overlay). */
+  private readonly named: NamedNetworks | undefined;
 
   constructor(options: NodeNetworkOptions) {
     this.stateDir = resolve(options.stateDir);
@@ -78,6 +82,7 @@ export class LocalNodeNetwork implements NodeNetwork {
       overlayLinks(this.bridge);
       checkOverlay(this.subnet, this.cluster);
     }
+    this.named = this.cluster ? new NamedNetworks({ stateDir: this.stateDir, base: this.bridge, underlayIp: this.cluster.underlayIp, log: this.log }) : undefined;
     this.hookPath = join(this.stateDir, HOOK_FILE);
     this.ports = new PortProxy({ file: join(this.stateDir, PORTS_FILE), log: this.log });
   }
@@ -87,6 +92,7 @@ export class LocalNodeNetwork implements NodeNetwork {
     await mkdir(this.stateDir, { recursive: true, mode: 0o700 });
     await ensureBridge({ name: this.bridge, subnet: this.subnet, outboundNat: this.outboundNat, gatewayOnly: this.cluster !== undefined }, this.log);
     if (this.cluster) await ensureOverlay(this.bridge, this.subnet, this.cluster, this.log);
+    await this.named?.init();
     await installHook(this.stateDir);
     // The hook's fast path reaches a namespace through /run/netns; without the directory it must
     // bind-mount a name, which costs two more forks per start.
@@ -97,16 +103,30 @@ export class LocalNodeNetwork implements NodeNetwork {
   async attach(containerId: string, options: AttachOptions = {}): Promise<Attachment> {
     checkContainerId(containerId);
     const veth = vethName(containerId);
-    const clash = (await this.allocator.list()).find((l) => l.containerId !== containerId && vethName(l.containerId) === veth);
+    const clash = (await this.leases()).find((x) => x.lease.containerId !== containerId && vethName(x.lease.containerId) === veth);
     if (clash) {
       // 44 bits of sha256 make this practically impossible; if it happens, say so instead of sharing a link.
-      throw netErrors.NET_SETUP_FAILED({ command: `attach ${containerId}`, stderr: `veth name ${veth} is already used by ${clash.containerId}` });
+      throw netErrors.NET_SETUP_FAILED({ command: `attach ${containerId}`, stderr: `veth name ${veth} is already used by ${clash.lease.containerId}` });
     }
     if (this.cluster && options.ip === undefined) {
       throw netErrors.NET_BAD_CONFIG({ reason: `${containerId} has no address from the cluster IPAM (this node is on the cluster network)` });
     }
+    const mode = options.mode ?? 'up';
+    if (options.network && options.network.name !== 'default') {
+      if (!this.named) throw netErrors.NET_BAD_CONFIG({ reason: `network ${options.network.name}: named networks need the cluster network (this agent runs without --underlay-ip)` });
+      const { net, lease } = await this.named.attach(options.network, containerId, options.ip);
+      return this.attachment(lease, mode, net);
+    }
+    // Without a network named, a container that already has a lease in a named network keeps it (a reconnect).
+    const held = options.network ? undefined : await this.named?.find(containerId);
+    if (held) return this.attachment(await held.net.allocator.allocate(containerId, options.ip ?? held.lease.ip), mode, held.net);
     const lease = await this.allocator.allocate(containerId, options.ip);
-    return this.attachment(lease, options.mode ?? 'up');
+    return this.attachment(lease, mode);
+  }
+
+  /** Every lease here, the default network's and the named networks'. */
+  private async leases(): Promise<Array<{ lease: Lease; net?: NamedNet }>> {
+    return [...(await this.allocator.list()).map((lease) => ({ lease })), ...((await this.named?.leases()) ?? [])];
   }
 
   /**
@@ -132,6 +152,7 @@ export class LocalNodeNetwork implements NodeNetwork {
   /** On the overlay: makes `peers` (the other hosts' underlay addresses) the VXLAN flood list. */
   async setPeers(peers: readonly string[]): Promise<void> {
     if (!this.cluster) return;
+    await this.named?.setPeers(peers);
     const { added, removed } = await setFloodList(this.bridge, this.cluster, peers);
     if (added.length + removed.length > 0) this.log(`network: overlay peers${added.length ? ` +${added.join(',')}` : ''}${removed.length ? ` -${removed.join(',')}` : ''}`);
   }
@@ -142,6 +163,7 @@ export class LocalNodeNetwork implements NodeNetwork {
     await this.ports.unpublish(containerId);
     await deleteLink(vethName(containerId));
     await this.allocator.release(containerId);
+    await this.named?.release(containerId);
   }
 
   /** Connects a `mode=down` attachment's host veth to the bridge and brings it up. */
@@ -171,7 +193,7 @@ export class LocalNodeNetwork implements NodeNetwork {
 
   /** Attachments of every leased address (hooks in mode `up`), for adoption and cleanup. */
   async list(): Promise<Attachment[]> {
-    return (await this.allocator.list()).map((l) => this.attachment(l, 'up'));
+    return (await this.leases()).map((x) => this.attachment(x.lease, 'up', x.net));
   }
 
   /** Stops the port listeners of this process and keeps all state (agent shutdown; restart re-publishes). */
@@ -182,8 +204,9 @@ export class LocalNodeNetwork implements NodeNetwork {
   /** Removes listeners, host veths, leases, the bridge, its rules and the state files. */
   async destroy(): Promise<void> {
     await this.ports.clear();
+    for (const x of await this.leases()) await deleteLink(vethName(x.lease.containerId));
+    await this.named?.destroy();
     const leases = await this.allocator.list();
-    for (const lease of leases) await deleteLink(vethName(lease.containerId));
     // The local table goes as a whole (also when another instance already removed it); a shared
     // allocator only gives back this node's leases.
     if (this.localAllocator) await this.localAllocator.clear();
@@ -196,8 +219,9 @@ export class LocalNodeNetwork implements NodeNetwork {
     if (left?.length === 0) await rmdir(this.stateDir);
   }
 
-  private attachment(lease: Lease, mode: HookMode): Attachment {
+  private attachment(lease: Lease, mode: HookMode, net?: NamedNet): Attachment {
     const hostVeth = vethName(lease.containerId);
+    const bridge = net?.bridge ?? this.bridge;
     const prestart = prestartHook(this.hookPath, {
       mode,
       address: `${lease.ip}/${lease.prefixLength}`,
@@ -205,7 +229,7 @@ export class LocalNodeNetwork implements NodeNetwork {
       gatewayMac: macFromIp(lease.gateway),
       mac: lease.mac,
       veth: hostVeth,
-      bridge: this.bridge,
+      bridge,
       ...(this.cluster ? { mtu: overlayMtu(this.cluster) } : {}),
     });
     return {
@@ -215,7 +239,7 @@ export class LocalNodeNetwork implements NodeNetwork {
       gateway: lease.gateway,
       mac: lease.mac,
       hostVeth,
-      bridge: this.bridge,
+      bridge,
       hooks: { prestart: [prestart], poststop: [poststopHook(this.hookPath, hostVeth)] },
     };
   }

@@ -39,6 +39,8 @@ export interface AttachOptions {
   readonly mode?: 'up' | 'down';
   /** The address the cluster IPAM leased to the container (required on the cluster overlay). */
   readonly ip?: string;
+  /** The named network the container is on (absent or `default`: the cluster's default network). */
+  readonly network?: { readonly name: string; readonly vni: number; readonly subnet: string; readonly hostIp: string };
 }
 
 /** Node networking. */

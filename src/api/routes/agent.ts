@@ -1,4 +1,4 @@
-/** /v1/agent: what agents call — register, heartbeat, report container status and images. */
+/** /v1/agent: what agents call — join, register, heartbeat, report container status and images. */
 import type { FastifyPluginAsync } from 'fastify';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import { Type, type Static } from 'typebox';
@@ -10,6 +10,7 @@ import { keys, checkName, ipToInt, parseCidr, subnetContains, subnetsOverlap, Co
 import { allocateAddress, clusterNetwork, nodeOwner } from '../../controllers/index.ts';
 import { apiErrors } from '../errors.ts';
 import { NameParams } from './schemas.ts';
+import { joinLabels, joinNode } from '../join.ts';
 
 /** What an agent says about its networking when it registers. */
 const RegisterNetwork = Type.Object({
@@ -28,6 +29,11 @@ const RegisterBody = Type.Object({
   agentVersion: Type.String(),
   network: Type.Optional(RegisterNetwork),
 });
+
+const JoinBody = Type.Object({
+  name: Type.String({ minLength: 1, maxLength: 63 }),
+  token: Type.String({ minLength: 1, maxLength: 512 }),
+}, { additionalProperties: false });
 
 /**
  * Checks what a registering node reports about its networking against the cluster network and the
@@ -68,6 +74,11 @@ export function agentRoutes(deps: ApiDeps): FastifyPluginAsync {
     const app = base.withTypeProvider<TypeBoxTypeProvider>();
     const { store } = deps;
 
+    // No cluster token here: the join token in the body is the credential (see auth.ts).
+    app.post('/agent/join', {
+      schema: { summary: 'A new host trades a join token for its node\'s own credential (shown once)', body: JoinBody, security: [] },
+    }, async (req) => joinNode(store, req.body.name, req.body.token));
+
     app.post('/agent/register', { schema: { summary: 'An agent announces its node', body: RegisterBody } }, async (req) => {
       const b = req.body;
       checkName(b.name);
@@ -86,7 +97,8 @@ export function agentRoutes(deps: ApiDeps): FastifyPluginAsync {
           ...(Object.keys(network).length > 0 ? { network } : {}),
         },
       };
-      node.metadata.labels = { ...node.metadata.labels, ...b.labels };
+      // A joined node's token labels come last: the admin's word wins over the agent's --label.
+      node.metadata.labels = { ...node.metadata.labels, ...b.labels, ...(await joinLabels(store, b.name)) };
       await put(store, keys.node(b.name), node);
       await deps.leases.beat(b.name);
       return {
@@ -94,6 +106,10 @@ export function agentRoutes(deps: ApiDeps): FastifyPluginAsync {
         ...(net && network.hostIp ? { network: { subnet: net.subnet, prefixLength: net.prefixLength, gateway: net.gateway, vni: net.vni, hostIp: network.hostIp } } : {}),
       };
     });
+
+    // The token agents' own APIs take (from the manager and from each other): separate from the admin
+    // token, so a joined host never holds that.
+    app.get('/agent/token', { schema: { summary: "The token agents' APIs accept" } }, async () => ({ token: deps.agentToken }));
 
     app.post('/agent/:name/heartbeat', { schema: { summary: 'An agent is alive', params: NameParams } }, async (req) => {
       await deps.leases.beat(req.params.name);

@@ -11,6 +11,13 @@ import {
 import type { ContainerView } from '../../model/index.ts';
 import { agentFor } from '../agents.ts';
 import { CreateBody, PatchBody, NameParams, WaitQuery, ExecBody } from './schemas.ts';
+import { requireNetwork } from './networks.ts';
+import { DEFAULT_NETWORK } from '../../model/index.ts';
+
+/** CreateBody with the network to put the container on (absent: `default`, the cluster network). */
+const CreateWithNetwork = Type.Object({ ...CreateBody.properties, network: Type.Optional(Type.String({ minLength: 1, maxLength: 63 })) }, { additionalProperties: false });
+/** PatchBody that also names `network`, only to refuse it clearly: a container's network is fixed at create. */
+const PatchWithNetwork = Type.Object({ ...PatchBody.properties, network: Type.Optional(Type.String()) }, { additionalProperties: false });
 
 const DEFAULT_WAIT_MS = 120_000;
 
@@ -29,16 +36,20 @@ export function containerRoutes(deps: ApiDeps): FastifyPluginAsync {
 
     app.get('/containers', { schema: { summary: 'List containers with their status' } }, async () => listContainers(store));
 
-    app.post('/containers', { schema: { summary: 'Create and run a container', body: CreateBody, querystring: WaitQuery } }, async (req, reply) => {
-      const c = await createContainer(store, req.body);
+    app.post('/containers', { schema: { summary: 'Create and run a container', body: CreateWithNetwork, querystring: WaitQuery } }, async (req, reply) => {
+      const { network, ...rest } = req.body;
+      if (network !== undefined) await requireNetwork(store, network);
+      // `default` is stored as no network: one spelling of the cluster network.
+      const c = await createContainer(store, network === undefined || network === DEFAULT_NETWORK ? rest : { ...rest, network });
       const view = await settle(c.metadata.name, req.query.wait, req.query.timeoutMs);
       return reply.status(201).send(view);
     });
 
     app.get('/containers/:name', { schema: { summary: 'Inspect a container', params: NameParams } }, async (req) => getContainer(store, req.params.name));
 
-    app.patch('/containers/:name', { schema: { summary: 'Change limits or restart policy in place', params: NameParams, body: PatchBody, querystring: WaitQuery } }, async (req) => {
-      const { resources, restart } = req.body;
+    app.patch('/containers/:name', { schema: { summary: 'Change limits or restart policy in place', params: NameParams, body: PatchWithNetwork, querystring: WaitQuery } }, async (req) => {
+      const { resources, restart, network } = req.body;
+      if (network !== undefined) throw apiErrors.CONTAINER_FIELD_FIXED({ field: 'network', name: req.params.name });
       if (!resources && !restart) throw apiErrors.BAD_REQUEST({ reason: 'nothing to change: give resources and/or restart' });
       await changeSpec(store, req.params.name, (spec) => {
         if (resources) spec.resources = { ...spec.resources, ...resources };

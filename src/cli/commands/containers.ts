@@ -52,7 +52,8 @@ function describe(v: ContainerView): string {
     ['Name', c.metadata.name], ['UID', c.metadata.uid], ['Image', c.spec.image], ['State', stateText(v)],
     ['Desired', c.spec.state], ['Node', st?.node || c.placement?.node || '-'],
     ['Placement', c.placement ? `${c.placement.node} (epoch ${c.placement.epoch}): ${c.placement.reason}` : '-'],
-    ['Runtime ID', st?.runtimeId || '-'], ['PID', st?.pid ? String(st.pid) : '-'], ['IP', st?.ip ?? '-'], ['Ports', ports(v)],
+    ['Runtime ID', st?.runtimeId || '-'], ['PID', st?.pid ? String(st.pid) : '-'], ['Network', c.spec.network ?? (c.network ? 'default' : '-')],
+    ['IP', st?.ip ?? c.network?.ip ?? '-'], ['Ports', ports(v)],
     ['Memory', c.spec.resources.memoryBytes ? formatBytes(c.spec.resources.memoryBytes) : 'unlimited'],
     ['CPUs', c.spec.resources.cpus ? String(c.spec.resources.cpus) : 'unlimited'],
     ['Restart', `${c.spec.restart.policy}${c.spec.restart.maxRetries ? `:${c.spec.restart.maxRetries}` : ''} (restarted ${st?.restartCount ?? 0}×)`],
@@ -91,6 +92,7 @@ export function containerCommands(program: Command, ctx: Ctx): void {
     .option('-w, --workdir <dir>', 'working directory')
     .option('--entrypoint <path>', 'replace the image entrypoint')
     .option('--node <node>', 'run on this node')
+    .option('--network <name>', 'put it on this network (`ferry network ls`; default: the cluster network); fixed once created')
     .option('-d, --detach', 'return once created, without waiting for it to run')
     .option('--timeout <ms>', 'how long to wait for the container to run', '120000')
     .action(async (image: string, command: string[], o: Record<string, string | string[] | boolean | undefined>) => {
@@ -109,6 +111,7 @@ export function containerCommands(program: Command, ctx: Ctx): void {
         },
         restart: parseRestart(o.restart as string),
         user: o.user as string | undefined, workdir: o.workdir as string | undefined, node: o.node as string | undefined,
+        network: o.network !== undefined ? checkName(o.network as string) : undefined,
       };
       const v = await ctx.client().containers.create(input, { wait: !o.detach, timeoutMs: Number(o.timeout) });
       if (ctx.format() === 'json') printJson(v);

@@ -1,7 +1,7 @@
-/** Node verbs: node ls, inspect, cordon, drain, undrain. */
+/** Node verbs: node ls, inspect, cordon, drain, undrain, and the join tokens new hosts join with. */
 import type { Command } from 'commander';
-import type { ContainerView, Migration } from '../../model/index.ts';
-import { formatBytes, formatDuration, parseDuration } from '../../model/index.ts';
+import type { ContainerView, JoinTokenView, Migration } from '../../model/index.ts';
+import { formatBytes, formatDuration, parseDuration, parseTtl } from '../../model/index.ts';
 import type { FerryClient, NodeView } from '../../client/index.ts';
 import { FerryError } from '../../errors/index.ts';
 import { TERMINAL, type MigrationPhase } from '../../migration/index.ts';
@@ -143,9 +143,62 @@ function cordonLine(n: NodeView): string {
     : `node ${name} is schedulable`;
 }
 
+/** `k=v` flags as labels. */
+function parseLabels(items: string[]): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const l of items) {
+    const i = l.indexOf('=');
+    if (i < 1) throw new FerryError('FERRY_ERR_BAD_FLAG', 400, `--label needs key=value, not "${l}"`);
+    out[l.slice(0, i)] = l.slice(i + 1);
+  }
+  return out;
+}
+
+/** "in 59m", "expired 3m ago". */
+function expiresText(t: JoinTokenView, now = Date.now()): string {
+  if (t.expired) return `expired ${age(t.expiresAt, now)}`;
+  const s = Math.max(0, Math.round((Date.parse(t.expiresAt) - now) / 1000));
+  return `in ${s < 60 ? `${s}s` : s < 3600 ? `${Math.floor(s / 60)}m` : s < 86_400 ? `${Math.floor(s / 3600)}h${Math.floor((s % 3600) / 60)}m` : `${Math.floor(s / 86_400)}d`}`;
+}
+
+/** Registers `ferry node token …`. */
+function tokenCommands(node: Command, ctx: Ctx): void {
+  const token = node.command('token').description('join tokens: what a new host joins the cluster with (`ferry agent --join <url> --token <token>`)');
+  token.command('create').description('make a join token; it is printed this once')
+    .option('--ttl <duration>', 'how long it can be used: 30m, 2h, 1d', '1h')
+    .option('--uses <n>', 'how many hosts may join with it', '1')
+    .option('--label <k=v>', 'label every node that joins with it gets (repeatable)', (v: string, p: string[] = []) => [...p, v])
+    .action(async (o: { ttl: string; uses: string; label?: string[] }) => {
+      const ttlSeconds = parseTtl(o.ttl);
+      const uses = positiveInt(o.uses, '--uses');
+      const client = ctx.client();
+      const t = await client.joinTokens.create({ ttlSeconds, uses, labels: parseLabels(o.label ?? []) });
+      if (ctx.format() === 'json') return printJson(t);
+      // The token alone on stdout, so `T=$(ferry node token create)` works; the how-to on stderr.
+      process.stdout.write(`${t.token}\n`);
+      process.stderr.write(`join token ${t.id}: ${t.uses} use${t.uses === 1 ? '' : 's'}, expires ${t.expiresAt}; it is shown only now.\n`
+        + `On the new host: ferry agent --join ${client.endpoint.url} --token <token> --name <node>\n`);
+    });
+  token.command('ls').description('list join tokens (never their secrets)').action(async () => {
+    const all = await ctx.client().joinTokens.list();
+    if (ctx.format() === 'json') return printJson(all);
+    process.stdout.write(`${table(['ID', 'EXPIRES', 'USES LEFT', 'CREATED', 'LABELS', 'JOINED'], all.map((t) => [
+      t.id, expiresText(t), `${t.usesLeft}/${t.uses}`, age(t.createdAt),
+      Object.entries(t.labels).map(([k, v]) => `${k}=${v}`).join(',') || '-', t.joined.join(',') || '-',
+    ]))}\n`);
+  });
+  token.command('rm').description('delete join tokens (nodes that joined with them stay)').argument('<ids...>').action(async (ids: string[]) => {
+    for (const id of ids) {
+      await ctx.client().joinTokens.remove(id);
+      if (ctx.format() !== 'json') process.stdout.write(`${id}\n`);
+    }
+    if (ctx.format() === 'json') printJson({ removed: ids });
+  });
+}
+
 /** Registers `ferry node …`. */
 export function nodeCommands(program: Command, ctx: Ctx): void {
-  const node = program.command('node').description('inspect, cordon and drain the hosts of the cluster');
+  const node = program.command('node').description('inspect, cordon and drain the hosts of the cluster; make join tokens for new ones');
   node.command('ls').description('list nodes').action(async () => {
     const nodes = await ctx.client().nodes.list();
     if (ctx.format() === 'json') return printJson(nodes);
@@ -203,4 +256,5 @@ export function nodeCommands(program: Command, ctx: Ctx): void {
       say(`drained ${name}: migrated ${s.migrated}, failed ${s.failed}, skipped ${s.skipped} in ${formatDuration(s.elapsedMs)}; ${name} stays unschedulable (undo with \`ferry node undrain ${name}\`)`);
       if (s.failed > 0) ctx.setExit(1);
     });
+  tokenCommands(node, ctx);
 }

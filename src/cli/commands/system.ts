@@ -1,11 +1,12 @@
 /** Process verbs: up, down, and the daemons themselves (manager, agent). */
 import { hostname } from 'node:os';
-import { mkdir, writeFile, rm } from 'node:fs/promises';
+import { chmod, mkdir, readFile, writeFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Command } from 'commander';
 import { startManager } from '../../manager/index.ts';
 import { startAgent } from '../../agent/index.ts';
-import { FerryError } from '../../errors/index.ts';
+import { FerryError, isFerryError } from '../../errors/index.ts';
+import { FerryClient } from '../../client/index.ts';
 import { up, upCluster, down, type RunFile } from '../daemons.ts';
 import { MAX_SIM_NODES, checkClusterSubnet, checkNodeCount, checkVni, parseCidr, simErrors } from '../simulation.ts';
 import { ferryHome } from '../config.ts';
@@ -115,7 +116,9 @@ export function systemCommands(program: Command, ctx: Ctx, globals: () => { home
     });
 
   program.command('agent').description('run a node agent in the foreground (`ferry up` starts one for you)')
-    .requiredOption('--manager <url>', 'manager API URL')
+    .option('--manager <url>', 'manager API URL (the agent authenticates with the cluster token in FERRY_TOKEN)')
+    .option('--join <url>', 'join the cluster at this manager API URL with a join token (instead of --manager and FERRY_TOKEN)')
+    .option('--token <token>', 'with --join: the join token (`ferry node token create`); needed only until the node has its own credential')
     .option('--name <name>', 'node name', hostname().split('.')[0])
     .option('--host <addr>', 'agent API listen address', '127.0.0.1').option('--port <port>', 'agent API port', '0')
     .option('--advertise <url>', 'URL the manager uses to reach this agent')
@@ -129,14 +132,23 @@ export function systemCommands(program: Command, ctx: Ctx, globals: () => { home
     .option('--stop-timeout-ms <ms>', 'grace between SIGTERM and SIGKILL', '10000')
     .option('--rescan-ms <ms>', 'how often running containers are re-checked for migratability', '15000')
     .option('--underlay-ip <ip>', 'this host\'s address on the underlay (its VXLAN endpoint in a cluster network)')
-    .action(async (o: Record<string, string | string[] | undefined>) => {
+    .action(async (o: Record<string, string | string[] | undefined>, cmd: Command) => {
       const home = ferryHome(globals().home);
       const p = homePaths(home);
       const name = o.name as string;
       const underlayIp = o.underlayIp as string | undefined;
       if (underlayIp !== undefined && !parseCidr(`${underlayIp}/32`)) throw simErrors.BAD_FLAG({ flag: '--underlay-ip', reason: `needs an IPv4 address, not "${underlayIp}"` });
+      if ((o.manager === undefined) === (o.join === undefined)) {
+        throw simErrors.BAD_FLAG({ flag: '--manager or --join', reason: 'is needed, not both: --manager <url> with the cluster token in FERRY_TOKEN, or --join <url> --token <join token>' });
+      }
+      const dataDir = (o.dataDir as string | undefined) ?? join(p.agents, name);
+      // `--token` also names the program-wide API token, which commander parses first: read both.
+      const joinToken = (cmd.optsWithGlobals() as { token?: string }).token;
+      const { managerUrl, token } = o.join !== undefined
+        ? await nodeCredential({ url: o.join as string, token: joinToken, name, dataDir, log: stamp })
+        : { managerUrl: o.manager as string, token: needToken() };
       const a = await startAgent({
-        name, dataDir: (o.dataDir as string | undefined) ?? join(p.agents, name), managerUrl: o.manager as string, token: needToken(),
+        name, dataDir, managerUrl, token,
         host: o.host as string, port: positiveInt(o.port as string, '--port', true), advertiseUrl: o.advertise as string | undefined,
         runcPath: TOOLS.runc, criuPath: TOOLS.criu, shimPath: TOOLS.shim, sampleAppPath: TOOLS.sampleApp,
         idPrefix: o.idPrefix as string, cgroupParent: o.cgroupParent as string, bridge: o.bridge as string, subnet: o.subnet as string,
@@ -156,4 +168,57 @@ export function systemCommands(program: Command, ctx: Ctx, globals: () => { home
         await rm(p.agentRun(name), { force: true });
       });
     });
+}
+
+/** What a joined agent keeps in its data dir (mode 0600): its own credential and where it is good. */
+interface StoredCredential {
+  managerUrl: string;
+  node: string;
+  credential: string;
+  joinedAt: string;
+}
+
+/**
+ * The manager URL and bearer token of an agent started with `--join`: the credential stored in its
+ * data dir when the manager still takes it, else a new one traded for the join token (and stored).
+ */
+async function nodeCredential(o: { url: string; token?: string; name: string; dataDir: string; log: (m: string) => void }): Promise<{ managerUrl: string; token: string }> {
+  let managerUrl: string;
+  try {
+    managerUrl = new URL(o.url).href.replace(/\/$/, '');
+  } catch {
+    throw simErrors.BAD_FLAG({ flag: '--join', reason: `needs the manager's API URL, like http://manager:7670, not "${o.url}"` });
+  }
+  const file = join(o.dataDir, 'credential.json');
+  const stored = await readFile(file, 'utf8').then((t) => JSON.parse(t) as StoredCredential, () => undefined);
+  const again = `join again: ferry agent --join ${managerUrl} --token <token> (an admin makes one with \`ferry node token create\`)`;
+  if (stored && stored.managerUrl === managerUrl && stored.node === o.name) {
+    try {
+      await new FerryClient({ url: managerUrl, token: stored.credential }).nodes.list();
+      o.log(`using the credential of node ${o.name} stored in ${file}`);
+      return { managerUrl, token: stored.credential };
+    } catch (e) {
+      // Not reachable yet: the agent retries on its own; only a refusal means the credential is gone.
+      if (!isFerryError(e) || e.status < 400 || e.status >= 500) {
+        o.log(`the manager at ${managerUrl} did not answer (${(e as Error).message}); starting with the stored credential`);
+        return { managerUrl, token: stored.credential };
+      }
+      if (o.token === undefined) throw new FerryError('FERRY_ERR_CREDENTIAL_REFUSED', 401, `the manager refused the credential stored in ${file} (${e.message}); ${again}`);
+      o.log(`the manager refused the stored credential (${e.message}); joining again with the token`);
+    }
+  }
+  if (o.token === undefined) throw simErrors.BAD_FLAG({ flag: '--join', reason: `needs --token <join token> the first time (an admin makes one with \`ferry node token create\`)` });
+  let credential: string;
+  try {
+    credential = (await new FerryClient({ url: managerUrl }).agent.join(o.name, o.token)).credential;
+  } catch (e) {
+    if (!isFerryError(e)) throw e;
+    throw new FerryError(e.code, e.status, `joining the cluster at ${managerUrl} as node ${o.name} failed: ${e.message}`, e.details, { cause: e });
+  }
+  await mkdir(o.dataDir, { recursive: true });
+  const rec: StoredCredential = { managerUrl, node: o.name, credential, joinedAt: new Date().toISOString() };
+  await writeFile(file, `${JSON.stringify(rec, null, 2)}\n`, { mode: 0o600 });
+  await chmod(file, 0o600);
+  o.log(`joined the cluster at ${managerUrl} as node ${o.name}; its credential is stored in ${file}`);
+  return { managerUrl, token: credential };
 }
