@@ -110,7 +110,7 @@ describe('cluster network across three simulated hosts', { skip: skipUnlessReady
     await c.ok(['network', 'rm', 'red']);
   });
 
-  it('one client keeps one TCP connection while the container moves A→B→C→A: same address, counter never resets', async () => {
+  it('one client keeps one TCP connection while the container moves A→B→C→A (stop-copy, post-copy, pre-copy): same address, counter never resets', async () => {
     const srvIp = await ipOf('srv');
     const before = await c.client.containers.get('srv');
     // The client runs on host B's network namespace (not a container), talking to srv's address.
@@ -122,8 +122,9 @@ describe('cluster network across three simulated hosts', { skip: skipUnlessReady
     try {
       const answers = (): number => Math.max(0, ...events.map((e) => (typeof e.ok === 'number' ? e.ok : 0)));
       await until('the client to exchange lines', () => (answers() >= 20 ? true : undefined));
-      for (const to of [c.hosts[1]!, c.hosts[2]!, c.hosts[0]!]) {
-        const m = await c.json<Migration>(['migrate', 'srv', '--to', to.node]);
+      // Each strategy once: stop-copy, post-copy (pages served from the source after the switch), pre-copy.
+      for (const [to, strategy] of [[c.hosts[1]!, 'stop-copy'], [c.hosts[2]!, 'post-copy'], [c.hosts[0]!, 'pre-copy']] as const) {
+        const m = await c.json<Migration>(['migrate', 'srv', '--to', to.node, '--strategy', strategy]);
         assert.equal(m.status.phase, 'Succeeded', JSON.stringify(m.status));
         assert.equal((await c.client.containers.get('srv')).container.placement?.node, to.node);
         // The status is the target agent's report: it follows within moments.
