@@ -38,6 +38,8 @@ describe('cluster network across three simulated hosts', { skip: skipUnlessReady
     const [srvIp, peerIp] = [await ipOf('srv'), await ipOf('peer')];
     assert.notEqual(srvIp, peerIp);
     const net = await c.client.network.get();
+    const table = await c.ok(['node', 'ls']);
+    for (const h of c.hosts) assert.match(table, new RegExp(`${h.node}\\s+Ready.*overlay 10\\.\\S+ via ${h.underlayIp.replace(/\./g, '\\.')}`));
     for (const ip of [srvIp, peerIp]) assert.ok(ip.startsWith(net.subnet.split('.').slice(0, 2).join('.')), `${ip} in ${net.subnet}`);
     const body = await c.ok(['exec', 'peer', '--', 'wget', '-q', '-O', '-', `http://${srvIp}/count`]);
     assert.match(body, /"count":\d+/);

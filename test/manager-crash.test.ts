@@ -1,11 +1,13 @@
 /**
- * The manager killed (SIGKILL) in the middle of a live migration, before the switch: the restarted
+ * The manager killed (SIGKILL) in the middle of a live migration. Before the switch: the restarted
  * manager finds the migration unfinished and rolls it back (recover()); the agents, which carried on
  * alone meanwhile, undo their parts; the container runs exactly once, where it was, its state intact.
+ * Right after the switch: the restarted manager finishes it; the container runs once, on the target.
  */
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, readdirSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { skipUnlessReady } from './support/prereq.ts';
 import { until } from './support/wait.ts';
@@ -43,6 +45,36 @@ describe('manager killed during a migration', { skip: skipUnlessReady(MIGRATION_
     assert.deepEqual(runcIdsOn(b), []);
     const filesOn = (node: string): string[] => { const d = join(f.home, 'agents', node, 'migrations'); return existsSync(d) ? readdirSync(d) : []; };
     await until('the migration files to go', () => (f.agents.every((x) => filesOn(x.node).length === 0) ? true : undefined), 30_000);
+    await f.ok(['rm', '-f', 'web']);
+  });
+});
+
+describe('manager killed right after the switch', { skip: skipUnlessReady(MIGRATION_TOOLS) }, () => {
+  // The manager (only it has this failpoint) dies once the switch is in the store and the target runs.
+  const n = twoNodes({ env: { FERRY_FAILPOINTS: 'migrate:after-switch' } });
+
+  it('the restarted manager finishes the migration; the container runs once, on the target', async () => {
+    const { f, a, b } = n;
+    const count = await runCounter(f, 'web', a.node);
+    assert.equal(await count(), 1);
+    const created = await f.client.migrations.create({ container: 'web', to: b.node, strategy: 'stop-copy' });
+    const id = created.metadata.name;
+    await until('the manager to die at the failpoint', () => (f.managerPid() === undefined ? true : undefined));
+    await f.restartManager();
+    const m = await until('the migration to end', async () => {
+      const x = await f.client.migrations.get(id);
+      return TERMINAL.has(x.status.phase) ? x : undefined;
+    }, 90_000);
+    assert.equal(m.status.phase, 'Succeeded', JSON.stringify(m.status));
+    assert.match(await readFile(join(f.home, 'logs', 'manager.log'), 'utf8'), /failpoint migrate:after-switch: killing this process/);
+    const v = await until('the target to report it', async () => {
+      const x = await f.json<ContainerView>(['inspect', 'web']);
+      return x.status?.node === b.node && x.status.phase === 'running' ? x : undefined;
+    });
+    assert.equal(v.container.placement?.node, b.node);
+    assert.equal(await count(), 2, 'the migrated process counts on');
+    await until('the source copy to go', () => (runcIdsOn(a).length === 0 ? true : undefined), 30_000);
+    assert.deepEqual(runcIdsOn(b), [v.status!.runtimeId]);
     await f.ok(['rm', '-f', 'web']);
   });
 });

@@ -12,7 +12,7 @@ import type { AttachOptions, NodeNetwork } from './network/index.ts';
 import type { ContainerRecord, RecordStore } from './records.ts';
 import { bundleSpec } from './spec.ts';
 import { agentErrors } from './errors.ts';
-import { failpoint, failpointEnabled } from './failpoints.ts';
+import { failpoint, failpointEnabled } from '../errors/index.ts';
 
 /** What the lifecycle steps use. */
 export interface LifecycleDeps {

@@ -25,7 +25,7 @@ import type { Reconciler } from './reconciler.ts';
 import type { ContainerRecord } from './records.ts';
 import { bundleSpec } from './spec.ts';
 import { agentErrors } from './errors.ts';
-import { failpoint } from './failpoints.ts';
+import { failpoint } from '../errors/index.ts';
 
 /** How long open connections through a published port may take to finish before the freeze. */
 const DRAIN_MS = 500;

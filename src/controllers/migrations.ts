@@ -8,6 +8,7 @@
 import type { Store } from '../store/index.ts';
 import { mutate, put, remove } from '../store/index.ts';
 import { AgentClient } from '../client/index.ts';
+import { failpoint } from '../errors/index.ts';
 import type { Assignment, Container, ContainerStatus, Migration, Node, NodeImages } from '../model/index.ts';
 import { keys, findImage } from '../model/index.ts';
 import { autoStrategy, precopyDone, step, recover, TERMINAL, precheck, blocking, type RoundReport, type MachineState, type MigrationEvent, type MigrationPhase } from '../migration/index.ts';
@@ -195,6 +196,8 @@ async function perform(d: MigrationDeps, m: Migration, t: DriveState): Promise<M
       await (await agent(d, m.spec.to)).client.migrateContinue(m.metadata.name, name);
       const freezeMs = t.freezeStart ? Date.now() - t.freezeStart : undefined;
       if (freezeMs !== undefined) await save(d, m.metadata.name, (x) => { x.status.freezeMs = freezeMs; });
+      // The switch is in the store and the target runs: a manager dying here must finish, not undo.
+      failpoint('migrate:after-switch');
       return { type: 'switched' };
     }
     case 'Cleanup': {

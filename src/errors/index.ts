@@ -59,3 +59,5 @@ export function isFerryError(e: unknown, code?: string): e is FerryError {
   if (!(e instanceof FerryError)) return false;
   return code === undefined || e.code === code || e.code === `FERRY_ERR_${code}`;
 }
+
+export { failpoint, failpointEnabled } from './failpoints.ts';

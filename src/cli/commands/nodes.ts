@@ -197,14 +197,27 @@ function tokenCommands(node: Command, ctx: Ctx): void {
 }
 
 /** Registers `ferry node …`. */
+/** `region/zone` from the node's labels (`region`, `zone`), `-` when it has neither. */
+export function zoneOf(labels: Record<string, string>): string {
+  const parts = [labels.region, labels.zone].filter((x): x is string => x !== undefined && x !== '');
+  return parts.length > 0 ? parts.join('/') : '-';
+}
+
+/** How a node takes part in container networking, in a few characters. */
+export function networkOf(n: { underlayIp?: string; hostIp?: string; subnet?: string } | undefined): string {
+  if (n?.hostIp) return `overlay ${n.hostIp} via ${n.underlayIp ?? '?'}`;
+  if (n?.subnet) return `local ${n.subnet}`;
+  return '-';
+}
+
 export function nodeCommands(program: Command, ctx: Ctx): void {
   const node = program.command('node').description('inspect, cordon and drain the hosts of the cluster; make join tokens for new ones');
   node.command('ls').description('list nodes').action(async () => {
     const nodes = await ctx.client().nodes.list();
     if (ctx.format() === 'json') return printJson(nodes);
-    process.stdout.write(`${table(['NAME', 'STATE', 'ADDRESS', 'CPUS', 'MEMORY', 'CONTAINERS', 'KERNEL', 'CRIU', 'AGENT STARTED'], nodes.map((n) => [
-      n.node.metadata.name, n.state + (n.node.spec.unschedulable ? ',unschedulable' : ''), n.node.status.address,
-      String(n.node.status.capacity.cpus), formatBytes(n.node.status.capacity.memoryBytes), String(n.containers),
+    process.stdout.write(`${table(['NAME', 'STATE', 'ZONE', 'ADDRESS', 'NETWORK', 'CPUS', 'MEMORY', 'CONTAINERS', 'KERNEL', 'CRIU', 'AGENT STARTED'], nodes.map((n) => [
+      n.node.metadata.name, n.state + (n.node.spec.unschedulable ? ',unschedulable' : ''), zoneOf(n.node.metadata.labels), n.node.status.address,
+      networkOf(n.node.status.network), String(n.node.status.capacity.cpus), formatBytes(n.node.status.capacity.memoryBytes), String(n.containers),
       n.node.status.facts.kernel, n.node.status.facts.criu, age(n.node.status.startedAt),
     ]))}\n`);
   });
@@ -216,6 +229,7 @@ export function nodeCommands(program: Command, ctx: Ctx): void {
       `Name:        ${n.node.metadata.name}`, `State:       ${n.state}`, `Address:     ${n.node.status.address}`,
       `Capacity:    ${n.node.status.capacity.cpus} CPUs, ${formatBytes(n.node.status.capacity.memoryBytes)}`,
       `Containers:  ${n.containers}`, `Labels:      ${Object.entries(n.node.metadata.labels).map(([k, v]) => `${k}=${v}`).join(', ') || '-'}`,
+      `Zone:        ${zoneOf(n.node.metadata.labels)}`, `Network:     ${networkOf(n.node.status.network)}`,
       `Kernel:      ${f.kernel} (${f.os}, ${f.arch})`, `runc:        ${f.runc}`, `CRIU:        ${f.criu}`,
       `cgroup:      v${f.cgroupVersion}`, `overlayfs:   ${f.overlay ? 'yes' : 'no'}`, `CPU:         ${f.cpuModel} (${f.cpuFlags.length} flags)`,
       `Agent:       ${n.node.status.agentVersion}, started ${n.node.status.startedAt}`,
