@@ -6,16 +6,12 @@
  */
 import { describe, it, before } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { createInterface } from 'node:readline';
-import { fileURLToPath } from 'node:url';
-import { useCluster, type TestCluster } from './support/cluster.ts';
+import { lineClient, useCluster, type TestCluster } from './support/cluster.ts';
 import { skipUnlessReady } from './support/prereq.ts';
 import { until } from './support/wait.ts';
 import type { ContainerView, Migration } from '../src/model/index.ts';
 
 const TOOLS = ['runc', 'ip', 'iptables', 'ebtables', 'bridge', 'nsenter', '/usr/bin/busybox', '/opt/ferry/bin/criu'];
-const LINE_CLIENT = fileURLToPath(new URL('./support/line-client.mjs', import.meta.url));
 const ECHO_PORT = 7000;
 
 describe('cluster network across three simulated hosts', { skip: skipUnlessReady(TOOLS) }, () => {
@@ -116,14 +112,9 @@ describe('cluster network across three simulated hosts', { skip: skipUnlessReady
     const srvIp = await ipOf('srv');
     const before = await c.client.containers.get('srv');
     // The client runs on host B's network namespace (not a container), talking to srv's address.
-    const client = spawn('nsenter', [`--net=/run/netns/${c.hosts[1]!.netns}`, '--', process.execPath, LINE_CLIENT, srvIp, String(ECHO_PORT), '20'], { stdio: ['ignore', 'pipe', 'inherit'] });
-    const events: Array<Record<string, unknown>> = [];
-    const lines = createInterface({ input: client.stdout });
-    lines.on('line', (l) => events.push(JSON.parse(l) as Record<string, unknown>));
-    const exited = new Promise<number | null>((r) => client.on('close', (code) => r(code)));
+    const client = await lineClient(c, 1, srvIp, ECHO_PORT);
+    let end: Awaited<ReturnType<typeof client.stop>> | undefined;
     try {
-      const answers = (): number => Math.max(0, ...events.map((e) => (typeof e.ok === 'number' ? e.ok : 0)));
-      await until('the client to exchange lines', () => (answers() >= 20 ? true : undefined));
       // Each strategy once: stop-copy, post-copy (pages served from the source after the switch), pre-copy.
       for (const [to, strategy] of [[c.hosts[1]!, 'stop-copy'], [c.hosts[2]!, 'post-copy'], [c.hosts[0]!, 'pre-copy']] as const) {
         const m = await c.json<Migration>(['migrate', 'srv', '--to', to.node, '--strategy', strategy]);
@@ -135,17 +126,15 @@ describe('cluster network across three simulated hosts', { skip: skipUnlessReady
           return cv.status?.node === to.node && cv.status.phase === 'running' ? cv : undefined;
         });
         assert.equal(v.status?.ip, srvIp, 'the address moved with the container');
-        const seen = answers();
-        await until(`lines to flow again after the move to ${to.node}`, () => (answers() >= seen + 20 ? true : undefined));
-        assert.equal(events.find((e) => 'error' in e), undefined, JSON.stringify(events.filter((e) => 'error' in e)));
+        await client.flowing(20, `lines to flow again after the move to ${to.node}`);
+        assert.deepEqual(client.errors(), []);
       }
       const after: ContainerView = await c.client.containers.get('srv');
       assert.equal(after.container.metadata.uid, before.container.metadata.uid);
     } finally {
-      client.kill('SIGTERM');
+      end = await client.stop();
     }
-    const code = await exited;
-    const done = events.find((e) => e.done === true);
+    const { code, done } = end;
     assert.ok(done, 'the client reported its end');
     assert.equal(done.error, null, `the connection broke: ${String(done.error)}`);
     assert.equal(code, 0);

@@ -25,7 +25,7 @@ import type { Reconciler } from './reconciler.ts';
 import type { ContainerRecord } from './records.ts';
 import { bundleSpec } from './spec.ts';
 import { agentErrors } from './errors.ts';
-import { failpoint } from '../errors/index.ts';
+import { failpoint, failpointThrow } from '../errors/index.ts';
 
 /** How long open connections through a published port may take to finish before the freeze. */
 const DRAIN_MS = 500;
@@ -348,6 +348,7 @@ export class MigrationAgent {
         ? { imagePath: imageDir, workPath: imageDir, extraArgs: ['--lazy-pages'] }
         : { imagePath: imageDir, workPath: join(dir, 'work') });
       times.lap('restore');
+      failpointThrow('migrate:restore-fails');
       this.d.log(`migration ${id}: ${a.name} restored${lazy ? ' (post-copy)' : ''}: ${times.summary()}`);
       // From now on the file serves the next dump of this container (a chained migration).
       await writeCriuConfig(cdir, DUMP_CRIU_OPTIONS);

@@ -17,3 +17,8 @@ export function failpoint(name: string): void {
 export function failpointEnabled(name: string): boolean {
   return enabled.has(name);
 }
+
+/** Throws when failpoint `name` is enabled: a step that fails (not a crash), so the caller's own undo runs. */
+export function failpointThrow(name: string): void {
+  if (enabled.size > 0 && enabled.has(name)) throw new Error(`failpoint ${name}`);
+}

@@ -60,4 +60,4 @@ export function isFerryError(e: unknown, code?: string): e is FerryError {
   return code === undefined || e.code === code || e.code === `FERRY_ERR_${code}`;
 }
 
-export { failpoint, failpointEnabled } from './failpoints.ts';
+export { failpoint, failpointEnabled, failpointThrow } from './failpoints.ts';

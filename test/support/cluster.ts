@@ -15,6 +15,8 @@ import { randomBytes } from 'node:crypto';
 import { FerryClient } from '../../src/client/index.ts';
 import { ROOT, isLive, runCli, runcList, type CliResult } from './ferry.ts';
 import { ensurePrerequisites } from './prereq.ts';
+import { until } from './wait.ts';
+import { createInterface } from 'node:readline';
 
 /** One simulated host of a test cluster. */
 export interface SimHostInfo {
@@ -242,4 +244,46 @@ export function useCluster(o: { nodes: number; tools: string[]; env?: Record<str
     assert.deepEqual(left, [], `teardown found leftovers: ${left.join('; ')}`);
   });
   return holder;
+}
+
+/** A running line-echo client (test/support/line-client.mjs) holding one TCP connection. */
+export interface LineClient {
+  /** Answers received so far (counted in tens, as the client reports them). */
+  answers(): number;
+  /** The events the client reported that carry an error. */
+  errors(): Array<Record<string, unknown>>;
+  /** Waits until `n` more answers than now have arrived. */
+  flowing(n: number, what: string): Promise<void>;
+  /** Ends the client; resolves with its exit code and its closing report. */
+  stop(): Promise<{ code: number | null; done: Record<string, unknown> | undefined }>;
+}
+
+/** Starts the line client in host `hostIndex`'s (0-based) network namespace against ip:port; waits until lines flow. */
+export async function lineClient(c: TestCluster, hostIndex: number, ip: string, port: number): Promise<LineClient> {
+  const script = join(ROOT, 'test', 'support', 'line-client.mjs');
+  const child = spawn('nsenter', [`--net=/run/netns/${c.hosts[hostIndex]!.netns}`, '--', process.execPath, script, ip, String(port), '20'], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const events: Array<Record<string, unknown>> = [];
+  createInterface({ input: child.stdout! }).on('line', (l) => events.push(JSON.parse(l) as Record<string, unknown>));
+  const exited = new Promise<number | null>((r) => child.on('close', (code) => r(code)));
+  const answers = (): number => Math.max(0, ...events.map((e) => (typeof e.ok === 'number' ? e.ok : 0)));
+  const lc: LineClient = {
+    answers,
+    errors: () => events.filter((e) => 'error' in e && e.done !== true),
+    async flowing(n, what) {
+      const from = answers();
+      await until(what, () => (answers() >= from + n ? true : undefined));
+    },
+    async stop() {
+      child.kill('SIGTERM');
+      const code = await exited;
+      return { code, done: events.find((e) => e.done === true) };
+    },
+  };
+  try {
+    await lc.flowing(20, 'the client to exchange lines');
+  } catch (e) {
+    await lc.stop();
+    throw e;
+  }
+  return lc;
 }
