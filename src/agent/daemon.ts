@@ -49,6 +49,8 @@ export interface AgentOptions {
    * cluster network (VXLAN), the agent joins it with this address as its VXLAN endpoint.
    */
   readonly underlayIp?: string;
+  /** Containers' traffic to anywhere beyond the host leaves masqueraded as the host. */
+  readonly outboundNat?: boolean;
   readonly labels: Record<string, string>;
   readonly heartbeatMs: number;
   readonly stopTimeoutMs: number;
@@ -120,7 +122,7 @@ export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
   // host's own credential is good only towards the manager). A manager too old to tell: our token.
   const apiToken = (await client.agent.apiToken().catch(() => ({ token: o.token }))).token;
   const network = createNodeNetwork({
-    stateDir: join(o.dataDir, 'network'), bridge: o.bridge, log,
+    stateDir: join(o.dataDir, 'network'), bridge: o.bridge, log, outboundNat: o.outboundNat === true,
     ...(overlay ? { subnet: overlay.subnet, cluster: overlay.cluster } : { subnet: o.subnet }),
   });
 

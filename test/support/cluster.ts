@@ -232,7 +232,7 @@ export async function teardownCluster(t: { home: string; tid: string; id?: strin
  * the prerequisites are checked first, and the teardown fails the suite when it had to remove anything.
  * The returned holder's `c` is set once `before` has run.
  */
-export function useCluster(o: { nodes: number; tools: string[]; env?: Record<string, string>; extraAgentArgs?: string[] }): { c: TestCluster } {
+export function useCluster(o: { nodes: number; tools: string[]; env?: Record<string, string>; extraAgentArgs?: string[]; upArgs?: string[] }): { c: TestCluster } {
   const holder = {} as { c: TestCluster };
   before(async () => {
     ensurePrerequisites(o.tools);

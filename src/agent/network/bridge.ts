@@ -24,7 +24,7 @@ export interface BridgeConfig {
 
 /** One iptables rule this component owns. */
 export interface IptablesRule {
-  readonly table: 'filter' | 'nat';
+  readonly table: 'filter' | 'nat' | 'raw';
   readonly chain: string;
   /** `insert` puts it first so a host's DROP rules further down cannot shadow it. */
   readonly position: 'insert' | 'append';
@@ -118,7 +118,7 @@ export async function destroyBridge(name: string, log: (m: string) => void = () 
   checkLinkName(name);
   if (await deleteLink(name)) log(`network: removed bridge ${name}`);
   const tag = ruleTag(name);
-  for (const [table, chain] of [['filter', 'FORWARD'], ['filter', 'INPUT'], ['nat', 'POSTROUTING']] as const) {
+  for (const [table, chain] of [['filter', 'FORWARD'], ['filter', 'INPUT'], ['nat', 'POSTROUTING'], ['raw', 'PREROUTING']] as const) {
     for (const spec of await taggedRules(table, chain, tag)) {
       await runCommand('iptables', ['-w', '5', '-t', table, '-D', chain, ...spec]);
     }

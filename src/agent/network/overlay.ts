@@ -138,13 +138,18 @@ export async function ensureOverlay(bridge: string, subnet: Subnet, config: Over
 
 /**
  * Containers never reach the underlay: not this host's underlay address (the agent's API), not the
- * other hosts or the manager behind it. (Tagged with the bridge, so destroyBridge removes them.)
+ * other hosts or the manager behind it; plus the one raw-table rule the host's link into the bridge
+ * needs. (Tagged with the bridge, so destroyBridge removes them.)
  */
 export function isolationRules(bridge: string, underlayIp: string, underlayCidr: string | undefined): IptablesRule[] {
   const tag = ['-m', 'comment', '--comment', ruleTag(bridge)];
   const { hostSide } = overlayLinks(bridge);
   const rules: IptablesRule[] = [bridge, hostSide].map((dev) => ({ table: 'filter', chain: 'INPUT', position: 'insert', spec: ['-i', dev, '-d', `${underlayIp}/32`, ...tag, '-j', 'DROP'] }));
   if (underlayCidr) rules.push({ table: 'filter', chain: 'FORWARD', position: 'insert', spec: ['-i', bridge, '-d', underlayCidr, ...tag, '-j', 'DROP'] });
+  // Frames the host routes into the bridge through its veth pair were tracked (and un-NATed) on the
+  // routed leg already; tracked again as bridged frames (br_netfilter), a NATed reply's tuple would
+  // clash with its own connection and get its port rewritten — outbound NAT would break.
+  rules.push({ table: 'raw', chain: 'PREROUTING', position: 'insert', spec: ['-m', 'physdev', '--physdev-in', overlayLinks(bridge).bridgeSide, ...tag, '-j', 'NOTRACK'] });
   return rules;
 }
 

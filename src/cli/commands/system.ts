@@ -52,7 +52,9 @@ export function systemCommands(program: Command, ctx: Ctx, globals: () => { home
     .option('--nodes <n>', `simulate N hosts on this machine (2-${MAX_SIM_NODES}): each its own network namespace, address, agent, data dir and cgroup parent`, '1')
     .option('--cluster-subnet <cidr>', 'with --nodes: the cluster-wide container network', '10.216.0.0/16')
     .option('--vni <n>', 'with --nodes: VXLAN network id of the cluster network', '4216')
-    .action(async (o: { host: string; port: string; agentPort: string; nodeName: string; agentArg?: string[]; nodes: string; clusterSubnet: string; vni: string }, cmd: Command) => {
+    .option('--outbound-nat', 'containers may reach beyond their host, masqueraded as the host (every agent)')
+    .action(async (o: { host: string; port: string; agentPort: string; nodeName: string; agentArg?: string[]; nodes: string; clusterSubnet: string; vni: string; outboundNat?: boolean }, cmd: Command) => {
+      if (o.outboundNat) o.agentArg = [...(o.agentArg ?? []), '--outbound-nat'];
       const home = ferryHome(globals().home);
       // Every flag is checked before anything is created.
       const nodes = checkNodeCount(o.nodes);
@@ -132,6 +134,7 @@ export function systemCommands(program: Command, ctx: Ctx, globals: () => { home
     .option('--stop-timeout-ms <ms>', 'grace between SIGTERM and SIGKILL', '10000')
     .option('--rescan-ms <ms>', 'how often running containers are re-checked for migratability', '15000')
     .option('--underlay-ip <ip>', 'this host\'s address on the underlay (its VXLAN endpoint in a cluster network)')
+    .option('--outbound-nat', 'let containers reach beyond this host: their traffic leaves masqueraded as the host (off by default)')
     .action(async (o: Record<string, string | string[] | undefined>, cmd: Command) => {
       const home = ferryHome(globals().home);
       const p = homePaths(home);
@@ -156,6 +159,7 @@ export function systemCommands(program: Command, ctx: Ctx, globals: () => { home
         heartbeatMs: positiveInt(o.heartbeatMs as string, '--heartbeat-ms'), stopTimeoutMs: positiveInt(o.stopTimeoutMs as string, '--stop-timeout-ms', true),
         rescanMs: positiveInt(o.rescanMs as string, '--rescan-ms'),
         ...(underlayIp !== undefined ? { underlayIp } : {}),
+        outboundNat: (o.outboundNat as unknown) === true,
         version: VERSION, log: stamp,
       });
       await mkdir(p.run, { recursive: true });
