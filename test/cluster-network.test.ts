@@ -37,7 +37,11 @@ describe('cluster network across three simulated hosts', { skip: skipUnlessReady
     const table = await c.ok(['node', 'ls']);
     for (const h of c.hosts) assert.match(table, new RegExp(`${h.node}\\s+Ready.*overlay 10\\.\\S+ via ${h.underlayIp.replace(/\./g, '\\.')}`));
     for (const ip of [srvIp, peerIp]) assert.ok(ip.startsWith(net.subnet.split('.').slice(0, 2).join('.')), `${ip} in ${net.subnet}`);
-    const body = await c.ok(['exec', 'peer', '--', 'wget', '-q', '-O', '-', `http://${srvIp}/count`]);
+    // (The app may still be binding its port when its container reports running: try for a while.)
+    const body = await until('peer on host C to fetch from srv on host A', async () => {
+      const x = await c.cli(['exec', 'peer', '--', 'timeout', '3', 'wget', '-q', '-O', '-', `http://${srvIp}/count`]);
+      return x.code === 0 ? x.stdout : undefined;
+    }, 20_000);
     assert.match(body, /"count":\d+/);
     // A host reaches containers on other hosts too (through its own overlay address).
     const r = await c.exec(1, ['/usr/bin/busybox', 'wget', '-q', '-O', '-', `http://${srvIp}/count`]);
