@@ -8,7 +8,9 @@ import { setTimeout } from 'node:timers';
 
 const [host, portText, intervalText] = process.argv.slice(2);
 const interval = Number(intervalText ?? 20);
-const sock = connect({ host, port: Number(portText) });
+let sock;
+let connected = false;
+let attempts = 0;
 let k = 0;
 let lastN;
 let answers = 0;
@@ -33,12 +35,23 @@ const send = () => {
   sentAt = Date.now();
   sock.write(`ping ${k}\n`);
 };
-sock.setNoDelay(true);
-sock.on('connect', () => {
-  say({ connected: true, local: `${sock.localAddress}:${sock.localPort}` });
-  send();
-});
-sock.on('data', (b) => {
+// Until the first connection the server may still be starting: refused connects are retried (10 s).
+const open = () => {
+  sock = connect({ host, port: Number(portText) });
+  sock.setNoDelay(true);
+  sock.on('connect', () => {
+    connected = true;
+    say({ connected: true, local: `${sock.localAddress}:${sock.localPort}`, attempts: attempts + 1 });
+    send();
+  });
+  sock.on('data', onData);
+  sock.on('error', (e) => {
+    if (!connected && e.code === 'ECONNREFUSED' && ++attempts < 100) return setTimeout(open, 100);
+    fail(`socket error: ${e.message}`);
+  });
+  sock.on('close', () => { if (connected) fail('connection closed'); });
+};
+const onData = (b) => {
   buffered += b.toString();
   let nl;
   while ((nl = buffered.indexOf('\n')) >= 0) {
@@ -55,7 +68,6 @@ sock.on('data', (b) => {
     if (answers % 10 === 0) say({ ok: answers, lastN });
     setTimeout(send, interval);
   }
-});
-sock.on('error', (e) => fail(`socket error: ${e.message}`));
-sock.on('close', () => fail('connection closed'));
+};
+open();
 process.on('SIGTERM', () => finish(failed ? 1 : 0));
