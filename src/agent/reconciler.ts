@@ -10,7 +10,7 @@ import type { ContainerRecord } from './records.ts';
 import { createAndStart, teardown, removeOrphan, type LifecycleDeps } from './lifecycle.ts';
 import { decideRestart, STABLE_RUN_MS } from './restart.ts';
 import { scanMigratability } from './dumpable.ts';
-import { continueProcesses } from './migrate.ts';
+import { continueProcesses, reconnect } from './migrate.ts';
 
 /** How soon a container whose exit wait failed is looked at again. */
 const FAILED_WAIT_RETRY_MS = 250;
@@ -238,6 +238,8 @@ export class Reconciler {
       if (!this.synced || (await this.d.migrationActive(rec.outgoing))) return;
       this.d.log(`resuming ${rec.name}: migration ${rec.outgoing} ended and left it here`);
       if ((await this.d.runtime.state(rec.runtimeId))?.status === 'paused') await this.d.runtime.resume(rec.runtimeId);
+      // On the overlay it was cut off the network before it froze: connect it and announce it again.
+      if (this.d.network.cluster) await reconnect(this.d, rec);
       rec.outgoing = undefined;
       await this.d.records.save(rec);
     }

@@ -8,7 +8,7 @@ import { before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, execFileSync } from 'node:child_process';
 import { chmod, cp, mkdtemp, rm } from 'node:fs/promises';
-import { existsSync, readFileSync, readdirSync, readlinkSync, rmdirSync, statSync } from 'node:fs';
+import { closeSync, existsSync, openSync, readFileSync, readdirSync, readlinkSync, rmdirSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
@@ -32,6 +32,8 @@ export interface SimHostInfo {
   readonly runcRoot: string;
   /** The pid of this host's agent, or undefined when it is not running. */
   agentPid(): number | undefined;
+  /** Starts this host's agent again (after it died) with the command line it had; waits until Ready. */
+  restartAgent(env?: Record<string, string>): Promise<void>;
 }
 
 /** A cluster started for a test. */
@@ -110,11 +112,31 @@ export async function startCluster(o: { nodes: number; env?: Record<string, stri
   }
   const u = JSON.parse(r.stdout) as UpJson;
   const cli = (args: string[], co?: { input?: string; env?: Record<string, string> }): Promise<CliResult> => runCli(home, args, co);
-  const hosts: SimHostInfo[] = u.nodes.map((n, k) => ({
-    index: k + 1, node: n.name, netns: n.netns, underlayIp: n.underlayIp, cgroupParent: n.cgroupParent, idPrefix: n.idPrefix, dataDir: n.dataDir,
-    runcRoot: join(n.dataDir, 'runc'),
-    agentPid: () => runFilePid(join(home, 'run', `agent-${n.name}.json`)),
-  }));
+  const hosts: SimHostInfo[] = u.nodes.map((n, k) => {
+    const agentPid = (): number | undefined => runFilePid(join(home, 'run', `agent-${n.name}.json`));
+    // The command line `ferry up` gave the agent, for a restart after it was killed.
+    const pid0 = agentPid();
+    const argv = pid0 ? readFileSync(`/proc/${pid0}/cmdline`, 'utf8').split('\0').filter((x) => x !== '') : [];
+    return {
+      index: k + 1, node: n.name, netns: n.netns, underlayIp: n.underlayIp, cgroupParent: n.cgroupParent, idPrefix: n.idPrefix, dataDir: n.dataDir,
+      runcRoot: join(n.dataDir, 'runc'),
+      agentPid,
+      async restartAgent(env = {}) {
+        if (argv.length === 0) throw new Error(`no command line recorded for the agent of ${n.name}`);
+        const log = openSync(join(home, 'logs', `agent-${n.name}.log`), 'a');
+        const child = spawn('nsenter', [`--net=/run/netns/${n.netns}`, '--', ...argv], {
+          detached: true, stdio: ['ignore', log, log], env: { ...process.env, FERRY_TOKEN: u.token, ...env },
+        });
+        child.unref();
+        closeSync(log);
+        const client = new FerryClient({ url: u.api, token: u.token });
+        await until(`the agent of ${n.name} to come back`, async () => {
+          const nv = await client.nodes.get(n.name);
+          return agentPid() === child.pid && nv.state === 'Ready' ? true : undefined;
+        });
+      },
+    };
+  });
   const c: TestCluster = {
     id: u.simulation.id, home, bridge: u.simulation.bridge, subnet: u.simulation.subnet, managerUrl: u.api, token: u.token,
     client: new FerryClient({ url: u.api, token: u.token }),
