@@ -25,6 +25,8 @@ export const apiErrors = defineErrors({
   IMAGE_NOT_FOUND: { status: 404, message: 'no image "{image}" on any node; `ferry image ls` lists them, `ferry image import` adds one' },
   PORT_IN_USE: { status: 409, message: 'host port {hostIp}:{hostPort} is already published by container "{holder}"' },
   NODE_NOT_FOUND: { status: 404, message: 'no node named "{name}"; `ferry node ls` lists them' },
+  NODE_STILL_READY: { status: 409, message: 'node "{name}" is Ready: its agent still runs; stop the agent first (or `ferry node drain {name}` to move its containers off), then remove it once `ferry node ls` shows it NotReady' },
+  NODE_STILL_USED: { status: 409, message: 'node "{name}" still has {count} container(s) placed on it: {containers}; move them (`ferry migrate`) or remove them first' },
   NO_NODE: { status: 503, message: 'no ready node can run this container: {reason}' },
   AGENT_UNREACHABLE: { status: 502, message: 'the agent of node "{node}" did not answer: {reason}' },
   MIGRATION_NOT_FOUND: { status: 404, message: 'no migration "{id}"; `ferry migrations ls` lists them' },

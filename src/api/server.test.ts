@@ -156,6 +156,35 @@ describe('manager API: node networking', () => {
     });
   });
 
+  describe('removing a node that is gone', () => {
+    let t: Awaited<ReturnType<typeof open>>;
+    before(async () => { t = await open(); await ensureClusterNetwork(t.store, clusterNetworkOf('10.240.0.0/16', 42)); });
+    after(async () => { await t.close(); });
+    const del = (name: string) => t.app.inject({ method: 'DELETE', url: `/v1/nodes/${name}`, headers: auth });
+
+    it('refuses a Ready node or one with containers placed on it, then forgets the node, its addresses and its images', async () => {
+      assert.equal((await register(t.app, registration('n1', { underlayIp: '10.215.0.11' }))).statusCode, 200);
+      await put<NodeImages>(t.store, keys.nodeImages('n1'), { node: 'n1', images: [sample], updatedAt: '' });
+      const ready = await del('n1');
+      assert.equal(ready.statusCode, 409);
+      assert.match(ready.json().message, /node "n1" is Ready: its agent still runs/);
+      await t.store.delete(keys.nodeAlive('n1'));
+      const c = { apiVersion: 'ferry/v1', kind: 'Container', metadata: { name: 'web', uid: 'u1', createdAt: '', generation: 1 }, spec: {}, placement: { node: 'n1', epoch: 1, scheduledAt: '', reason: '' } };
+      await put(t.store, keys.container('web'), c);
+      const used = await del('n1');
+      assert.equal(used.statusCode, 409);
+      assert.match(used.json().message, /node "n1" still has 1 container\(s\) placed on it: web/);
+      await t.store.delete(keys.container('web'));
+      assert.equal((await del('n1')).statusCode, 204);
+      assert.equal((await t.app.inject({ url: '/v1/nodes/n1', headers: auth })).statusCode, 404);
+      const leases = (await t.store.list<AddressLease>(keys.addressLeases)).items.filter((kv) => kv.value.owner.startsWith('node/n1'));
+      assert.deepEqual(leases, [], 'its overlay address is free again');
+      assert.equal(await t.store.get(keys.nodeImages('n1')), undefined);
+      const unknown = await del('ghost');
+      assert.equal(unknown.statusCode, 404);
+    });
+  });
+
   describe('with a cluster network', () => {
     let t: Awaited<ReturnType<typeof open>>;
     const NET = clusterNetworkOf('10.240.0.0/16', 42);

@@ -119,6 +119,8 @@ export class FerryClient {
     cordon: (name: string): Promise<NodeView> => requestJson(this.endpoint, 'POST', `v1/nodes/${enc(name)}/cordon`),
     /** Makes the node schedulable again. */
     uncordon: (name: string): Promise<NodeView> => requestJson(this.endpoint, 'POST', `v1/nodes/${enc(name)}/uncordon`),
+    /** Forgets a node that is gone (NotReady, nothing placed on it): record, addresses, credential. */
+    remove: (name: string): Promise<void> => requestJson(this.endpoint, 'DELETE', `v1/nodes/${enc(name)}`),
   };
 
   /** Image operations. */

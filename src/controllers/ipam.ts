@@ -113,6 +113,17 @@ export async function releaseAddresses(store: Store, owner: string): Promise<str
   return released;
 }
 
+/** Frees every address node `name` holds: its own on the default network and on each named one. */
+export async function releaseNodeAddresses(store: Store, name: string): Promise<string[]> {
+  const own = nodeOwner(name);
+  const released: string[] = [];
+  for (const kv of (await store.list<AddressLease>(keys.addressLeases)).items) {
+    if (kv.value.owner !== own && !kv.value.owner.startsWith(`${own}@`)) continue;
+    if (await deleteLease(store, kv)) released.push(kv.value.ip);
+  }
+  return released;
+}
+
 /**
  * Frees the addresses of containers that no longer exist (a manager that stopped between deleting a
  * container and releasing its lease leaves one behind), and the hosts' addresses in named networks

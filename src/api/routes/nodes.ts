@@ -4,9 +4,10 @@ import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import type { ApiDeps } from '../server.ts';
 import { listNodes } from '../nodes.ts';
 import { apiErrors } from '../errors.ts';
-import { mutate } from '../../store/index.ts';
+import { mutate, remove } from '../../store/index.ts';
+import { releaseNodeAddresses } from '../../controllers/index.ts';
 import { isFerryError } from '../../errors/index.ts';
-import type { Node } from '../../model/index.ts';
+import type { Container, Node } from '../../model/index.ts';
 import { keys } from '../../model/index.ts';
 import type { NodeView } from '../../client/index.ts';
 import { NameParams } from './schemas.ts';
@@ -38,6 +39,17 @@ export function nodeRoutes(deps: ApiDeps): FastifyPluginAsync {
     app.get('/nodes/:name', { schema: { summary: 'Inspect a node', params: NameParams } }, async (req) => view(req.params.name));
     app.post('/nodes/:name/cordon', { schema: { summary: 'Mark a node unschedulable: nothing new is placed or migrated there; what runs there stays', params: NameParams } },
       async (req) => setUnschedulable(req.params.name, true));
+    app.delete('/nodes/:name', { schema: { summary: 'Forget a node that is gone (NotReady, nothing placed on it): its record, addresses and credential', params: NameParams } },
+      async (req, reply) => {
+        const name = req.params.name;
+        if (!(await deps.store.get(keys.node(name)))) throw apiErrors.NODE_NOT_FOUND({ name });
+        if (await deps.store.get(keys.nodeAlive(name))) throw apiErrors.NODE_STILL_READY({ name });
+        const placed = (await deps.store.list<Container>(keys.containers)).items.filter((kv) => kv.value.placement?.node === name).map((kv) => kv.value.metadata.name);
+        if (placed.length > 0) throw apiErrors.NODE_STILL_USED({ name, count: placed.length, containers: placed.join(', ') });
+        await releaseNodeAddresses(deps.store, name);
+        for (const key of [keys.nodeImages(name), keys.nodeCredential(name), keys.node(name)]) await remove(deps.store, key);
+        return reply.status(204).send();
+      });
     app.post('/nodes/:name/uncordon', { schema: { summary: 'Make a node schedulable again', params: NameParams } },
       async (req) => setUnschedulable(req.params.name, false));
   };

@@ -235,6 +235,12 @@ export function nodeCommands(program: Command, ctx: Ctx): void {
       `Agent:       ${n.node.status.agentVersion}, started ${n.node.status.startedAt}`,
     ].join('\n') + '\n');
   });
+  node.command('rm').description('forget nodes that are gone (NotReady, nothing placed on them): their records, addresses and credentials')
+    .argument('<names...>').action(async (names: string[]) => {
+      for (const name of names) await ctx.client().nodes.remove(name);
+      if (ctx.format() === 'json') return printJson({ removed: names });
+      process.stdout.write(names.map((n) => `node ${n} removed\n`).join(''));
+    });
   node.command('cordon').description('mark a node unschedulable (what runs there stays)').argument('<name>').action(async (name: string) => {
     const n = await ctx.client().nodes.cordon(name);
     if (ctx.format() === 'json') return printJson(n);
