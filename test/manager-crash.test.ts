@@ -11,9 +11,8 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { skipUnlessReady } from './support/prereq.ts';
 import { until } from './support/wait.ts';
-import { MIGRATION_TOOLS, runCounter, runcIdsOn, twoNodes } from './support/two-nodes.ts';
+import { MIGRATION_TOOLS, migrationEnd, runCounter, runcIdsOn, twoNodes } from './support/two-nodes.ts';
 import type { ContainerView } from '../src/model/index.ts';
-import { TERMINAL } from '../src/migration/index.ts';
 
 describe('manager killed during a migration', { skip: skipUnlessReady(MIGRATION_TOOLS) }, () => {
   const n = twoNodes();
@@ -31,10 +30,7 @@ describe('manager killed during a migration', { skip: skipUnlessReady(MIGRATION_
     process.kill(pid, 'SIGKILL');
     await until('the manager to be gone', () => (f.managerPid() === undefined ? true : undefined));
     await f.restartManager();
-    const m = await until('the migration to end', async () => {
-      const x = await f.client.migrations.get(id);
-      return TERMINAL.has(x.status.phase) ? x : undefined;
-    }, 90_000);
+    const m = await migrationEnd(f, id);
     assert.equal(m.status.phase, 'RolledBack', JSON.stringify(m.status));
     assert.match(m.status.error ?? '', /interrupted in Copy/);
     assert.ok(m.status.history.some((h) => h.message === 'recovered after a restart'), 'the new manager recovered it');
@@ -61,10 +57,7 @@ describe('manager killed right after the switch', { skip: skipUnlessReady(MIGRAT
     const id = created.metadata.name;
     await until('the manager to die at the failpoint', () => (f.managerPid() === undefined ? true : undefined));
     await f.restartManager();
-    const m = await until('the migration to end', async () => {
-      const x = await f.client.migrations.get(id);
-      return TERMINAL.has(x.status.phase) ? x : undefined;
-    }, 90_000);
+    const m = await migrationEnd(f, id);
     assert.equal(m.status.phase, 'Succeeded', JSON.stringify(m.status));
     assert.match(await readFile(join(f.home, 'logs', 'manager.log'), 'utf8'), /failpoint migrate:after-switch: killing this process/);
     const v = await until('the target to report it', async () => {

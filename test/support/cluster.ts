@@ -13,7 +13,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { FerryClient } from '../../src/client/index.ts';
-import { ROOT, isLive, runCli, runcList, type CliResult } from './ferry.ts';
+import { ROOT, cliHelpers, isLive, runCli, runcList, type CliResult } from './ferry.ts';
 import { ensurePrerequisites } from './prereq.ts';
 import { until } from './wait.ts';
 import { createInterface } from 'node:readline';
@@ -142,14 +142,7 @@ export async function startCluster(o: { nodes: number; env?: Record<string, stri
     client: new FerryClient({ url: u.api, token: u.token }),
     hosts,
     cli,
-    async ok(args) {
-      const x = await cli(args);
-      if (x.code !== 0) throw new Error(`ferry ${args.join(' ')} exited ${x.code}\nstdout: ${x.stdout}\nstderr: ${x.stderr}`);
-      return x.stdout;
-    },
-    async json<T>(args: string[]) {
-      return JSON.parse(await c.ok(['-o', 'json', ...args])) as T;
-    },
+    ...cliHelpers(cli),
     exec(hostIndex, argv, eo) {
       const h = hosts[hostIndex];
       if (!h) throw new Error(`no host ${hostIndex} (0..${hosts.length - 1})`);
@@ -167,9 +160,9 @@ function netnsInode(name: string): number | undefined {
 
 /**
  * `ferry down` in `home`, then removes by force everything of simulation `id` (and of the home) that
- * is still there; returns what that was. `tid` names the logs kept under test-artifacts/.
+ * is still there; returns what that was. `tid`, when given, names the logs kept under test-artifacts/.
  */
-export async function teardownCluster(t: { home: string; tid: string; id?: string }): Promise<string[]> {
+export async function teardownCluster(t: { home: string; tid?: string; id?: string }): Promise<string[]> {
   const { home } = t;
   const leftovers: string[] = [];
   let id = t.id;
@@ -244,7 +237,7 @@ export async function teardownCluster(t: { home: string; tid: string; id?: strin
   }
   if (existsSync(join(home, 'run', 'sim.json'))) leftovers.push('run/sim.json');
   // Keep the daemons' logs for a post-mortem (test-artifacts/ is git-ignored).
-  await cp(join(home, 'logs'), join(ROOT, 'test-artifacts', t.tid), { recursive: true }).catch(() => undefined);
+  if (t.tid) await cp(join(home, 'logs'), join(ROOT, 'test-artifacts', t.tid), { recursive: true }).catch(() => undefined);
   await rm(home, { recursive: true, force: true });
   return leftovers;
 }

@@ -72,6 +72,16 @@ export interface TestFerry {
   teardown(): Promise<string[]>;
 }
 
+/** `ok` (stdout, or a throw naming the exit code and both streams) and `json` (`-o json`, parsed) over `cli`. */
+export function cliHelpers(cli: (args: string[]) => Promise<CliResult>): { ok(args: string[]): Promise<string>; json<T = unknown>(args: string[]): Promise<T> } {
+  const ok = async (args: string[]): Promise<string> => {
+    const r = await cli(args);
+    if (r.code !== 0) throw new Error(`ferry ${args.join(' ')} exited ${r.code}\nstdout: ${r.stdout}\nstderr: ${r.stderr}`);
+    return r.stdout;
+  };
+  return { ok, json: async <T>(args: string[]) => JSON.parse(await ok(['-o', 'json', ...args])) as T };
+}
+
 /** Runs the ferry CLI. */
 export function runCli(home: string, args: string[], o: { input?: string; env?: Record<string, string> } = {}): Promise<CliResult> {
   return new Promise((res, rej) => {
@@ -124,14 +134,7 @@ export async function startFerry(o: { extraAgentArgs?: string[]; env?: Record<st
     id, home, node, bridge, subnet, runcRoot, cgroupParent, agents,
     client: undefined as unknown as FerryClient,
     cli,
-    async ok(args) {
-      const r = await cli(args);
-      if (r.code !== 0) throw new Error(`ferry ${args.join(' ')} exited ${r.code}\nstdout: ${r.stdout}\nstderr: ${r.stderr}`);
-      return r.stdout;
-    },
-    async json<T>(args: string[]) {
-      return JSON.parse(await f.ok(['-o', 'json', ...args])) as T;
-    },
+    ...cliHelpers(cli),
     runcIds() {
       return runcList(runcRoot);
     },

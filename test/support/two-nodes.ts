@@ -10,6 +10,8 @@ import { startFerry, teardownFerry, type TestFerry, type AgentInfo } from './fer
 import { ensurePrerequisites } from './prereq.ts';
 import { freePort, getWithRetry } from './net.ts';
 import type { Migration } from '../../src/model/index.ts';
+import { TERMINAL } from '../../src/migration/index.ts';
+import { until } from './wait.ts';
 
 /** What the migration tests need. */
 export const MIGRATION_TOOLS = ['runc', 'ip', 'iptables', '/opt/ferry/bin/criu'];
@@ -63,4 +65,12 @@ export async function migrateRolledBack(f: TestFerry, name: string, to: string, 
   assert.equal(m.status.phase, 'RolledBack', JSON.stringify(m.status));
   assert.equal(m.status.failedIn, failedIn);
   return m;
+}
+
+/** Waits (up to 90 s) until migration `id` has ended, and returns it. */
+export function migrationEnd(f: TestFerry, id: string): Promise<Migration> {
+  return until('the migration to end', async () => {
+    const x = await f.client.migrations.get(id);
+    return TERMINAL.has(x.status.phase) ? x : undefined;
+  }, 90_000);
 }

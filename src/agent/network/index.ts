@@ -16,7 +16,6 @@ export type { PortStats, PublishedPorts } from './ports.ts';
 export type { Subnet } from './ipv4.ts';
 export { macFromIp, parseSubnet } from './ipv4.ts';
 export { vethName } from './hook.ts';
-export { overlayLinks, overlayMtu } from './overlay.ts';
 export type { OverlayConfig } from './overlay.ts';
 export type { HookMode } from './hook.ts';
 
