@@ -60,5 +60,12 @@ export const apiErrors = defineErrors({
   NETWORK_DEFAULT: { status: 409, message: 'network "default" is the cluster network: it cannot be {what}' },
   NETWORK_IN_USE: { status: 409, message: 'network "{name}" is still used by {count} container(s): {containers}; remove them first (`ferry rm {args}`)' },
   NETWORK_CREATE_BUSY: { status: 503, message: 'found no free subnet and vni for network "{name}": other networks were being created at the same time; try again' },
+  SERVICE_NOT_FOUND: { status: 404, message: 'no service named "{name}"; `ferry service ls` lists them' },
+  SERVICE_EXISTS: { status: 409, message: 'a service named "{name}" already exists; pick another name, `ferry service update {name}` to change it, or `ferry service rm {name}` first' },
+  SERVICE_DELETING: { status: 409, message: 'service "{name}" is being removed' },
+  SERVICE_INVALID: { status: 400, message: 'invalid service "{name}": {reason}' },
+  SERVICE_HOST_CLASH: { status: 409, message: 'HTTP host {host}{path} is already routed to service "{holder}"; pick another host name or path prefix, or change that service first' },
+  SERVICE_PORT_CLASH: { status: 409, message: 'entry-point TCP port {port} is already used by service "{holder}"; pick another port in {first}-{last}' },
+  SERVICE_ROUTE_CLASH: { status: 409, message: 'a container named "{name}" that is not a replica of this service is in the way: {reason}' },
   CONTAINER_FIELD_FIXED: { status: 409, message: 'the {field} of container "{name}" is fixed when it is created; remove it and run it again to change it' },
 });

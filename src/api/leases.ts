@@ -10,9 +10,13 @@ export class NodeLeases {
   private readonly store: Store;
   private readonly ttl: number;
 
-  constructor(store: Store, ttlSeconds: number) {
+  private readonly aliveKey: (name: string) => string;
+
+  /** `aliveKey` names the lease-bound key (default: the node's alive key; entry points have their own). */
+  constructor(store: Store, ttlSeconds: number, aliveKey: (name: string) => string = keys.nodeAlive) {
     this.store = store;
     this.ttl = ttlSeconds;
+    this.aliveKey = aliveKey;
   }
 
   /** Renews the node's lease, or grants a new one and writes the alive key (after a manager restart). */
@@ -28,6 +32,13 @@ export class NodeLeases {
     }
     const lease = await this.store.grantLease(this.ttl);
     this.byNode.set(node, lease.id);
-    await put(this.store, keys.nodeAlive(node), { node, since: new Date().toISOString() }, { lease: lease.id });
+    await put(this.store, this.aliveKey(node), { node, since: new Date().toISOString() }, { lease: lease.id });
+  }
+
+  /** Ends the lease now (a clean shutdown): the alive key goes at once. */
+  async end(node: string): Promise<void> {
+    const id = this.byNode.get(node);
+    this.byNode.delete(node);
+    if (id !== undefined) await this.store.revokeLease(id);
   }
 }

@@ -15,6 +15,8 @@ import { migrationRoutes } from './routes/migrations.ts';
 import { networkRoutes } from './routes/network.ts';
 import { networksRoutes } from './routes/networks.ts';
 import { joinTokenRoutes } from './routes/join-tokens.ts';
+import { serviceRoutes } from './routes/services.ts';
+import { entryPointRoutes } from './routes/entrypoints.ts';
 import type { NodeLeases } from './leases.ts';
 
 /** What the API needs from the rest of the manager. */
@@ -90,5 +92,7 @@ export async function buildApi(deps: ApiDeps): Promise<FastifyInstance> {
   await app.register(networkRoutes(deps), { prefix: '/v1' });
   await app.register(networksRoutes(deps), { prefix: '/v1' });
   await app.register(joinTokenRoutes(deps), { prefix: '/v1' });
+  await app.register(serviceRoutes(deps), { prefix: '/v1' });
+  await app.register(entryPointRoutes(deps), { prefix: '/v1' });
   return app;
 }

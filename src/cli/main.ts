@@ -9,6 +9,7 @@ import { nodeCommands } from './commands/nodes.ts';
 import { systemCommands } from './commands/system.ts';
 import { migrationCommands } from './commands/migrations.ts';
 import { networkCommands } from './commands/networks.ts';
+import { serviceCommands } from './commands/services.ts';
 
 const program = new Command('ferry')
   .description('Ferry: run containers on your own hosts, and move them while they run')
@@ -41,6 +42,7 @@ imageCommands(program, ctx);
 nodeCommands(program, ctx);
 migrationCommands(program, ctx);
 networkCommands(program, ctx);
+serviceCommands(program, ctx);
 systemCommands(program, ctx, globals);
 for (const c of program.commands) {
   c.exitOverride();

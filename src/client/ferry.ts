@@ -1,5 +1,5 @@
 /** The typed client of the manager API — the one door the CLI, agents, benches and dashboard use. */
-import type { ClusterNetwork, NetworkView, ContainerSpec, ContainerStatus, ContainerView, ImageView, JoinTokenCreated, JoinTokenView, Migration, Node, NodeFacts, ImageRecord } from '../model/index.ts';
+import type { ClusterNetwork, NetworkView, ContainerSpec, ContainerStatus, ContainerView, ImageView, JoinTokenCreated, JoinTokenView, Migration, Node, NodeFacts, ImageRecord, ServiceSpec, ServiceView } from '../model/index.ts';
 import type { Endpoint, ExecFrame } from './http.ts';
 import { ndjson, requestJson, send } from './http.ts';
 
@@ -109,6 +109,25 @@ export class FerryClient {
         body: { args: o.args, env: o.env, cwd: o.cwd, stdin: o.stdin }, signal: o.signal,
       })),
     stats: (name: string): Promise<Record<string, unknown>> => requestJson(this.endpoint, 'GET', `v1/containers/${enc(name)}/stats`),
+  };
+
+  /** Service operations. */
+  readonly services = {
+    list: (): Promise<ServiceView[]> => requestJson(this.endpoint, 'GET', 'v1/services'),
+    get: (name: string): Promise<ServiceView> => requestJson(this.endpoint, 'GET', `v1/services/${enc(name)}`),
+    create: (input: Partial<ServiceSpec> & { name: string; image: string }): Promise<ServiceView> => requestJson(this.endpoint, 'POST', 'v1/services', { body: input }),
+    update: (name: string, change: Partial<ServiceSpec>): Promise<ServiceView> => requestJson(this.endpoint, 'PATCH', `v1/services/${enc(name)}`, { body: change }),
+    remove: (name: string): Promise<ServiceView> => requestJson(this.endpoint, 'DELETE', `v1/services/${enc(name)}`),
+  };
+
+  /** What an entry point (lb) reports to the manager. */
+  readonly entryPoints = {
+    heartbeat: (name: string): Promise<{ ttlSeconds: number }> => requestJson(this.endpoint, 'POST', `v1/entrypoints/${enc(name)}/heartbeat`),
+    remove: (name: string): Promise<void> => requestJson(this.endpoint, 'DELETE', `v1/entrypoints/${enc(name)}`),
+    ackHold: (container: string, entryPoint: string, uid: string): Promise<{ applied: boolean }> =>
+      requestJson(this.endpoint, 'POST', `v1/holds/${enc(container)}/ack`, { body: { entryPoint, uid } }),
+    drained: (container: string, uid: string): Promise<{ applied: boolean }> =>
+      requestJson(this.endpoint, 'POST', `v1/retirements/${enc(container)}/drained`, { body: { uid } }),
   };
 
   /** Node operations. */

@@ -21,8 +21,13 @@ export interface Loop {
   idle(): Promise<void>;
 }
 
+/** A loop that can also be told to reconcile a name (a deadline passed, say). */
+export interface ReconcileLoop extends Loop {
+  enqueue(name: string): void;
+}
+
 /** Starts a reconcile loop. */
-export function startLoop(o: LoopOptions): Loop {
+export function startLoop(o: LoopOptions): ReconcileLoop {
   const ac = new AbortController();
   const queue = new Set<string>();
   let wake: (() => void) | undefined;
@@ -77,6 +82,7 @@ export function startLoop(o: LoopOptions): Loop {
   resync.unref();
 
   return {
+    enqueue: (name) => { if (!ac.signal.aborted) enqueue(name); },
     async stop() {
       ac.abort();
       clearInterval(resync);

@@ -14,6 +14,7 @@ import { keys, findImage } from '../model/index.ts';
 import { autoStrategy, precopyDone, step, recover, TERMINAL, precheck, blocking, type RoundReport, type MachineState, type MigrationEvent, type MigrationPhase } from '../migration/index.ts';
 import { assignmentOf, nodeSnapshots } from './containers.ts';
 import { startLoop, type Loop } from './loop.ts';
+import { holdAtEntryPoints, releaseHold } from './holds.ts';
 
 /** Pre-copy stops copying once the last delta would cross in this long (or after PRECOPY_MAX_ROUNDS). */
 const PRECOPY_TARGET_FREEZE_MS = 300;
@@ -148,6 +149,9 @@ async function perform(d: MigrationDeps, m: Migration, t: DriveState): Promise<M
       return { type: 'round-done', converged: verdict.done };
     }
     case 'Freeze': {
+      // New requests wait at the entry point (or go to other replicas) instead of hitting a frozen process.
+      const held = await holdAtEntryPoints(d.store, await container(d, m), m.metadata.name);
+      if (held) await save(d, m.metadata.name, (x) => { x.status.history.push({ phase: 'Freeze', at: new Date().toISOString(), message: held }); });
       t.freezeStart = Date.now();
       if (m.status.strategy === 'stop-copy' && !t.streamTo) throw new Error('the target page server is unknown (the manager restarted after Prepare)');
       const preCopyRound = m.status.strategy === 'pre-copy' ? m.status.round - 1 : undefined;
@@ -194,6 +198,7 @@ async function perform(d: MigrationDeps, m: Migration, t: DriveState): Promise<M
       // Now (and only now) the restored processes run; the target's agent also does this itself when
       // the new assignment reaches it, so a lost call here only delays it.
       await (await agent(d, m.spec.to)).client.migrateContinue(m.metadata.name, name);
+      await releaseHold(d.store, name);
       const freezeMs = t.freezeStart ? Date.now() - t.freezeStart : undefined;
       if (freezeMs !== undefined) await save(d, m.metadata.name, (x) => { x.status.freezeMs = freezeMs; });
       // The switch is in the store and the target runs: a manager dying here must finish, not undo.
@@ -234,6 +239,7 @@ async function perform(d: MigrationDeps, m: Migration, t: DriveState): Promise<M
       }
       try {
         if (c) await (await agent(d, m.spec.from)).client.migrateResume(m.metadata.name, name, c.spec.ports);
+        await releaseHold(d.store, name);
         return { type: 'rolled-back' };
       } catch (e) {
         // A live source agent that refuses is retried; a dead one thaws its copy itself when it returns
@@ -254,6 +260,13 @@ async function save(d: MigrationDeps, id: string, fn: (m: Migration) => void): P
 
 /** Applies a step result to the stored object. */
 async function apply(d: MigrationDeps, id: string, state: MachineState, message?: string): Promise<Migration> {
+  const m = await applyState(d, id, state, message);
+  // However it ended, nothing may stay held at the entry point.
+  if (TERMINAL.has(state.phase)) await releaseHold(d.store, m.spec.container);
+  return m;
+}
+
+async function applyState(d: MigrationDeps, id: string, state: MachineState, message?: string): Promise<Migration> {
   return save(d, id, (m) => {
     const changed = m.status.phase !== state.phase;
     m.status.phase = state.phase;

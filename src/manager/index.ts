@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import { openStore, type Store } from '../store/index.ts';
 import { buildApi, NodeLeases, newToken } from '../api/index.ts';
-import { ensureClusterNetwork, startContainersController, startMigrationsController, type Loop } from '../controllers/index.ts';
+import { ensureClusterNetwork, startContainersController, startMigrationsController, startServicesController, type Loop } from '../controllers/index.ts';
 import { clusterNetworkOf } from '../model/index.ts';
 
 /** How to run a manager. */
@@ -75,9 +75,10 @@ export async function startManager(o: ManagerOptions): Promise<RunningManager> {
   const url = `http://${o.host === '0.0.0.0' ? '127.0.0.1' : o.host}:${port}`;
   const containers = startContainersController(store, (name, e) => o.log(`controller ${name}: ${(e as Error).message}`));
   const migrations = startMigrationsController({ store, agentToken, log: o.log });
+  const services = startServicesController(store, (name, e) => o.log(`services controller ${name}: ${(e as Error).message}`));
   const controllers: Loop = {
-    stop: async () => { await Promise.all([containers.stop(), migrations.stop()]); },
-    idle: async () => { await containers.idle(); await migrations.idle(); },
+    stop: async () => { await Promise.all([containers.stop(), migrations.stop(), services.stop()]); },
+    idle: async () => { await services.idle(); await containers.idle(); await migrations.idle(); },
   };
   return {
     url, token, store, api, controllers,

@@ -41,6 +41,20 @@ export const RestartSchema = Type.Object({
 /** When the agent restarts an exited container. */
 export type RestartPolicy = Static<typeof RestartSchema>;
 
+/** Where the scheduler may put containers, and how it prefers. */
+export const SchedulingSchema = Type.Object({
+  /** spread: the emptiest node; binpack: the fullest that fits. */
+  strategy: Type.Optional(Type.Union([Type.Literal('spread'), Type.Literal('binpack')])),
+  /** Node label constraints such as `region==eu`, `disk!=hdd`, `gpu`. */
+  constraints: Type.Optional(Type.Array(Type.String())),
+  /** At most one replica of the service per node. */
+  onePerHost: Type.Optional(Type.Boolean()),
+  /** What the workload mostly uses (cpu, io, memory, network): unlike classes mix better on a node. */
+  workloadClass: Type.Optional(Type.String()),
+}, { additionalProperties: false });
+/** Where the scheduler may put containers, and how it prefers. */
+export type Scheduling = Static<typeof SchedulingSchema>;
+
 /** What the user wants. */
 export const ContainerSpecSchema = Type.Object({
   image: Type.String({ minLength: 1 }),
@@ -62,6 +76,8 @@ export const ContainerSpecSchema = Type.Object({
   labels: Type.Record(Type.String(), Type.String()),
   /** The named network the container is on (absent: the cluster network, `default`); fixed at create. */
   network: Type.Optional(Type.String()),
+  /** How the scheduler places it (replicas of a service carry their service's). */
+  scheduling: Type.Optional(SchedulingSchema),
 });
 /** What the user wants. */
 export type ContainerSpec = Static<typeof ContainerSpecSchema>;

@@ -10,3 +10,4 @@ export * from './image.ts';
 export * from './migration.ts';
 export * from './network.ts';
 export * from './join.ts';
+export * from './service.ts';

@@ -36,6 +36,18 @@ export const keys = {
   /** Per-node agent credentials of nodes that joined with a token (only the hash of each secret). */
   nodeCredentials: `${ROOT}/credentials/`,
   nodeCredential: (node: string): string => `${ROOT}/credentials/${node}`,
+  /** Services by name. */
+  services: `${ROOT}/services/`,
+  service: (name: string): string => `${ROOT}/services/${name}`,
+  /** Replicas leaving their service, drained by the entry point before they are removed. */
+  retirements: `${ROOT}/retirements/`,
+  retirement: (container: string): string => `${ROOT}/retirements/${container}`,
+  /** Holds at the entry point: new requests for a container frozen by a migration wait (key: container name). */
+  holds: `${ROOT}/lb/holds/`,
+  hold: (container: string): string => `${ROOT}/lb/holds/${container}`,
+  /** Entry points that run, lease-bound (key: lb name); a hold waits for their acknowledgement. */
+  entryPoints: `${ROOT}/lb/alive/`,
+  entryPoint: (name: string): string => `${ROOT}/lb/alive/${name}`,
 } as const;
 
 /** The last path segment of a key. */
