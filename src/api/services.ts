@@ -11,6 +11,7 @@ import {
   keys, checkName, defaultServiceSpec, isReplicaOf, isValidHost, normalizeHost, parseEnv, templateRevision, SERVICE_LABELS, TCP_PORT_RANGE,
 } from '../model/index.ts';
 import { apiErrors } from './errors.ts';
+import { parseConstraint, WORKLOAD_CLASSES } from '../scheduler/index.ts';
 import { imageExists } from './images.ts';
 
 /** Input of a create: every field optional but the name and image. */
@@ -41,8 +42,14 @@ export function checkServiceSpec(name: string, spec: ServiceSpec): ServiceSpec {
     throw invalid(name, 'a rolling update with max-surge 0 and max-unavailable 0 can never replace a replica; allow at least one of them');
   }
   for (const c of spec.scheduling.constraints ?? []) {
-    if (!/^[A-Za-z0-9_./-]+((==|!=)[A-Za-z0-9_./-]*)?$/.test(c)) throw invalid(name, `constraint "${c}" is not KEY, KEY==VALUE or KEY!=VALUE`);
+    try {
+      parseConstraint(c);
+    } catch (e) {
+      throw invalid(name, (e as Error).message);
+    }
   }
+  const cls = spec.scheduling.workloadClass;
+  if (cls !== undefined && !(WORKLOAD_CLASSES as readonly string[]).includes(cls)) throw invalid(name, `workload class "${cls}" is not one of ${WORKLOAD_CLASSES.join(', ')}`);
   return spec;
 }
 

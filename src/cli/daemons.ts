@@ -16,7 +16,7 @@ import { createSimulation, destroySimulation, readSimulation, type SimPlan } fro
 export interface RunFile {
   pid: number;
   url: string;
-  role: 'manager' | 'agent';
+  role: 'manager' | 'agent' | 'lb';
   name?: string;
 }
 
@@ -82,6 +82,19 @@ async function spawnDaemon(args: string[], logFile: string, env: Record<string, 
   return child.pid!;
 }
 
+/** Starts the entry point (`ferry lb`) and waits until it listens; `netns` for a simulated host. */
+async function startLb(home: string, managerUrl: string, lb: { http: string; tcp: string }, env: Record<string, string>, netns?: string): Promise<{ pid: number; url: string }> {
+  const p = homePaths(home);
+  const runFile = join(p.run, 'lb-lb.json');
+  await rm(runFile, { force: true });
+  const log = join(p.logs, 'lb.log');
+  const pid = await spawnDaemon(['lb', '--home', home, '--manager', managerUrl, '--http', lb.http, '--tcp', lb.tcp], log, env, netns);
+  const run = await waitFor('the entry point', () => readRun(runFile), 30_000, log, async () => {
+    if (!(await isOurProcess(pid, 'lb'))) throw new FerryError('FERRY_ERR_START_FAILED', 500, `the entry point exited while starting; last lines of ${log}:\n${await logTail(log)}`);
+  });
+  return { pid, url: run.url };
+}
+
 /** Options of `ferry up`. */
 export interface UpOptions {
   home: string;
@@ -90,6 +103,8 @@ export interface UpOptions {
   agentPort: number;
   nodeName: string;
   extraAgentArgs?: string[];
+  /** The entry point's listeners (`ADDR:PORT`, `ADDR:FIRST-LAST`); false: none. */
+  lb: { http: string; tcp: string } | false;
   progress: (msg: string) => void;
 }
 
@@ -102,7 +117,7 @@ async function refuseIfRunning(home: string): Promise<void> {
 }
 
 /** Starts manager + one agent in the background and waits until the node is Ready. */
-export async function up(o: UpOptions): Promise<{ api: string; token: string; node: string }> {
+export async function up(o: UpOptions): Promise<{ api: string; token: string; node: string; entryPoint?: string }> {
   const p = homePaths(o.home);
   await refuseIfRunning(o.home);
   await removeStaleSimulation(o.home, o.progress);
@@ -127,8 +142,13 @@ export async function up(o: UpOptions): Promise<{ api: string; token: string; no
     const imgs = await client.images.list();
     return n && imgs.some((i) => i.nodes.includes(o.nodeName)) ? n : undefined;
   }, 120_000, aLog);
+  let entry: string | undefined;
+  if (o.lb) {
+    o.progress(`starting the entry point on ${o.lb.http}`);
+    entry = (await startLb(o.home, m.url, o.lb, env)).url;
+  }
   await writeFile(configFile(o.home), JSON.stringify({ api: m.url, token }, null, 2), { mode: 0o600 });
-  return { api: m.url, token, node: o.nodeName };
+  return { api: m.url, token, node: o.nodeName, ...(entry ? { entryPoint: entry } : {}) };
 }
 
 /** Options of `ferry up --nodes N` (N ≥ 2). */
@@ -155,6 +175,8 @@ export interface ClusterUp {
   token: string;
   simulation: { id: string; bridge: string; subnet: string; gateway: string };
   nodes: SimulatedNode[];
+  /** The entry point's HTTP URL (it runs on the first host), when one was started. */
+  entryPoint?: string;
 }
 
 /** SIGTERM, then SIGKILL after `graceMs`; returns once the process is gone. */
@@ -190,7 +212,7 @@ export async function upCluster(o: ClusterUpOptions): Promise<ClusterUp> {
   await rm(p.managerRun, { force: true });
   const token = await loadOrCreateToken(join(p.manager, 'token'));
   const env = { FERRY_TOKEN: token };
-  const started: { pid: number; role: 'manager' | 'agent' }[] = [];
+  const started: { pid: number; role: 'manager' | 'agent' | 'lb' }[] = [];
   const names = Array.from({ length: o.nodes }, (_, k) => `${o.nodeName}-${k + 1}`);
   let plan: SimPlan | undefined;
   // Ctrl-C or a SIGTERM while starting still removes what was made.
@@ -236,14 +258,24 @@ export async function upCluster(o: ClusterUpOptions): Promise<ClusterUp> {
       }
       return pending.size === 0 ? true : undefined;
     }, 120_000, join(p.logs, `agent-${nodes[0]!.name}.log`), async () => { for (const c of checks) await c(); });
+    let entryPoint: string | undefined;
+    if (o.lb) {
+      // On the first host: it reaches every container over the cluster network, clients reach it on the underlay.
+      const at = nodes[0]!;
+      const lb = { http: o.lb.http.replace(/^[^:]*/, at.underlayIp), tcp: o.lb.tcp.replace(/^[^:]*/, at.underlayIp) };
+      o.progress(`starting the entry point on ${at.name} (${lb.http})`);
+      const r = await startLb(o.home, m.url, lb, env, at.netns);
+      started.push({ pid: r.pid, role: 'lb' });
+      entryPoint = r.url;
+    }
     await writeFile(configFile(o.home), JSON.stringify({ api: m.url, token }, null, 2), { mode: 0o600 });
-    return { api: m.url, token, simulation: { id: sim.id, bridge: sim.bridge, subnet: sim.subnet, gateway: sim.gateway }, nodes };
+    return { api: m.url, token, simulation: { id: sim.id, bridge: sim.bridge, subnet: sim.subnet, gateway: sim.gateway }, nodes, ...(entryPoint ? { entryPoint } : {}) };
   } catch (e) {
     o.progress('start failed; removing what this run made');
     const undone: string[] = [];
     // Agents first (so they stop watching), then the manager.
     for (const d of [...started].reverse()) await stopDaemon(d.pid, d.role, 10_000);
-    await Promise.all([p.managerRun, ...names.map((n) => p.agentRun(n)), configFile(o.home)].map((f) => rm(f, { force: true })));
+    await Promise.all([p.managerRun, join(p.run, 'lb-lb.json'), ...names.map((n) => p.agentRun(n)), configFile(o.home)].map((f) => rm(f, { force: true })));
     if (plan) await destroySimulation(plan, p.simulation).catch((err: Error) => undone.push(err.message));
     const what = [started.length > 0 ? `${started.length} process(es)` : '', plan ? `simulated hosts ${plan.id}` : ''].filter(Boolean).join(', ');
     const note = undone.length > 0 ? `; removing what it made failed: ${undone.join('; ')}` : what ? `; removed what it made (${what})` : '; nothing was left behind';
@@ -267,6 +299,8 @@ export async function down(o: { home: string; keepContainers: boolean; progress:
   if (m && !o.keepContainers) {
     const token = await readFile(join(homePaths(o.home).manager, 'token'), 'utf8').then((t) => t.trim());
     const client = new FerryClient({ url: m.url, token });
+    // Services first, or their controller would replace the replicas removed below.
+    for (const sv of await client.services.list().catch(() => [])) await client.services.remove(sv.service.metadata.name).catch(() => undefined);
     const all = await client.containers.list();
     if (all.length > 0) o.progress(`removing ${all.length} container(s)`);
     await Promise.all(all.map(async (v) => {
@@ -274,8 +308,8 @@ export async function down(o: { home: string; keepContainers: boolean; progress:
       removed.push(v.container.metadata.name);
     }));
   }
-  // Agents first (so they stop watching), then the manager.
-  for (const role of ['agent', 'manager']) {
+  // The entry point and agents first (so they stop watching), then the manager.
+  for (const role of ['lb', 'agent', 'manager']) {
     for (const d of live.filter((x) => x.role === role)) {
       o.progress(`stopping ${d.role}${d.name ? ` ${d.name}` : ''} (pid ${d.pid})`);
       await stopDaemon(d.pid, d.role);

@@ -10,6 +10,7 @@ import { systemCommands } from './commands/system.ts';
 import { migrationCommands } from './commands/migrations.ts';
 import { networkCommands } from './commands/networks.ts';
 import { serviceCommands } from './commands/services.ts';
+import { lbCommands } from './commands/lb.ts';
 
 const program = new Command('ferry')
   .description('Ferry: run containers on your own hosts, and move them while they run')
@@ -43,6 +44,7 @@ nodeCommands(program, ctx);
 migrationCommands(program, ctx);
 networkCommands(program, ctx);
 serviceCommands(program, ctx);
+lbCommands(program, globals);
 systemCommands(program, ctx, globals);
 for (const c of program.commands) {
   c.exitOverride();

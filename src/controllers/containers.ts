@@ -6,7 +6,7 @@ import type { Store } from '../store/index.ts';
 import { mutate, put, remove } from '../store/index.ts';
 import { isFerryError } from '../errors/index.ts';
 import type { Assignment, AssignmentNetwork, Container, ContainerStatus, NetworkAddressing, Node } from '../model/index.ts';
-import { keys, keyName, macFromIp } from '../model/index.ts';
+import { keys, keyName, macFromIp, SERVICE_LABELS } from '../model/index.ts';
 import { place, type NodeSnapshot } from '../scheduler/index.ts';
 import { startLoop, type Loop } from './loop.ts';
 import { allocateAddress, clusterNetwork, containerOwner, networkAddressing, nodeOwner, releaseAddresses, sweepLeases } from './ipam.ts';
@@ -17,22 +17,31 @@ export async function nodeSnapshots(store: Store): Promise<NodeSnapshot[]> {
     store.list<Node>(keys.nodes), store.list(keys.alive), store.list<Container>(keys.containers),
   ]);
   const up = new Set(alive.items.map((kv) => keyName(kv.key)));
-  const alloc = new Map<string, { cpus: number; memoryBytes: number }>();
+  const alloc = new Map<string, { cpus: number; memoryBytes: number; services: Record<string, number>; workloads: Record<string, number> }>();
   for (const { value: c } of containers.items) {
     if (!c.placement) continue;
-    const a = alloc.get(c.placement.node) ?? { cpus: 0, memoryBytes: 0 };
+    const a = alloc.get(c.placement.node) ?? { cpus: 0, memoryBytes: 0, services: {}, workloads: {} };
     a.cpus += c.spec.resources.cpus ?? 0;
     a.memoryBytes += c.spec.resources.memoryBytes ?? 0;
+    const service = c.spec.labels[SERVICE_LABELS.service];
+    if (service !== undefined) a.services[service] = (a.services[service] ?? 0) + 1;
+    const cls = c.spec.scheduling?.workloadClass;
+    if (cls !== undefined) a.workloads[cls] = (a.workloads[cls] ?? 0) + 1;
     alloc.set(c.placement.node, a);
   }
-  return nodes.items.map(({ value: n }) => ({
-    name: n.metadata.name,
-    ready: up.has(n.metadata.name),
-    unschedulable: n.spec.unschedulable,
-    labels: n.metadata.labels,
-    capacity: n.status.capacity,
-    allocated: alloc.get(n.metadata.name) ?? { cpus: 0, memoryBytes: 0 },
-  }));
+  return nodes.items.map(({ value: n }) => {
+    const a = alloc.get(n.metadata.name);
+    return {
+      name: n.metadata.name,
+      ready: up.has(n.metadata.name),
+      unschedulable: n.spec.unschedulable,
+      labels: n.metadata.labels,
+      capacity: n.status.capacity,
+      allocated: { cpus: a?.cpus ?? 0, memoryBytes: a?.memoryBytes ?? 0 },
+      services: a?.services ?? {},
+      workloads: a?.workloads ?? {},
+    };
+  });
 }
 
 function sameAssignment(a: Assignment, b: Assignment): boolean {
@@ -77,7 +86,7 @@ export async function reconcileContainer(store: Store, name: string): Promise<vo
       return;
     }
     const decision = place(
-      { name, memoryBytes: c.spec.resources.memoryBytes, cpus: c.spec.resources.cpus, node: c.spec.node },
+      { name, memoryBytes: c.spec.resources.memoryBytes, cpus: c.spec.resources.cpus, node: c.spec.node, service: c.spec.labels[SERVICE_LABELS.service], ...c.spec.scheduling },
       await nodeSnapshots(store),
     );
     if (!decision.ok) {

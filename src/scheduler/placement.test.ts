@@ -12,7 +12,7 @@ test('picks the least allocated ready node and explains it', () => {
   const d = place({ name: 'web', memoryBytes: GiB }, [node('a', { allocated: { cpus: 1, memoryBytes: 4 * GiB } }), node('b')]);
   assert.equal(d.ok, true);
   assert.equal(d.ok && d.node, 'b');
-  assert.match(d.reason, /least-allocated score \d+ \(best of 2 feasible\)/);
+  assert.match(d.reason, /^score [\d.]+: least-allocated [\d.]+×1 \(best of 2 feasible; examined 2 of 2 nodes\)$/);
 });
 
 test('filters: not ready, drained, pinned elsewhere, no memory, no cpu', () => {
@@ -42,7 +42,7 @@ test('no nodes: a clear reason', () => {
 test('evacuee: never back to its own node; a pin to that node is set aside and said so', () => {
   const d = placeEvacuee({ name: 'web', node: 'a' }, 'a', [node('a'), node('b', { allocated: { cpus: 1, memoryBytes: GiB } }), node('c', { unschedulable: true })]);
   assert.equal(d.ok && d.node, 'b');
-  assert.match(d.reason, /best of 1 feasible\); its pin to a is set aside/);
+  assert.match(d.reason, /best of 1 feasible; examined 2 of 2 nodes\); its pin to a is set aside/);
   assert.deepEqual(d.verdicts.map((v) => v.node).sort(), ['b', 'c'], 'the source is not a candidate');
 });
 

@@ -192,7 +192,7 @@ export async function startFerry(o: { extraAgentArgs?: string[]; env?: Record<st
       return a;
     },
   };
-  const up = await cli(['up', '--port', '0', '--node-name', node, ...agentArgs.map((a) => `--agent-arg=${a}`)], { env: o.env ?? {} });
+  const up = await cli(['up', '--port', '0', '--no-lb', '--node-name', node, ...agentArgs.map((a) => `--agent-arg=${a}`)], { env: o.env ?? {} });
   if (up.code !== 0) {
     await teardownFerry(f);
     throw new Error(`ferry up failed (${up.code}): ${up.stderr}\n${await readFile(join(home, 'logs', `agent-${node}.log`), 'utf8').catch(() => '')}`);

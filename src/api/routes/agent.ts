@@ -5,7 +5,7 @@ import { Type, type Static } from 'typebox';
 import { randomUUID } from 'node:crypto';
 import type { ApiDeps } from '../server.ts';
 import { put, remove } from '../../store/index.ts';
-import type { ClusterNetwork, ContainerStatus, Node, NodeImages, NodeNetworkStatus } from '../../model/index.ts';
+import type { ClusterNetwork, Container, ContainerStatus, Node, NodeImages, NodeNetworkStatus } from '../../model/index.ts';
 import { keys, checkName, ipToInt, parseCidr, subnetContains, subnetsOverlap, ContainerStatusSchema, ImageRecordSchema, NodeFactsSchema } from '../../model/index.ts';
 import { allocateAddress, clusterNetwork, nodeOwner } from '../../controllers/index.ts';
 import { apiErrors } from '../errors.ts';
@@ -133,7 +133,13 @@ export function agentRoutes(deps: ApiDeps): FastifyPluginAsync {
       const cur = await store.get<ContainerStatus>(key);
       // Only the node that reported the status clears it: after a migration the old node's cleanup
       // must not erase what the new node reports.
-      if (cur && cur.value.uid === req.query.uid && (cur.value.node === req.query.node || cur.value.node === '')) await remove(store, key);
+      if (cur && cur.value.uid === req.query.uid && (cur.value.node === req.query.node || cur.value.node === '')) {
+        // Nor while the container lives on: placed elsewhere now (it moved), the new node's report replaces
+        // this one — a gap between them would show it as gone (and take it out of the entry point).
+        const c = (await store.get<Container>(keys.container(req.params.name)))?.value;
+        const movedOn = c !== undefined && c.metadata.uid === req.query.uid && !c.metadata.deleting && c.placement !== undefined && c.placement.node !== req.query.node;
+        if (!movedOn) await remove(store, key);
+      }
       return reply.status(204).send();
     });
 

@@ -8,7 +8,7 @@ import { apiErrors } from '../errors.ts';
 import { getContainer } from '../containers.ts';
 import { mutate } from '../../store/index.ts';
 import type { Container, Migration, Node } from '../../model/index.ts';
-import { keys } from '../../model/index.ts';
+import { keys, SERVICE_LABELS } from '../../model/index.ts';
 import { TERMINAL, type MigrationPhase } from '../../migration/index.ts';
 import { placeEvacuee, type IncomingLoad } from '../../scheduler/index.ts';
 import { nodeSnapshots } from '../../controllers/index.ts';
@@ -53,7 +53,7 @@ async function chooseTarget(store: ApiDeps['store'], c: Container, from: string)
     .filter((kv) => !kv.value.spec.checkOnly && !TERMINAL.has(kv.value.status.phase as MigrationPhase))
     .map((kv) => ({ node: kv.value.spec.to, ...resources.get(kv.value.spec.container) }));
   const r = c.spec.resources;
-  const d = placeEvacuee({ name: c.metadata.name, memoryBytes: r.memoryBytes, cpus: r.cpus, node: c.spec.node }, from, snapshots, incoming);
+  const d = placeEvacuee({ name: c.metadata.name, memoryBytes: r.memoryBytes, cpus: r.cpus, node: c.spec.node, service: c.spec.labels[SERVICE_LABELS.service], ...c.spec.scheduling }, from, snapshots, incoming);
   if (!d.ok) throw apiErrors.MIGRATION_NO_TARGET({ name: c.metadata.name, from, reason: d.reason });
   return { to: d.node, reason: `target ${d.node} chosen by the scheduler: ${d.reason}` };
 }

@@ -12,6 +12,8 @@ import { MAX_SIM_NODES, checkClusterSubnet, checkNodeCount, checkVni, parseCidr,
 import { ferryHome } from '../config.ts';
 import { homePaths, TOOLS } from '../paths.ts';
 import { printJson } from '../output.ts';
+import { parseHttpListen, parseTcpListen } from './lb.ts';
+import { TCP_PORT_RANGE } from '../../model/index.ts';
 import type { Ctx } from './containers.ts';
 import { positiveInt } from './containers.ts';
 
@@ -53,7 +55,10 @@ export function systemCommands(program: Command, ctx: Ctx, globals: () => { home
     .option('--cluster-subnet <cidr>', 'with --nodes: the cluster-wide container network', '10.216.0.0/16')
     .option('--vni <n>', 'with --nodes: VXLAN network id of the cluster network', '4216')
     .option('--outbound-nat', 'containers may reach beyond their host, masqueraded as the host (every agent)')
-    .action(async (o: { host: string; port: string; agentPort: string; nodeName: string; agentArg?: string[]; nodes: string; clusterSubnet: string; vni: string; outboundNat?: boolean }, cmd: Command) => {
+    .option('--lb-http <addr:port>', 'the entry point\'s HTTP listener (default 127.0.0.1:8080; with --nodes: port 80 on the first host)')
+    .option('--lb-tcp <addr:first-last>', `the entry point's TCP listeners (default 127.0.0.1:${TCP_PORT_RANGE.first}-${TCP_PORT_RANGE.last}; with --nodes: on the first host)`)
+    .option('--no-lb', 'start no entry point')
+    .action(async (o: { host: string; port: string; agentPort: string; nodeName: string; agentArg?: string[]; nodes: string; clusterSubnet: string; vni: string; outboundNat?: boolean; lb: boolean; lbHttp?: string; lbTcp?: string }, cmd: Command) => {
       if (o.outboundNat) o.agentArg = [...(o.agentArg ?? []), '--outbound-nat'];
       const home = ferryHome(globals().home);
       // Every flag is checked before anything is created.
@@ -61,21 +66,32 @@ export function systemCommands(program: Command, ctx: Ctx, globals: () => { home
       const port = positiveInt(o.port, '--port', true);
       const agentPort = positiveInt(o.agentPort, '--agent-port', true);
       const progress = (m: string): void => { if (ctx.format() !== 'json') process.stderr.write(`${m}…\n`); };
+      const lbHttp = o.lbHttp ?? (nodes >= 2 ? '0.0.0.0:80' : '127.0.0.1:8080');
+      const lbTcp = o.lbTcp ?? `${nodes >= 2 ? '0.0.0.0' : '127.0.0.1'}:${TCP_PORT_RANGE.first}-${TCP_PORT_RANGE.last}`;
+      parseHttpListen(lbHttp);
+      parseTcpListen(lbTcp);
+      const lb = o.lb ? { http: lbHttp, tcp: lbTcp } : false as const;
       if (nodes >= 2) {
         if (cmd.getOptionValueSource('host') === 'cli') throw simErrors.BAD_FLAG({ flag: '--host', reason: 'cannot be combined with --nodes (the manager listens on the simulated underlay)' });
         const clusterSubnet = checkClusterSubnet(o.clusterSubnet);
         const vni = checkVni(o.vni);
-        const c = await upCluster({ home, port, agentPort, nodeName: o.nodeName, extraAgentArgs: o.agentArg, nodes, clusterSubnet, vni, progress });
+        const c = await upCluster({ home, port, agentPort, nodeName: o.nodeName, extraAgentArgs: o.agentArg, nodes, clusterSubnet, vni, lb, progress });
         if (ctx.format() === 'json') printJson({ ...c, home });
         else {
           process.stdout.write(`Ferry is up with ${nodes} simulated hosts (underlay ${c.simulation.subnet} on bridge ${c.simulation.bridge}). API: ${c.api}  home: ${home}\n`);
           for (const n of c.nodes) process.stdout.write(`  ${n.name}  ${n.underlayIp}  netns ${n.netns}\n`);
+          if (c.entryPoint) process.stdout.write(`Entry point: ${c.entryPoint} (on ${c.nodes[0]!.name})\n`);
         }
         return;
       }
-      const r = await up({ home, host: o.host, port, agentPort, nodeName: o.nodeName, extraAgentArgs: o.agentArg, progress });
+      const r = await up({ home, host: o.host, port, agentPort, nodeName: o.nodeName, extraAgentArgs: o.agentArg, lb, progress });
       if (ctx.format() === 'json') printJson({ ...r, home });
-      else process.stdout.write(`Ferry is up. API: ${r.api}  node: ${r.node}  home: ${home}\nTry: ferry run --name web -p 8080:80 --memory 128m sample\n`);
+      else {
+        process.stdout.write(`Ferry is up. API: ${r.api}  node: ${r.node}  home: ${home}${r.entryPoint ? `  entry point: ${r.entryPoint}` : ''}\n`);
+        process.stdout.write(r.entryPoint
+          ? `Try: ferry service create web --image sample --replicas 2 --http-host web.local --wait; curl -H 'Host: web.local' ${r.entryPoint}/\n`
+          : 'Try: ferry run --name web -p 8080:80 --memory 128m sample\n');
+      }
     });
 
   program.command('down').description('stop Ferry on this machine (removes its containers unless --keep-containers)')

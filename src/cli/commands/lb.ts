@@ -1,0 +1,83 @@
+/** `ferry lb`: the entry point daemon — HAProxy steered by the cluster's services (`ferry up` starts one). */
+import { mkdir, rm, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { Command } from 'commander';
+import { isIP } from 'node:net';
+import { FerryClient } from '../../client/index.ts';
+import { FerryError } from '../../errors/index.ts';
+import { Lb, startEntryPoint } from '../../lb/index.ts';
+import { checkName, TCP_PORT_RANGE } from '../../model/index.ts';
+import type { RunFile } from '../daemons.ts';
+import { ferryHome } from '../config.ts';
+import { homePaths } from '../paths.ts';
+
+function bad(flag: string, reason: string): FerryError {
+  return new FerryError('FERRY_ERR_BAD_FLAG', 400, `${flag} ${reason}`);
+}
+
+/** Parses `ADDR:PORT`. */
+export function parseHttpListen(v: string): { address: string; port: number } {
+  const i = v.lastIndexOf(':');
+  const address = v.slice(0, i);
+  const port = Number(v.slice(i + 1));
+  if (i < 1 || isIP(address) !== 4 || !Number.isInteger(port) || port < 1 || port > 65535) throw bad('--http', `takes IPv4:PORT such as 127.0.0.1:8080, not "${v}"`);
+  return { address, port };
+}
+
+/** Parses `ADDR:FIRST-LAST` (inside the range services may ask for). */
+export function parseTcpListen(v: string): { address: string; first: number; last: number } {
+  const m = /^(.+):(\d+)-(\d+)$/.exec(v);
+  const first = Number(m?.[2]);
+  const last = Number(m?.[3]);
+  if (!m || isIP(m[1]!) !== 4 || first > last || first < TCP_PORT_RANGE.first || last > TCP_PORT_RANGE.last) {
+    throw bad('--tcp', `takes IPv4:FIRST-LAST inside ${TCP_PORT_RANGE.first}-${TCP_PORT_RANGE.last} (the ports services ask for), such as 127.0.0.1:${TCP_PORT_RANGE.first}-${TCP_PORT_RANGE.last}, not "${v}"`);
+  }
+  return { address: m[1]!, first, last };
+}
+
+function stamp(msg: string): void {
+  process.stdout.write(`${new Date().toISOString()} ${msg}\n`);
+}
+
+/** Registers `ferry lb`. */
+export function lbCommands(program: Command, globals: () => { home?: string }): void {
+  program.command('lb').description('run the entry point in the foreground: HAProxy routing to services (`ferry up` starts one)')
+    .requiredOption('--manager <url>', 'manager API URL (with the cluster token in FERRY_TOKEN)')
+    .option('--name <name>', 'entry point name', 'lb')
+    .option('--http <addr:port>', 'HTTP listener', '127.0.0.1:8080')
+    .option('--tcp <addr:first-last>', 'TCP listeners, one per port', `127.0.0.1:${TCP_PORT_RANGE.first}-${TCP_PORT_RANGE.last}`)
+    .option('--state-dir <dir>', 'HAProxy config, maps and sockets (default <home>/lb/<name>)')
+    .option('--check-ms <ms>', 'health check interval', '1000')
+    .action(async (o: { manager: string; name: string; http: string; tcp: string; stateDir?: string; checkMs: string }) => {
+      const home = ferryHome(globals().home);
+      const p = homePaths(home);
+      const name = checkName(o.name);
+      const http = parseHttpListen(o.http);
+      const tcp = parseTcpListen(o.tcp);
+      const interMs = Number(o.checkMs);
+      if (!Number.isInteger(interMs) || interMs < 100) throw bad('--check-ms', `takes milliseconds ≥ 100, not "${o.checkMs}"`);
+      const token = process.env.FERRY_TOKEN;
+      if (!token) throw new FerryError('FERRY_ERR_NO_TOKEN', 400, 'set FERRY_TOKEN to the cluster token (ferry up does this for you)');
+      const client = new FerryClient({ url: o.manager, token });
+      const lb = await Lb.start({
+        stateDir: o.stateDir ?? join(home, 'lb', name), http, tcp, check: { interMs, fall: 2, rise: 1, timeoutMs: Math.min(2000, interMs) },
+        timeouts: { connectMs: 2000, clientMs: 60_000, serverMs: 60_000 },
+        onEvent: (e) => { if (e.type !== 'applied' || e.commands > 0) stamp(`lb ${JSON.stringify(e)}`); },
+      });
+      const ep = startEntryPoint({ client, name, lb, log: stamp });
+      await mkdir(p.run, { recursive: true });
+      const run: RunFile = { pid: process.pid, url: `http://${http.address}:${http.port}`, role: 'lb', name };
+      await writeFile(join(p.run, `lb-${name}.json`), JSON.stringify(run));
+      stamp(`entry point ${name} listening on http://${http.address}:${http.port} and tcp ${tcp.address}:${tcp.first}-${tcp.last} (HAProxy pid ${lb.pid})`);
+      await new Promise<void>((resolve) => {
+        let done = false;
+        const stop = (): void => {
+          if (done) return;
+          done = true;
+          stamp('entry point stopping');
+          void ep.stop().finally(() => lb.stop()).finally(() => rm(join(p.run, `lb-${name}.json`), { force: true })).finally(resolve);
+        };
+        process.on('SIGTERM', stop).on('SIGINT', stop);
+      });
+    });
+}
