@@ -3,7 +3,8 @@
  * service reached by host name through HAProxy while, under continuous load, it scales up and down
  * (with drain), rolls to a new template, and its replicas live-migrate (the only replica too: its
  * requests are held at the entry point during the freeze). Every request is counted; none may fail.
- * A TCP service is reached by its port.
+ * A replica failing its health check leaves the rotation and comes back; a TCP service is reached
+ * by its port.
  */
 import { after, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
@@ -78,6 +79,29 @@ describe('the entry point on a simulated cluster', () => {
     assertNoFailures('the migrations');
     const end = await load!.stop();
     assert.ok(end.ok > 100, `requests kept flowing (${end.ok} answered)`);
+  });
+
+  it('a replica that fails its health check leaves the rotation and comes back', async () => {
+    await h.c.ok(['service', 'scale', 'web', '2', '--wait']);
+    const [sick, well] = await replicas();
+    const answers = async (n: number): Promise<Set<string>> => {
+      const who = new Set<string>();
+      for (let i = 0; i < n; i++) {
+        const r = await getOnce(lbAddr(), 80, 'web.local', '/', 2000).catch(() => undefined);
+        who.add(r?.status === 200 ? (JSON.parse(r.body) as { hostname: string }).hostname : 'failed');
+      }
+      return who;
+    };
+    // SIGSTOP from the host (init ignores it from inside its own namespace): it stays, but answers nothing.
+    const pid = (await h.c.client.containers.get(sick!.name)).status!.pid;
+    assert.ok(pid > 1, `${sick!.name} has a host pid`);
+    process.kill(pid, 'SIGSTOP');
+    await until(`${sick!.name} to leave the rotation`, async () => {
+      const who = await answers(6);
+      return who.size === 1 && who.has(well!.name) ? true : undefined;
+    }, 60_000);
+    process.kill(pid, 'SIGCONT');
+    await until(`${sick!.name} to come back`, async () => ((await answers(6)).has(sick!.name) ? true : undefined), 60_000);
   });
 
   it('reaches a TCP service by its port', async () => {
