@@ -24,6 +24,7 @@ import { readCapacity, readFacts } from './facts.ts';
 import { agentErrors } from './errors.ts';
 import { isFerryError } from '../errors/index.ts';
 import { TERMINAL } from '../migration/index.ts';
+import { startNameService } from './dns/index.ts';
 
 /** How to run an agent. */
 export interface AgentOptions {
@@ -156,6 +157,9 @@ export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
     knows: (id) => reconciler.recordById(id) !== undefined, imagesChanged: reportImages, migrations,
   });
   await api.listen({ host: o.host, port });
+  // Containers reach services and each other by name: DNS on every container network's gateway here.
+  // Without the cluster network only this node's containers are reachable, so only they are named.
+  const names = startNameService({ read: (ro) => client.agent.names(ro), defaultSubnet: network.subnet.cidr, log, ...(overlay ? {} : { node: o.name }) });
 
   const ac = new AbortController();
   const register = async (): Promise<void> => {
@@ -212,6 +216,7 @@ export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
       clearInterval(heartbeat);
       clearInterval(rescan);
       await connection;
+      await names.stop();
       if (so.removeContainers) {
         reconciler.resync([]);
         await reconciler.idle();

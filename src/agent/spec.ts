@@ -1,10 +1,11 @@
-/** Turns a container spec plus its image config into the runtime's BundleSpec (pure except for reading /etc/passwd). */
+/** Turns a container spec plus its image config into the runtime's BundleSpec (pure except for reading /etc/passwd and writing the container's resolv.conf). */
 import { readFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import type { ContainerSpec } from '../model/index.ts';
 import type { ImageRunConfig } from './images/index.ts';
 import type { BundleSpec, Hook, IdMapping, RootfsMount } from './runtime/index.ts';
 import { agentErrors } from './errors.ts';
+import { resolvConfMount } from './dns/index.ts';
 
 /** Environment merge: later entries replace earlier ones with the same name. */
 export function mergeEnv(...lists: string[][]): string[] {
@@ -74,6 +75,8 @@ export interface BundleInputs {
 export async function bundleSpec(i: BundleInputs): Promise<BundleSpec> {
   const { uid, gid } = await resolveUser(i.rootfs, i.spec.user ?? i.image.user);
   const env = mergeEnv(['PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'], i.image.env, [`HOSTNAME=${i.name}`], i.spec.env);
+  // Names of services and containers resolve through the agent's DNS on the gateway; the rootfs sits in the container's directory.
+  const dns = await resolvConfMount({ containerDir: dirname(i.rootfs), prestart: i.hooks.prestart, volumeTargets: i.spec.volumes.map((v) => v.target) });
   return {
     id: i.runtimeId,
     rootfs: i.rootfs,
@@ -84,7 +87,7 @@ export async function bundleSpec(i: BundleInputs): Promise<BundleSpec> {
     uid, gid,
     hostname: i.name.replace(/[^a-zA-Z0-9-]/g, '-').slice(0, 63),
     resources: { memoryBytes: i.spec.resources.memoryBytes, cpus: i.spec.resources.cpus, pidsLimit: i.spec.resources.pidsLimit },
-    mounts: i.spec.volumes.map((v) => ({ source: v.source, destination: v.target, readOnly: v.readOnly })),
+    mounts: [...i.spec.volumes.map((v) => ({ source: v.source, destination: v.target, readOnly: v.readOnly })), ...(dns ? [dns] : [])],
     uidMappings: [i.idMap],
     gidMappings: [i.idMap],
     newNetns: true,

@@ -81,6 +81,8 @@ const NODE_ROUTES: Record<string, (req: FastifyRequest, node: string) => string 
   'GET /v1/migrations/:id': () => undefined,
   'GET /v1/nodes': () => undefined,
   'GET /v1/agent/token': () => undefined,
+  // Every node answers DNS for the containers of any network it may host: names and addresses only.
+  'GET /v1/agent/names': () => undefined,
 };
 
 const routeOf = (req: FastifyRequest): string | undefined => (req.routeOptions.url === undefined ? undefined : `${req.method} ${req.routeOptions.url}`);

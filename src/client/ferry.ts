@@ -65,6 +65,20 @@ export interface NodeRegistered {
   network?: ClusterNetwork & { hostIp: string };
 }
 
+/**
+ * What agents' DNS answers from (GET /v1/agent/names): the store projected to names, networks and
+ * addresses, read at `revision` (pass it as `afterRevision` to wait for the next change).
+ */
+export interface AgentNames {
+  revision: number;
+  services: { name: string; uid: string; network?: string; deleting?: boolean }[];
+  containers: { name: string; uid: string; network?: string; ip?: string; deleting?: boolean; service?: string; serviceUid?: string }[];
+  statuses: { name: string; uid: string; node: string; phase: string; ip?: string }[];
+  retirements: { container: string; uid: string }[];
+  /** Named networks (not `default`). */
+  networks: { name: string; subnet: string }[];
+}
+
 /** The manager's answer to a join: the node's own credential, to send as its bearer token from now on. */
 export interface NodeJoined {
   node: string;
@@ -172,6 +186,9 @@ export class FerryClient {
     reportStatus: (status: ContainerStatus): Promise<void> => requestJson(this.endpoint, 'PUT', `v1/agent/status/${enc(status.name)}`, { body: status }),
     clearStatus: (name: string, uid: string, node: string): Promise<void> => requestJson(this.endpoint, 'DELETE', `v1/agent/status/${enc(name)}`, { query: { uid, node } }),
     reportImages: (node: string, images: ImageRecord[]): Promise<void> => requestJson(this.endpoint, 'PUT', `v1/agent/${enc(node)}/images`, { body: { images } }),
+    /** The names agents' DNS answers; with `afterRevision` the manager answers once they changed after it (or after `waitMs`). */
+    names: (o: { afterRevision?: number; waitMs?: number; signal?: AbortSignal } = {}): Promise<AgentNames> =>
+      requestJson(this.endpoint, 'GET', 'v1/agent/names', { query: { afterRevision: o.afterRevision, waitMs: o.waitMs }, signal: o.signal }),
     /** Trades a join token for node `name`'s own credential (needs no cluster token; the credential is shown once). */
     join: (name: string, token: string): Promise<NodeJoined> => requestJson(this.endpoint, 'POST', 'v1/agent/join', { body: { name, token } }),
   };

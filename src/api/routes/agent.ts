@@ -5,8 +5,9 @@ import { Type, type Static } from 'typebox';
 import { randomUUID } from 'node:crypto';
 import type { ApiDeps } from '../server.ts';
 import { put, remove } from '../../store/index.ts';
-import type { ClusterNetwork, Container, ContainerStatus, Node, NodeImages, NodeNetworkStatus } from '../../model/index.ts';
-import { keys, checkName, ipToInt, parseCidr, subnetContains, subnetsOverlap, ContainerStatusSchema, ImageRecordSchema, NodeFactsSchema } from '../../model/index.ts';
+import type { ClusterNetwork, Container, ContainerStatus, Network, Node, NodeImages, NodeNetworkStatus, Retirement, Service } from '../../model/index.ts';
+import type { Store } from '../../store/index.ts';
+import { SERVICE_LABELS, keys, checkName, ipToInt, parseCidr, subnetContains, subnetsOverlap, ContainerStatusSchema, ImageRecordSchema, NodeFactsSchema } from '../../model/index.ts';
 import { allocateAddress, clusterNetwork, nodeOwner } from '../../controllers/index.ts';
 import { apiErrors } from '../errors.ts';
 import { NameParams } from './schemas.ts';
@@ -67,6 +68,75 @@ async function checkNodeNetwork(store: ApiDeps['store'], name: string, sent: Sta
   }
   return out;
 }
+
+/**
+ * What agents' DNS name tables are made of (GET /v1/agent/names): per store prefix, the little of each
+ * object a name needs — names, networks, addresses, phases; never a spec's image, command or env.
+ */
+const NAME_SOURCES: Record<string, { prefix: string; project: (value: unknown) => unknown }> = {
+  services: {
+    prefix: keys.services,
+    project: (v) => { const s = v as Service; return { name: s.metadata.name, uid: s.metadata.uid, network: s.spec.network, deleting: s.metadata.deleting }; },
+  },
+  containers: {
+    prefix: keys.containers,
+    project: (v) => {
+      const c = v as Container;
+      return {
+        name: c.metadata.name, uid: c.metadata.uid, network: c.spec.network, ip: c.network?.ip, deleting: c.metadata.deleting,
+        service: c.spec.labels[SERVICE_LABELS.service], serviceUid: c.spec.labels[SERVICE_LABELS.serviceUid],
+      };
+    },
+  },
+  statuses: {
+    prefix: keys.statuses,
+    project: (v) => { const s = v as ContainerStatus; return { name: s.name, uid: s.uid, node: s.node, phase: s.phase, ip: s.ip }; },
+  },
+  retirements: { prefix: keys.retirements, project: (v) => { const r = v as Retirement; return { container: r.container, uid: r.uid }; } },
+  networks: { prefix: keys.networks, project: (v) => { const n = v as Network; return { name: n.metadata.name, subnet: n.spec.subnet }; } },
+};
+
+/** The name sources now, at the lowest of the lists' revisions (waiting after it misses nothing). */
+async function readNameSources(store: Store): Promise<Record<string, unknown>> {
+  const out: Record<string, unknown> = {};
+  let revision = Number.MAX_SAFE_INTEGER;
+  for (const [name, { prefix, project }] of Object.entries(NAME_SOURCES)) {
+    const r = await store.list(prefix);
+    revision = Math.min(revision, r.revision);
+    out[name] = r.items.map((kv) => project(kv.value));
+  }
+  return { revision, ...out };
+}
+
+/**
+ * Resolves when a name source changed after `after` in a way a name table sees (a status report that
+ * only refreshes other fields does not count), after `waitMs`, or when `abort` fires; at once when the
+ * history from `after` is gone (compacted, or a store younger than the revision).
+ */
+async function nameSourcesChanged(store: Store, after: number, waitMs: number, abort: AbortSignal): Promise<void> {
+  if (after > (await store.revision())) return;
+  const ac = new AbortController();
+  const stop = (): void => ac.abort();
+  const timer = setTimeout(stop, waitMs);
+  abort.addEventListener('abort', stop);
+  try {
+    await Promise.race(Object.values(NAME_SOURCES).map(async ({ prefix, project }) => {
+      for await (const ev of store.watch(prefix, { afterRevision: after, signal: ac.signal })) {
+        if (ev.type === 'delete' || !ev.prevKv || JSON.stringify(project(ev.kv.value)) !== JSON.stringify(project(ev.prevKv.value))) return;
+      }
+    }));
+  } catch {
+    // Compacted history: the caller reads everything anew anyway.
+  } finally {
+    clearTimeout(timer);
+    abort.removeEventListener('abort', stop);
+    ac.abort();
+  }
+}
+
+/** How long GET /v1/agent/names waits for a change by default, and at most. */
+const NAMES_WAIT_MS = 25_000;
+const NAMES_MAX_WAIT_MS = 60_000;
 
 /** Agent-facing routes. */
 export function agentRoutes(deps: ApiDeps): FastifyPluginAsync {
@@ -141,6 +211,31 @@ export function agentRoutes(deps: ApiDeps): FastifyPluginAsync {
         if (!movedOn) await remove(store, key);
       }
       return reply.status(204).send();
+    });
+
+    // Agents' DNS (src/agent/dns): a long poll — with afterRevision it answers once something that
+    // names or addresses a container changed after it, or after waitMs.
+    app.get('/agent/names', {
+      schema: {
+        summary: "What agents' DNS answers from: services, containers, statuses, retirements and networks, projected to names and addresses",
+        querystring: Type.Object({
+          afterRevision: Type.Optional(Type.Integer({ minimum: 0 })),
+          waitMs: Type.Optional(Type.Integer({ minimum: 0, maximum: NAMES_MAX_WAIT_MS })),
+        }),
+      },
+    }, async (req, reply) => {
+      if (req.query.afterRevision !== undefined) {
+        const gone = new AbortController();
+        // The response's close before it was sent: the agent hung up.
+        const onClose = (): void => gone.abort();
+        reply.raw.on('close', onClose);
+        try {
+          await nameSourcesChanged(store, req.query.afterRevision, req.query.waitMs ?? NAMES_WAIT_MS, gone.signal);
+        } finally {
+          reply.raw.off('close', onClose);
+        }
+      }
+      return readNameSources(store);
     });
 
     app.put('/agent/:name/images', { schema: { summary: 'An agent reports its images', params: NameParams, body: Type.Object({ images: Type.Array(ImageRecordSchema) }) } }, async (req, reply) => {
