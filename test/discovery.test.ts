@@ -20,7 +20,7 @@ function answered(out: string): string[] {
 }
 
 describe('service discovery by name on two simulated hosts', { skip: skipUnlessReady(TOOLS) }, () => {
-  const cluster = useCluster({ nodes: 2, tools: TOOLS, upArgs: ['--no-lb'] });
+  const cluster = useCluster({ nodes: 2, tools: TOOLS });
   let c: TestCluster;
   before(() => { c = cluster.c; });
 

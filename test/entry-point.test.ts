@@ -15,7 +15,7 @@ import { until } from './support/wait.ts';
 import type { Migration, ServiceView } from '../src/model/index.ts';
 
 describe('the entry point on a simulated cluster', () => {
-  const h = useCluster({ nodes: 2, tools: [...MIGRATION_TOOLS, 'haproxy'] });
+  const h = useCluster({ nodes: 2, tools: [...MIGRATION_TOOLS, 'haproxy'], lb: true });
   let load: HttpLoad | undefined;
   after(async () => { await load?.stop(); });
   const histories: string[] = [];

@@ -1,90 +1,77 @@
 /**
- * Live migration (stop-copy) between two agents on this machine standing for two hosts: the sample
- * app's in-memory counter continues through chained migrations, requests during the freeze are only
- * delayed or refused (never answered by a reset or a stale copy), prechecks refuse what cannot move,
- * and nothing is left on either node.
+ * Live migration (stop-copy) between two simulated hosts (network namespaces with an agent each,
+ * joined over the overlay): the sample app's in-memory counter continues through chained migrations,
+ * requests during the freeze are only delayed or refused (never answered by a reset or a stale copy),
+ * prechecks refuse what cannot move, and nothing is left on either node.
  */
 import { describe, it, before } from 'node:test';
 import assert from 'node:assert/strict';
-import { readdirSync, readFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { readFileSync } from 'node:fs';
 import { totalmem } from 'node:os';
 import { until } from './support/wait.ts';
-import type { TestFerry, AgentInfo } from './support/ferry.ts';
+import type { SimHostInfo, TestCluster } from './support/cluster.ts';
 import { skipUnlessReady } from './support/prereq.ts';
-import { freePort } from './support/net.ts';
-import { counterAt, MIGRATION_TOOLS, runcIdsOn, twoNodes } from './support/two-nodes.ts';
+import { counterAt, ipOf, MIGRATION_TOOLS, migrationFilesOn, runcIdsOn, startPoller, twoNodes } from './support/two-nodes.ts';
 import type { ContainerView, Migration } from '../src/model/index.ts';
 
 describe('live migration between two nodes (stop-copy)', { skip: skipUnlessReady(MIGRATION_TOOLS) }, () => {
   const n = twoNodes();
-  let f: TestFerry;
-  let a: AgentInfo;
-  let b: AgentInfo;
-  let port: number;
-  before(async () => {
-    ({ f, a, b } = n);
-    port = await freePort();
+  let c: TestCluster;
+  let a: SimHostInfo;
+  let b: SimHostInfo;
+  before(() => {
+    ({ c, a, b } = n);
   });
 
-  const runcIds = (): string[] => f.agents.flatMap(runcIdsOn);
-  const count = (): Promise<number> => counterAt(port);
+  const runcIds = (): string[] => c.hosts.flatMap(runcIdsOn);
 
   it('moves a running container there and back three times; its counter never resets or goes back', async () => {
-    await f.ok(['run', '--name', 'web', '--node', a.node, '-p', `127.0.0.1:${port}:80`, 'sample']);
+    await c.ok(['run', '--name', 'web', '--node', a.node, 'sample']);
+    // Its overlay address goes with it; the counter is read from inside host A.
+    const ip = await ipOf(c, 'web');
+    const count = (): Promise<number> => counterAt(c, ip);
     assert.equal(await count(), 1);
-    const seen: number[] = [];
-    let errors = 0;
-    let polling = true;
-    const poller = (async () => {
-      while (polling) {
-        try {
-          const r = await fetch(`http://127.0.0.1:${port}/`, { headers: { connection: 'close' }, signal: AbortSignal.timeout(5000) });
-          seen.push((JSON.parse(await r.text()) as { count: number }).count);
-        } catch {
-          errors++;
-        }
-        await new Promise((r) => setTimeout(r, 10));
-      }
-    })();
+    const poller = startPoller(c, 0, ip);
+    let polled: Awaited<ReturnType<typeof poller.stop>> | undefined;
     const route = [b.node, a.node, b.node, a.node, b.node, a.node];
     try {
     for (const to of route) {
-      const m = await f.json<Migration>(['migrate', 'web', '--to', to]);
+      const m = await c.json<Migration>(['migrate', 'web', '--to', to]);
       assert.equal(m.status.phase, 'Succeeded', `${m.status.error ?? ''}`);
       assert.ok(m.status.freezeMs! > 0 && m.status.bytes > 0);
       assert.ok((m.status.progress?.bytes ?? 0) > 0, 'the progress the CLI draws was recorded');
       assert.deepEqual(m.status.history.map((h) => h.phase), ['Pending', 'Precheck', 'Prepare', 'Freeze', 'Transfer', 'Restore', 'Switch', 'Cleanup', 'Succeeded']);
-      const v = await f.json<ContainerView>(['inspect', 'web']);
+      const v = await c.json<ContainerView>(['inspect', 'web']);
       assert.equal(v.container.placement?.node, to);
       await new Promise((r) => setTimeout(r, 200));
     }
     } finally {
-      polling = false;
-      await poller;
+      polled = await poller.stop();
     }
+    const seen = polled.counts;
+    assert.equal(polled.code, 0, 'the poller ended cleanly');
     assert.ok(seen.length > 20, `the poller got ${seen.length} answers`);
     // Every answer came from the one process, in order, each request counted once: consecutive numbers.
     for (let i = 1; i < seen.length; i++) assert.equal(seen[i], seen[i - 1]! + 1, `answers ${seen[i - 1]} then ${seen[i]}`);
     assert.equal(seen[0], 2);
     const last = await count();
     assert.equal(last, seen[seen.length - 1]! + 1, 'the counter continues after the last migration');
-    // Requests that arrived while no node published the port were refused, not answered wrongly.
-    process.stdout.write(`# poller: ${seen.length} answers, ${errors} refused during the freezes\n`);
-    const v = await f.json<ContainerView>(['inspect', 'web']);
+    // Requests that arrived while the address was moving failed (refused or unanswered), not answered wrongly.
+    process.stdout.write(`# poller: ${seen.length} answers, ${polled.errors.length} failed during the freezes\n`);
+    const v = await c.json<ContainerView>(['inspect', 'web']);
     assert.equal(v.status?.node, a.node);
     assert.deepEqual(runcIds(), [v.status!.runtimeId], 'exactly one runc container on the two nodes');
-    for (const x of f.agents) assert.deepEqual(readdirSync(join(f.home, 'agents', x.node, 'migrations')), [], `no migration files left on ${x.node}`);
-    const mounts = readFileSync('/proc/self/mounts', 'utf8').split('\n').filter((l) => l.includes(f.home));
+    for (const x of c.hosts) assert.deepEqual(migrationFilesOn(x), [], `no migration files left on ${x.node}`);
+    const mounts = readFileSync('/proc/self/mounts', 'utf8').split('\n').filter((l) => l.includes(c.home));
     assert.equal(mounts.length, 1, 'one rootfs mount');
-    assert.equal((await f.ok(['exec', 'web', '--', 'sh', '-c', 'echo ok'])).trim(), 'ok', 'exec reaches it on its new node');
+    assert.equal((await c.ok(['exec', 'web', '--', 'sh', '-c', 'echo ok'])).trim(), 'ok', 'exec reaches it on its new node');
   });
 
   it('--check runs the prechecks only', async () => {
-    const m = await f.json<Migration>(['migrate', 'web', '--to', b.node, '--check']);
+    const m = await c.json<Migration>(['migrate', 'web', '--to', b.node, '--check']);
     assert.equal(m.status.phase, 'Succeeded');
-    assert.ok(m.status.checks.length >= 10 && m.status.checks.every((c) => c.ok), JSON.stringify(m.status.checks));
-    assert.equal((await f.json<ContainerView>(['inspect', 'web'])).container.placement?.node, a.node, 'nothing moved');
+    assert.ok(m.status.checks.length >= 10 && m.status.checks.every((k) => k.ok), JSON.stringify(m.status.checks));
+    assert.equal((await c.json<ContainerView>(['inspect', 'web'])).container.placement?.node, a.node, 'nothing moved');
   });
 
   it('refuses bad requests with clear errors, and changes nothing', async () => {
@@ -96,67 +83,67 @@ describe('live migration between two nodes (stop-copy)', { skip: skipUnlessReady
       [['migrate', 'web', '--to', b.node, '--strategy', 'teleport'], 2, /--strategy must be/],
     ];
     for (const [args, code, re] of cases) {
-      const r = await f.cli(args);
+      const r = await c.cli(args);
       assert.equal(r.code, code, `${args.join(' ')}: ${r.stderr}`);
       assert.match(r.stderr, re);
     }
-    await f.ok(['run', '--name', 'idle', '--node', a.node, 'sample']);
-    await f.ok(['stop', 'idle']);
-    const stopped = await f.cli(['migrate', 'idle', '--to', b.node]);
+    await c.ok(['run', '--name', 'idle', '--node', a.node, 'sample']);
+    await c.ok(['stop', 'idle']);
+    const stopped = await c.cli(['migrate', 'idle', '--to', b.node]);
     assert.equal(stopped.code, 5);
     assert.match(stopped.stderr, /is not running \(it is stopped\)/);
-    await f.ok(['rm', 'idle']);
-    assert.equal((await f.json<ContainerView>(['inspect', 'web'])).container.placement?.node, a.node);
+    await c.ok(['rm', 'idle']);
+    assert.equal((await c.json<ContainerView>(['inspect', 'web'])).container.placement?.node, a.node);
   });
 
   it('refuses a target without room, and a second migration of a container already migrating', async () => {
     // Limits count as allocated: a 60 % hog on b leaves no room for another 60 % container.
     const gib = Math.floor((0.6 * totalmem()) / 1024 ** 3);
-    await f.ok(['run', '--name', 'hog', '--node', b.node, '--memory', `${gib}g`, 'sample']);
-    await f.ok(['run', '--name', 'big', '--node', a.node, '--memory', `${gib}g`, 'sample']);
-    const full = await f.cli(['-o', 'json', 'migrate', 'big', '--to', b.node]);
+    await c.ok(['run', '--name', 'hog', '--node', b.node, '--memory', `${gib}g`, 'sample']);
+    await c.ok(['run', '--name', 'big', '--node', a.node, '--memory', `${gib}g`, 'sample']);
+    const full = await c.cli(['-o', 'json', 'migrate', 'big', '--to', b.node]);
     assert.equal(full.code, 1);
     const m = JSON.parse(full.stdout) as Migration;
     assert.equal(m.status.phase, 'Failed');
     assert.match(m.status.error ?? '', new RegExp(`prechecks failed: .*${b.node} has \\d+ MiB and [\\d.]+ CPUs free; big needs ${gib * 1024} MiB`));
-    assert.equal((await f.json<ContainerView>(['inspect', 'big'])).status?.node, a.node, 'nothing moved');
-    await f.ok(['rm', '-f', 'hog', 'big']);
+    assert.equal((await c.json<ContainerView>(['inspect', 'big'])).status?.node, a.node, 'nothing moved');
+    await c.ok(['rm', '-f', 'hog', 'big']);
 
     // A slow pre-copy (64 KiB/s: its first round takes many seconds) keeps the first migration going
     // while the second is asked for.
-    const first = await f.client.migrations.create({ container: 'web', to: b.node, strategy: 'pre-copy', bandwidthBytesPerSec: 64 * 1024 });
-    const again = await f.cli(['migrate', 'web', '--to', b.node]);
+    const first = await c.client.migrations.create({ container: 'web', to: b.node, strategy: 'pre-copy', bandwidthBytesPerSec: 64 * 1024 });
+    const again = await c.cli(['migrate', 'web', '--to', b.node]);
     assert.equal(again.code, 5, again.stderr);
     assert.match(again.stderr, new RegExp(`already being migrated \\(${first.metadata.name}\\); wait for it or \`ferry migrations cancel ${first.metadata.name}\``));
-    await f.ok(['migrations', 'cancel', first.metadata.name]);
+    await c.ok(['migrations', 'cancel', first.metadata.name]);
     const ended = await until('the first migration to roll back', async () => {
-      const x = await f.client.migrations.get(first.metadata.name);
+      const x = await c.client.migrations.get(first.metadata.name);
       return x.status.phase === 'RolledBack' ? x : undefined;
     });
     assert.match(ended.status.error ?? '', /cancelled by the user/);
-    assert.equal((await f.json<ContainerView>(['inspect', 'web'])).container.placement?.node, a.node);
+    assert.equal((await c.json<ContainerView>(['inspect', 'web'])).container.placement?.node, a.node);
   });
 
   it('a container holding what CRIU cannot dump fails its prechecks and keeps running where it is', async () => {
-    await f.ok(['run', '--name', 'watcher', '--node', a.node, '-e', 'INOTIFY_WATCH=/tmp', 'sample']);
+    await c.ok(['run', '--name', 'watcher', '--node', a.node, '-e', 'INOTIFY_WATCH=/tmp', 'sample']);
     const t0 = Date.now();
-    while ((await f.client.containers.get('watcher')).status?.migratable?.ok !== false && Date.now() - t0 < 20_000) await new Promise((r) => setTimeout(r, 200));
-    const r = await f.cli(['-o', 'json', 'migrate', 'watcher', '--to', b.node]);
+    while ((await c.client.containers.get('watcher')).status?.migratable?.ok !== false && Date.now() - t0 < 20_000) await new Promise((r) => setTimeout(r, 200));
+    const r = await c.cli(['-o', 'json', 'migrate', 'watcher', '--to', b.node]);
     assert.equal(r.code, 1);
     const m = JSON.parse(r.stdout) as Migration;
     assert.equal(m.status.phase, 'Failed');
     assert.match(m.status.error!, /prechecks failed: CRIU cannot checkpoint it: process \d+ \(sample-app\) holds an inotify watch/);
-    const v = await f.json<ContainerView>(['inspect', 'watcher']);
+    const v = await c.json<ContainerView>(['inspect', 'watcher']);
     assert.deepEqual([v.status?.phase, v.status?.node], ['running', a.node]);
-    await f.ok(['rm', '-f', 'watcher']);
+    await c.ok(['rm', '-f', 'watcher']);
   });
 
   it('migrations ls and inspect show what happened', async () => {
-    const list = await f.json<Migration[]>(['migrations', 'ls']);
+    const list = await c.json<Migration[]>(['migrations', 'ls']);
     assert.ok(list.filter((m) => m.status.phase === 'Succeeded' && !m.spec.checkOnly).length >= 6);
-    const text = await f.ok(['migrations', 'inspect', list[list.length - 1]!.metadata.name]);
+    const text = await c.ok(['migrations', 'inspect', list[list.length - 1]!.metadata.name]);
     assert.match(text, /phases\s+Pending .* → Succeeded/);
-    const gone = await f.cli(['migrations', 'inspect', 'mig-nope']);
+    const gone = await c.cli(['migrations', 'inspect', 'mig-nope']);
     assert.equal(gone.code, 4);
   });
 });

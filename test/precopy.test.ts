@@ -1,27 +1,25 @@
 /**
- * Pre-copy live migration between two agents on this machine: rounds of dumps taken while the
+ * Pre-copy live migration between two simulated hosts: rounds of dumps taken while the
  * container runs, each sending only the pages that changed since the previous one (this kernel has
  * no soft-dirty tracking, so pages are compared by content), then a final delta inside the freeze,
  * restored from the chain of rounds. A cancel during a round leaves the container where it was.
  */
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { readdirSync } from 'node:fs';
-import { join } from 'node:path';
 import { skipUnlessReady } from './support/prereq.ts';
 import { until } from './support/wait.ts';
-import { MIGRATION_TOOLS, runCounter, runcIdsOn, twoNodes } from './support/two-nodes.ts';
+import { MIGRATION_TOOLS, migrationFilesOn, runCounter, runcIdsOn, twoNodes } from './support/two-nodes.ts';
 import type { ContainerView, Migration } from '../src/model/index.ts';
 
 describe('live migration between two nodes (pre-copy)', { skip: skipUnlessReady(MIGRATION_TOOLS) }, () => {
   const n = twoNodes();
 
   it('copies rounds while the container runs, then only the last delta; its counter continues', async () => {
-    const { f, a, b } = n;
-    const count = await runCounter(f, 'pre', a.node, ['-e', 'BALLAST_MB=64', '-e', 'DIRTY_PCT_PER_SEC=2']);
+    const { c, a, b } = n;
+    const count = await runCounter(c, 'pre', a.node, ['-e', 'BALLAST_MB=64', '-e', 'DIRTY_PCT_PER_SEC=2']);
     let last = await count();
     for (const to of [b.node, a.node]) {
-      const m = await f.json<Migration>(['migrate', 'pre', '--to', to, '--strategy', 'pre-copy']);
+      const m = await c.json<Migration>(['migrate', 'pre', '--to', to, '--strategy', 'pre-copy']);
       assert.equal(m.status.phase, 'Succeeded', `${m.status.error ?? ''}`);
       assert.equal(m.status.strategy, 'pre-copy');
       const phases = m.status.history.map((h) => h.phase);
@@ -29,37 +27,37 @@ describe('live migration between two nodes (pre-copy)', { skip: skipUnlessReady(
       assert.ok(m.status.round >= 1, `at least one round copied (${m.status.round})`);
       const rounds = m.status.history.filter((h) => h.phase === 'Copy' && h.message?.startsWith('round '));
       assert.equal(rounds.length, m.status.round, 'one history line per round');
-      const v = await f.json<ContainerView>(['inspect', 'pre']);
+      const v = await c.json<ContainerView>(['inspect', 'pre']);
       assert.deepEqual([v.container.placement?.node, v.status?.phase], [to, 'running']);
       const now = await count();
       assert.equal(now, last + 1, 'the counter continued');
       last = now;
-      assert.deepEqual(f.agents.flatMap(runcIdsOn), [v.status!.runtimeId]);
+      assert.deepEqual(c.hosts.flatMap(runcIdsOn), [v.status!.runtimeId]);
       process.stdout.write(`# pre-copy to ${to}: ${m.status.round} round(s), freeze ${m.status.freezeMs} ms, total ${m.status.totalMs} ms, ${m.status.bytes} bytes\n`);
     }
-    for (const x of f.agents) assert.deepEqual(readdirSync(join(f.home, 'agents', x.node, 'migrations')), [], `no migration files left on ${x.node}`);
-    await f.ok(['rm', '-f', 'pre']);
+    for (const x of c.hosts) assert.deepEqual(migrationFilesOn(x), [], `no migration files left on ${x.node}`);
+    await c.ok(['rm', '-f', 'pre']);
   });
 
   it('a cancel during a round rolls back at once: the container runs on where it was', async () => {
-    const { f, a, b } = n;
-    const count = await runCounter(f, 'slow', a.node, ['-e', 'BALLAST_MB=64']);
+    const { c, a, b } = n;
+    const count = await runCounter(c, 'slow', a.node, ['-e', 'BALLAST_MB=64']);
     assert.equal(await count(), 1);
     // 64 MiB at 2 MiB/s: the first round would take half a minute.
-    const started = f.cli(['-o', 'json', 'migrate', 'slow', '--to', b.node, '--strategy', 'pre-copy', '--bandwidth', '2M']);
-    const id = await until('the migration to copy', async () => (await f.client.migrations.list()).find((m) => m.spec.container === 'slow' && m.status.phase === 'Copy')?.metadata.name);
-    await f.ok(['migrations', 'cancel', id]);
+    const started = c.cli(['-o', 'json', 'migrate', 'slow', '--to', b.node, '--strategy', 'pre-copy', '--bandwidth', '2M']);
+    const id = await until('the migration to copy', async () => (await c.client.migrations.list()).find((m) => m.spec.container === 'slow' && m.status.phase === 'Copy')?.metadata.name);
+    await c.ok(['migrations', 'cancel', id]);
     const r = await started;
     assert.equal(r.code, 1, 'a migration that did not succeed exits 1');
     const m = JSON.parse(r.stdout) as Migration;
     assert.equal(m.status.phase, 'RolledBack', JSON.stringify(m.status));
     assert.equal(m.status.failedIn, 'Copy');
     assert.match(m.status.error ?? '', /cancelled by the user/);
-    const v = await f.json<ContainerView>(['inspect', 'slow']);
+    const v = await c.json<ContainerView>(['inspect', 'slow']);
     assert.deepEqual([v.container.placement?.node, v.status?.phase], [a.node, 'running']);
     assert.equal(await count(), 2, 'the same process counts on');
     assert.deepEqual(runcIdsOn(b), []);
-    await until('the migration files to go', () => (f.agents.every((x) => readdirSync(join(f.home, 'agents', x.node, 'migrations')).length === 0) ? true : undefined));
-    await f.ok(['rm', '-f', 'slow']);
+    await until('the migration files to go', () => (c.hosts.every((x) => migrationFilesOn(x).length === 0) ? true : undefined));
+    await c.ok(['rm', '-f', 'slow']);
   });
 });

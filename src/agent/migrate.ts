@@ -195,6 +195,8 @@ export class MigrationAgent {
     rec.outgoing = undefined;
     await this.d.records.save(rec);
     await rm(this.dir(id), { recursive: true, force: true });
+    // CRIU's work dir of a post-copy dump sits beside the migration's directory.
+    await rm(`${this.dir(id)}.work`, { recursive: true, force: true });
   }
 
   /**

@@ -32,8 +32,10 @@ export interface SimHostInfo {
   readonly runcRoot: string;
   /** The pid of this host's agent, or undefined when it is not running. */
   agentPid(): number | undefined;
-  /** Starts this host's agent again (after it died) with the command line it had; waits until Ready. */
+  /** Starts this host's agent again (after it died) with the command line it had; waits until Ready with its images. */
   restartAgent(env?: Record<string, string>): Promise<void>;
+  /** Stops this host's agent (SIGTERM; its containers keep running) and waits until it has exited. */
+  stopAgent(): Promise<void>;
 }
 
 /** A cluster started for a test. */
@@ -59,6 +61,10 @@ export interface TestCluster {
   exec(hostIndex: number, argv: string[], o?: { input?: string; env?: Record<string, string>; timeoutMs?: number }): Promise<CliResult>;
   /** The manager's pid, or undefined when it is not running. */
   managerPid(): number | undefined;
+  /** Starts the manager again (after it died) with the command line it had, on the same address, so the agents find it again. */
+  restartManager(env?: Record<string, string>): Promise<void>;
+  /** Stops the manager (SIGTERM) and waits until it has exited. */
+  stopManager(): Promise<void>;
   /** `ferry down`, then removes by force whatever is left; returns what that was (should be nothing). */
   teardown(): Promise<string[]>;
 }
@@ -80,6 +86,18 @@ function runFilePid(file: string): number | undefined {
   }
 }
 
+/** The command line of live process `pid` (empty when it is gone). */
+function cmdlineOf(pid: number | undefined): string[] {
+  try { return pid ? readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').filter((x) => x !== '') : []; } catch { return []; }
+}
+
+/** SIGTERMs `pid` (when it runs) and waits until it has exited. */
+async function stopProcess(pid: number | undefined, what: string): Promise<void> {
+  if (pid === undefined) return;
+  try { process.kill(pid, 'SIGTERM'); } catch { return; }
+  await until(`${what} (pid ${pid}) to exit`, () => (isLive(pid) ? undefined : true), 30_000);
+}
+
 /** Runs `argv` in network namespace `netns` (only that namespace; mounts stay the host's). */
 export function execInNetns(netns: string, argv: string[], o: { input?: string; env?: Record<string, string>; timeoutMs?: number } = {}): Promise<CliResult> {
   return new Promise((res, rej) => {
@@ -96,14 +114,14 @@ export function execInNetns(netns: string, argv: string[], o: { input?: string; 
   });
 }
 
-/** Starts `ferry up --nodes <nodes>` in a fresh home; `upArgs` are added to the `up` command line. */
-export async function startCluster(o: { nodes: number; env?: Record<string, string>; extraAgentArgs?: string[]; upArgs?: string[] }): Promise<TestCluster> {
+/** Starts `ferry up --nodes <nodes>` in a fresh home (without the entry point unless `lb`); `upArgs` are added to the `up` command line. */
+export async function startCluster(o: { nodes: number; env?: Record<string, string>; extraAgentArgs?: string[]; upArgs?: string[]; lb?: boolean }): Promise<TestCluster> {
   const tid = `fc${randomBytes(3).toString('hex')}`;
   const home = await mkdtemp(join(tmpdir(), `ferry-${tid}-`));
   // Rootfs parents must be traversable by the user namespace's root (host uid 100000).
   await chmod(home, 0o755);
   const agentArgs = ['--stop-timeout-ms=3000', '--rescan-ms=1000', ...(o.extraAgentArgs ?? [])];
-  const r = await runCli(home, ['-o', 'json', 'up', '--nodes', String(o.nodes), '--port', '0', '--node-name', tid, ...agentArgs.map((a) => `--agent-arg=${a}`), ...(o.upArgs ?? [])], { env: o.env ?? {} });
+  const r = await runCli(home, ['-o', 'json', 'up', '--nodes', String(o.nodes), '--port', '0', '--node-name', tid, ...agentArgs.map((a) => `--agent-arg=${a}`), ...(o.lb ? [] : ['--no-lb']), ...(o.upArgs ?? [])], { env: o.env ?? {} });
   if (r.code !== 0) {
     let simId: string | undefined;
     try { simId = (JSON.parse(r.stderr) as { error: { details: { simulation?: string } } }).error.details.simulation; } catch { /* no id: the failure came before the simulation */ }
@@ -115,8 +133,7 @@ export async function startCluster(o: { nodes: number; env?: Record<string, stri
   const hosts: SimHostInfo[] = u.nodes.map((n, k) => {
     const agentPid = (): number | undefined => runFilePid(join(home, 'run', `agent-${n.name}.json`));
     // The command line `ferry up` gave the agent, for a restart after it was killed.
-    const pid0 = agentPid();
-    const argv = pid0 ? readFileSync(`/proc/${pid0}/cmdline`, 'utf8').split('\0').filter((x) => x !== '') : [];
+    const argv = cmdlineOf(agentPid());
     return {
       index: k + 1, node: n.name, netns: n.netns, underlayIp: n.underlayIp, cgroupParent: n.cgroupParent, idPrefix: n.idPrefix, dataDir: n.dataDir,
       runcRoot: join(n.dataDir, 'runc'),
@@ -131,12 +148,16 @@ export async function startCluster(o: { nodes: number; env?: Record<string, stri
         closeSync(log);
         const client = new FerryClient({ url: u.api, token: u.token });
         await until(`the agent of ${n.name} to come back`, async () => {
-          const nv = await client.nodes.get(n.name);
-          return agentPid() === child.pid && nv.state === 'Ready' ? true : undefined;
+          const [nv, imgs] = await Promise.all([client.nodes.get(n.name), client.images.list()]);
+          return agentPid() === child.pid && nv.state === 'Ready' && imgs.some((i) => i.nodes.includes(n.name)) ? true : undefined;
         });
       },
+      stopAgent: () => stopProcess(agentPid(), `the agent of ${n.name}`),
     };
   });
+  const managerPid = (): number | undefined => runFilePid(join(home, 'run', 'manager.json'));
+  // The manager's command line, its port (0 for `up`) pinned to the one it got: the agents know that one.
+  const managerArgv = cmdlineOf(managerPid()).map((a, k, all) => (all[k - 1] === '--port' ? new URL(u.api).port : a));
   const c: TestCluster = {
     id: u.simulation.id, home, bridge: u.simulation.bridge, subnet: u.simulation.subnet, managerUrl: u.api, token: u.token,
     client: new FerryClient({ url: u.api, token: u.token }),
@@ -148,7 +169,16 @@ export async function startCluster(o: { nodes: number; env?: Record<string, stri
       if (!h) throw new Error(`no host ${hostIndex} (0..${hosts.length - 1})`);
       return execInNetns(h.netns, argv, eo);
     },
-    managerPid: () => runFilePid(join(home, 'run', 'manager.json')),
+    managerPid,
+    async restartManager(env = {}) {
+      if (managerArgv.length === 0) throw new Error('no command line recorded for the manager');
+      const log = openSync(join(home, 'logs', 'manager.log'), 'a');
+      const child = spawn(managerArgv[0]!, managerArgv.slice(1), { detached: true, stdio: ['ignore', log, log], env: { ...process.env, FERRY_TOKEN: u.token, ...env } });
+      child.unref();
+      closeSync(log);
+      await until('the manager to come back', async () => (managerPid() === child.pid && (await c.client.nodes.list()) ? true : undefined), 30_000);
+    },
+    stopManager: () => stopProcess(managerPid(), 'the manager'),
     teardown: () => teardownCluster({ home, tid, id: u.simulation.id }),
   };
   return c;
@@ -247,7 +277,7 @@ export async function teardownCluster(t: { home: string; tid?: string; id?: stri
  * the prerequisites are checked first, and the teardown fails the suite when it had to remove anything.
  * The returned holder's `c` is set once `before` has run.
  */
-export function useCluster(o: { nodes: number; tools: string[]; env?: Record<string, string>; extraAgentArgs?: string[]; upArgs?: string[] }): { c: TestCluster } {
+export function useCluster(o: { nodes: number; tools: string[]; env?: Record<string, string>; extraAgentArgs?: string[]; upArgs?: string[]; lb?: boolean }): { c: TestCluster } {
   const holder = {} as { c: TestCluster };
   before(async () => {
     ensurePrerequisites(o.tools);

@@ -1,65 +1,185 @@
 /**
- * The two-node fixture of the migration tests: Ferry with its first agent (node A) and a second
- * agent (node B) on this machine, set up before the suite and torn down after it, with the teardown
- * failing the suite when anything was left behind. Call inside a `describe`.
+ * The two-host fixture of the migration tests: a simulated cluster (`ferry up --nodes 2`, see
+ * cluster.ts) whose host A (`hosts[0]`) and host B (`hosts[1]`) are network namespaces with an agent,
+ * data dir and cgroup parent each, joined over the VXLAN overlay. The sample app's counter is read by
+ * the container's overlay address from inside host A (published ports do not follow a move). The
+ * describes of one file share one cluster: `onSharedCluster` gives each its failpoints and leaves the
+ * cluster clean for the next.
  */
 import { before, after } from 'node:test';
+import { spawn } from 'node:child_process';
+import { existsSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
 import assert from 'node:assert/strict';
-import { existsSync, readdirSync } from 'node:fs';
-import { startFerry, teardownFerry, type TestFerry, type AgentInfo } from './ferry.ts';
-import { ensurePrerequisites } from './prereq.ts';
-import { freePort, getWithRetry } from './net.ts';
+import { ROOT } from './ferry.ts';
+import { useCluster, type SimHostInfo, type TestCluster } from './cluster.ts';
 import type { Migration } from '../../src/model/index.ts';
 import { TERMINAL } from '../../src/migration/index.ts';
 import { until } from './wait.ts';
 
 /** What the migration tests need. */
-export const MIGRATION_TOOLS = ['runc', 'ip', 'iptables', '/opt/ferry/bin/criu'];
+export const MIGRATION_TOOLS = ['runc', 'ip', 'iptables', 'ebtables', 'bridge', 'nsenter', '/usr/bin/busybox', '/opt/ferry/bin/criu'];
 
 /** The fixture; its fields are set once `before` has run. */
 export interface TwoNodes {
-  f: TestFerry;
-  a: AgentInfo;
-  b: AgentInfo;
+  c: TestCluster;
+  /** Host A: where the tests start their containers. */
+  a: SimHostInfo;
+  /** Host B: where they move them. */
+  b: SimHostInfo;
 }
 
-/** Registers before/after hooks for two nodes; `env` goes to every daemon, `targetEnv` to node B's agent only. */
-export function twoNodes(o: { env?: Record<string, string>; targetEnv?: Record<string, string> } = {}): TwoNodes {
+/** Registers before/after hooks for a two-host cluster (call inside a `describe`); the teardown fails the suite when anything was left behind. */
+export function twoNodes(): TwoNodes {
+  const cluster = useCluster({ nodes: 2, tools: MIGRATION_TOOLS });
   const t = {} as TwoNodes;
-  before(async () => {
-    ensurePrerequisites(MIGRATION_TOOLS);
-    t.f = await startFerry(o.env ? { env: o.env } : {});
-    t.a = t.f.agents[0]!;
-    t.b = await t.f.addAgent(o.targetEnv);
-  });
-  after(async () => {
-    if (!t.f) return;
-    const left = await teardownFerry(t.f);
-    assert.deepEqual(left, [], `teardown found leftovers: ${left.join('; ')}`);
+  before(() => {
+    t.c = cluster.c;
+    t.a = cluster.c.hosts[0]!;
+    t.b = cluster.c.hosts[1]!;
   });
   return t;
 }
 
-/** The runc containers of one agent. */
-export function runcIdsOn(x: AgentInfo): string[] {
+/** Failpoints (FERRY_FAILPOINTS) for the manager and the agents of host A and B during one describe. */
+export interface Failpoints {
+  manager?: string;
+  a?: string;
+  b?: string;
+}
+
+/** The FERRY_FAILPOINTS that process `pid` runs with ('' when none). */
+function failpointsOf(pid: number): string {
+  const env = readFileSync(`/proc/${pid}/environ`, 'utf8').split('\0');
+  return env.find((e) => e.startsWith('FERRY_FAILPOINTS='))?.slice('FERRY_FAILPOINTS='.length) ?? '';
+}
+
+/**
+ * Registers before/after hooks for a describe nested in the one that called twoNodes: before it, the
+ * daemons named in `fp` are restarted with those failpoints; after it, every daemon runs again and
+ * without failpoints, migrations still under way are cancelled, every container is removed and so
+ * are the files of ended migrations, so the next describe finds the cluster as new.
+ */
+export function onSharedCluster(n: TwoNodes, fp: Failpoints = {}): void {
+  before(async () => {
+    if (fp.manager) {
+      await n.c.stopManager();
+      await n.c.restartManager({ FERRY_FAILPOINTS: fp.manager });
+    }
+    for (const [h, names] of [[n.a, fp.a], [n.b, fp.b]] as const) {
+      if (!names) continue;
+      await h.stopAgent();
+      await h.restartAgent({ FERRY_FAILPOINTS: names });
+    }
+  });
+  after(async () => {
+    if (!n.c) return;
+    const { c } = n;
+    const m = c.managerPid();
+    if (m === undefined || failpointsOf(m) !== '') {
+      await c.stopManager();
+      await c.restartManager({ FERRY_FAILPOINTS: '' });
+    }
+    for (const h of c.hosts) {
+      const pid = h.agentPid();
+      if (pid !== undefined && failpointsOf(pid) === '') continue;
+      await h.stopAgent();
+      await h.restartAgent({ FERRY_FAILPOINTS: '' });
+    }
+    for (const x of (await c.client.migrations.list()).filter((y) => !TERMINAL.has(y.status.phase))) {
+      await c.client.migrations.cancel(x.metadata.name).catch(() => undefined);
+      await migrationEnd(c, x.metadata.name);
+    }
+    await Promise.all((await c.client.containers.list()).map((v) => c.client.containers.remove(v.container.metadata.name, { wait: true, force: true })));
+    await until('no container on either host', () => {
+      const left = c.hosts.flatMap((h) => runcIdsOn(h).map((x) => `${h.node}: ${x}`));
+      if (left.length > 0) throw new Error(`still there: ${left.join(', ')}`);
+      return true;
+    }, 30_000);
+    // Files of ended migrations that an agent keeps until it restarts (e.g. the CRIU work dir of a
+    // post-copy source that rolled back) would show up in the next describe's checks: said and removed.
+    for (const h of c.hosts) {
+      for (const x of migrationFilesOn(h)) {
+        process.stdout.write(`# ${h.node} kept the files of an ended migration: ${x} (removed before the next describe)\n`);
+        rmSync(join(h.dataDir, 'migrations', x), { recursive: true, force: true });
+      }
+    }
+  });
+}
+
+/** The runc containers of one host. */
+export function runcIdsOn(x: Pick<SimHostInfo, 'runcRoot'>): string[] {
   return existsSync(x.runcRoot) ? readdirSync(x.runcRoot).filter((n) => !n.startsWith('.')) : [];
 }
 
-/** The sample app's counter behind a published port (each call counts one request). */
-export async function counterAt(port: number, attempts?: number): Promise<number> {
-  return (JSON.parse(await getWithRetry(`http://127.0.0.1:${port}/`, attempts)) as { count: number }).count;
+/** The files of migrations in one host's data dir (none when it has no migrations dir). */
+export function migrationFilesOn(x: Pick<SimHostInfo, 'dataDir'>): string[] {
+  const dir = join(x.dataDir, 'migrations');
+  return existsSync(dir) ? readdirSync(dir) : [];
 }
 
-/** Runs the sample app as `name` on `node` with a published port; returns its counter reader. */
-export async function runCounter(f: TestFerry, name: string, node: string, extra: string[] = []): Promise<() => Promise<number>> {
-  const port = await freePort();
-  await f.ok(['run', '--name', name, '--node', node, '-p', `127.0.0.1:${port}:80`, ...extra, 'sample']);
-  return () => counterAt(port, 100);
+/** Waits until container `name` runs with an overlay address, and returns that address. */
+export async function ipOf(c: TestCluster, name: string): Promise<string> {
+  const v = await until(`${name} to run with an address`, async () => {
+    const cv = await c.client.containers.get(name);
+    return cv.status?.phase === 'running' && cv.status.ip ? cv : undefined;
+  });
+  return v.status!.ip!;
+}
+
+/**
+ * The sample app's counter at `addr` (its overlay address, with `:port` unless 80), read from inside
+ * host A (each answered call counts one request). Refused or unanswered tries (the app still starting,
+ * its address moving) are retried for up to `ms`; busybox wget's own -T crashes here, so `timeout`
+ * bounds each try.
+ */
+export async function counterAt(c: TestCluster, addr: string, ms = 30_000): Promise<number> {
+  const t0 = Date.now();
+  for (;;) {
+    const r = await c.exec(0, ['timeout', '3', '/usr/bin/busybox', 'wget', '-q', '-O', '-', `http://${addr}/`]);
+    if (r.code === 0) return (JSON.parse(r.stdout) as { count: number }).count;
+    if (Date.now() - t0 > ms) throw new Error(`GET http://${addr}/ from ${c.hosts[0]!.node} kept failing for ${ms / 1000} s: exit ${r.code} ${r.stderr.trim()}`);
+    await new Promise((res) => setTimeout(res, 100));
+  }
+}
+
+/** Runs the sample app as `name` on `node` (`extra` goes before the image); returns its counter reader (the app listening on `port`). */
+export async function runCounter(c: TestCluster, name: string, node: string, extra: string[] = [], port = 80): Promise<() => Promise<number>> {
+  await c.ok(['run', '--name', name, '--node', node, ...extra, 'sample']);
+  const ip = await ipOf(c, name);
+  return () => counterAt(c, port === 80 ? ip : `${ip}:${port}`);
+}
+
+/** A running HTTP poller (test/support/http-poller.mjs) asking the sample app's counter again and again. */
+export interface Poller {
+  /** Stops it once the request in flight has ended; resolves with the counts answered, in order, and the failed tries. */
+  stop(): Promise<{ counts: number[]; errors: string[]; code: number | null }>;
+}
+
+/** Starts the poller inside host `hostIndex` (0-based) against the sample app at `ip`, one request every `intervalMs`. */
+export function startPoller(c: TestCluster, hostIndex: number, ip: string, intervalMs = 10): Poller {
+  const script = join(ROOT, 'test', 'support', 'http-poller.mjs');
+  const child = spawn('nsenter', [`--net=/run/netns/${c.hosts[hostIndex]!.netns}`, '--', process.execPath, script, ip, '80', String(intervalMs)], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const counts: number[] = [];
+  const errors: string[] = [];
+  createInterface({ input: child.stdout }).on('line', (l) => {
+    const e = JSON.parse(l) as { count?: number; error?: string };
+    if (typeof e.count === 'number') counts.push(e.count);
+    else if (e.error) errors.push(e.error);
+  });
+  const exited = new Promise<number | null>((r) => child.on('close', (code) => r(code)));
+  return {
+    async stop() {
+      child.kill('SIGTERM');
+      return { counts, errors, code: await exited };
+    },
+  };
 }
 
 /** Migrates `name` to `to` expecting a rollback from `failedIn`; returns the migration. */
-export async function migrateRolledBack(f: TestFerry, name: string, to: string, failedIn: string, extra: string[] = []): Promise<Migration> {
-  const r = await f.cli(['-o', 'json', 'migrate', name, '--to', to, ...extra]);
+export async function migrateRolledBack(c: TestCluster, name: string, to: string, failedIn: string, extra: string[] = []): Promise<Migration> {
+  const r = await c.cli(['-o', 'json', 'migrate', name, '--to', to, ...extra]);
   const m = JSON.parse(r.stdout) as Migration;
   assert.equal(r.code, 1);
   assert.equal(m.status.phase, 'RolledBack', JSON.stringify(m.status));
@@ -68,9 +188,9 @@ export async function migrateRolledBack(f: TestFerry, name: string, to: string, 
 }
 
 /** Waits (up to 90 s) until migration `id` has ended, and returns it. */
-export function migrationEnd(f: TestFerry, id: string): Promise<Migration> {
+export function migrationEnd(c: TestCluster, id: string): Promise<Migration> {
   return until('the migration to end', async () => {
-    const x = await f.client.migrations.get(id);
+    const x = await c.client.migrations.get(id);
     return TERMINAL.has(x.status.phase) ? x : undefined;
   }, 90_000);
 }
