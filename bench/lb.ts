@@ -17,6 +17,7 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { getOnce } from '../test/support/http-load.ts';
 import { stopAll } from './network/netns-process.ts';
+import { onInterrupt } from './support/interrupt.ts';
 import { runChurn } from './lb/churn.ts';
 import { leftoversAfter, settled, startCluster, teardownCluster, type ClusterTrace, type SimNode } from './lb/cluster.ts';
 import { renderHandConfig, startHandHaproxy } from './lb/hand-haproxy.ts';
@@ -71,20 +72,9 @@ const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms
 const firstLine = (argv: string[]): string => spawnSync(argv[0]!, argv.slice(1), { encoding: 'utf8' }).stdout?.split('\n')[0]?.trim() ?? '';
 
 const trace: ClusterTrace = {};
-let interrupted: string | undefined;
+const interrupt = onInterrupt(note, stopAll);
 /** Throws once a signal asked the run to stop, so it goes straight to the teardown. */
-const checkpoint = (): void => {
-  if (interrupted) throw new Error(`interrupted by ${interrupted}`);
-};
-for (const sig of ['SIGINT', 'SIGTERM'] as const) {
-  process.on(sig, () => {
-    if (interrupted) return void note(`${sig}: already stopping (the teardown must run to leave nothing behind)`);
-    interrupted = sig;
-    note(`${sig}: stopping; the teardown follows the step in progress`);
-    // The tools go at once (what waits on them fails); a CLI call in progress ends by itself.
-    void stopAll();
-  });
-}
+const checkpoint = (): void => interrupt.checkpoint();
 
 /** Waits until `address:port` has answered `Host: web.local` from every replica in `names`. */
 async function answersFrom(what: string, address: string, port: number, names: string[], timeoutMs = 60_000): Promise<void> {
@@ -205,7 +195,7 @@ result.wallSeconds = (Date.now() - t0) / 1000;
 const summary = summarize(result);
 if (failure) {
   console.error(`bench/lb stopped: ${failure}`);
-  process.exitCode = interrupted ? 130 : 1;
+  process.exitCode = interrupt.signal() ? 130 : 1;
 }
 if (values.o === 'json') console.log(JSON.stringify({ ...result, summary, ...(failure ? { failure } : {}), leftovers: left }, null, 2));
 else console.log(`${renderText(result, summary, failure?.split('\n')[0])}\nleftovers after the teardown: ${left.length > 0 ? left.join('; ') : 'none'}`);

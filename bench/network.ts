@@ -13,6 +13,7 @@ import { parseArgs } from 'node:util';
 import { running, startCluster, teardownCluster, type BenchCluster, type ClusterTrace } from './network/cluster.ts';
 import { measureFirstPacket } from './network/first-packet.ts';
 import { stopAll } from './network/netns-process.ts';
+import { onInterrupt } from './support/interrupt.ts';
 import { renderText, summarize, type NetworkResult, type Series } from './network/report.ts';
 import { firstHop, pingPongOnce, startServer, streamOnce, type Path } from './network/traffic.ts';
 
@@ -46,20 +47,9 @@ const note = (s: string): void => { process.stderr.write(`# ${s}\n`); };
 const message = (e: unknown): string => (e instanceof Error ? e.message : String(e));
 
 const trace: ClusterTrace = {};
-let interrupted: string | undefined;
+const interrupt = onInterrupt(note, stopAll);
 /** Throws once a signal asked the run to stop, so it goes straight to the teardown. */
-const checkpoint = (): void => {
-  if (interrupted) throw new Error(`interrupted by ${interrupted}`);
-};
-for (const sig of ['SIGINT', 'SIGTERM'] as const) {
-  process.on(sig, () => {
-    if (interrupted) return void note(`${sig}: already stopping (the teardown must run to leave nothing behind)`);
-    interrupted = sig;
-    note(`${sig}: stopping; the teardown follows the step in progress`);
-    // The tools go at once (what waits on them fails); a CLI call in progress ends by itself.
-    void stopAll();
-  });
-}
+const checkpoint = (): void => interrupt.checkpoint();
 
 /** Runs `fn`, adding its result to `s`, or its error message. */
 async function measure<T>(s: Series<T>, label: string, fn: () => Promise<T>, show: (r: T) => string): Promise<void> {
@@ -141,7 +131,7 @@ try {
 const summary = summarize(result);
 if (failure) {
   console.error(`bench/network stopped: ${failure}`);
-  process.exitCode = interrupted ? 130 : 1;
+  process.exitCode = interrupt.signal() ? 130 : 1;
 }
 if (values.o === 'json') console.log(JSON.stringify({ ...result, summary, ...(failure ? { failure } : {}), leftovers: left }, null, 2));
 else console.log(renderText(result, summary, failure?.split('\n')[0]));

@@ -10,7 +10,8 @@ import { chmod, mkdtemp } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { cliHelpers, runCli, type CliResult } from '../../test/support/ferry.ts';
-import { teardownCluster as teardownFerryCluster } from '../../test/support/cluster.ts';
+import type { ClusterTrace } from '../network/cluster.ts';
+export { teardownCluster, type ClusterTrace } from '../network/cluster.ts';
 import type { Migration, ServiceView } from '../../src/model/index.ts';
 
 /** One simulated host as `ferry -o json up --nodes N` reports it. */
@@ -35,11 +36,6 @@ export interface LbCluster {
   cli(args: string[]): Promise<CliResult>;
 }
 
-/** What a run made, as far as it got (the teardown's input). */
-export interface ClusterTrace {
-  home?: string;
-  simId?: string;
-}
 
 /** Starts `ferry up --nodes 2` in a fresh home recorded in `trace` before anything is created. */
 export async function startCluster(trace: ClusterTrace): Promise<LbCluster> {
@@ -91,17 +87,6 @@ export async function migrate(c: LbCluster, replica: string, to: string, strateg
   throw new Error(`ferry migrate ${replica} --to ${to} exited ${r.code}: ${r.stderr.trim().split('\n').slice(-3).join(' | ')}`);
 }
 
-/**
- * `ferry down`, then removes by force what is left of the run (the test fixture's own sweep); returns
- * what that was (should be nothing). Safe to call twice.
- */
-export async function teardownCluster(trace: ClusterTrace): Promise<string[]> {
-  const { home } = trace;
-  if (!home) return [];
-  const left = await teardownFerryCluster({ home, ...(trace.simId ? { id: trace.simId } : {}) });
-  trace.home = undefined;
-  return left;
-}
 
 /**
  * What of the run is still on the machine after the teardown: network namespaces (`ip netns`) and

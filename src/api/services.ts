@@ -108,29 +108,29 @@ export async function updateService(store: Store, name: string, change: ServiceC
   if (cur.value.metadata.deleting) throw apiErrors.SERVICE_DELETING({ name });
   const spec = checkServiceSpec(name, { ...cur.value.spec, ...stripUndefined(change) });
   if (change.image !== undefined || change.http !== undefined || change.tcpPort !== undefined || change.network !== undefined) await checkReferences(store, name, spec);
-  try {
-    return (await mutate<Service>(store, keys.service(name), (s) => {
-      if (s.metadata.uid !== cur.value.metadata.uid) throw apiErrors.SERVICE_NOT_FOUND({ name });
-      if (s.metadata.deleting) throw apiErrors.SERVICE_DELETING({ name });
-      s.spec = { ...s.spec, ...stripUndefined(change), ...(spec.http ? { http: spec.http } : {}) };
-      s.metadata.generation += 1;
-      return s;
-    })).value;
-  } catch (e) {
-    if (isFerryError(e, 'STORE_NOT_FOUND')) throw apiErrors.SERVICE_NOT_FOUND({ name });
-    throw e;
-  }
+  return mutateService(store, name, (s) => {
+    if (s.metadata.uid !== cur.value.metadata.uid) throw apiErrors.SERVICE_NOT_FOUND({ name });
+    if (s.metadata.deleting) throw apiErrors.SERVICE_DELETING({ name });
+    s.spec = { ...s.spec, ...stripUndefined(change), ...(spec.http ? { http: spec.http } : {}) };
+    s.metadata.generation += 1;
+    return s;
+  });
 }
 
 /** Marks a service for removal: the controller drains and removes its replicas, then the object. */
-export async function deleteService(store: Store, name: string): Promise<Service> {
+export function deleteService(store: Store, name: string): Promise<Service> {
+  return mutateService(store, name, (s) => {
+    if (s.metadata.deleting) return undefined;
+    s.metadata.deleting = true;
+    s.metadata.generation += 1;
+    return s;
+  });
+}
+
+/** Read-modify-write of one service, with a missing one reported as SERVICE_NOT_FOUND. */
+async function mutateService(store: Store, name: string, fn: (s: Service) => Service | undefined): Promise<Service> {
   try {
-    return (await mutate<Service>(store, keys.service(name), (s) => {
-      if (s.metadata.deleting) return undefined;
-      s.metadata.deleting = true;
-      s.metadata.generation += 1;
-      return s;
-    })).value;
+    return (await mutate<Service>(store, keys.service(name), fn)).value;
   } catch (e) {
     if (isFerryError(e, 'STORE_NOT_FOUND')) throw apiErrors.SERVICE_NOT_FOUND({ name });
     throw e;
