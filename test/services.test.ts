@@ -2,62 +2,53 @@
  * Services on a real node: the controller keeps the replica count through create, scale up and
  * down, a rolling update (every replica replaced, never fewer ready than wanted) and removal.
  */
-import { describe, it, before, after } from 'node:test';
+import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { startFerry, teardownFerry, type TestFerry } from './support/ferry.ts';
-import { ensurePrerequisites, skipUnlessReady } from './support/prereq.ts';
+import { useFerry } from './support/ferry.ts';
+import { skipUnlessReady } from './support/prereq.ts';
 import { until } from './support/wait.ts';
 import type { ServiceView } from '../src/model/index.ts';
 
 const TOOLS = ['runc', 'ip', 'iptables'];
 
 describe('services on a real node', { skip: skipUnlessReady(TOOLS) }, () => {
-  let f: TestFerry;
-  before(async () => {
-    ensurePrerequisites(TOOLS);
-    f = await startFerry();
-  });
-  after(async () => {
-    if (!f) return;
-    const left = await teardownFerry(f);
-    assert.deepEqual(left, [], `teardown found leftovers: ${left.join('; ')}`);
-  });
+  const h = useFerry(TOOLS);
 
-  const running = async (): Promise<string[]> => (await f.client.containers.list())
+  const running = async (): Promise<string[]> => (await h.f.client.containers.list())
     .filter((v) => v.container.metadata.name.startsWith('api-') && v.status?.phase === 'running' && !v.container.metadata.deleting)
     .map((v) => v.container.metadata.name).sort();
 
   it('create --wait runs the replicas; inspect says where each runs and why', async () => {
-    const v = await f.json<ServiceView>(['service', 'create', 'api', '--image', 'sample', '--replicas', '2', '--http-host', 'api.local', '--drain', '1s', '--wait']);
+    const v = await h.f.json<ServiceView>(['service', 'create', 'api', '--image', 'sample', '--replicas', '2', '--http-host', 'api.local', '--drain', '1s', '--wait']);
     assert.equal(v.ready, 2);
     assert.equal((await running()).length, 2);
-    const out = await f.ok(['service', 'inspect', 'api']);
+    const out = await h.f.ok(['service', 'inspect', 'api']);
     assert.match(out, /Replicas:\s+2 ready of 2 wanted/);
     assert.match(out, /api-[0-9a-f]{5}\s+\S+\s+\S+\s+running/, 'each replica with its node and phase');
-    assert.match(await f.ok(['service', 'ls']), /^api\s+sample\s+2\/2\s+http:\/\/api\.local\//m);
+    assert.match(await h.f.ok(['service', 'ls']), /^api\s+sample\s+2\/2\s+http:\/\/api\.local\//m);
   });
 
   it('scales up and down', async () => {
-    assert.equal((await f.json<ServiceView>(['service', 'scale', 'api', '3', '--wait'])).ready, 3);
+    assert.equal((await h.f.json<ServiceView>(['service', 'scale', 'api', '3', '--wait'])).ready, 3);
     assert.equal((await running()).length, 3);
-    await f.ok(['service', 'scale', 'api', '1', '--wait']);
+    await h.f.ok(['service', 'scale', 'api', '1', '--wait']);
     await until('two replicas to be removed', async () => ((await running()).length === 1 ? true : undefined));
   });
 
   it('a changed template rolls every replica, never below the wanted ready count', async () => {
-    await f.ok(['service', 'scale', 'api', '2', '--wait']);
+    await h.f.ok(['service', 'scale', 'api', '2', '--wait']);
     const before = await running();
     let minReady = Infinity;
     let stop = false;
     const watch = (async () => {
       while (!stop) {
-        const v = await f.client.services.get('api');
+        const v = await h.f.client.services.get('api');
         const ready = v.replicas.filter((r) => r.phase === 'running' && !r.retiring).length;
         minReady = Math.min(minReady, ready);
         await new Promise((r) => setTimeout(r, 50));
       }
     })();
-    const v = await f.json<ServiceView>(['service', 'update', 'api', '-e', 'GREETING=v2', '--wait']);
+    const v = await h.f.json<ServiceView>(['service', 'update', 'api', '-e', 'GREETING=v2', '--wait']);
     stop = true;
     await watch;
     assert.equal(v.ready, 2);
@@ -66,25 +57,25 @@ describe('services on a real node', { skip: skipUnlessReady(TOOLS) }, () => {
   });
 
   it('refuses bad input with the reason and a non-zero exit', async () => {
-    const neg = await f.cli(['service', 'scale', 'api', '-1']);
+    const neg = await h.f.cli(['service', 'scale', 'api', '-1']);
     assert.notEqual(neg.code, 0);
-    const img = await f.cli(['service', 'create', 'web', '--image', 'nope']);
+    const img = await h.f.cli(['service', 'create', 'web', '--image', 'nope']);
     assert.notEqual(img.code, 0);
     assert.match(img.stderr, /no image "nope"/);
-    const clash = await f.cli(['service', 'create', 'web', '--image', 'sample', '--http-host', 'api.local']);
+    const clash = await h.f.cli(['service', 'create', 'web', '--image', 'sample', '--http-host', 'api.local']);
     assert.notEqual(clash.code, 0);
     assert.match(clash.stderr, /already routed to service "api"/);
-    const bad = await f.cli(['service', 'create', 'web', '--image', 'sample', '--replicas', '-1']);
+    const bad = await h.f.cli(['service', 'create', 'web', '--image', 'sample', '--replicas', '-1']);
     assert.notEqual(bad.code, 0);
     assert.match(bad.stderr, /replicas must be a whole number/);
-    const none = await f.cli(['service', 'ls', '-o', 'json']);
+    const none = await h.f.cli(['service', 'ls', '-o', 'json']);
     assert.deepEqual((JSON.parse(none.stdout) as ServiceView[]).map((s) => s.service.metadata.name), ['api'], 'nothing was created');
   });
 
   it('rm --wait drains and removes every replica, then the service', async () => {
-    await f.ok(['service', 'rm', 'api', '--wait']);
+    await h.f.ok(['service', 'rm', 'api', '--wait']);
     assert.deepEqual(await running(), []);
-    const gone = await f.cli(['service', 'inspect', 'api']);
+    const gone = await h.f.cli(['service', 'inspect', 'api']);
     assert.notEqual(gone.code, 0);
     assert.match(gone.stderr, /no service named "api"/);
   });

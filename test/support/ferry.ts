@@ -10,6 +10,9 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { FerryClient } from '../../src/client/index.ts';
+import { before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { ensurePrerequisites } from './prereq.ts';
 
 /** Repository root. */
 export const ROOT = resolve(import.meta.dirname, '../..');
@@ -296,4 +299,23 @@ export async function teardownFerry(f: Pick<TestFerry, 'home' | 'runcRoot' | 'cg
   await cp(join(f.home, 'logs'), join(ROOT, 'test-artifacts', f.id), { recursive: true }).catch(() => undefined);
   await rm(f.home, { recursive: true, force: true });
   return leftovers;
+}
+
+/**
+ * Registers before/after hooks around a `startFerry()` (call inside a `describe`): the prerequisites
+ * are checked first, and the teardown fails the suite when it had to remove anything. The holder's
+ * `f` is set once `before` has run.
+ */
+export function useFerry(tools: string[]): { f: TestFerry } {
+  const holder = {} as { f: TestFerry };
+  before(async () => {
+    ensurePrerequisites(tools);
+    holder.f = await startFerry();
+  });
+  after(async () => {
+    if (!holder.f) return;
+    const left = await teardownFerry(holder.f);
+    assert.deepEqual(left, [], `teardown found leftovers: ${left.join('; ')}`);
+  });
+  return holder;
 }
