@@ -20,6 +20,32 @@ export interface RunFile {
   name?: string;
 }
 
+/** A daemon's log line: an ISO timestamp, then the message. */
+export function stamp(msg: string): void {
+  process.stdout.write(`${new Date().toISOString()} ${msg}\n`);
+}
+
+/** The cluster token a daemon authenticates with (`ferry up` passes it in FERRY_TOKEN). */
+export function needToken(): string {
+  const t = process.env.FERRY_TOKEN;
+  if (!t) throw new FerryError('FERRY_ERR_NO_TOKEN', 400, 'set FERRY_TOKEN to the cluster token (ferry up does this for you)');
+  return t;
+}
+
+/** Waits for SIGTERM/SIGINT, then runs `stop` once (a daemon's foreground life). */
+export function onShutdown(stop: () => Promise<void>): Promise<void> {
+  return new Promise((resolve) => {
+    let done = false;
+    const handler = (): void => {
+      if (done) return;
+      done = true;
+      stop().finally(resolve);
+    };
+    process.on('SIGTERM', handler);
+    process.on('SIGINT', handler);
+  });
+}
+
 /** True when `pid` is a live Ferry process of `role` (guards against reused pids). */
 export async function isOurProcess(pid: number, role: string): Promise<boolean> {
   try {
@@ -54,6 +80,13 @@ async function logTail(logFile: string): Promise<string> {
   return (await readFile(logFile, 'utf8').catch(() => '')).split('\n').slice(-15).join('\n');
 }
 
+/** Throws START_FAILED, with the log's last lines, once daemon `pid` has exited while starting. */
+function exitedWhileStarting(pid: number, role: string, what: string, logFile: string): () => Promise<void> {
+  return async () => {
+    if (!(await isOurProcess(pid, role))) throw new FerryError('FERRY_ERR_START_FAILED', 500, `${what} exited while starting; last lines of ${logFile}:\n${await logTail(logFile)}`);
+  };
+}
+
 /** Polls `fn` until it yields; `check` (optional) throws to give up early, e.g. when the daemon died. */
 async function waitFor<T>(what: string, fn: () => Promise<T | undefined>, timeoutMs: number, logFile: string, check?: () => Promise<void>): Promise<T> {
   const t0 = Date.now();
@@ -85,13 +118,11 @@ async function spawnDaemon(args: string[], logFile: string, env: Record<string, 
 /** Starts the entry point (`ferry lb`) and waits until it listens; `netns` for a simulated host. */
 async function startLb(home: string, managerUrl: string, lb: { http: string; tcp: string }, env: Record<string, string>, netns?: string): Promise<{ pid: number; url: string }> {
   const p = homePaths(home);
-  const runFile = join(p.run, 'lb-lb.json');
+  const runFile = p.lbRun('lb');
   await rm(runFile, { force: true });
   const log = join(p.logs, 'lb.log');
   const pid = await spawnDaemon(['lb', '--home', home, '--manager', managerUrl, '--http', lb.http, '--tcp', lb.tcp], log, env, netns);
-  const run = await waitFor('the entry point', () => readRun(runFile), 30_000, log, async () => {
-    if (!(await isOurProcess(pid, 'lb'))) throw new FerryError('FERRY_ERR_START_FAILED', 500, `the entry point exited while starting; last lines of ${log}:\n${await logTail(log)}`);
-  });
+  const run = await waitFor('the entry point', () => readRun(runFile), 30_000, log, exitedWhileStarting(pid, 'lb', 'the entry point', log));
   return { pid, url: run.url };
 }
 
@@ -220,7 +251,7 @@ export async function upCluster(o: ClusterUpOptions): Promise<ClusterUp> {
   const onSignal = (sig: string): void => { interrupted = sig; };
   const alive = (pid: number, role: string, what: string, logFile: string) => async (): Promise<void> => {
     if (interrupted) throw new FerryError('FERRY_ERR_INTERRUPTED', 500, `interrupted by ${interrupted}`);
-    if (!(await isOurProcess(pid, role))) throw new FerryError('FERRY_ERR_START_FAILED', 500, `${what} exited while starting; last lines of ${logFile}:\n${await logTail(logFile)}`);
+    await exitedWhileStarting(pid, role, what, logFile)();
   };
   process.on('SIGINT', onSignal).on('SIGTERM', onSignal);
   try {
@@ -275,7 +306,7 @@ export async function upCluster(o: ClusterUpOptions): Promise<ClusterUp> {
     const undone: string[] = [];
     // Agents first (so they stop watching), then the manager.
     for (const d of [...started].reverse()) await stopDaemon(d.pid, d.role, 10_000);
-    await Promise.all([p.managerRun, join(p.run, 'lb-lb.json'), ...names.map((n) => p.agentRun(n)), configFile(o.home)].map((f) => rm(f, { force: true })));
+    await Promise.all([p.managerRun, p.lbRun('lb'), ...names.map((n) => p.agentRun(n)), configFile(o.home)].map((f) => rm(f, { force: true })));
     if (plan) await destroySimulation(plan, p.simulation).catch((err: Error) => undone.push(err.message));
     const what = [started.length > 0 ? `${started.length} process(es)` : '', plan ? `simulated hosts ${plan.id}` : ''].filter(Boolean).join(', ');
     const note = undone.length > 0 ? `; removing what it made failed: ${undone.join('; ')}` : what ? `; removed what it made (${what})` : '; nothing was left behind';

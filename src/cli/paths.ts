@@ -17,7 +17,7 @@ export const TOOLS = {
 
 /** The layout of a Ferry home. */
 export function homePaths(home: string): {
-  manager: string; agents: string; logs: string; run: string; managerRun: string; agentRun: (n: string) => string; simulation: string;
+  manager: string; agents: string; logs: string; run: string; managerRun: string; agentRun: (n: string) => string; lbRun: (n: string) => string; simulation: string;
 } {
   return {
     manager: join(home, 'manager'),
@@ -26,6 +26,7 @@ export function homePaths(home: string): {
     run: join(home, 'run'),
     managerRun: join(home, 'run/manager.json'),
     agentRun: (n: string) => join(home, `run/agent-${n}.json`),
+    lbRun: (n: string) => join(home, `run/lb-${n}.json`),
     /** The simulated hosts of `ferry up --nodes N` (see simulation.ts); not a daemon's run file. */
     simulation: join(home, 'run/sim.json'),
   };

@@ -77,6 +77,7 @@ export function startEntryPoint(o: EntryPointOptions): EntryPoint {
         reported.add(`${x.container}/${x.uid}`);
       }
     }
+    for (const id of [...reported]) if (!view.retirements.some((x) => `${x.container}/${x.uid}` === id)) reported.delete(id);
   };
 
   const worker = (async () => {

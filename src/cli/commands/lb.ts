@@ -4,15 +4,15 @@ import { join } from 'node:path';
 import type { Command } from 'commander';
 import { isIP } from 'node:net';
 import { FerryClient } from '../../client/index.ts';
-import { FerryError } from '../../errors/index.ts';
 import { Lb, startEntryPoint } from '../../lb/index.ts';
 import { checkName, TCP_PORT_RANGE } from '../../model/index.ts';
-import type { RunFile } from '../daemons.ts';
+import { needToken, onShutdown, stamp, type RunFile } from '../daemons.ts';
+import { simErrors } from '../simulation.ts';
 import { ferryHome } from '../config.ts';
 import { homePaths } from '../paths.ts';
 
-function bad(flag: string, reason: string): FerryError {
-  return new FerryError('FERRY_ERR_BAD_FLAG', 400, `${flag} ${reason}`);
+function bad(flag: string, reason: string): Error {
+  return simErrors.BAD_FLAG({ flag, reason });
 }
 
 /** Parses `ADDR:PORT`. */
@@ -35,10 +35,6 @@ export function parseTcpListen(v: string): { address: string; first: number; las
   return { address: m[1]!, first, last };
 }
 
-function stamp(msg: string): void {
-  process.stdout.write(`${new Date().toISOString()} ${msg}\n`);
-}
-
 /** Registers `ferry lb`. */
 export function lbCommands(program: Command, globals: () => { home?: string }): void {
   program.command('lb').description('run the entry point in the foreground: HAProxy routing to services (`ferry up` starts one)')
@@ -56,9 +52,7 @@ export function lbCommands(program: Command, globals: () => { home?: string }): 
       const tcp = parseTcpListen(o.tcp);
       const interMs = Number(o.checkMs);
       if (!Number.isInteger(interMs) || interMs < 100) throw bad('--check-ms', `takes milliseconds ≥ 100, not "${o.checkMs}"`);
-      const token = process.env.FERRY_TOKEN;
-      if (!token) throw new FerryError('FERRY_ERR_NO_TOKEN', 400, 'set FERRY_TOKEN to the cluster token (ferry up does this for you)');
-      const client = new FerryClient({ url: o.manager, token });
+      const client = new FerryClient({ url: o.manager, token: needToken() });
       const lb = await Lb.start({
         stateDir: o.stateDir ?? join(home, 'lb', name), http, tcp, check: { interMs, fall: 2, rise: 1, timeoutMs: Math.min(2000, interMs) },
         timeouts: { connectMs: 2000, clientMs: 60_000, serverMs: 60_000 },
@@ -67,17 +61,11 @@ export function lbCommands(program: Command, globals: () => { home?: string }): 
       const ep = startEntryPoint({ client, name, lb, log: stamp });
       await mkdir(p.run, { recursive: true });
       const run: RunFile = { pid: process.pid, url: `http://${http.address}:${http.port}`, role: 'lb', name };
-      await writeFile(join(p.run, `lb-${name}.json`), JSON.stringify(run));
+      await writeFile(p.lbRun(name), JSON.stringify(run));
       stamp(`entry point ${name} listening on http://${http.address}:${http.port} and tcp ${tcp.address}:${tcp.first}-${tcp.last} (HAProxy pid ${lb.pid})`);
-      await new Promise<void>((resolve) => {
-        let done = false;
-        const stop = (): void => {
-          if (done) return;
-          done = true;
-          stamp('entry point stopping');
-          void ep.stop().finally(() => lb.stop()).finally(() => rm(join(p.run, `lb-${name}.json`), { force: true })).finally(resolve);
-        };
-        process.on('SIGTERM', stop).on('SIGINT', stop);
+      await onShutdown(async () => {
+        stamp('entry point stopping');
+        await ep.stop().finally(() => lb.stop()).finally(() => rm(p.lbRun(name), { force: true }));
       });
     });
 }

@@ -7,7 +7,7 @@ import { startManager } from '../../manager/index.ts';
 import { startAgent } from '../../agent/index.ts';
 import { FerryError, isFerryError } from '../../errors/index.ts';
 import { FerryClient } from '../../client/index.ts';
-import { up, upCluster, down, type RunFile } from '../daemons.ts';
+import { up, upCluster, down, needToken, onShutdown, stamp, type RunFile } from '../daemons.ts';
 import { MAX_SIM_NODES, checkClusterSubnet, checkNodeCount, checkVni, parseCidr, simErrors } from '../simulation.ts';
 import { ferryHome } from '../config.ts';
 import { homePaths, TOOLS } from '../paths.ts';
@@ -18,30 +18,6 @@ import type { Ctx } from './containers.ts';
 import { positiveInt } from './containers.ts';
 
 const VERSION = '0.1.0';
-
-function stamp(msg: string): void {
-  process.stdout.write(`${new Date().toISOString()} ${msg}\n`);
-}
-
-function needToken(): string {
-  const t = process.env.FERRY_TOKEN;
-  if (!t) throw new FerryError('FERRY_ERR_NO_TOKEN', 400, 'set FERRY_TOKEN to the cluster token (ferry up does this for you)');
-  return t;
-}
-
-/** Waits for SIGTERM/SIGINT, then runs `stop` once. */
-function onShutdown(stop: () => Promise<void>): Promise<void> {
-  return new Promise((resolve) => {
-    let done = false;
-    const handler = (): void => {
-      if (done) return;
-      done = true;
-      stop().finally(resolve);
-    };
-    process.on('SIGTERM', handler);
-    process.on('SIGINT', handler);
-  });
-}
 
 /** Registers the process verbs. */
 export function systemCommands(program: Command, ctx: Ctx, globals: () => { home?: string }): void {
