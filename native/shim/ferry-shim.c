@@ -53,6 +53,9 @@ struct stream {
 
 static const char *opt_pidfile, *opt_cpidfile, *opt_log, *opt_exit;
 static const char *opt_mount_opts, *opt_mount_target, *opt_mount_cwd;
+static const char *opt_fence_file;
+static long opt_fence_ms;
+#define FENCE_POLL_MS 250
 static int log_fd = -1;
 static char errbuf[ERR_CAP];
 static size_t errlen;
@@ -107,6 +110,16 @@ static void emit_line(const char *stream, const char *s, size_t n) {
   memcpy(out + o, "\"}\n", 3);
   o += 3;
   if (log_fd >= 0) write_all(log_fd, out, o);
+}
+
+/* True when the fence file is older than the limit (wall clock: the agent stamps it with wall time). */
+static int fence_due(void) {
+  struct stat sb;
+  if (stat(opt_fence_file, &sb) < 0) return 0;
+  struct timespec now;
+  clock_gettime(CLOCK_REALTIME, &now);
+  long long age = (long long)(now.tv_sec - sb.st_mtim.tv_sec) * 1000 + (now.tv_nsec - sb.st_mtim.tv_nsec) / 1000000;
+  return age > opt_fence_ms;
 }
 
 static void flush_partial(struct stream *st) {
@@ -188,7 +201,8 @@ static int shell_status(int status) {
 
 static void usage(void) {
   fputs("usage: ferry-shim --pid-file F --container-pid-file P --log L --exit E"
-        " [--mount-overlay OPTS --mount-target DIR [--mount-cwd DIR]] -- runc ARGS...\n", stderr);
+        " [--mount-overlay OPTS --mount-target DIR [--mount-cwd DIR]] [--fence-file F --fence-after-ms N]"
+        " -- runc ARGS...\n", stderr);
   exit(2);
 }
 
@@ -255,10 +269,13 @@ int main(int argc, char **argv) {
     else if (strcmp(argv[i], "--mount-overlay") == 0) opt_mount_opts = argv[i + 1];
     else if (strcmp(argv[i], "--mount-target") == 0) opt_mount_target = argv[i + 1];
     else if (strcmp(argv[i], "--mount-cwd") == 0) opt_mount_cwd = argv[i + 1];
+    else if (strcmp(argv[i], "--fence-file") == 0) opt_fence_file = argv[i + 1];
+    else if (strcmp(argv[i], "--fence-after-ms") == 0) opt_fence_ms = atol(argv[i + 1]);
     else usage();
   }
   if (i >= argc - 1 || !opt_pidfile || !opt_cpidfile || !opt_log || !opt_exit) usage();
   if (!opt_mount_opts != !opt_mount_target) usage();
+  if (opt_fence_file && opt_fence_ms <= 0) usage();
   char **runc_argv = argv + i + 1;
 
   if (opt_mount_opts) {
@@ -345,11 +362,12 @@ static void supervise(int sync_wr, char **runc_argv) {
   struct stream so = {.name = "stdout", .fd = out[0]}, se = {.name = "stderr", .fd = err[0]};
 
   pid_t cpid = 0;              /* container init, known once runc has exited successfully */
-  int runc_done = 0, exited = 0, cstatus = 0, stop = 0;
+  int runc_done = 0, exited = 0, cstatus = 0, stop = 0, fenced = 0;
   struct timespec drain_start = {0};
   while (!stop) {
     struct pollfd p[3] = {{sfd, POLLIN, 0}, {so.fd, POLLIN, 0}, {se.fd, POLLIN, 0}};
-    int timeout = exited ? 100 : -1;
+    int fencing = opt_fence_file && cpid > 0 && !exited && !fenced;
+    int timeout = exited ? 100 : fencing ? FENCE_POLL_MS : -1;
     if (poll(p, 3, timeout) < 0 && errno != EINTR) break;
     if (p[1].revents && pump(&so, 0) == 0) close_stream(&so);
     if (p[2].revents && pump(&se, !runc_done) == 0) close_stream(&se);
@@ -381,6 +399,12 @@ static void supervise(int sync_wr, char **runc_argv) {
       /* We are a subreaper: reap everything, note the init's status. */
       while ((w = waitpid(-1, &st, WNOHANG)) > 0)
         if (w == cpid) { exited = 1; cstatus = st; clock_gettime(CLOCK_MONOTONIC, &drain_start); }
+    }
+    if (fencing && fence_due()) {
+      fenced = 1;
+      kill(cpid, SIGKILL);
+      static const char msg[] = "ferry-shim: fenced: this host lost the cluster for longer than the fence limit; killed the container";
+      emit_line("stderr", msg, sizeof msg - 1);
     }
     if (exited) {
       struct timespec now;

@@ -9,7 +9,7 @@ import { dirname, join, resolve } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import { FerryClient } from '../client/index.ts';
 import type { Assignment } from '../model/index.ts';
-import { keys, keyName } from '../model/index.ts';
+import { DEFAULT_DETECTION, keys, keyName } from '../model/index.ts';
 import { createRuncRuntime } from './runtime/index.ts';
 import { createImageStore } from './images/index.ts';
 import { createNodeNetwork } from './network/index.ts';
@@ -17,7 +17,9 @@ import { RecordStore } from './records.ts';
 import { Reconciler } from './reconciler.ts';
 import { MigrationAgent, freePort } from './migrate.ts';
 import type { OverlayConfig } from './network/index.ts';
-import type { NodeRegistration } from '../client/index.ts';
+import type { NodeRegistered, NodeRegistration } from '../client/index.ts';
+import { AgentClient } from '../client/index.ts';
+import { Fence } from './fence.ts';
 import { StatusReporter } from './reporter.ts';
 import { buildAgentApi, imageRecord } from './server.ts';
 import { readCapacity, readFacts } from './facts.ts';
@@ -53,6 +55,8 @@ export interface AgentOptions {
   /** Containers' traffic to anywhere beyond the host leaves masqueraded as the host. */
   readonly outboundNat?: boolean;
   readonly labels: Record<string, string>;
+  /** The cluster's shared volume root on this host (a directory every host mounts); shared volumes need it. */
+  readonly sharedVolumes?: string;
   readonly heartbeatMs: number;
   readonly stopTimeoutMs: number;
   /** How often running containers are re-scanned for fds CRIU cannot dump (default 15 s). */
@@ -67,6 +71,26 @@ export interface RunningAgent {
   readonly reconciler: Reconciler;
   /** Stops the agent; containers keep running unless `removeContainers`. */
   stop(o?: { removeContainers?: boolean }): Promise<void>;
+}
+
+/** How long a peer's answer to a contact check may take. */
+const PEER_ASK_TIMEOUT_MS = 1000;
+/** How long kept containers are spared the fence when the agent stops with the whole cluster. */
+const SUSPEND_ON_STOP_MS = 24 * 3600_000;
+
+/** True when the manager answers a heartbeat within a second. */
+async function managerReachable(client: FerryClient, name: string): Promise<boolean> {
+  try {
+    await Promise.race([client.agent.heartbeat(name), new Promise((_, reject) => setTimeout(() => reject(new Error('timeout')), 1000).unref())]);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** True when `e` is the abort of a watch that `relist` ended on purpose. */
+function relistAsked(e: unknown): boolean {
+  return e instanceof Error && e.name === 'AbortError';
 }
 
 /** How often running containers are re-scanned for fds CRIU cannot dump. */
@@ -95,10 +119,21 @@ export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
   await mkdir(o.dataDir, { recursive: true });
   await checkTraversable(o.dataDir);
   const log = o.log;
+  // Whom peers' contact checks authenticate as: the cluster's agent token, known after registering.
+  let apiToken = o.token;
+  let onFenced = (): void => undefined;
+  let onUnfenced = (): void => undefined;
+  const fence = new Fence({
+    file: join(o.dataDir, 'fence', 'stamp'), leaseTtlSeconds: DEFAULT_DETECTION.leaseTtlSeconds, graceSeconds: DEFAULT_DETECTION.graceSeconds, log,
+    askPeer: (url) => new AgentClient({ url, token: apiToken }).contact(AbortSignal.timeout(PEER_ASK_TIMEOUT_MS)),
+    onFenced: () => onFenced(), onUnfenced: () => onUnfenced(),
+  });
+  await fence.start();
   const runtime = createRuncRuntime({
     stateDir: join(o.dataDir, 'runtime'), runcRoot: join(o.dataDir, 'runc'), shimPath: o.shimPath,
     runcPath: o.runcPath, criuPath: o.criuPath, cgroupParent: o.cgroupParent, log,
     logPathFor: (id) => join(o.dataDir, 'containers', id, 'container.log'),
+    fence: { file: join(o.dataDir, 'fence', 'stamp'), get afterMs() { return fence.afterMs; } },
   });
   const images = createImageStore({ root: join(o.dataDir, 'images'), idShift: { hostId: ID_MAP.hostId, size: ID_MAP.size }, sampleAppPath: o.sampleAppPath, log });
   const records = new RecordStore(join(o.dataDir, 'containers'));
@@ -118,10 +153,14 @@ export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
   // Registering first: the manager may refuse this node (an overlapping subnet, a bad underlay
   // address) — then the start fails with its reason instead of retrying forever — and on the cluster
   // network its answer carries this node's network settings.
-  const overlay = await joinCluster(client, registration, o.underlayIp, log);
+  const registered = async (r: NodeRegistered, sentAt: number): Promise<void> => {
+    fence.setTiming(r.leaseTtl, r.fenceGrace ?? 0);
+    await fence.contact(sentAt, r.state ?? 'Ready');
+  };
+  const overlay = await joinCluster(client, registration, o.underlayIp, log, registered);
   // The manager and the other agents call this agent's API with the cluster's agent token (a joined
   // host's own credential is good only towards the manager). A manager too old to tell: our token.
-  const apiToken = (await client.agent.apiToken().catch(() => ({ token: o.token }))).token;
+  apiToken = (await client.agent.apiToken().catch(() => ({ token: o.token }))).token;
   const network = createNodeNetwork({
     stateDir: join(o.dataDir, 'network'), bridge: o.bridge, log, outboundNat: o.outboundNat === true,
     ...(overlay ? { subnet: overlay.subnet, cluster: overlay.cluster } : { subnet: o.subnet }),
@@ -138,9 +177,11 @@ export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
       return !isFerryError(e, 'MIGRATION_NOT_FOUND');
     }
   };
+  const volumes = { local: join(o.dataDir, 'volumes'), ...(o.sharedVolumes ? { shared: o.sharedVolumes } : {}) };
   const reconciler = new Reconciler({
-    node: o.name, idPrefix: o.idPrefix, stopTimeoutMs: o.stopTimeoutMs, runtime, images, network, records, idMap: ID_MAP, log,
+    node: o.name, volumes, idPrefix: o.idPrefix, stopTimeoutMs: o.stopTimeoutMs, runtime, images, network, records, idMap: ID_MAP, log,
     report: (s) => reporter.report(s), clearStatus: (n, uid) => reporter.clear(n, uid), migrationActive,
+    fenceDue: () => fence.due(),
   });
   await reconciler.adopt();
 
@@ -149,12 +190,13 @@ export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
   };
   const pageServerHost = new URL(o.advertiseUrl ?? `http://${o.host === '0.0.0.0' ? '127.0.0.1' : o.host}`).hostname;
   const migrations = new MigrationAgent({
-    runtime, images, network, records, idMap: ID_MAP, log, dataDir: o.dataDir, idPrefix: o.idPrefix, token: apiToken, reconciler,
+    node: o.name, volumes, runtime, images, network, records, idMap: ID_MAP, log, dataDir: o.dataDir, idPrefix: o.idPrefix, token: apiToken, reconciler,
     postCopy: { checkpoint: (id, co) => runtime.checkpointLazy(id, co), criuPath: o.criuPath, host: pageServerHost },
   });
   const api: FastifyInstance = await buildAgentApi({
     node: o.name, token: [apiToken, o.token], runtime, images, spoolDir: join(o.dataDir, 'spool'),
     knows: (id) => reconciler.recordById(id) !== undefined, imagesChanged: reportImages, migrations,
+    managerOkAgoMs: () => fence.managerOkAgoMs(),
   });
   await api.listen({ host: o.host, port });
   // Containers reach services and each other by name: DNS on every container network's gateway here.
@@ -163,14 +205,21 @@ export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
 
   const ac = new AbortController();
   const register = async (): Promise<void> => {
-    await client.agent.register(registration());
+    const sentAt = Date.now();
+    await registered(await client.agent.register(registration()), sentAt);
   };
-  /** On the overlay: the other nodes' underlay addresses make the VXLAN flood list. */
+  /** The other nodes: the fence's peers, and on the overlay their underlay addresses make the VXLAN flood list. */
   const syncPeers = async (): Promise<void> => {
-    if (!network.cluster) return;
     const nodes = await client.nodes.list();
+    await fence.setPeers(nodes.filter((n) => n.node.metadata.name !== o.name && n.state !== 'Down').map((n) => n.node.status.address));
+    if (!network.cluster) return;
     await network.setPeers(nodes.flatMap((n) => (n.node.status.network?.underlayIp ? [n.node.status.network.underlayIp] : [])));
   };
+  // Fenced: nothing starts; the manager's Ready (after a fence) lets what it still assigns here run
+  // again — after a fresh list, so nothing moved away meanwhile comes back.
+  let relist = (): void => undefined;
+  onFenced = () => void reconciler.fence().catch((e: Error) => log(`fence: ${e.message}`));
+  onUnfenced = () => { reconciler.unfence(); relist(); };
 
   // Connect, list, watch; on any failure start over after a pause. The first successful list
   // lets the reconciler tear down containers that are no longer assigned.
@@ -187,13 +236,17 @@ export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
         reconciler.resync(listed.items.map((i) => i.value));
         void migrations.removeStale(migrationActive).catch((e: Error) => log(`removing ended migrations' files: ${e.message}`));
         delay = 200;
-        for await (const ev of await client.watch(prefix, { afterRevision: listed.revision, signal: ac.signal })) {
+        const conn = new AbortController();
+        relist = () => conn.abort();
+        for await (const ev of await client.watch(prefix, { afterRevision: listed.revision, signal: AbortSignal.any([ac.signal, conn.signal]) })) {
           if ('error' in (ev as object)) throw new Error((ev as unknown as { error: { message: string } }).error.message);
           if (ev.type === 'put') reconciler.set(ev.value as Assignment);
           else reconciler.delete(keyName(ev.key));
         }
       } catch (e) {
         if (ac.signal.aborted) break;
+        // A re-list asked for (after a fence was lifted) is not a failure: go round at once.
+        if (relistAsked(e)) { delay = 0; continue; }
         log(`manager connection: ${(e as Error).message}; retrying in ${delay} ms`);
       }
       await new Promise((r) => setTimeout(r, delay));
@@ -202,7 +255,8 @@ export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
   })();
 
   const heartbeat = setInterval(() => {
-    client.agent.heartbeat(o.name).catch((e: Error) => log(`heartbeat failed: ${e.message}`));
+    const sentAt = Date.now();
+    client.agent.heartbeat(o.name).then((r) => fence.contact(sentAt, r.state ?? 'Ready')).catch((e: Error) => log(`heartbeat failed: ${e.message}`));
     syncPeers().catch((e: Error) => log(`overlay peers: ${e.message}`));
   }, o.heartbeatMs);
   // "Migratable: yes/no, why" stays current while containers run (fds come and go).
@@ -214,6 +268,11 @@ export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
     async stop(so = {}) {
       ac.abort();
       clearInterval(heartbeat);
+      fence.stop();
+      // Kept containers outlive this agent. With the manager gone too (the whole cluster is stopping)
+      // nothing can take them over: keep the shims from fencing them. With the manager up, the fence
+      // stands: back within the limit, or they are killed before the manager fails them over.
+      if (!so.removeContainers && !(await managerReachable(client, o.name))) await fence.suspend(SUSPEND_ON_STOP_MS);
       clearInterval(rescan);
       await connection;
       await names.stop();
@@ -244,10 +303,13 @@ export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
  */
 async function joinCluster(
   client: FerryClient, registration: () => NodeRegistration, underlayIp: string | undefined, log: (m: string) => void,
+  registered: (r: NodeRegistered, sentAt: number) => Promise<void>,
 ): Promise<{ subnet: string; cluster: OverlayConfig } | undefined> {
   for (let delay = 200; ; delay = Math.min(delay * 2, 5000)) {
     try {
+      const sentAt = Date.now();
       const r = await client.agent.register(registration());
+      await registered(r, sentAt);
       if (!underlayIp) return undefined;
       if (!r.network) {
         log(`the manager runs no cluster network: --underlay-ip ${underlayIp} is not used; containers get node-local addresses`);

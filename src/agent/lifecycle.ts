@@ -2,7 +2,6 @@
  * The steps that make and unmake a container on this node, in order. Each step is idempotent so a
  * create interrupted by an agent crash can simply run again (or be torn down) at the next reconcile.
  */
-import { mkdir } from 'node:fs/promises';
 import { writeFileAtomicSync } from './small-files.ts';
 import { join } from 'node:path';
 import type { Assignment } from '../model/index.ts';
@@ -11,7 +10,7 @@ import type { ImageStore } from './images/index.ts';
 import type { AttachOptions, NodeNetwork } from './network/index.ts';
 import type { ContainerRecord, RecordStore } from './records.ts';
 import { bundleSpec } from './spec.ts';
-import { agentErrors } from './errors.ts';
+import { prepareVolumes, type VolumeRoots } from './volumes.ts';
 import { failpoint, failpointEnabled } from '../errors/index.ts';
 
 /** What the lifecycle steps use. */
@@ -22,18 +21,12 @@ export interface LifecycleDeps {
   readonly records: RecordStore;
   readonly idMap: IdMapping;
   readonly log: (msg: string) => void;
+  /** This node's name (volume fence tokens and FERRY_NODE name it). */
+  readonly node: string;
+  /** Where named volumes live (default: none, only bind mounts work). */
+  readonly volumes?: VolumeRoots;
 }
 
-/** Creates volume source directories that do not exist yet (as Docker does for bind mounts). */
-async function ensureVolumes(a: Assignment): Promise<void> {
-  for (const v of a.spec.volumes) {
-    try {
-      await mkdir(v.source, { recursive: true });
-    } catch (e) {
-      throw agentErrors.BAD_VOLUME({ source: v.source, reason: (e as Error).message }, e);
-    }
-  }
-}
 
 /** Prepares rootfs and network, publishes ports, then creates and starts the container in one runc call. */
 export async function createAndStart(d: LifecycleDeps, rec: ContainerRecord, a: Assignment): Promise<RuntimeState> {
@@ -54,9 +47,13 @@ export async function createAndStart(d: LifecycleDeps, rec: ContainerRecord, a: 
   rec.ip = att.ip;
   rec.launched = true;
   await d.records.save(rec);
-  await ensureVolumes(a);
+  // Bind sources are made if missing (as Docker does); named volumes resolve to their directories,
+  // and a shared one refuses a copy whose epoch has been fenced.
+  const volumes = await prepareVolumes(d.volumes ?? { local: join(dir, '..', '..', 'volumes') }, a, d.node, d.idMap);
+  // The placement epoch and node, for workloads that stamp what they write (and tests that check fencing).
+  const spec = { ...a.spec, volumes, env: [...a.spec.env, `FERRY_EPOCH=${a.epoch}`, `FERRY_NODE=${d.node}`] };
   const bundle = await bundleSpec({
-    runtimeId: rec.runtimeId, name: a.name, spec: a.spec, image: prepared.image.config, imageRef: a.spec.image,
+    runtimeId: rec.runtimeId, name: a.name, spec, image: prepared.image.config, imageRef: a.spec.image,
     rootfs: prepared.path, rootfsMount: prepared.mount, idMap: d.idMap, hooks: att.hooks,
   });
   const criuConf = await writeCriuConfig(dir, DUMP_CRIU_OPTIONS);

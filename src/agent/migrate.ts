@@ -24,6 +24,7 @@ import { attachOptions, teardown, writeCriuConfig, withCriuConfig, DUMP_CRIU_OPT
 import type { Reconciler } from './reconciler.ts';
 import type { ContainerRecord } from './records.ts';
 import { bundleSpec } from './spec.ts';
+import { prepareVolumes } from './volumes.ts';
 import { agentErrors } from './errors.ts';
 import { failpoint, failpointThrow } from '../errors/index.ts';
 
@@ -339,8 +340,10 @@ export class MigrationAgent {
       await chownTree(o.preCopyRound !== undefined ? join(dir, 'rounds') : imageDir, this.d.idMap.hostId);
       rec.rootfsMode = prepared.mode;
       rec.ip = att.ip;
+      // Named volumes mount where they live on this node (a shared one is the same directory the source used).
+      const volumes = await prepareVolumes(this.d.volumes ?? { local: join(this.d.dataDir, 'volumes') }, a, this.d.node, this.d.idMap, { fence: false });
       const bundle = await bundleSpec({
-        runtimeId: rec.runtimeId, name: a.name, spec: a.spec, image: prepared.image.config, imageRef: a.spec.image,
+        runtimeId: rec.runtimeId, name: a.name, spec: { ...a.spec, volumes }, image: prepared.image.config, imageRef: a.spec.image,
         rootfs: prepared.path, rootfsMount: prepared.mount, idMap: this.d.idMap, hooks: att.hooks,
       });
       // Post-copy: the lazy-pages daemon takes the restored process's page faults (through the socket

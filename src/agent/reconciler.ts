@@ -28,7 +28,12 @@ export interface ReconcilerDeps extends LifecycleDeps {
   readonly clearStatus: (name: string, uid: string) => void;
   /** True while migration `id` has not ended (asks the manager; true when it cannot tell). */
   readonly migrationActive: (id: string) => Promise<boolean>;
+  /** True once this host has gone longer without the cluster than the fence limit (its shims kill). */
+  readonly fenceDue?: () => boolean;
 }
+
+/** What a fenced container reports. */
+const FENCED_MESSAGE = 'fenced: this host lost contact with the cluster; the container was killed and waits for the manager';
 
 function sameResources(a: object | undefined, b: object | undefined): boolean {
   return JSON.stringify(a ?? {}) === JSON.stringify(b ?? {});
@@ -49,6 +54,7 @@ export class Reconciler {
   private running = false;
   private synced = false;
   private stopped = false;
+  private fencedNow = false;
   private drained: (() => void)[] = [];
 
   constructor(d: ReconcilerDeps) {
@@ -62,6 +68,27 @@ export class Reconciler {
     for (const st of await this.d.runtime.list()) if (!known.has(st.id)) await removeOrphan(this.d, st.id);
     for (const id of await this.d.records.orphanDirs()) await removeOrphan(this.d, id);
     for (const rec of this.records.values()) this.enqueue(rec.name);
+  }
+
+  /**
+   * This host fenced itself: nothing starts (nor restarts) until `unfence`; every container is marked
+   * and killed (the shims kill them too once the stamp is stale; this covers a Down answer that came
+   * while the stamp was still fresh). Teardowns of containers no longer assigned still happen.
+   */
+  async fence(): Promise<void> {
+    this.fencedNow = true;
+    const at = new Date().toISOString();
+    for (const rec of this.records.values()) {
+      if (rec.incoming) continue;
+      rec.fencedAt = at;
+      await this.d.records.save(rec).catch(() => undefined);
+      await this.d.runtime.kill(rec.runtimeId, 'SIGKILL').catch(() => undefined);
+    }
+  }
+
+  /** The manager says the node is Ready again: fenced containers still assigned here start again (call resync next). */
+  unfence(): void {
+    this.fencedNow = false;
   }
 
   /** Replaces every assignment (after a list); containers no longer assigned are torn down. */
@@ -255,6 +282,10 @@ export class Reconciler {
       this.d.clearStatus(a.name, a.uid);
       return;
     }
+    if (this.fencedNow || this.d.fenceDue?.()) {
+      if (rec) this.status(rec, a, 'failed', 0, FENCED_MESSAGE);
+      return;
+    }
     const fresh = !rec;
     if (!rec) {
       rec = {
@@ -269,6 +300,14 @@ export class Reconciler {
     const st = fresh ? undefined : await this.d.runtime.state(rec.runtimeId);
     if (a.spec.state === 'stopped') return this.keepStopped(rec, a, st);
     if (st && (st.status === 'running' || st.status === 'paused')) return this.keepRunning(rec, a, st);
+    if (rec.fencedAt && (!st || st.status === 'stopped')) {
+      // Killed by the fence, not by a fault: it runs again here (the manager kept it here), whatever its policy.
+      this.d.log(`starting ${rec.name} again: fenced at ${rec.fencedAt}, and the manager kept it on this node`);
+      rec.fencedAt = undefined;
+      await this.d.records.save(rec);
+      await this.start(rec, a, 'restarting');
+      return;
+    }
     if (st && st.status === 'stopped' && !rec.stoppedByUser) {
       // runc already says stopped but the supervisor is still draining output before it writes the exit
       // code: wait for it (the exit watch queues us again) rather than invent an exit.
@@ -302,6 +341,7 @@ export class Reconciler {
   }
 
   private async keepRunning(rec: ContainerRecord, a: Assignment, st: RuntimeState): Promise<void> {
+    rec.fencedAt = undefined;
     if (!sameResources(rec.appliedResources, a.spec.resources)) {
       await this.d.runtime.update(rec.runtimeId, a.spec.resources);
       rec.appliedResources = { ...a.spec.resources };

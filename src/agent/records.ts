@@ -33,6 +33,8 @@ export interface ContainerRecord {
   failure?: string;
   /** True when the user stopped it (so an exit is not a failure and restart policy does not apply). */
   stoppedByUser: boolean;
+  /** Set when this host fenced itself (the shim killed the container): it starts again, whatever its restart policy, once the manager says the node is Ready and still assigns it here. */
+  fencedAt?: string;
   /** When the next automatic restart may happen (restart policy backoff). */
   nextRestartAt?: string;
   lastExit?: { exitCode: number; signal?: string; finishedAt: string; oomKilled?: boolean };

@@ -30,6 +30,8 @@ export interface AgentApiDeps {
   readonly imagesChanged: () => Promise<void>;
   /** This node's half of live migrations. */
   readonly migrations: MigrationAgent;
+  /** Milliseconds since this agent's last successful heartbeat (peers ask before they fence themselves). */
+  readonly managerOkAgoMs?: () => number;
 }
 
 /** The record form of an image, as agents report it. */
@@ -59,6 +61,7 @@ export async function buildAgentApi(deps: AgentApiDeps): Promise<FastifyInstance
   };
 
   app.get('/healthz', async () => ({ ok: true, node: deps.node }));
+  app.get('/v1/contact', async () => ({ managerOkAgoMs: deps.managerOkAgoMs?.() ?? 0 }));
 
   app.get('/v1/containers/:id/logs', {
     schema: { params: Id, querystring: Type.Object({ follow: Type.Optional(Type.Boolean()), tail: Type.Optional(Type.Integer({ minimum: 0 })) }) },

@@ -88,7 +88,7 @@ const NODE_ROUTES: Record<string, (req: FastifyRequest, node: string) => string 
 const routeOf = (req: FastifyRequest): string | undefined => (req.routeOptions.url === undefined ? undefined : `${req.method} ${req.routeOptions.url}`);
 
 /**
- * Guards every route of `app`: /healthz, /openapi.json and the join exchange need no token (the
+ * Guards every route of `app`: /healthz, /openapi.json, the dashboard's files (/, /ui/) and the join exchange need no token (the
  * join token in the body is the credential); everything else needs the cluster token, except the
  * agent calls, which a joined node's credential may also make for its own node.
  */
@@ -97,6 +97,8 @@ export function installAuth(app: FastifyInstance, deps: { token: string; store: 
   app.addHook('onRequest', async (req) => {
     const path = req.url.split('?')[0];
     if (path === '/healthz' || path === '/openapi.json') return;
+    // The dashboard's static files hold no data; its /v1 calls carry the token like any other.
+    if (req.method === 'GET' && (path === '/' || path === '/ui' || path?.startsWith('/ui/'))) return;
     if (req.method === 'POST' && path === '/v1/agent/join') return;
     const caller = await authenticate(req.headers.authorization, deps.token, deps.store);
     req.caller = caller;

@@ -4,7 +4,7 @@ import type { Store } from '../store/index.ts';
 import { mutate } from '../store/index.ts';
 import { isFerryError } from '../errors/index.ts';
 import type { Container, ContainerSpec, ContainerStatus, ContainerView, Node, Port } from '../model/index.ts';
-import { keys, checkName, defaultSpec, randomName } from '../model/index.ts';
+import { keys, checkName, defaultSpec, isValidName, randomName } from '../model/index.ts';
 import { apiErrors } from './errors.ts';
 import { imageExists } from './images.ts';
 
@@ -64,7 +64,10 @@ export async function createContainer(store: Store, input: CreateInput): Promise
   if (!(await imageExists(store, spec.image))) throw apiErrors.IMAGE_NOT_FOUND({ image: spec.image });
   if (spec.node !== undefined && !(await store.get<Node>(keys.node(spec.node)))) throw apiErrors.NODE_NOT_FOUND({ name: spec.node });
   for (const v of spec.volumes) {
-    if (!v.source.startsWith('/') || !v.target.startsWith('/')) throw apiErrors.BAD_REQUEST({ reason: `volume paths must be absolute: ${v.source}:${v.target}` });
+    const bind = (v.kind ?? 'bind') === 'bind';
+    if (!v.target.startsWith('/') || (bind && !v.source.startsWith('/'))) throw apiErrors.BAD_REQUEST({ reason: `volume paths must be absolute: ${v.source}:${v.target}` });
+    if (!bind && !isValidName(v.source)) throw apiErrors.BAD_REQUEST({ reason: `"${v.source}" is not a volume name (letters, digits, "_", "." and "-")` });
+    if ([v.source, v.target].some((p) => p.split('/').includes('..'))) throw apiErrors.BAD_REQUEST({ reason: `volume paths may not contain "..": ${v.source}:${v.target}` });
   }
   await checkPorts(store, name, spec.ports);
   const container: Container = {

@@ -17,6 +17,7 @@ import { networksRoutes } from './routes/networks.ts';
 import { joinTokenRoutes } from './routes/join-tokens.ts';
 import { serviceRoutes } from './routes/services.ts';
 import { entryPointRoutes } from './routes/entrypoints.ts';
+import { dashboardRoutes } from './routes/dashboard.ts';
 import type { NodeLeases } from './leases.ts';
 
 /** What the API needs from the rest of the manager. */
@@ -35,6 +36,8 @@ export interface ApiDeps {
   readonly spoolDir: string;
   /** Seconds a node's lease lives without heartbeats. */
   readonly nodeLeaseTtl: number;
+  /** Seconds a node stays Suspect before Down (agents learn it at register to size their fence). */
+  readonly fenceGraceSeconds?: number;
   readonly logger?: boolean | object;
 }
 
@@ -94,5 +97,6 @@ export async function buildApi(deps: ApiDeps): Promise<FastifyInstance> {
   await app.register(joinTokenRoutes(deps), { prefix: '/v1' });
   await app.register(serviceRoutes(deps), { prefix: '/v1' });
   await app.register(entryPointRoutes(deps), { prefix: '/v1' });
+  await app.register(dashboardRoutes());
   return app;
 }

@@ -167,7 +167,8 @@ export async function up(o: UpOptions): Promise<{ api: string; token: string; no
 
   o.progress(`starting agent ${o.nodeName}`);
   const aLog = join(p.logs, `agent-${o.nodeName}.log`);
-  await spawnDaemon(['agent', '--home', o.home, '--manager', m.url, '--name', o.nodeName, '--port', String(o.agentPort), ...(o.extraAgentArgs ?? [])], aLog, env);
+  await spawnDaemon(['agent', '--home', o.home, '--manager', m.url, '--name', o.nodeName, '--port', String(o.agentPort),
+    '--shared-volumes', homePaths(o.home).sharedVolumes, ...(o.extraAgentArgs ?? [])], aLog, env);
   await waitFor(`the agent of ${o.nodeName}`, async () => {
     const n = (await client.nodes.list()).find((v) => v.node.metadata.name === o.nodeName && v.state === 'Ready');
     const imgs = await client.images.list();
@@ -275,7 +276,8 @@ export async function upCluster(o: ClusterUpOptions): Promise<ClusterUp> {
       o.progress(`host ${k + 1}/${o.nodes}: starting agent ${n.name} in ${n.netns} (${n.underlayIp})`);
       const log = join(p.logs, `agent-${n.name}.log`);
       const pid = await spawnDaemon(['agent', '--home', o.home, '--manager', m.url, '--name', n.name, '--host', n.underlayIp, '--port', String(o.agentPort),
-        '--underlay-ip', n.underlayIp, '--cgroup-parent', n.cgroupParent, '--id-prefix', n.idPrefix, ...(o.extraAgentArgs ?? [])], log, env, n.netns);
+        '--underlay-ip', n.underlayIp, '--cgroup-parent', n.cgroupParent, '--id-prefix', n.idPrefix, '--shared-volumes', p.sharedVolumes,
+        ...(o.extraAgentArgs ?? [])], log, env, n.netns);
       started.push({ pid, role: 'agent' });
       checks.push(alive(pid, 'agent', `the agent of ${n.name}`, log));
     }

@@ -11,6 +11,7 @@ import { migrationCommands } from './commands/migrations.ts';
 import { networkCommands } from './commands/networks.ts';
 import { serviceCommands } from './commands/services.ts';
 import { lbCommands } from './commands/lb.ts';
+import { dashboardCommands } from './commands/dashboard.ts';
 
 const program = new Command('ferry')
   .description('Ferry: run containers on your own hosts, and move them while they run')
@@ -45,6 +46,7 @@ migrationCommands(program, ctx);
 networkCommands(program, ctx);
 serviceCommands(program, ctx);
 lbCommands(program, globals);
+dashboardCommands(program, ctx);
 systemCommands(program, ctx, globals);
 for (const c of program.commands) {
   c.exitOverride();

@@ -18,6 +18,7 @@ export const TOOLS = {
 /** The layout of a Ferry home. */
 export function homePaths(home: string): {
   manager: string; agents: string; logs: string; run: string; managerRun: string; agentRun: (n: string) => string; lbRun: (n: string) => string; simulation: string;
+  sharedVolumes: string;
 } {
   return {
     manager: join(home, 'manager'),
@@ -29,5 +30,7 @@ export function homePaths(home: string): {
     lbRun: (n: string) => join(home, `run/lb-${n}.json`),
     /** The simulated hosts of `ferry up --nodes N` (see simulation.ts); not a daemon's run file. */
     simulation: join(home, 'run/sim.json'),
+    /** Shared volumes of the agents `ferry up` starts (simulated hosts share this machine's filesystem). */
+    sharedVolumes: join(home, 'shared-volumes'),
   };
 }

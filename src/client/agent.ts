@@ -13,6 +13,11 @@ export class AgentClient {
     this.endpoint = endpoint;
   }
 
+  /** How long ago this agent last reached the manager (the fence's peer check). */
+  async contact(signal?: AbortSignal): Promise<{ managerOkAgoMs: number }> {
+    return requestJson(this.endpoint, 'GET', 'v1/contact', { signal });
+  }
+
   /** The container's log lines. */
   async logs(id: string, o: { follow?: boolean; tail?: number; signal?: AbortSignal } = {}): Promise<Response> {
     return send(this.endpoint, 'GET', `v1/containers/${encodeURIComponent(id)}/logs`, { query: { follow: o.follow ? 'true' : undefined, tail: o.tail }, signal: o.signal });

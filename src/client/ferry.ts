@@ -1,12 +1,15 @@
 /** The typed client of the manager API — the one door the CLI, agents, benches and dashboard use. */
-import type { ClusterNetwork, NetworkView, ContainerSpec, ContainerStatus, ContainerView, ImageView, JoinTokenCreated, JoinTokenView, Migration, Node, NodeFacts, ImageRecord, ServiceSpec, ServiceView } from '../model/index.ts';
+import type { ClusterNetwork, NetworkView, ContainerSpec, ContainerStatus, ContainerView, ImageView, JoinTokenCreated, JoinTokenView, Migration, Node, NodeFacts, ImageRecord, ServiceSpec, ServiceView, NodeHealthState, ClusterEvent } from '../model/index.ts';
 import type { Endpoint, ExecFrame } from './http.ts';
 import { ndjson, requestJson, send } from './http.ts';
 
 /** A node with its derived readiness. */
 export interface NodeView {
   node: Node;
-  state: 'Ready' | 'NotReady';
+  /** Ready / Suspect / Down (see src/model/health.ts); NotReady for a node without health yet whose lease lapsed. */
+  state: 'Ready' | 'NotReady' | NodeHealthState;
+  /** Why the node is in that state, when it is not Ready. */
+  reason?: string;
   containers: number;
 }
 
@@ -61,6 +64,10 @@ export interface NodeRegistration {
 export interface NodeRegistered {
   node: Node;
   leaseTtl: number;
+  /** The node's health as the manager sees it (absent from older managers: Ready). */
+  state?: NodeHealthState;
+  /** Seconds the manager keeps a node Suspect before Down (agents size their fence by it). */
+  fenceGrace?: number;
   /** Present when the manager runs a cluster network; `hostIp` is this node's own address in it (stable across re-registers). */
   network?: ClusterNetwork & { hostIp: string };
 }
@@ -136,7 +143,9 @@ export class FerryClient {
 
   /** What an entry point (lb) reports to the manager. */
   readonly entryPoints = {
-    heartbeat: (name: string): Promise<{ ttlSeconds: number }> => requestJson(this.endpoint, 'POST', `v1/entrypoints/${enc(name)}/heartbeat`),
+    /** Renews the entry point's lease; `http` (its HTTP address as the manager reaches it) lets the manager open services through it. */
+    heartbeat: (name: string, o: { http?: string } = {}): Promise<{ ttlSeconds: number }> =>
+      requestJson(this.endpoint, 'POST', `v1/entrypoints/${enc(name)}/heartbeat`, { query: { http: o.http } }),
     remove: (name: string): Promise<void> => requestJson(this.endpoint, 'DELETE', `v1/entrypoints/${enc(name)}`),
     ackHold: (container: string, entryPoint: string, uid: string): Promise<{ applied: boolean }> =>
       requestJson(this.endpoint, 'POST', `v1/holds/${enc(container)}/ack`, { body: { entryPoint, uid } }),
@@ -147,6 +156,8 @@ export class FerryClient {
   /** Node operations. */
   readonly nodes = {
     list: (): Promise<NodeView[]> => requestJson(this.endpoint, 'GET', 'v1/nodes'),
+    /** Cluster events (node health, failovers), oldest first. */
+    events: (limit?: number): Promise<ClusterEvent[]> => requestJson(this.endpoint, 'GET', 'v1/events', { query: { limit } }),
     get: (name: string): Promise<NodeView> => requestJson(this.endpoint, 'GET', `v1/nodes/${enc(name)}`),
     /** Marks the node unschedulable: nothing new is placed or migrated there. */
     cordon: (name: string): Promise<NodeView> => requestJson(this.endpoint, 'POST', `v1/nodes/${enc(name)}/cordon`),
@@ -182,7 +193,7 @@ export class FerryClient {
     register: (reg: NodeRegistration): Promise<NodeRegistered> => requestJson(this.endpoint, 'POST', 'v1/agent/register', { body: reg }),
     /** The token agents' own APIs accept (from the manager and from each other). */
     apiToken: (): Promise<{ token: string }> => requestJson(this.endpoint, 'GET', 'v1/agent/token'),
-    heartbeat: (name: string): Promise<{ ok: boolean }> => requestJson(this.endpoint, 'POST', `v1/agent/${enc(name)}/heartbeat`),
+    heartbeat: (name: string): Promise<{ ok: boolean; state?: NodeHealthState }> => requestJson(this.endpoint, 'POST', `v1/agent/${enc(name)}/heartbeat`),
     reportStatus: (status: ContainerStatus): Promise<void> => requestJson(this.endpoint, 'PUT', `v1/agent/status/${enc(status.name)}`, { body: status }),
     clearStatus: (name: string, uid: string, node: string): Promise<void> => requestJson(this.endpoint, 'DELETE', `v1/agent/status/${enc(name)}`, { query: { uid, node } }),
     reportImages: (node: string, images: ImageRecord[]): Promise<void> => requestJson(this.endpoint, 'PUT', `v1/agent/${enc(node)}/images`, { body: { images } }),

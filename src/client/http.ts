@@ -3,7 +3,10 @@ import { FerryError } from '../errors/index.ts';
 
 /** Where to reach an API and how to authenticate. */
 export interface Endpoint {
-  /** Base URL, e.g. `http://127.0.0.1:7670`. */
+  /**
+   * Base URL, e.g. `http://127.0.0.1:7670`, or several managers' URLs separated by commas: requests
+   * then follow the leader (see `send`).
+   */
   readonly url: string;
   /** Bearer token. */
   readonly token?: string;
@@ -26,10 +29,59 @@ export function buildUrl(base: string, path: string, query?: RequestOptions['que
   return u.toString();
 }
 
-/** Sends a request and returns the raw response; throws a FerryError for error statuses and network failures. */
+/** Error codes of fetch's cause meaning nothing reached the server, so another one may be asked. */
+const NOT_SENT = new Set(['ECONNREFUSED', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND', 'EAI_AGAIN', 'UND_ERR_CONNECT_TIMEOUT']);
+
+/** Response header a standby manager names the leader's URL in (with FERRY_ERR_NOT_LEADER); the manager's LEADER_HEADER. */
+export const LEADER_HEADER = 'x-ferry-leader';
+
+/** The URL that last answered for each comma list, so later requests go straight to the leader. */
+const lastGood = new Map<string, string>();
+
+/** The URLs of an endpoint (one, or a comma-separated list of managers). */
+export function endpointUrls(ep: Endpoint): string[] {
+  const urls = ep.url.split(',').map((u) => u.trim()).filter((u) => u !== '');
+  return urls.length > 0 ? urls : [ep.url];
+}
+
+/**
+ * Sends a request and returns the raw response; throws a FerryError for error statuses and network
+ * failures. With several manager URLs it starts at the one that answered last; a standby's
+ * FERRY_ERR_NOT_LEADER sends it to the leader the answer names, a refused connection to the next URL
+ * — each URL tried at most once per request (also a single URL's named leader). Streamed bodies cannot
+ * be replayed, so they go to one URL.
+ */
 export async function send(ep: Endpoint, method: string, path: string, opts: RequestOptions = {}): Promise<Response> {
+  const urls = endpointUrls(ep);
+  const replayable = !(opts.rawBody !== undefined && !(opts.rawBody instanceof Uint8Array));
+  const tried = new Set<string>();
+  let next: string | undefined = lastGood.get(ep.url) ?? urls[0];
+  const untried = (): string | undefined => urls.find((u) => !tried.has(u));
+  let failure: FerryError | undefined;
+  while (next !== undefined) {
+    const url: string = next;
+    tried.add(url);
+    const r = await sendOnce(url, ep.token, method, path, opts);
+    if (r.ok) {
+      if (url !== urls[0] || lastGood.has(ep.url)) lastGood.set(ep.url, url);
+      return r.res;
+    }
+    // An answer that is not about who leads is the answer, whatever it says.
+    if (r.error.code !== 'FERRY_ERR_NOT_LEADER' && !r.notSent) throw r.error;
+    failure = r.error;
+    if (!replayable) break;
+    next = r.leader !== undefined && !tried.has(r.leader) ? r.leader : untried();
+  }
+  lastGood.delete(ep.url);
+  throw failure as FerryError;
+}
+
+type Attempt = { ok: true; res: Response } | { ok: false; error: FerryError; notSent: boolean; leader?: string };
+
+/** One request to one URL. */
+async function sendOnce(base: string, token: string | undefined, method: string, path: string, opts: RequestOptions): Promise<Attempt> {
   const headers: Record<string, string> = { ...opts.headers };
-  if (ep.token) headers.authorization = `Bearer ${ep.token}`;
+  if (token) headers.authorization = `Bearer ${token}`;
   let body: RequestInit['body'];
   let duplex: 'half' | undefined;
   if (opts.rawBody !== undefined) {
@@ -42,14 +94,17 @@ export async function send(ep: Endpoint, method: string, path: string, opts: Req
   }
   let res: Response;
   try {
-    res = await fetch(buildUrl(ep.url, path, opts.query), { method, headers, body, signal: opts.signal, ...(duplex ? { duplex } : {}) } as RequestInit);
+    res = await fetch(buildUrl(base, path, opts.query), { method, headers, body, signal: opts.signal, ...(duplex ? { duplex } : {}) } as RequestInit);
   } catch (e) {
     if ((e as Error).name === 'AbortError') throw e;
     const reason = (e as { cause?: { code?: string; message?: string } }).cause;
-    throw new FerryError('FERRY_ERR_UNREACHABLE', 503, `cannot reach ${ep.url}: ${reason?.code ?? reason?.message ?? (e as Error).message}`, { url: ep.url }, { cause: e });
+    const error = new FerryError('FERRY_ERR_UNREACHABLE', 503, `cannot reach ${base}: ${reason?.code ?? reason?.message ?? (e as Error).message}`, { url: base }, { cause: e });
+    return { ok: false, error, notSent: reason?.code !== undefined && NOT_SENT.has(reason.code) };
   }
-  if (res.status >= 400) throw await decodeError(res);
-  return res;
+  if (res.status < 400) return { ok: true, res };
+  const error = await decodeError(res);
+  const named = res.headers.get(LEADER_HEADER) ?? (typeof error.details.leader === 'string' ? error.details.leader : undefined);
+  return named ? { ok: false, error, notSent: false, leader: named } : { ok: false, error, notSent: false };
 }
 
 /** Turns an error response into the FerryError the server meant. */

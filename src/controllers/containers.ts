@@ -5,7 +5,7 @@
 import type { Store } from '../store/index.ts';
 import { mutate, put, remove } from '../store/index.ts';
 import { isFerryError } from '../errors/index.ts';
-import type { Assignment, AssignmentNetwork, Container, ContainerStatus, NetworkAddressing, Node } from '../model/index.ts';
+import type { Assignment, AssignmentNetwork, Container, ContainerStatus, NetworkAddressing, Node, NodeHealth } from '../model/index.ts';
 import { keys, keyName, macFromIp, SERVICE_LABELS } from '../model/index.ts';
 import { place, type NodeSnapshot } from '../scheduler/index.ts';
 import { startLoop, type Loop } from './loop.ts';
@@ -13,10 +13,12 @@ import { allocateAddress, clusterNetwork, containerOwner, networkAddressing, nod
 
 /** Builds the scheduler's view of the nodes from the store. */
 export async function nodeSnapshots(store: Store): Promise<NodeSnapshot[]> {
-  const [nodes, alive, containers] = await Promise.all([
-    store.list<Node>(keys.nodes), store.list(keys.alive), store.list<Container>(keys.containers),
+  const [nodes, alive, containers, health] = await Promise.all([
+    store.list<Node>(keys.nodes), store.list(keys.alive), store.list<Container>(keys.containers), store.list<NodeHealth>(keys.health),
   ]);
-  const up = new Set(alive.items.map((kv) => keyName(kv.key)));
+  // A node back from Down takes nothing new until its failed-over containers are settled (health says Ready).
+  const down = new Set(health.items.filter((kv) => kv.value.state !== 'Ready').map((kv) => keyName(kv.key)));
+  const up = new Set(alive.items.map((kv) => keyName(kv.key)).filter((n) => !down.has(n)));
   const alloc = new Map<string, { cpus: number; memoryBytes: number; services: Record<string, number>; workloads: Record<string, number> }>();
   for (const { value: c } of containers.items) {
     if (!c.placement) continue;
@@ -97,7 +99,10 @@ export async function reconcileContainer(store: Store, name: string): Promise<vo
     const ip = net ? await allocateAddress(store, net, containerOwner(c.metadata.uid)) : undefined;
     const placed = await mutate<Container>(store, keys.container(name), (cur) => {
       if (cur.metadata.uid !== c.metadata.uid || cur.placement) return undefined;
-      cur.placement = { node: decision.node, epoch: 1, scheduledAt: new Date().toISOString(), reason: decision.reason };
+      // After a failover the fenced copy's epoch is stale: the new placement is one above it.
+      const epoch = (cur.failover?.epoch ?? 0) + 1;
+      const reason = cur.failover ? `failover from ${cur.failover.from} (Down): ${decision.reason}` : decision.reason;
+      cur.placement = { node: decision.node, epoch, scheduledAt: new Date().toISOString(), reason };
       if (ip) cur.network = { ip };
       return cur;
     });
@@ -180,7 +185,7 @@ export function startContainersController(store: Store, onError?: (name: string,
   const main = startLoop({ store, prefixes: [keys.containers, keys.statuses], listNames, reconcile: (n) => reconcileContainer(store, n), onError });
   const nodes = startLoop({
     // Networks too: a container waits for its network, and a removed one's host addresses are freed.
-    store, prefixes: [keys.alive, keys.nodes, keys.networks], listNames: async () => ['*'], onError,
+    store, prefixes: [keys.alive, keys.nodes, keys.networks, keys.health], listNames: async () => ['*'], onError,
     reconcile: async () => {
       await sweepLeases(store);
       const { items } = await store.list<Container>(keys.containers);

@@ -11,3 +11,6 @@ export { planReplicas } from './replicas.ts';
 export type { ReplicaGoal, ReplicaPlan, ReplicaState } from './replicas.ts';
 export { holdAtEntryPoints, releaseHold, HOLD_ACK_WAIT_MS } from './holds.ts';
 export type { Hold } from './holds.ts';
+export { startHealthController, noteHeartbeat, failoverRefusal } from './health.ts';
+export type { HealthControllerOptions } from './health.ts';
+export { recordEvent } from './events.ts';

@@ -16,6 +16,8 @@ export interface EntryPointOptions {
   readonly name: string;
   readonly lb: Lb;
   readonly log: (m: string) => void;
+  /** Its HTTP address as the manager reaches it (`http://ADDR:PORT`), announced with every heartbeat. */
+  readonly httpUrl?: string;
   /** How often it renews its lease (default 2 s). */
   readonly heartbeatMs?: number;
   /** A full resync even without changes (default 10 s). */
@@ -112,7 +114,7 @@ export function startEntryPoint(o: EntryPointOptions): EntryPoint {
   });
 
   const beat = async (): Promise<void> => {
-    await o.client.entryPoints.heartbeat(o.name).catch((e: Error) => o.log(`entry point: heartbeat: ${e.message}`));
+    await o.client.entryPoints.heartbeat(o.name, { http: o.httpUrl }).catch((e: Error) => o.log(`entry point: heartbeat: ${e.message}`));
   };
   void beat();
   const heartbeat = setInterval(() => void beat(), o.heartbeatMs ?? 2000);

@@ -14,13 +14,19 @@ export const PortSchema = Type.Object({
 /** A published port. */
 export type Port = Static<typeof PortSchema>;
 
-/** A bind-mounted host directory. */
+/**
+ * A volume: `bind` mounts a host directory (`source` is its absolute path); `local` is a named volume
+ * in the agent's data directory; `shared` a named volume under the cluster's shared volume root (a
+ * directory every host mounts: NFS, CephFS…), which follows the container when it fails over, guarded
+ * by a fence token (only the newest placement epoch may open it). Absent `kind`: bind.
+ */
 export const VolumeSchema = Type.Object({
   source: Type.String({ minLength: 1 }),
   target: Type.String({ minLength: 1 }),
   readOnly: Type.Boolean(),
+  kind: Type.Optional(Type.Union([Type.Literal('bind'), Type.Literal('local'), Type.Literal('shared')])),
 });
-/** A bind-mounted host directory. */
+/** A volume (bind mount, local named volume or shared named volume). */
 export type Volume = Static<typeof VolumeSchema>;
 
 /** Limits; absent means unlimited. */
@@ -115,6 +121,11 @@ export const ContainerSchema = Type.Object({
   placement: Type.Optional(PlacementSchema),
   /** The container's address in its network, leased at placement; it stays through migrations. */
   network: Type.Optional(Type.Object({ ip: Type.String() })),
+  /**
+   * Set when its node went Down and the manager moved it: the next placement gets `epoch` + 1, so the
+   * fenced copy's epoch is stale everywhere (assignments, statuses, volume fence tokens).
+   */
+  failover: Type.Optional(Type.Object({ from: Type.String(), epoch: Type.Integer(), at: Type.String() })),
 });
 /** A container as stored at `/ferry/containers/<name>`. */
 export type Container = Static<typeof ContainerSchema>;

@@ -11,3 +11,5 @@ export * from './migration.ts';
 export * from './network.ts';
 export * from './join.ts';
 export * from './service.ts';
+export * from './health.ts';
+export * from './event.ts';

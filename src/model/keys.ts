@@ -13,6 +13,9 @@ export const keys = {
   /** Lease-bound key that exists while the node's agent heartbeats. */
   nodeAlive: (name: string): string => `${ROOT}/alive/${name}`,
   alive: `${ROOT}/alive/`,
+  /** Node health as the manager sees it (Ready / Suspect / Down): see health.ts. */
+  nodeHealth: (name: string): string => `${ROOT}/health/${name}`,
+  health: `${ROOT}/health/`,
   assignments: (node: string): string => `${ROOT}/assignments/${node}/`,
   assignment: (node: string, name: string): string => `${ROOT}/assignments/${node}/${name}`,
   allAssignments: `${ROOT}/assignments/`,

@@ -3,16 +3,21 @@ import type { RestartPolicy, Volume } from './container.ts';
 import { isValidName } from './container.ts';
 import { modelErrors } from './errors.ts';
 
-/** Parses `/host/dir:/in/container[:ro|:rw]`. */
-export function parseVolume(text: string): Volume {
+/**
+ * Parses `/host/dir:/in/container[:ro|:rw]` (a bind mount) or `name:/in/container[:ro|:rw]` (a named
+ * volume: local to the host, or with `shared` on the cluster's shared volume root).
+ */
+export function parseVolume(text: string, o: { shared?: boolean } = {}): Volume {
   const parts = text.split(':');
-  if (parts.length < 2 || parts.length > 3) throw modelErrors.BAD_VOLUME({ value: text, hint: 'use /host/path:/container/path[:ro]' });
+  if (parts.length < 2 || parts.length > 3) throw modelErrors.BAD_VOLUME({ value: text, hint: o.shared ? 'use name:/container/path[:ro]' : 'use /host/path:/container/path[:ro] or name:/container/path[:ro]' });
   const [source, target, mode] = parts as [string, string, string | undefined];
-  if (!source.startsWith('/')) throw modelErrors.BAD_VOLUME({ value: text, hint: 'the host path must be absolute (named volumes come later)' });
+  const named = !source.startsWith('/');
+  if (named && !isValidName(source)) throw modelErrors.BAD_VOLUME({ value: text, hint: 'a volume name is letters, digits, "_", "." and "-" (a host path must be absolute)' });
+  if (o.shared && !named) throw modelErrors.BAD_VOLUME({ value: text, hint: 'a shared volume is named, not a host path: use name:/container/path' });
   if (!target.startsWith('/')) throw modelErrors.BAD_VOLUME({ value: text, hint: 'the container path must be absolute' });
   if (target.split('/').includes('..') || source.split('/').includes('..')) throw modelErrors.BAD_VOLUME({ value: text, hint: 'paths may not contain ..' });
   if (mode !== undefined && mode !== 'ro' && mode !== 'rw') throw modelErrors.BAD_VOLUME({ value: text, hint: 'the mode is ro or rw' });
-  return { source, target, readOnly: mode === 'ro' };
+  return { source, target, readOnly: mode === 'ro', ...(named ? { kind: o.shared ? 'shared' as const : 'local' as const } : {}) };
 }
 
 /** Parses `no`, `always`, `on-failure`, `on-failure:5`. */

@@ -19,7 +19,7 @@ import { readExit, readRecord, updateRecord, writeExit, writeJsonAtomic } from '
 import type { ContainerRecord } from './record.ts';
 import { criuLogErrors, globalArgs, isNotExist, isNotRunning, normaliseSignal, runcMessage, runRunc } from './runc-cli.ts';
 import type { RuncCommand } from './runc-cli.ts';
-import { containerPaths, isAlive, liveShimPid, readPidFile, ShimLauncher } from './shim.ts';
+import { containerPaths, isAlive, liveShimPid, readPidFile, ShimLauncher, type ShimFence } from './shim.ts';
 import type { ContainerPaths } from './shim.ts';
 import type { BundleSpec, ContainerRuntime, ExitInfo, Resources, RuntimeState, RuntimeStatus } from './types.ts';
 import { watchDir } from './watch.ts';
@@ -45,6 +45,8 @@ export interface RuncRuntimeOptions {
    * keeps logs beside its own record so they survive the delete + create of a stop/start or restart.
    */
   readonly logPathFor?: (id: string) => string;
+  /** Every container's shim kills it once this file is older than the limit (fencing; see src/agent/fence.ts). */
+  readonly fence?: ShimFence;
 }
 
 /** Options of a restore from a CRIU image under a new shim. */
@@ -98,7 +100,7 @@ export function createRuncRuntime(options: RuncRuntimeOptions): RuncRuntime {
   const pollMs = options.pollMs ?? 250;
   const log = options.log ?? ((): void => undefined);
   const locks = new Map<string, Promise<unknown>>();
-  const shims = new ShimLauncher(options.shimPath);
+  const shims = new ShimLauncher(options.shimPath, options.fence);
 
   function paths(id: string): ContainerPaths {
     if (!ID.test(id)) throw runtimeErrors.RUNTIME_INVALID_ID({ id });

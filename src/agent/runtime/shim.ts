@@ -44,8 +44,18 @@ export interface ShimLaunch {
   readonly stderr: string;
 }
 
+/**
+ * The shim's fencing watchdog: it kills the container once `file` is older than `afterMs` (the agent
+ * keeps the file's time at its last contact with the cluster; see src/agent/fence.ts).
+ */
+export interface ShimFence {
+  readonly file: string;
+  readonly afterMs: number;
+}
+
 /** The shim's arguments around a runc command (see native/shim/ferry-shim.c). */
-function shimArgs(paths: ContainerPaths, runcArgv: string[], rootfsMount?: { options: string; cwd?: string; target: string }): string[] {
+function shimArgs(paths: ContainerPaths, runcArgv: string[], rootfsMount?: { options: string; cwd?: string; target: string }, fence?: ShimFence): string[] {
+  const fenceArgs = fence ? ['--fence-file', fence.file, '--fence-after-ms', String(fence.afterMs)] : [];
   const mountArgs = rootfsMount
     ? ['--mount-overlay', rootfsMount.options, '--mount-target', rootfsMount.target, ...(rootfsMount.cwd ? ['--mount-cwd', rootfsMount.cwd] : [])]
     : [];
@@ -55,6 +65,7 @@ function shimArgs(paths: ContainerPaths, runcArgv: string[], rootfsMount?: { opt
     '--log', paths.log,
     '--exit', paths.exit,
     ...mountArgs,
+    ...fenceArgs,
     '--', ...runcArgv,
   ];
 }
@@ -104,9 +115,11 @@ export class ShimLauncher {
   private spare: WaitingShim | undefined;
   private refill: NodeJS.Timeout | undefined;
   private closed = false;
+  private readonly fence: ShimFence | undefined;
 
-  constructor(shimPath: string) {
+  constructor(shimPath: string, fence?: ShimFence) {
     this.shimPath = shimPath;
+    this.fence = fence;
   }
 
   /** Runs the shim around `runcArgv`; resolves once the runc command has finished (see launchShim). */
@@ -117,7 +130,7 @@ export class ShimLauncher {
     w.child.ref();
     (w.child.stdin as unknown as { ref(): void }).ref();
     (w.child.stderr as unknown as { ref(): void }).ref();
-    w.child.stdin!.end(`${shimArgs(paths, runcArgv, rootfsMount).join('\0')}\0`);
+    w.child.stdin!.end(`${shimArgs(paths, runcArgv, rootfsMount, this.fence).join('\0')}\0`);
     try {
       return await w.done;
     } finally {

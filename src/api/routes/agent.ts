@@ -7,8 +7,8 @@ import type { ApiDeps } from '../server.ts';
 import { put, remove } from '../../store/index.ts';
 import type { ClusterNetwork, Container, ContainerStatus, Network, Node, NodeImages, NodeNetworkStatus, Retirement, Service } from '../../model/index.ts';
 import type { Store } from '../../store/index.ts';
-import { SERVICE_LABELS, keys, checkName, ipToInt, parseCidr, subnetContains, subnetsOverlap, ContainerStatusSchema, ImageRecordSchema, NodeFactsSchema } from '../../model/index.ts';
-import { allocateAddress, clusterNetwork, nodeOwner } from '../../controllers/index.ts';
+import { DEFAULT_DETECTION, SERVICE_LABELS, keys, checkName, ipToInt, parseCidr, subnetContains, subnetsOverlap, ContainerStatusSchema, ImageRecordSchema, NodeFactsSchema } from '../../model/index.ts';
+import { allocateAddress, clusterNetwork, nodeOwner, noteHeartbeat } from '../../controllers/index.ts';
 import { apiErrors } from '../errors.ts';
 import { NameParams } from './schemas.ts';
 import { joinLabels, joinNode } from '../join.ts';
@@ -171,8 +171,9 @@ export function agentRoutes(deps: ApiDeps): FastifyPluginAsync {
       node.metadata.labels = { ...node.metadata.labels, ...b.labels, ...(await joinLabels(store, b.name)) };
       await put(store, keys.node(b.name), node);
       await deps.leases.beat(b.name);
+      const state = await noteHeartbeat(store, b.name);
       return {
-        node, leaseTtl: deps.nodeLeaseTtl,
+        node, leaseTtl: deps.nodeLeaseTtl, fenceGrace: deps.fenceGraceSeconds ?? DEFAULT_DETECTION.graceSeconds, state,
         ...(net && network.hostIp ? { network: { subnet: net.subnet, prefixLength: net.prefixLength, gateway: net.gateway, vni: net.vni, hostIp: network.hostIp } } : {}),
       };
     });
@@ -183,7 +184,7 @@ export function agentRoutes(deps: ApiDeps): FastifyPluginAsync {
 
     app.post('/agent/:name/heartbeat', { schema: { summary: 'An agent is alive', params: NameParams } }, async (req) => {
       await deps.leases.beat(req.params.name);
-      return { ok: true };
+      return { ok: true, state: await noteHeartbeat(store, req.params.name) };
     });
 
     app.put('/agent/status/:name', { schema: { summary: 'An agent reports a container status', params: NameParams, body: ContainerStatusSchema } }, async (req, reply) => {

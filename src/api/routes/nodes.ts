@@ -7,8 +7,9 @@ import { apiErrors } from '../errors.ts';
 import { mutate, remove } from '../../store/index.ts';
 import { releaseNodeAddresses } from '../../controllers/index.ts';
 import { isFerryError } from '../../errors/index.ts';
-import type { Container, Node } from '../../model/index.ts';
-import { keys } from '../../model/index.ts';
+import { Type } from 'typebox';
+import type { ClusterEvent, Container, Node } from '../../model/index.ts';
+import { EVENTS_KEPT, keys } from '../../model/index.ts';
 import type { NodeView } from '../../client/index.ts';
 import { NameParams } from './schemas.ts';
 
@@ -36,6 +37,12 @@ export function nodeRoutes(deps: ApiDeps): FastifyPluginAsync {
       return view(name);
     };
     app.get('/nodes', { schema: { summary: 'List nodes' } }, async () => listNodes(deps.store));
+    app.get('/events', {
+      schema: { summary: 'Cluster events, oldest first (node health, failovers)', querystring: Type.Object({ limit: Type.Optional(Type.Integer({ minimum: 1, maximum: EVENTS_KEPT })) }) },
+    }, async (req) => {
+      const { items } = await deps.store.list<ClusterEvent>(keys.events);
+      return items.slice(-(req.query.limit ?? 100)).map((kv) => kv.value);
+    });
     app.get('/nodes/:name', { schema: { summary: 'Inspect a node', params: NameParams } }, async (req) => view(req.params.name));
     app.post('/nodes/:name/cordon', { schema: { summary: 'Mark a node unschedulable: nothing new is placed or migrated there; what runs there stays', params: NameParams } },
       async (req) => setUnschedulable(req.params.name, true));
@@ -47,7 +54,7 @@ export function nodeRoutes(deps: ApiDeps): FastifyPluginAsync {
         const placed = (await deps.store.list<Container>(keys.containers)).items.filter((kv) => kv.value.placement?.node === name).map((kv) => kv.value.metadata.name);
         if (placed.length > 0) throw apiErrors.NODE_STILL_USED({ name, count: placed.length, containers: placed.join(', ') });
         await releaseNodeAddresses(deps.store, name);
-        for (const key of [keys.nodeImages(name), keys.nodeCredential(name), keys.node(name)]) await remove(deps.store, key);
+        for (const key of [keys.nodeImages(name), keys.nodeCredential(name), keys.nodeHealth(name), keys.node(name)]) await remove(deps.store, key);
         return reply.status(204).send();
       });
     app.post('/nodes/:name/uncordon', { schema: { summary: 'Make a node schedulable again', params: NameParams } },

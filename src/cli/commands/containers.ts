@@ -59,7 +59,7 @@ function describe(v: ContainerView): string {
     ['Restart', `${c.spec.restart.policy}${c.spec.restart.maxRetries ? `:${c.spec.restart.maxRetries}` : ''} (restarted ${st?.restartCount ?? 0}×)`],
     ['Command', [...(c.spec.entrypoint ?? []), ...(c.spec.command ?? [])].join(' ') || '(image default)'],
     ['Env', c.spec.env.join(' ') || '-'],
-    ['Volumes', c.spec.volumes.map((m) => `${m.source}:${m.target}${m.readOnly ? ':ro' : ''}`).join(', ') || '-'],
+    ['Volumes', c.spec.volumes.map((m) => `${m.kind === 'shared' ? 'shared ' : ''}${m.source}:${m.target}${m.readOnly ? ':ro' : ''}`).join(', ') || '-'],
     ['Rootfs', st?.rootfsMode ?? '-'],
     ['Migratable', !st?.migratable ? '-' : st.migratable.ok ? 'yes' : `no: ${st.migratable.reasons.join('; ')}`],
     ['Created', `${c.metadata.createdAt} (${age(c.metadata.createdAt)})`], ['Started', st?.startedAt ?? '-'],
@@ -83,7 +83,8 @@ export function containerCommands(program: Command, ctx: Ctx): void {
     .option('--name <name>', 'container name (default: a random one)')
     .option('-p, --publish <port>', 'publish a port: [IP:]HOSTPORT:CONTAINERPORT', collect)
     .option('-e, --env <KEY=VALUE>', 'set an environment variable', collect)
-    .option('-v, --volume <src:dst[:ro]>', 'bind-mount a host directory', collect)
+    .option('-v, --volume <src:dst[:ro]>', 'bind-mount a host directory (/abs/path:/dst) or mount a host-local named volume (name:/dst)', collect)
+    .option('--shared-volume <name:dst[:ro]>', 'mount a named volume from the cluster\'s shared storage: it follows the container when it fails over (fenced by epoch)', collect)
     .option('-m, --memory <size>', 'memory limit, e.g. 128m, 1g')
     .option('--cpus <n>', 'CPU limit in cores, e.g. 0.5')
     .option('--pids-limit <n>', 'maximum number of processes')
@@ -103,7 +104,7 @@ export function containerCommands(program: Command, ctx: Ctx): void {
         entrypoint: o.entrypoint !== undefined ? [o.entrypoint as string] : undefined,
         env: ((o.env as string[] | undefined) ?? []).map(parseEnv),
         ports: ((o.publish as string[] | undefined) ?? []).map(parsePort),
-        volumes: ((o.volume as string[] | undefined) ?? []).map(parseVolume),
+        volumes: [...((o.volume as string[] | undefined) ?? []).map((v) => parseVolume(v)), ...((o.sharedVolume as string[] | undefined) ?? []).map((v) => parseVolume(v, { shared: true }))],
         resources: {
           memoryBytes: o.memory !== undefined ? parseMemory(o.memory as string) : undefined,
           cpus: o.cpus !== undefined ? parseCpus(o.cpus as string) : undefined,

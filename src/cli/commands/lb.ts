@@ -35,6 +35,11 @@ export function parseTcpListen(v: string): { address: string; first: number; las
   return { address: m[1]!, first, last };
 }
 
+/** The HTTP address the manager is told by default: the listener's own, or loopback for a wildcard (the manager is then assumed on this machine). */
+export function advertisedHttp(http: { address: string; port: number }): string {
+  return `http://${http.address === '0.0.0.0' ? '127.0.0.1' : http.address}:${http.port}`;
+}
+
 /** Registers `ferry lb`. */
 export function lbCommands(program: Command, globals: () => { home?: string }): void {
   program.command('lb').description('run the entry point in the foreground: HAProxy routing to services (`ferry up` starts one)')
@@ -44,7 +49,8 @@ export function lbCommands(program: Command, globals: () => { home?: string }): 
     .option('--tcp <addr:first-last>', 'TCP listeners, one per port', `127.0.0.1:${TCP_PORT_RANGE.first}-${TCP_PORT_RANGE.last}`)
     .option('--state-dir <dir>', 'HAProxy config, maps and sockets (default <home>/lb/<name>)')
     .option('--check-ms <ms>', 'health check interval', '1000')
-    .action(async (o: { manager: string; name: string; http: string; tcp: string; stateDir?: string; checkMs: string }) => {
+    .option('--advertise-http <url>', 'where the manager reaches the HTTP listener (default http://ADDR:PORT of --http; 127.0.0.1 for 0.0.0.0)')
+    .action(async (o: { manager: string; name: string; http: string; tcp: string; stateDir?: string; checkMs: string; advertiseHttp?: string }) => {
       const home = ferryHome(globals().home);
       const p = homePaths(home);
       const name = checkName(o.name);
@@ -52,13 +58,15 @@ export function lbCommands(program: Command, globals: () => { home?: string }): 
       const tcp = parseTcpListen(o.tcp);
       const interMs = Number(o.checkMs);
       if (!Number.isInteger(interMs) || interMs < 100) throw bad('--check-ms', `takes milliseconds ≥ 100, not "${o.checkMs}"`);
+      const httpUrl = o.advertiseHttp ?? advertisedHttp(http);
+      if (!/^http:\/\/[^/]+$/.test(httpUrl)) throw bad('--advertise-http', `takes http://HOST:PORT, not "${httpUrl}"`);
       const client = new FerryClient({ url: o.manager, token: needToken() });
       const lb = await Lb.start({
         stateDir: o.stateDir ?? join(home, 'lb', name), http, tcp, check: { interMs, fall: 2, rise: 1, timeoutMs: Math.min(2000, interMs) },
         timeouts: { connectMs: 2000, clientMs: 60_000, serverMs: 60_000 },
         onEvent: (e) => { if (e.type !== 'applied' || e.commands > 0) stamp(`lb ${JSON.stringify(e)}`); },
       });
-      const ep = startEntryPoint({ client, name, lb, log: stamp });
+      const ep = startEntryPoint({ client, name, lb, log: stamp, httpUrl });
       await mkdir(p.run, { recursive: true });
       const run: RunFile = { pid: process.pid, url: `http://${http.address}:${http.port}`, role: 'lb', name };
       await writeFile(p.lbRun(name), JSON.stringify(run));

@@ -221,12 +221,21 @@ export function nodeCommands(program: Command, ctx: Ctx): void {
       n.node.status.facts.kernel, n.node.status.facts.criu, age(n.node.status.startedAt),
     ]))}\n`);
   });
+  program.command('events').description('what happened to nodes and containers: health changes (Ready, Suspect, Down), failovers')
+    .option('-n, --limit <n>', 'how many of the latest', '50')
+    .action(async (o: { limit: string }) => {
+      const limit = Number(o.limit);
+      if (!/^\d+$/.test(o.limit) || limit < 1 || limit > 1000) throw new FerryError('FERRY_ERR_BAD_FLAG', 400, `--limit must be a whole number from 1 to 1000, not "${o.limit}"`);
+      const events = await ctx.client().nodes.events(limit);
+      if (ctx.format() === 'json') return printJson(events);
+      process.stdout.write(`${table(['TIME', 'KIND', 'OBJECT', 'MESSAGE'], events.map((e) => [e.at, e.kind, e.object, e.message]))}\n`);
+    });
   node.command('inspect').description('show a node').argument('<name>').action(async (name: string) => {
     const n = await ctx.client().nodes.get(name);
     if (ctx.format() === 'json') return printJson(n);
     const f = n.node.status.facts;
     process.stdout.write([
-      `Name:        ${n.node.metadata.name}`, `State:       ${n.state}`, `Address:     ${n.node.status.address}`,
+      `Name:        ${n.node.metadata.name}`, `State:       ${n.state}${n.reason ? ` — ${n.reason}` : ''}`, `Address:     ${n.node.status.address}`,
       `Capacity:    ${n.node.status.capacity.cpus} CPUs, ${formatBytes(n.node.status.capacity.memoryBytes)}`,
       `Containers:  ${n.containers}`, `Labels:      ${Object.entries(n.node.metadata.labels).map(([k, v]) => `${k}=${v}`).join(', ') || '-'}`,
       `Zone:        ${zoneOf(n.node.metadata.labels)}`, `Network:     ${networkOf(n.node.status.network)}`,

@@ -1,7 +1,7 @@
 /** Process verbs: up, down, and the daemons themselves (manager, agent). */
 import { hostname } from 'node:os';
 import { chmod, mkdir, readFile, writeFile, rm } from 'node:fs/promises';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import type { Command } from 'commander';
 import { startManager } from '../../manager/index.ts';
 import { startAgent } from '../../agent/index.ts';
@@ -57,6 +57,7 @@ export function systemCommands(program: Command, ctx: Ctx, globals: () => { home
           process.stdout.write(`Ferry is up with ${nodes} simulated hosts (underlay ${c.simulation.subnet} on bridge ${c.simulation.bridge}). API: ${c.api}  home: ${home}\n`);
           for (const n of c.nodes) process.stdout.write(`  ${n.name}  ${n.underlayIp}  netns ${n.netns}\n`);
           if (c.entryPoint) process.stdout.write(`Entry point: ${c.entryPoint} (on ${c.nodes[0]!.name})\n`);
+          process.stdout.write(`Dashboard: ${c.api}/ui/ (\`ferry dashboard\` prints it with the token)\n`);
         }
         return;
       }
@@ -64,6 +65,7 @@ export function systemCommands(program: Command, ctx: Ctx, globals: () => { home
       if (ctx.format() === 'json') printJson({ ...r, home });
       else {
         process.stdout.write(`Ferry is up. API: ${r.api}  node: ${r.node}  home: ${home}${r.entryPoint ? `  entry point: ${r.entryPoint}` : ''}\n`);
+        process.stdout.write(`Dashboard: ${r.api}/ui/ (\`ferry dashboard\` prints it with the token)\n`);
         process.stdout.write(r.entryPoint
           ? `Try: ferry service create web --image sample --replicas 2 --http-host web.local --wait; curl -H 'Host: web.local' ${r.entryPoint}/\n`
           : 'Try: ferry run --name web -p 8080:80 --memory 128m sample\n');
@@ -85,18 +87,27 @@ export function systemCommands(program: Command, ctx: Ctx, globals: () => { home
   program.command('manager').description('run the manager in the foreground (`ferry up` starts it for you)')
     .option('--host <addr>', 'listen address', '127.0.0.1').option('--port <port>', 'listen port', '7670')
     .option('--store <url>', 'store URL (default sqlite:<home>/manager/state.db)')
-    .option('--node-lease <seconds>', 'node heartbeat lease', '10')
+    .option('--node-lease <seconds>', 'seconds without a heartbeat before a node is Suspect (its lease lapses)', '6')
+    .option('--fence-grace <seconds>', 'seconds a node stays Suspect before it is Down and its containers fail over (agents fence themselves before)', '3')
     .option('--cluster-subnet <cidr>', 'run a cluster-wide container network (VXLAN) on this subnet')
     .option('--vni <n>', 'VXLAN network id of the cluster network (default 4216; needs --cluster-subnet)')
-    .action(async (o: { host: string; port: string; store?: string; nodeLease: string; clusterSubnet?: string; vni?: string }) => {
+    .option('--name <name>', 'run for leader under this name among managers sharing one store (etcd://…); standbys redirect clients to the leader')
+    .option('--advertise-url <url>', 'with --name: the API URL clients are sent to while this manager leads (default the listen URL)')
+    .option('--leader-ttl <seconds>', 'with --name: seconds a dead leader keeps the role before a standby takes over', '5')
+    .action(async (o: { host: string; port: string; store?: string; nodeLease: string; fenceGrace: string; clusterSubnet?: string; vni?: string; name?: string; advertiseUrl?: string; leaderTtl: string }, cmd: Command) => {
       const home = ferryHome(globals().home);
       const p = homePaths(home);
+      if (o.name === undefined && (o.advertiseUrl !== undefined || cmd.getOptionValueSource('leaderTtl') === 'cli')) {
+        throw simErrors.BAD_FLAG({ flag: o.advertiseUrl !== undefined ? '--advertise-url' : '--leader-ttl', reason: 'needs --name (it is about electing a leader among managers)' });
+      }
       if (o.vni !== undefined && o.clusterSubnet === undefined) throw simErrors.BAD_FLAG({ flag: '--vni', reason: 'needs --cluster-subnet' });
       const clusterNetwork = o.clusterSubnet === undefined ? undefined : { subnet: checkClusterSubnet(o.clusterSubnet), vni: checkVni(o.vni ?? '4216') };
       const m = await startManager({
         dataDir: p.manager, storeUrl: o.store, host: o.host, port: positiveInt(o.port, '--port', true), token: process.env.FERRY_TOKEN,
-        nodeLeaseTtl: positiveInt(o.nodeLease, '--node-lease'), version: VERSION, log: stamp,
+        nodeLeaseTtl: positiveInt(o.nodeLease, '--node-lease'), fenceGrace: positiveInt(o.fenceGrace, '--fence-grace'), version: VERSION, log: stamp,
         ...(clusterNetwork ? { clusterNetwork } : {}),
+        ...(o.name !== undefined ? { name: o.name, leaderTtl: positiveInt(o.leaderTtl, '--leader-ttl') } : {}),
+        ...(o.advertiseUrl !== undefined ? { advertiseUrl: o.advertiseUrl } : {}),
       });
       await mkdir(p.run, { recursive: true });
       const run: RunFile = { pid: process.pid, url: m.url, role: 'manager' };
@@ -122,7 +133,8 @@ export function systemCommands(program: Command, ctx: Ctx, globals: () => { home
     .option('--bridge <name>', 'container bridge', 'ferry0')
     .option('--subnet <cidr>', 'container subnet of this node', '10.213.0.0/24')
     .option('--label <k=v>', 'node label (repeatable)', (v: string, p: string[] = []) => [...p, v])
-    .option('--heartbeat-ms <ms>', 'heartbeat interval', '2000')
+    .option('--heartbeat-ms <ms>', 'heartbeat interval', '1000')
+    .option('--shared-volumes <dir>', 'the cluster\'s shared volume root on this host (a directory every host mounts: NFS, CephFS…); shared volumes need it')
     .option('--stop-timeout-ms <ms>', 'grace between SIGTERM and SIGKILL', '10000')
     .option('--rescan-ms <ms>', 'how often running containers are re-checked for migratability', '15000')
     .option('--underlay-ip <ip>', 'this host\'s address on the underlay (its VXLAN endpoint in a cluster network)')
@@ -150,6 +162,7 @@ export function systemCommands(program: Command, ctx: Ctx, globals: () => { home
         labels: Object.fromEntries(((o.label as string[] | undefined) ?? []).map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1)])),
         heartbeatMs: positiveInt(o.heartbeatMs as string, '--heartbeat-ms'), stopTimeoutMs: positiveInt(o.stopTimeoutMs as string, '--stop-timeout-ms', true),
         rescanMs: positiveInt(o.rescanMs as string, '--rescan-ms'),
+        ...(o.sharedVolumes !== undefined ? { sharedVolumes: resolve(o.sharedVolumes as string) } : {}),
         ...(underlayIp !== undefined ? { underlayIp } : {}),
         outboundNat: (o.outboundNat as unknown) === true,
         version: VERSION, log: stamp,

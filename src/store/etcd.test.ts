@@ -1,0 +1,146 @@
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { after, before, describe, it } from 'node:test';
+import { EtcdStore } from './etcd.ts';
+import { runStoreConformance } from './conformance.ts';
+import { Tap, rejectsWith, within } from './conformance-kit.ts';
+import { isFerryError } from '../errors/index.ts';
+import { freePort } from '../../test/support/net.ts';
+import { skipUnlessEtcd, startEtcd, type TestEtcd } from '../../test/support/etcd.ts';
+
+let etcd: TestEtcd | undefined;
+let n = 0;
+// Each store gets a key prefix of its own, so every case starts from an empty keyspace on one etcd;
+// revisions are etcd's (shared), which the suite only compares relative to what it read.
+const fresh = (urls: string[]): EtcdStore => new EtcdStore({ endpoints: urls, keyPrefix: `/t${++n}-${randomBytes(4).toString('hex')}` });
+
+describe('etcd backend (private etcd)', { skip: skipUnlessEtcd() }, () => {
+  before(async () => {
+    etcd = await startEtcd(1);
+  });
+  after(async () => {
+    const forced = await etcd?.stop();
+    assert.deepEqual(forced ?? [], []);
+  });
+
+  runStoreConformance('etcd', async () => ({ store: fresh((etcd as TestEtcd).clientUrls), cleanup: async () => {} }));
+
+  describe('etcd specifics', () => {
+    it('fails over to the next endpoint when the first cannot be reached', async () => {
+      const dead = `http://127.0.0.1:${await freePort()}`;
+      const s = fresh([dead, ...(etcd as TestEtcd).clientUrls]);
+      try {
+        const kv = await s.create('/fo', 1);
+        assert.equal((await s.get('/fo'))?.modRevision, kv.modRevision);
+        const tap = new Tap(s, '/fo');
+        try {
+          await s.update('/fo', 2, kv.modRevision);
+          assert.equal((await tap.next()).kv.value, 2);
+        } finally {
+          tap.stop();
+        }
+      } finally {
+        await s.close();
+      }
+    });
+
+    it('answers STORE_UNAVAILABLE naming the endpoints when no etcd answers', async () => {
+      const dead = `http://127.0.0.1:${await freePort()}`;
+      const s = new EtcdStore({ endpoints: [dead] });
+      try {
+        await rejectsWith(s.get('/x'), 'STORE_UNAVAILABLE', 503, dead);
+        await rejectsWith(s.create('/x', 1), 'STORE_UNAVAILABLE', 503, 'ECONNREFUSED');
+      } finally {
+        await s.close();
+      }
+    });
+
+    it('picks another lease id when the one it chose is taken', async () => {
+      const ids = [2 ** 40 + 7, 2 ** 40 + 7, 2 ** 40 + 9];
+      class Scripted extends EtcdStore {
+        protected override newLeaseId(): number {
+          return ids.shift() ?? assert.fail('asked for more ids than scripted');
+        }
+      }
+      const s = new Scripted({ endpoints: (etcd as TestEtcd).clientUrls });
+      try {
+        assert.equal((await s.grantLease(30)).id, 2 ** 40 + 7);
+        assert.equal((await s.grantLease(30)).id, 2 ** 40 + 9);
+        assert.deepEqual(ids, []);
+        await s.revokeLease(2 ** 40 + 7);
+        await s.revokeLease(2 ** 40 + 9);
+      } finally {
+        await s.close();
+      }
+    });
+
+    it('hands out lease ids JavaScript holds exactly, and sees another client\'s writes', async () => {
+      const urls = (etcd as TestEtcd).clientUrls;
+      const prefix = `/shared-${randomBytes(4).toString('hex')}`;
+      const a = new EtcdStore({ endpoints: urls, keyPrefix: prefix });
+      const b = new EtcdStore({ endpoints: urls, keyPrefix: prefix });
+      try {
+        const lease = await a.grantLease(30);
+        assert.ok(Number.isSafeInteger(lease.id) && lease.id > 0);
+        // Another client's writes are ordered only by revision: watch from one read before the write.
+        const tap = new Tap(b, '/k', { afterRevision: await b.revision() });
+        try {
+          await a.create('/k', 'v', { lease: lease.id });
+          const e = await within(tap.next(), 'b to see a\'s write');
+          assert.equal(e.kv.lease, lease.id);
+          await a.revokeLease(lease.id);
+          assert.equal((await tap.next()).type, 'delete');
+        } finally {
+          tap.stop();
+        }
+      } finally {
+        await a.close();
+        await b.close();
+      }
+    });
+  });
+});
+
+describe('etcd backend on a 3-member cluster', { skip: skipUnlessEtcd() }, () => {
+  let cluster: TestEtcd | undefined;
+  before(async () => {
+    cluster = await startEtcd(3);
+  });
+  after(async () => {
+    assert.deepEqual((await cluster?.stop()) ?? [], []);
+  });
+
+  it('keeps serving and watching without a gap when the member it talks to is killed', async () => {
+    const c = cluster as TestEtcd;
+    const s = new EtcdStore({ endpoints: c.clientUrls, keyPrefix: `/m3-${randomBytes(4).toString('hex')}` });
+    const tap = new Tap<number>(s, '/n/');
+    try {
+      await s.create('/n/0', 0);
+      assert.equal((await tap.next()).kv.value, 0);
+      // The store talks to the first member; kill it (the other two keep quorum).
+      process.kill(c.pids[0] as number, 'SIGKILL');
+      const written: number[] = [];
+      const deadline = Date.now() + 20_000;
+      for (let i = 1; i <= 5; i++) {
+        for (;;) {
+          try {
+            await s.create(`/n/${i}`, i);
+            break;
+          } catch (e) {
+            // A write cut off mid-flight may have landed; a leader change fails it: both are retried.
+            if (isFerryError(e, 'STORE_EXISTS')) break;
+            if (!isFerryError(e, 'STORE_UNAVAILABLE') || Date.now() > deadline) throw e;
+          }
+        }
+        written.push(i);
+      }
+      const seen: number[] = [];
+      while (seen.length < written.length) seen.push((await tap.next()).kv.value);
+      assert.deepEqual(seen, written);
+      assert.deepEqual((await s.list<number>('/n/')).items.map((i) => i.value), [0, 1, 2, 3, 4, 5]);
+    } finally {
+      tap.stop();
+      await s.close();
+    }
+  });
+});
