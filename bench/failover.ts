@@ -15,8 +15,10 @@ import { promisify } from 'node:util';
 import { parseArgs } from 'node:util';
 import { startCluster, teardownCluster, type BenchCluster, type ClusterTrace } from './network/cluster.ts';
 import { onInterrupt } from './support/interrupt.ts';
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import type { ContainerView } from '../src/model/index.ts';
-import type { NodeView } from '../src/client/index.ts';
+import { FerryClient, type NodeView } from '../src/client/index.ts';
 
 const run = promisify(execFile);
 const { values } = parseArgs({ options: { counts: { type: 'string', default: '1,10,50' }, o: { type: 'string', short: 'o', default: 'table' } } });
@@ -68,7 +70,13 @@ async function waitFor<T>(what: string, fn: () => Promise<T | undefined>, ms = 1
   throw new Error(`timed out waiting for ${what}`);
 }
 
-async function once(c: BenchCluster, n: number): Promise<FailoverRun> {
+/** The manager API of the bench's home (polled in-process: a CLI call per poll would take longer than what it measures). */
+async function apiOf(c: BenchCluster): Promise<FerryClient> {
+  const cfg = JSON.parse(await readFile(join(c.home, 'ferry.json'), 'utf8')) as { api: string; token: string };
+  return new FerryClient({ url: cfg.api, token: cfg.token });
+}
+
+async function once(c: BenchCluster, api: FerryClient, n: number): Promise<FailoverRun> {
   const [h1, h2] = c.nodes as [BenchCluster['nodes'][0], BenchCluster['nodes'][0]];
   const names = Array.from({ length: n }, (_, i) => `fo${n}-${i}`);
   await c.ok(['node', 'cordon', h1.name]);
@@ -85,26 +93,26 @@ async function once(c: BenchCluster, n: number): Promise<FailoverRun> {
   await iptables(h2.netns, '-I');
   const r: Partial<FailoverRun> = { containers: n };
   try {
+    // Each figure is the time the poll that first saw it returned (an upper bound, within one poll).
     await waitFor('failover', async () => {
-      const t = Date.now() - t0;
-      if (r.fencedMs === undefined && pids.every((p) => !alive(p))) r.fencedMs = t;
-      const nodes = await c.json<NodeView[]>(['node', 'ls']);
-      const st = nodes.find((x) => x.node.metadata.name === h2.name)?.state;
-      if (r.suspectMs === undefined && (st === 'Suspect' || st === 'Down')) r.suspectMs = t;
-      if (r.downMs === undefined && st === 'Down') r.downMs = t;
-      const vs = await c.json<ContainerView[]>(['ps', '-a']);
+      if (r.fencedMs === undefined && pids.every((p) => !alive(p))) r.fencedMs = Date.now() - t0;
+      const st = (await api.nodes.get(h2.name)).state;
+      if (r.suspectMs === undefined && (st === 'Suspect' || st === 'Down')) r.suspectMs = Date.now() - t0;
+      if (r.downMs === undefined && st === 'Down') r.downMs = Date.now() - t0;
+      const vs = await api.containers.list();
       const moved = vs.filter((v) => names.includes(v.container.metadata.name) && v.status?.phase === 'running' && v.status.node === h1.name);
       if (moved.length > 0 && r.firstReplacementMs === undefined) {
-        r.firstReplacementMs = t;
-        r.fencedBeforeReplacement = r.fencedMs !== undefined || pids.every((p) => !alive(p));
+        r.firstReplacementMs = Date.now() - t0;
+        // Alive checked after the list came back: a copy still alive now was alive when the replacement ran.
+        r.fencedBeforeReplacement = pids.every((p) => !alive(p));
       }
-      if (moved.length === n) r.allRunningMs = t;
+      if (moved.length === n && r.allRunningMs === undefined) r.allRunningMs = Date.now() - t0;
       return r.allRunningMs !== undefined && r.fencedMs !== undefined ? true : undefined;
     });
   } finally {
     await iptables(h2.netns, '-D');
   }
-  await waitFor(`${h2.name} Ready again`, async () => ((await c.json<NodeView[]>(['node', 'ls'])).every((x) => x.state === 'Ready') ? true : undefined));
+  await waitFor(`${h2.name} Ready again`, async () => ((await api.nodes.list()).every((x: NodeView) => x.state === 'Ready') ? true : undefined));
   await c.ok(['rm', '-f', ...names]);
   return r as FailoverRun;
 }
@@ -115,8 +123,9 @@ let failed: string | undefined;
 try {
   note('starting ferry up --nodes 2');
   c = await startCluster(2, trace);
+  const api = await apiOf(c);
   for (const n of counts) {
-    const r = await once(c, n);
+    const r = await once(c, api, n);
     note(`N=${n}: Suspect ${r.suspectMs} ms, Down ${r.downMs} ms, fenced ${r.fencedMs} ms, first replacement ${r.firstReplacementMs} ms, all running ${r.allRunningMs} ms`);
     results.push(r);
   }

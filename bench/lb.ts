@@ -3,11 +3,12 @@
  * cluster. First against a hand-written HAProxy for the same three replicas (same addresses, health
  * check, roundrobin; `haproxy -f` in the same namespace on another port): wrk from host 2, the two
  * alternating, req/s and p99 with the ratio Ferry/hand. Then under continuous load through the entry
- * point: live migrations of the replicas one at a time, scale 3 → 1 → 5, a rolling update; failed
+ * point: live migrations of the replicas one at a time, scale 3 → 1, migrations of the only replica
+ * (requests held at the entry point through each freeze), scale 1 → 5, a rolling update; failed
  * requests per phase, p99 overall and during the migrations against the migrations' freeze. Prints
  * the tables with targets and the raw figures; `-o json` prints all of it as JSON. Progress on stderr.
  *
- *   node --import tsx bench/lb.ts [--seconds 10] [--reps 3] [--connections 32] [--migrations 20]
+ *   node --import tsx bench/lb.ts [--seconds 10] [--reps 3] [--connections 32] [--migrations 20] [--held-migrations 6]
  *     [--strategy auto] [--load-connections 16] [--pace-ms 10] [--settle 3] [-o json]
  */
 import { spawnSync } from 'node:child_process';
@@ -37,6 +38,7 @@ const { values } = parseArgs({
     reps: { type: 'string', default: '3' },
     connections: { type: 'string', default: '32' },
     migrations: { type: 'string', default: '20' },
+    'held-migrations': { type: 'string', default: '6' },
     strategy: { type: 'string', default: 'auto' },
     'load-connections': { type: 'string', default: '16' },
     'pace-ms': { type: 'string', default: '10' },
@@ -46,6 +48,7 @@ const { values } = parseArgs({
 });
 const options = {
   seconds: Number(values.seconds), reps: Number(values.reps), connections: Number(values.connections), migrations: Number(values.migrations),
+  heldMigrations: Number(values['held-migrations']),
   strategy: values.strategy, loadConnections: Number(values['load-connections']), paceMs: Number(values['pace-ms']), settleMs: Number(values.settle) * 1000,
 };
 const count = (v: number, min: number): boolean => Number.isInteger(v) && v >= min;
@@ -54,6 +57,7 @@ const usage = [
   !count(options.reps, 1) && '--reps takes a count ≥ 1',
   !(count(options.connections, 1) && options.connections <= 10_000) && '--connections takes wrk\'s connection count, 1..10000',
   !count(options.migrations, 0) && '--migrations takes a count ≥ 0',
+  !count(options.heldMigrations, 0) && '--held-migrations takes a count ≥ 0',
   !['auto', 'stop-copy', 'pre-copy', 'post-copy'].includes(options.strategy) && '--strategy takes auto, stop-copy, pre-copy or post-copy',
   !(count(options.loadConnections, 1) && options.loadConnections <= 1000) && '--load-connections takes a count, 1..1000',
   !count(options.paceMs, 0) && '--pace-ms takes milliseconds ≥ 0',
@@ -166,7 +170,7 @@ try {
   let steps;
   try {
     await sleep(1000);
-    steps = await runChurn(c, load, { service: SERVICE, replicas: REPLICAS, migrations: options.migrations, strategy: options.strategy, settleMs: options.settleMs, note, checkpoint });
+    steps = await runChurn(c, load, { service: SERVICE, replicas: REPLICAS, migrations: options.migrations, heldMigrations: options.heldMigrations, strategy: options.strategy, settleMs: options.settleMs, note, checkpoint });
   } finally {
     const { samples, summary } = await load.stop();
     result.churn.loadSummary = summary;

@@ -1,7 +1,8 @@
 /**
  * The churn phase's steps, under the continuous load, each marked as a phase on it: a steady spell,
  * live migrations of the service's replicas one at a time (the direction alternating between the two
- * hosts), scale 3 → 1 → 5, a rolling update, and a steady spell after.
+ * hosts), scale 3 → 1, migrations of the only replica (held at the entry point), scale 1 → 5, a
+ * rolling update, and a steady spell after.
  */
 import { activeReplicas, migrate, revisionOf, settled, type LbCluster, type SimNode } from './cluster.ts';
 import type { ChurnLoad } from './load.ts';
@@ -23,6 +24,8 @@ export interface MigrationRecord {
   /** The Migration's history as it ended. */
   history?: { phase: string; at: string; message?: string }[];
   error?: string;
+  /** The replica was the service's only one: the entry point held its requests through the freeze. */
+  held?: boolean;
 }
 
 /** Time spent in each phase of a history, ms: from entering it to entering the next. */
@@ -47,6 +50,8 @@ export interface ChurnOptions {
   readonly service: string;
   readonly replicas: number;
   readonly migrations: number;
+  /** Migrations of the service's only replica (after the scale to 1): requests held through each freeze. */
+  readonly heldMigrations: number;
   readonly strategy: string;
   readonly settleMs: number;
   readonly note: (s: string) => void;
@@ -78,9 +83,10 @@ export async function runChurn(c: LbCluster, load: ChurnLoad, o: ChurnOptions): 
   };
 
   await step('steady before', async () => undefined);
-  await step(`${o.migrations} live migrations`, async () => {
+  /** `n` live migrations, one at a time, the direction alternating; the least-moved replica goes first. */
+  const migrateReplicas = async (n: number, replicas: number): Promise<void> => {
     const moved = new Map<string, number>();
-    for (let i = 0; i < o.migrations; i++) {
+    for (let i = 0; i < n; i++) {
       o.checkpoint();
       const [from, to] = i % 2 === 0 ? [h1, h2] : [h2, h1];
       const rs = (await activeReplicas(c, o.service)).filter((r) => r.phase === 'running' && r.node);
@@ -96,23 +102,27 @@ export async function runChurn(c: LbCluster, load: ChurnLoad, o: ChurnOptions): 
         const m = await migrate(c, r.name, target.name, o.strategy);
         rec = {
           replica: r.name, from: r.node!, to: target.name, phase: m.status.phase, strategy: m.status.strategy, wallMs: Date.now() - t0,
-          phaseMs: phaseDurations(m.status.history), history: m.status.history,
+          phaseMs: phaseDurations(m.status.history), history: m.status.history, held: replicas === 1,
           ...(m.status.freezeMs !== undefined ? { freezeMs: m.status.freezeMs } : {}), ...(m.status.totalMs !== undefined ? { totalMs: m.status.totalMs } : {}),
           ...(m.status.phase !== 'Succeeded' ? { error: m.status.error ?? m.status.history.at(-1)?.message ?? m.status.phase } : {}),
         };
       } catch (e) {
-        rec = { replica: r.name, from: r.node!, to: target.name, phase: 'error', wallMs: Date.now() - t0, error: message(e) };
+        rec = { replica: r.name, from: r.node!, to: target.name, phase: 'error', wallMs: Date.now() - t0, error: message(e), held: replicas === 1 };
       }
       out.migrations.push(rec);
-      o.note(`migration ${i + 1}/${o.migrations}: ${rec.replica} ${rec.from} → ${rec.to} ${rec.phase}${rec.strategy ? ` (${rec.strategy})` : ''}, freeze ${rec.freezeMs?.toFixed(0) ?? '-'} ms, total ${rec.totalMs?.toFixed(0) ?? '-'} ms${rec.error ? `: ${rec.error}` : ''}`);
+      o.note(`migration ${i + 1}/${n}${replicas === 1 ? ' (only replica: held)' : ''}: ${rec.replica} ${rec.from} → ${rec.to} ${rec.phase}${rec.strategy ? ` (${rec.strategy})` : ''}, freeze ${rec.freezeMs?.toFixed(0) ?? '-'} ms, total ${rec.totalMs?.toFixed(0) ?? '-'} ms${rec.error ? `: ${rec.error}` : ''}`);
       // After a failure, wait for the service to be whole again before the next move.
-      if (rec.phase !== 'Succeeded') await settled(c, o.service, o.replicas, undefined, 60_000).catch((e: unknown) => o.note(`after the failed migration: ${message(e)}`));
+      if (rec.phase !== 'Succeeded') await settled(c, o.service, replicas, undefined, 60_000).catch((e: unknown) => o.note(`after the failed migration: ${message(e)}`));
     }
-  });
+  };
+
+  await step(`${o.migrations} live migrations`, () => migrateReplicas(o.migrations, o.replicas));
   await step(`scale ${o.replicas}→1`, async () => {
     await c.ok(['service', 'scale', o.service, '1', '--wait']);
     await settled(c, o.service, 1);
   });
+  // The only replica moving: its requests are held at the entry point through each freeze (no sibling to take them).
+  if (o.heldMigrations > 0) await step(`${o.heldMigrations} held migrations`, () => migrateReplicas(o.heldMigrations, 1));
   await step('scale 1→5', async () => {
     await c.ok(['service', 'scale', o.service, '5', '--wait']);
     await settled(c, o.service, 5);

@@ -5,6 +5,7 @@
 import { writeFileAtomicSync } from './small-files.ts';
 import { join } from 'node:path';
 import type { Assignment } from '../model/index.ts';
+import { failoverRefusal } from '../model/index.ts';
 import type { BundleSpec, ContainerRuntime, IdMapping, RuntimeState } from './runtime/index.ts';
 import type { ImageStore } from './images/index.ts';
 import type { AttachOptions, NodeNetwork } from './network/index.ts';
@@ -52,10 +53,11 @@ export async function createAndStart(d: LifecycleDeps, rec: ContainerRecord, a: 
   const volumes = await prepareVolumes(d.volumes ?? { local: join(dir, '..', '..', 'volumes') }, a, d.node, d.idMap);
   // The placement epoch and node, for workloads that stamp what they write (and tests that check fencing).
   const spec = { ...a.spec, volumes, env: [...a.spec.env, `FERRY_EPOCH=${a.epoch}`, `FERRY_NODE=${d.node}`] };
-  const bundle = await bundleSpec({
+  // Fenced (killed by its shim when this host loses the cluster) only if the manager would start it elsewhere.
+  const bundle: BundleSpec = { ...(await bundleSpec({
     runtimeId: rec.runtimeId, name: a.name, spec, image: prepared.image.config, imageRef: a.spec.image,
     rootfs: prepared.path, rootfsMount: prepared.mount, idMap: d.idMap, hooks: att.hooks,
-  });
+  })), fenced: failoverRefusal(a.spec) === undefined };
   const criuConf = await writeCriuConfig(dir, DUMP_CRIU_OPTIONS);
   if (a.spec.ports.length > 0) await d.network.publish(rec.runtimeId, att.ip, a.spec.ports);
   let st: RuntimeState;

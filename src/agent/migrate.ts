@@ -15,6 +15,7 @@ import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { randomBytes } from 'node:crypto';
 import type { Assignment } from '../model/index.ts';
+import { failoverRefusal } from '../model/index.ts';
 import { fetchFiles, listFiles, safePath, sendFiles, type SendOptions } from './transfer.ts';
 import { makeIncremental } from './criu-image.ts';
 import type { LifecycleDeps } from './lifecycle.ts';
@@ -342,10 +343,13 @@ export class MigrationAgent {
       rec.ip = att.ip;
       // Named volumes mount where they live on this node (a shared one is the same directory the source used).
       const volumes = await prepareVolumes(this.d.volumes ?? { local: join(this.d.dataDir, 'volumes') }, a, this.d.node, this.d.idMap, { fence: false });
-      const bundle = await bundleSpec({
-        runtimeId: rec.runtimeId, name: a.name, spec: { ...a.spec, volumes }, image: prepared.image.config, imageRef: a.spec.image,
-        rootfs: prepared.path, rootfsMount: prepared.mount, idMap: this.d.idMap, hooks: att.hooks,
-      });
+      const bundle = {
+        ...(await bundleSpec({
+          runtimeId: rec.runtimeId, name: a.name, spec: { ...a.spec, volumes }, image: prepared.image.config, imageRef: a.spec.image,
+          rootfs: prepared.path, rootfsMount: prepared.mount, idMap: this.d.idMap, hooks: att.hooks,
+        })),
+        fenced: failoverRefusal(a.spec) === undefined,
+      };
       // Post-copy: the lazy-pages daemon takes the restored process's page faults (through the socket
       // in the work dir it shares with the restore) and fetches the pages from the source's server.
       const lazy = o.pageServer ? await this.startLazyPages(id, a.name, o.pageServer, imageDir) : undefined;

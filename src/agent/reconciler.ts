@@ -5,6 +5,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import type { Assignment, ContainerStatus, Phase } from '../model/index.ts';
+import { failoverRefusal } from '../model/index.ts';
 import type { RuntimeState } from './runtime/index.ts';
 import type { ContainerRecord } from './records.ts';
 import { createAndStart, teardown, removeOrphan, type LifecycleDeps } from './lifecycle.ts';
@@ -79,7 +80,9 @@ export class Reconciler {
     this.fencedNow = true;
     const at = new Date().toISOString();
     for (const rec of this.records.values()) {
-      if (rec.incoming) continue;
+      // Only what the manager would start elsewhere is killed; the rest stays (nobody else runs it).
+      const a = this.assignments.get(rec.name);
+      if (rec.incoming || !a || a.uid !== rec.uid || failoverRefusal(a.spec) !== undefined) continue;
       rec.fencedAt = at;
       await this.d.records.save(rec).catch(() => undefined);
       await this.d.runtime.kill(rec.runtimeId, 'SIGKILL').catch(() => undefined);
@@ -282,10 +285,6 @@ export class Reconciler {
       this.d.clearStatus(a.name, a.uid);
       return;
     }
-    if (this.fencedNow || this.d.fenceDue?.()) {
-      if (rec) this.status(rec, a, 'failed', 0, FENCED_MESSAGE);
-      return;
-    }
     const fresh = !rec;
     if (!rec) {
       rec = {
@@ -302,6 +301,7 @@ export class Reconciler {
     if (st && (st.status === 'running' || st.status === 'paused')) return this.keepRunning(rec, a, st);
     if (rec.fencedAt && (!st || st.status === 'stopped')) {
       // Killed by the fence, not by a fault: it runs again here (the manager kept it here), whatever its policy.
+      if (this.fencedNow || this.d.fenceDue?.()) return this.status(rec, a, 'failed', 0, FENCED_MESSAGE);
       this.d.log(`starting ${rec.name} again: fenced at ${rec.fencedAt}, and the manager kept it on this node`);
       rec.fencedAt = undefined;
       await this.d.records.save(rec);
@@ -406,6 +406,11 @@ export class Reconciler {
   }
 
   private async start(rec: ContainerRecord, a: Assignment, phase: Phase): Promise<void> {
+    // Cut off from the cluster: nothing starts (what runs on stays unless the manager would move it).
+    if (this.fencedNow || this.d.fenceDue?.()) {
+      this.status(rec, a, 'failed', 0, FENCED_MESSAGE);
+      return;
+    }
     rec.stoppedByUser = false;
     // A start still going after SLOW_START_MS (an image unpack, a slow disk) is reported as
     // creating/restarting; a quick one goes straight to running: that report, and the manager's work

@@ -1,8 +1,8 @@
 import { describe, it, beforeEach, afterEach } from 'node:test';
 import assert from 'node:assert/strict';
 import { openStore, put, type Store } from '../store/index.ts';
-import { keys, defaultSpec, type Assignment, type ClusterEvent, type Container, type NodeHealth, type Node } from '../model/index.ts';
-import { failoverRefusal, noteHeartbeat, reconcileContainer, startHealthController } from './index.ts';
+import { failoverRefusal, keys, defaultSpec, type Assignment, type ClusterEvent, type Container, type NodeHealth, type Node } from '../model/index.ts';
+import { noteHeartbeat, reconcileContainer, startHealthController } from './index.ts';
 
 function node(name: string): Node {
   return {
@@ -31,13 +31,13 @@ const until = async (what: string, fn: () => Promise<boolean>): Promise<void> =>
 
 describe('failover refusals', () => {
   it('a restart policy or a service label may fail over; host data, a pin or policy "no" stay, each with its reason', () => {
-    assert.equal(failoverRefusal(container('a', { restart: { policy: 'always', maxRetries: 0 } })), undefined);
-    assert.equal(failoverRefusal(container('r', { labels: { 'ferry.io/service': 'api' } })), undefined);
-    assert.equal(failoverRefusal(container('s', { restart: { policy: 'always', maxRetries: 0 }, volumes: [{ source: 'd', target: '/d', readOnly: false, kind: 'shared' }] })), undefined);
-    assert.match(failoverRefusal(container('n'))!, /restart policy is "no"/);
-    assert.match(failoverRefusal(container('l', { restart: { policy: 'always', maxRetries: 0 }, volumes: [{ source: 'd', target: '/d', readOnly: false, kind: 'local' }] }))!, /host-local volume "d"/);
-    assert.match(failoverRefusal(container('b', { restart: { policy: 'always', maxRetries: 0 }, volumes: [{ source: '/srv', target: '/d', readOnly: false }] }))!, /host directory \/srv/);
-    assert.match(failoverRefusal(container('p', { restart: { policy: 'always', maxRetries: 0 }, node: 'n2' }))!, /pinned to node n2/);
+    assert.equal(failoverRefusal(container('a', { restart: { policy: 'always', maxRetries: 0 } }).spec), undefined);
+    assert.equal(failoverRefusal(container('r', { labels: { 'ferry.io/service': 'api' } }).spec), undefined);
+    assert.equal(failoverRefusal(container('s', { restart: { policy: 'always', maxRetries: 0 }, volumes: [{ source: 'd', target: '/d', readOnly: false, kind: 'shared' }] }).spec), undefined);
+    assert.match(failoverRefusal(container('n').spec)!, /restart policy is "no"/);
+    assert.match(failoverRefusal(container('l', { restart: { policy: 'always', maxRetries: 0 }, volumes: [{ source: 'd', target: '/d', readOnly: false, kind: 'local' }] }).spec)!, /host-local volume "d"/);
+    assert.match(failoverRefusal(container('b', { restart: { policy: 'always', maxRetries: 0 }, volumes: [{ source: '/srv', target: '/d', readOnly: false }] }).spec)!, /host directory \/srv/);
+    assert.match(failoverRefusal(container('p', { restart: { policy: 'always', maxRetries: 0 }, node: 'n2' }).spec)!, /pinned to node n2/);
   });
 });
 

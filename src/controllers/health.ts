@@ -9,7 +9,7 @@ import type { Store } from '../store/index.ts';
 import { mutate, remove } from '../store/index.ts';
 import { isFerryError } from '../errors/index.ts';
 import type { Container, ContainerStatus, DetectionTiming, NodeHealth, NodeHealthState, Node } from '../model/index.ts';
-import { keys, keyName, SERVICE_LABELS } from '../model/index.ts';
+import { failoverRefusal, keys, keyName } from '../model/index.ts';
 import { recordEvent } from './events.ts';
 import type { Loop } from './loop.ts';
 
@@ -20,20 +20,6 @@ export interface HealthControllerOptions {
   readonly log: (msg: string) => void;
   /** How often nodes are looked at (default 500 ms). */
   readonly tickMs?: number;
-}
-
-/** Why a container on a Down node cannot fail over, or undefined when it can. */
-export function failoverRefusal(c: Container): string | undefined {
-  const pinned = c.spec.volumes.find((v) => (v.kind ?? 'bind') !== 'shared');
-  if (pinned) {
-    const what = (pinned.kind ?? 'bind') === 'bind' ? `the host directory ${pinned.source}` : `the host-local volume "${pinned.source}"`;
-    return `it uses ${what}, which only that host has (only shared volumes follow a failover)`;
-  }
-  if (c.spec.node !== undefined) return `it is pinned to node ${c.spec.node}`;
-  const replica = c.spec.labels[SERVICE_LABELS.service] !== undefined;
-  if (!replica && c.spec.restart.policy === 'no') return 'its restart policy is "no" (give it --restart always or on-failure to fail over)';
-  if (c.spec.state === 'stopped') return 'it is stopped';
-  return undefined;
 }
 
 /**
@@ -90,7 +76,7 @@ export function startHealthController(o: HealthControllerOptions): Loop {
       const state = h?.value.state ?? 'Ready';
       if (up.has(name)) {
         missingSince.delete(name);
-        if (state === 'Down' && !(await list()).some((c) => c.placement?.node === name && !c.metadata.deleting && failoverRefusal(c) === undefined)) {
+        if (state === 'Down' && !(await list()).some((c) => c.placement?.node === name && !c.metadata.deleting && failoverRefusal(c.spec) === undefined)) {
           // Back, and nothing that failed over is still placed here: it may take containers again.
           if (await transition(store, name, h, { state: 'Ready', since: new Date().toISOString(), reason: 'back after being Down; its failed-over containers run elsewhere' })) {
             for (const k of [...told]) if (k.startsWith(`${name}/`)) told.delete(k);
@@ -123,7 +109,7 @@ export function startHealthController(o: HealthControllerOptions): Loop {
 
   const failOver = async (c: Container, node: string): Promise<void> => {
     const name = c.metadata.name;
-    const refusal = failoverRefusal(c);
+    const refusal = failoverRefusal(c.spec);
     if (refusal !== undefined) {
       if (told.has(`${node}/${name}`)) return;
       told.add(`${node}/${name}`);

@@ -12,6 +12,26 @@
  * learns it from its next heartbeat and never restarts what moved away.
  */
 import { Type, type Static } from 'typebox';
+import type { ContainerSpec } from './container.ts';
+import { SERVICE_LABELS } from './service.ts';
+
+/**
+ * Why a container may not fail over to another node, or undefined when it may (a service replica, or
+ * a restart policy, with no host-bound data and no pin). Only such containers are fenced: one nobody
+ * would start elsewhere gains nothing from being killed when its host loses the cluster.
+ */
+export function failoverRefusal(spec: ContainerSpec): string | undefined {
+  const pinned = spec.volumes.find((v) => (v.kind ?? 'bind') !== 'shared');
+  if (pinned) {
+    const what = (pinned.kind ?? 'bind') === 'bind' ? `the host directory ${pinned.source}` : `the host-local volume "${pinned.source}"`;
+    return `it uses ${what}, which only that host has (only shared volumes follow a failover)`;
+  }
+  if (spec.node !== undefined) return `it is pinned to node ${spec.node}`;
+  const replica = spec.labels[SERVICE_LABELS.service] !== undefined;
+  if (!replica && spec.restart.policy === 'no') return 'its restart policy is "no" (give it --restart always or on-failure to fail over)';
+  if (spec.state === 'stopped') return 'it is stopped';
+  return undefined;
+}
 
 /** The states of a node. */
 export const NODE_STATES = ['Ready', 'Suspect', 'Down'] as const;

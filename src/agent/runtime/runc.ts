@@ -213,7 +213,7 @@ export function createRuncRuntime(options: RuncRuntimeOptions): RuncRuntime {
     const argv = [cmd.bin, ...globalArgs(cmd, p.runcLog), ...runcArgs(p)];
     let result;
     try {
-      result = await shims.launch(p, argv, spec.rootfsMount ? { ...spec.rootfsMount, target: spec.rootfs } : undefined);
+      result = await shims.launch(p, argv, spec.rootfsMount ? { ...spec.rootfsMount, target: spec.rootfs } : undefined, spec.fenced === true);
     } catch (e) {
       await remove(spec.id, p).catch(() => undefined);
       throw runtimeErrors.RUNTIME_SHIM_FAILED({ id: spec.id, reason: (e as Error).message }, e);

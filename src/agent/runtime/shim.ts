@@ -123,14 +123,14 @@ export class ShimLauncher {
   }
 
   /** Runs the shim around `runcArgv`; resolves once the runc command has finished (see launchShim). */
-  async launch(paths: ContainerPaths, runcArgv: string[], rootfsMount?: { options: string; cwd?: string; target: string }): Promise<ShimLaunch> {
+  async launch(paths: ContainerPaths, runcArgv: string[], rootfsMount?: { options: string; cwd?: string; target: string }, fenced = false): Promise<ShimLaunch> {
     let w = this.spare;
     this.spare = undefined;
     if (!w || w.exited || this.closed) w = spawnWaiting(this.shimPath);
     w.child.ref();
     (w.child.stdin as unknown as { ref(): void }).ref();
     (w.child.stderr as unknown as { ref(): void }).ref();
-    w.child.stdin!.end(`${shimArgs(paths, runcArgv, rootfsMount, this.fence).join('\0')}\0`);
+    w.child.stdin!.end(`${shimArgs(paths, runcArgv, rootfsMount, fenced ? this.fence : undefined).join('\0')}\0`);
     try {
       return await w.done;
     } finally {

@@ -48,6 +48,11 @@ export interface BundleSpec {
   readonly rootfs: string;
   /** An overlay the shim mounts on `rootfs` just before runc runs (saves a `mount` process per start). */
   readonly rootfsMount?: RootfsMount;
+  /**
+   * The shim kills the container when this host loses the cluster (the runtime's fence): set for
+   * containers the manager would start elsewhere, so two copies never run.
+   */
+  readonly fenced?: boolean;
   readonly args: string[];
   readonly env: string[];
   readonly cwd: string;
