@@ -1,7 +1,7 @@
 /**
  * The node's reconcile loop: holds the latest assignment per container name (from the manager's
- * watch) and drives the runtime until what runs matches it. One container is reconciled at a time
- * per name; exits, restarts and timers just queue the name again.
+ * watch) and drives the runtime until what runs matches it. Up to four containers are reconciled
+ * at once, each name one at a time; exits, restarts and timers just queue the name again.
  */
 import { randomBytes } from 'node:crypto';
 import type { Assignment, ContainerStatus, Phase } from '../model/index.ts';
@@ -15,6 +15,9 @@ import { continueProcesses, reconnect } from './migrate.ts';
 
 /** How soon a container whose exit wait failed is looked at again. */
 const FAILED_WAIT_RETRY_MS = 250;
+
+/** How many containers are reconciled at once (each name one at a time). */
+const RECONCILE_CONCURRENCY = 4;
 
 /** How long a start may take before the manager hears that it is under way. */
 const SLOW_START_MS = 150;
@@ -50,9 +53,8 @@ export class Reconciler {
   private readonly timers = new Map<string, NodeJS.Timeout>();
   private readonly failures = new Map<string, number>();
   private readonly holds = new Map<string, Promise<unknown>>();
-  /** The reconcile running now. */
-  private current: { name: string; done: Promise<void> } | undefined;
-  private running = false;
+  /** The reconciles running now, by name. */
+  private readonly inProgress = new Map<string, Promise<void>>();
   private synced = false;
   private stopped = false;
   private fencedNow = false;
@@ -144,7 +146,7 @@ export class Reconciler {
     let open = (): void => undefined;
     this.hold(name, new Promise<void>((r) => { open = r; }));
     try {
-      while (this.current?.name === name) await this.current.done;
+      while (this.inProgress.has(name)) await this.inProgress.get(name);
       return await fn();
     } finally {
       open();
@@ -163,7 +165,7 @@ export class Reconciler {
 
   /** Resolves when nothing is queued (tests). */
   idle(): Promise<void> {
-    if (!this.running && this.queue.size === 0) return Promise.resolve();
+    if (this.inProgress.size === 0 && this.queue.size === 0) return Promise.resolve();
     return new Promise((r) => this.drained.push(r));
   }
 
@@ -177,32 +179,43 @@ export class Reconciler {
   private enqueue(name: string): void {
     if (this.stopped) return;
     this.queue.add(name);
-    if (!this.running) void this.drain();
+    this.pump();
   }
 
-  private async drain(): Promise<void> {
-    this.running = true;
-    while (this.queue.size > 0 && !this.stopped) {
-      const name = this.queue.values().next().value as string;
+  /**
+   * Starts reconciles of queued names, up to RECONCILE_CONCURRENCY at once and never two of one name
+   * (a name queued again while it is in progress waits for that one). Starts mostly wait on runc, the
+   * kernel and image files, so a host taking many containers at once (a failover, a drain) starts
+   * them side by side.
+   */
+  private pump(): void {
+    while (!this.stopped && this.inProgress.size < RECONCILE_CONCURRENCY) {
+      let name: string | undefined;
+      for (const n of this.queue) if (!this.inProgress.has(n)) { name = n; break; }
+      if (name === undefined) break;
       this.queue.delete(name);
-      const done = this.reconcile(name);
-      this.current = { name, done: done.then(() => undefined, () => undefined) };
-      try {
-        await done;
-        this.failures.delete(name);
-      } catch (e) {
-        // Try again later (1 s, doubling to 30 s): a failed step must not leave the container stuck.
-        const n = (this.failures.get(name) ?? 0) + 1;
-        this.failures.set(name, n);
-        const delay = Math.min(30_000, 1000 * 2 ** (n - 1));
-        this.d.log(`reconcile ${name} failed (retry in ${delay} ms): ${(e as Error).message}`);
-        this.later(name, delay);
-      } finally {
-        this.current = undefined;
-      }
+      const done = this.runOne(name);
+      this.inProgress.set(name, done);
+      void done.finally(() => {
+        this.inProgress.delete(name);
+        this.pump();
+        if (this.inProgress.size === 0 && (this.queue.size === 0 || this.stopped)) for (const r of this.drained.splice(0)) r();
+      });
     }
-    this.running = false;
-    for (const r of this.drained.splice(0)) r();
+  }
+
+  private async runOne(name: string): Promise<void> {
+    try {
+      await this.reconcile(name);
+      this.failures.delete(name);
+    } catch (e) {
+      // Try again later (1 s, doubling to 30 s): a failed step must not leave the container stuck.
+      const n = (this.failures.get(name) ?? 0) + 1;
+      this.failures.set(name, n);
+      const delay = Math.min(30_000, 1000 * 2 ** (n - 1));
+      this.d.log(`reconcile ${name} failed (retry in ${delay} ms): ${(e as Error).message}`);
+      this.later(name, delay);
+    }
   }
 
   private later(name: string, ms: number): void {

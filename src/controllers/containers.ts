@@ -2,56 +2,27 @@
  * The containers controller: places new containers (through the scheduler), keeps each node's
  * assignments in step with the specs, and finishes removals once the agent has cleaned up.
  */
-import type { Store } from '../store/index.ts';
+import type { KeyValue, Store } from '../store/index.ts';
 import { mutate, put, remove } from '../store/index.ts';
 import { isFerryError } from '../errors/index.ts';
-import type { Assignment, AssignmentNetwork, Container, ContainerStatus, NetworkAddressing, Node, NodeHealth } from '../model/index.ts';
-import { keys, keyName, macFromIp, SERVICE_LABELS } from '../model/index.ts';
-import { place, type NodeSnapshot } from '../scheduler/index.ts';
+import type { Assignment, AssignmentNetwork, Container, ContainerStatus, NetworkAddressing } from '../model/index.ts';
+import { keys, keyName, macFromIp } from '../model/index.ts';
+import type { NodeSnapshot } from '../scheduler/index.ts';
 import { startLoop, type Loop } from './loop.ts';
+import { ClusterPlacer, fullScanPlacer, listCluster, type Placer } from './placement.ts';
 import { allocateAddress, clusterNetwork, containerOwner, networkAddressing, nodeOwner, releaseAddresses, sweepLeases } from './ipam.ts';
 
 /** Builds the scheduler's view of the nodes from the store. */
 export async function nodeSnapshots(store: Store): Promise<NodeSnapshot[]> {
-  const [nodes, alive, containers, health] = await Promise.all([
-    store.list<Node>(keys.nodes), store.list(keys.alive), store.list<Container>(keys.containers), store.list<NodeHealth>(keys.health),
-  ]);
-  // A node back from Down takes nothing new until its failed-over containers are settled (health says Ready).
-  const down = new Set(health.items.filter((kv) => kv.value.state !== 'Ready').map((kv) => keyName(kv.key)));
-  const up = new Set(alive.items.map((kv) => keyName(kv.key)).filter((n) => !down.has(n)));
-  const alloc = new Map<string, { cpus: number; memoryBytes: number; services: Record<string, number>; workloads: Record<string, number> }>();
-  for (const { value: c } of containers.items) {
-    if (!c.placement) continue;
-    const a = alloc.get(c.placement.node) ?? { cpus: 0, memoryBytes: 0, services: {}, workloads: {} };
-    a.cpus += c.spec.resources.cpus ?? 0;
-    a.memoryBytes += c.spec.resources.memoryBytes ?? 0;
-    const service = c.spec.labels[SERVICE_LABELS.service];
-    if (service !== undefined) a.services[service] = (a.services[service] ?? 0) + 1;
-    const cls = c.spec.scheduling?.workloadClass;
-    if (cls !== undefined) a.workloads[cls] = (a.workloads[cls] ?? 0) + 1;
-    alloc.set(c.placement.node, a);
-  }
-  return nodes.items.map(({ value: n }) => {
-    const a = alloc.get(n.metadata.name);
-    return {
-      name: n.metadata.name,
-      ready: up.has(n.metadata.name),
-      unschedulable: n.spec.unschedulable,
-      labels: n.metadata.labels,
-      capacity: n.status.capacity,
-      allocated: { cpus: a?.cpus ?? 0, memoryBytes: a?.memoryBytes ?? 0 },
-      services: a?.services ?? {},
-      workloads: a?.workloads ?? {},
-    };
-  });
+  return (await listCluster(store)).nodes;
 }
 
 function sameAssignment(a: Assignment, b: Assignment): boolean {
   return JSON.stringify(a) === JSON.stringify(b);
 }
 
-/** Reconciles one container by name. */
-export async function reconcileContainer(store: Store, name: string): Promise<void> {
+/** Reconciles one container by name; `placer` decides placements (default: a full scan of a fresh list). */
+export async function reconcileContainer(store: Store, name: string, placer: Placer = fullScanPlacer(store)): Promise<void> {
   const kv = await store.get<Container>(keys.container(name));
   if (!kv) {
     // Gone: no node may keep running it.
@@ -87,27 +58,31 @@ export async function reconcileContainer(store: Store, name: string): Promise<vo
       await reportPending(store, c, await missingNetwork(store, c.spec.network));
       return;
     }
-    const decision = place(
-      { name, memoryBytes: c.spec.resources.memoryBytes, cpus: c.spec.resources.cpus, node: c.spec.node, service: c.spec.labels[SERVICE_LABELS.service], ...c.spec.scheduling },
-      await nodeSnapshots(store),
-    );
+    // Typed by a cast: the write below assigns it, out of sight of the compiler's narrowing.
+    let placed = undefined as KeyValue<Container> | undefined;
+    const decision = await placer.place(c, async (d) => {
+      // Leased before the placement is written, so no agent ever sees the container without its address.
+      const ip = net ? await allocateAddress(store, net, containerOwner(c.metadata.uid)) : undefined;
+      let wrote = false;
+      placed = await mutate<Container>(store, keys.container(name), (cur) => {
+        wrote = false;
+        if (cur.metadata.uid !== c.metadata.uid || cur.placement) return undefined;
+        // After a failover the fenced copy's epoch is stale: the new placement is one above it.
+        const epoch = (cur.failover?.epoch ?? 0) + 1;
+        const reason = cur.failover ? `failover from ${cur.failover.from} (Down): ${d.reason}` : d.reason;
+        cur.placement = { node: d.node, epoch, scheduledAt: new Date().toISOString(), reason };
+        if (ip) cur.network = { ip };
+        wrote = true;
+        return cur;
+      });
+      return wrote ? placed : undefined;
+    });
     if (!decision.ok) {
       await reportPending(store, c, `no ready node can run this container: ${decision.reason}`);
       return;
     }
-    // Leased before the placement is written, so no agent ever sees the container without its address.
-    const ip = net ? await allocateAddress(store, net, containerOwner(c.metadata.uid)) : undefined;
-    const placed = await mutate<Container>(store, keys.container(name), (cur) => {
-      if (cur.metadata.uid !== c.metadata.uid || cur.placement) return undefined;
-      // After a failover the fenced copy's epoch is stale: the new placement is one above it.
-      const epoch = (cur.failover?.epoch ?? 0) + 1;
-      const reason = cur.failover ? `failover from ${cur.failover.from} (Down): ${decision.reason}` : decision.reason;
-      cur.placement = { node: decision.node, epoch, scheduledAt: new Date().toISOString(), reason };
-      if (ip) cur.network = { ip };
-      return cur;
-    });
     // Assign in the same pass (not on the next watch event): one hop less between the API call and the agent.
-    if (placed.value.placement && !placed.value.metadata.deleting) {
+    if (placed?.value.placement && !placed.value.metadata.deleting) {
       const p = placed.value.placement;
       await writeAssignment(store, keys.assignment(p.node, name), await assignmentOf(store, placed.value, p.epoch, p.node));
     }
@@ -172,17 +147,29 @@ async function reportPending(store: Store, c: Container, message: string): Promi
   await put(store, keys.status(c.metadata.name), st);
 }
 
+/** How the containers controller decides placements. */
+export interface ContainersControllerOptions {
+  /**
+   * `incremental` (the default): one kept scheduler, listed again only when something it counted
+   * changed; `full-scan`: the whole cluster listed for every container (the original path, for comparison).
+   */
+  readonly placement?: 'incremental' | 'full-scan';
+}
+
 /**
  * Starts the containers controller. Node and network changes re-queue every unplaced container
  * (capacity or its network may have appeared) and free the addresses of containers and networks
  * that are gone (also at start, the first pass).
  */
-export function startContainersController(store: Store, onError?: (name: string, e: unknown) => void): Loop {
+export function startContainersController(store: Store, onError?: (name: string, e: unknown) => void, options: ContainersControllerOptions = {}): Loop {
+  // One placer for both loops: its lock keeps their placements from sharing room.
+  const placer: Placer = options.placement === 'full-scan' ? fullScanPlacer(store) : new ClusterPlacer(store, onError);
+  const reconcile = (n: string): Promise<void> => reconcileContainer(store, n, placer);
   const listNames = async (): Promise<string[]> => {
     const [cs, as] = await Promise.all([store.list<Container>(keys.containers), store.list(keys.allAssignments)]);
     return [...new Set([...cs.items.map((kv) => kv.value.metadata.name), ...as.items.map((kv) => keyName(kv.key))])];
   };
-  const main = startLoop({ store, prefixes: [keys.containers, keys.statuses], listNames, reconcile: (n) => reconcileContainer(store, n), onError });
+  const main = startLoop({ store, prefixes: [keys.containers, keys.statuses], listNames, reconcile, onError });
   const nodes = startLoop({
     // Networks too: a container waits for its network, and a removed one's host addresses are freed.
     store, prefixes: [keys.alive, keys.nodes, keys.networks, keys.health], listNames: async () => ['*'], onError,
@@ -190,8 +177,11 @@ export function startContainersController(store: Store, onError?: (name: string,
       await sweepLeases(store);
       const { items } = await store.list<Container>(keys.containers);
       // Unplaced containers may now fit; removals on a node that went away can now finish.
-      for (const kv of items) if (!kv.value.placement || kv.value.metadata.deleting) await reconcileContainer(store, kv.value.metadata.name);
+      for (const kv of items) if (!kv.value.placement || kv.value.metadata.deleting) await reconcile(kv.value.metadata.name);
     },
   });
-  return { stop: async () => { await Promise.all([main.stop(), nodes.stop()]); }, idle: async () => { await main.idle(); await nodes.idle(); } };
+  return {
+    stop: async () => { await Promise.all([main.stop(), nodes.stop()]); await placer.stop(); },
+    idle: async () => { await main.idle(); await nodes.idle(); },
+  };
 }

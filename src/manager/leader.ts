@@ -14,8 +14,8 @@ import { defineErrors, isFerryError } from '../errors/index.ts';
 /** The store key the leader holds. */
 export const LEADER_KEY = '/ferry/manager/leader';
 
-/** Response header naming the leader's API URL on a NOT_LEADER answer. */
-export const LEADER_HEADER = 'x-ferry-leader';
+/** Response header naming the leader's API URL on a NOT_LEADER answer (the client follows it). */
+export { LEADER_HEADER } from '../client/index.ts';
 
 /** Errors of the manager's election; clients follow `details.leader` of NOT_LEADER. */
 export const leaderErrors = defineErrors({
