@@ -1,8 +1,8 @@
 /** Where the CLI finds the manager: flags, then FERRY_API/FERRY_TOKEN, then the ferry.json `ferry up` wrote. */
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import type { Endpoint } from '../client/index.ts';
-import { FerryError } from '../errors/index.ts';
+import { requestJson, type Endpoint } from '../client/index.ts';
+import { FerryError, isFerryError } from '../errors/index.ts';
 
 /** Default home of a single-machine Ferry (state, logs, data). */
 export const DEFAULT_HOME = '/var/lib/ferry';
@@ -36,4 +36,43 @@ export function resolveEndpoint(o: { api?: string; token?: string; home?: string
     throw new FerryError('FERRY_ERR_UNREACHABLE', 503, `Ferry is not running here (no ${configFile(home)}); start it with \`ferry up\`, or set FERRY_API and FERRY_TOKEN`);
   }
   return { url, token };
+}
+
+/** The URLs of a manager URL list (`http://a:7670,http://b:7670`), each checked and without a trailing slash. */
+export function managerUrls(list: string, flag: string): string[] {
+  const urls = list.split(',').map((u) => u.trim()).filter((u) => u !== '');
+  if (urls.length === 0) throw new FerryError('FERRY_ERR_BAD_FLAG', 400, `${flag} needs the manager's API URL, like http://manager:7670, not "${list}"`);
+  return urls.map((u) => {
+    try {
+      return new URL(u).href.replace(/\/$/, '');
+    } catch {
+      throw new FerryError('FERRY_ERR_BAD_FLAG', 400, `${flag} needs manager API URLs (several separated by commas), like http://manager:7670, not "${u}"`);
+    }
+  });
+}
+
+/**
+ * The URL of the leading manager of an endpoint: a single URL as it is; among several, the one
+ * GET /v1/manager/leader says leads (asked of each in turn), else the first that answers at all (a
+ * manager without an election answers 404 there and is the only one).
+ */
+export async function leaderUrl(ep: Endpoint): Promise<string> {
+  const urls = managerUrls(ep.url, 'the API URL');
+  if (urls.length === 1) return urls[0]!;
+  let answered: string | undefined;
+  const failures: string[] = [];
+  for (const url of urls) {
+    try {
+      const s = await requestJson<{ role?: string; leader?: { url?: string } | null }>({ url, ...(ep.token ? { token: ep.token } : {}) }, 'GET', 'v1/manager/leader', { signal: AbortSignal.timeout(3000) });
+      if (s.role === 'leader') return url;
+      if (s.leader?.url) return s.leader.url;
+      answered ??= url;
+    } catch (e) {
+      // Any HTTP answer means a manager is there; only an unreachable one is skipped.
+      if (isFerryError(e) && e.code !== 'FERRY_ERR_UNREACHABLE') answered ??= url;
+      else failures.push((e as Error).message);
+    }
+  }
+  if (answered !== undefined) return answered;
+  throw new FerryError('FERRY_ERR_UNREACHABLE', 503, `none of the managers answered: ${failures.join('; ')}`, { urls });
 }

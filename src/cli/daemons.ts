@@ -11,6 +11,7 @@ import { loadOrCreateToken } from '../manager/index.ts';
 import { configFile } from './config.ts';
 import { homePaths, TOOLS } from './paths.ts';
 import { createSimulation, destroySimulation, readSimulation, type SimPlan } from './simulation.ts';
+import { checkEtcd, removeEtcdData, startEtcd, stopEtcd, stopMember, storeUrlOf, type EtcdMember } from './etcd.ts';
 
 /** What a daemon writes once it listens. */
 export interface RunFile {
@@ -186,6 +187,8 @@ export async function up(o: UpOptions): Promise<{ api: string; token: string; no
 /** Options of `ferry up --nodes N` (N ≥ 2). */
 export interface ClusterUpOptions extends Omit<UpOptions, 'host'> {
   nodes: number;
+  /** 1: one manager on SQLite; 3: three managers electing a leader over a 3-member etcd. */
+  managers: 1 | 3;
   /** Cluster-wide container network the manager runs (VXLAN). */
   clusterSubnet: string;
   vni: number;
@@ -203,8 +206,13 @@ export interface SimulatedNode {
 
 /** What `ferry up --nodes N` started. */
 export interface ClusterUp {
+  /** The manager API URL, or with several managers their URLs separated by commas (clients follow the leader). */
   api: string;
   token: string;
+  /** Every manager started (one, or three with `--managers 3`). */
+  managers: { name?: string; url: string; pid: number }[];
+  /** The etcd members the managers share (with `--managers 3`). */
+  etcd?: EtcdMember[];
   simulation: { id: string; bridge: string; subnet: string; gateway: string };
   nodes: SimulatedNode[];
   /** The entry point's HTTP URL (it runs on the first host), when one was started. */
@@ -239,12 +247,18 @@ async function removeStaleSimulation(home: string, progress: (m: string) => void
 export async function upCluster(o: ClusterUpOptions): Promise<ClusterUp> {
   const p = homePaths(o.home);
   await refuseIfRunning(o.home);
+  if (o.managers === 3) await checkEtcd();
   await removeStaleSimulation(o.home, o.progress);
   await Promise.all([p.manager, p.agents, p.logs, p.run].map((d) => mkdir(d, { recursive: true })));
-  await rm(p.managerRun, { force: true });
+  // etcd members a crashed run left behind would hold the ports this one needs.
+  await stopEtcd(o.home, o.progress);
+  const hadEtcd = await readFile(join(p.etcd, 'cluster.json')).then(() => true, () => false);
   const token = await loadOrCreateToken(join(p.manager, 'token'));
   const env = { FERRY_TOKEN: token };
   const started: { pid: number; role: 'manager' | 'agent' | 'lb' }[] = [];
+  const etcd: EtcdMember[] = [];
+  const managerNames = o.managers === 3 ? ['m1', 'm2', 'm3'] : [undefined];
+  const managerRuns = managerNames.map((n) => (n === undefined ? p.managerRun : p.managerRunOf(n)));
   const names = Array.from({ length: o.nodes }, (_, k) => `${o.nodeName}-${k + 1}`);
   let plan: SimPlan | undefined;
   // Ctrl-C or a SIGTERM while starting still removes what was made.
@@ -259,13 +273,28 @@ export async function upCluster(o: ClusterUpOptions): Promise<ClusterUp> {
     o.progress(`creating ${o.nodes} simulated hosts`);
     plan = await createSimulation(o.nodes, p.simulation, o.progress);
     const sim = plan;
-    o.progress(`starting manager on ${sim.gateway}`);
-    const mLog = join(p.logs, 'manager.log');
-    const mPid = await spawnDaemon(['manager', '--home', o.home, '--host', sim.gateway, '--port', String(o.port), '--cluster-subnet', o.clusterSubnet, '--vni', String(o.vni)], mLog, env);
-    started.push({ pid: mPid, role: 'manager' });
-    const m = await waitFor('the manager', () => readRun(p.managerRun), 30_000, mLog, alive(mPid, 'manager', 'the manager', mLog));
-    const client = new FerryClient({ url: m.url, token });
-    await waitFor('the manager API', () => client.health(), 30_000, mLog, alive(mPid, 'manager', 'the manager', mLog));
+    if (o.managers === 3) {
+      o.progress(`starting etcd (3 members) on ${sim.gateway}`);
+      await startEtcd({ home: o.home, host: sim.gateway, count: 3, progress: o.progress, onStarted: (m) => etcd.push(m) });
+    }
+    const managers: ClusterUp['managers'] = [];
+    let mLog = '';
+    for (const [k, name] of managerNames.entries()) {
+      await rm(managerRuns[k]!, { force: true });
+      const what = name === undefined ? 'the manager' : `manager ${name}`;
+      o.progress(`starting ${what} on ${sim.gateway}`);
+      mLog = join(p.logs, name === undefined ? 'manager.log' : `manager-${name}.log`);
+      const ha = name === undefined ? [] : ['--store', storeUrlOf(etcd), '--name', name];
+      const mPid = await spawnDaemon(['manager', '--home', o.home, '--host', sim.gateway, '--port', String(o.port === 0 ? 0 : o.port + k), '--cluster-subnet', o.clusterSubnet, '--vni', String(o.vni), ...ha], mLog, env);
+      started.push({ pid: mPid, role: 'manager' });
+      const m = await waitFor(what, () => readRun(managerRuns[k]!), 30_000, mLog, alive(mPid, 'manager', what, mLog));
+      await waitFor(`the API of ${what}`, () => new FerryClient({ url: m.url, token }).health(), 30_000, mLog, alive(mPid, 'manager', what, mLog));
+      managers.push({ ...(name !== undefined ? { name } : {}), url: m.url, pid: mPid });
+    }
+    const api = managers.map((m) => m.url).join(',');
+    const client = new FerryClient({ url: api, token });
+    // Standbys answer only who leads: the API is usable once one of them leads.
+    if (o.managers === 3) await waitFor('a leader among the managers', async () => (await client.nodes.list(), true), 60_000, mLog);
 
     const nodes: SimulatedNode[] = sim.hosts.map((h, k) => ({
       name: names[k]!, netns: h.netns, underlayIp: h.underlayIp, cgroupParent: h.cgroupParent, idPrefix: h.idPrefix, dataDir: join(p.agents, names[k]!),
@@ -275,7 +304,7 @@ export async function upCluster(o: ClusterUpOptions): Promise<ClusterUp> {
       await rm(p.agentRun(n.name), { force: true });
       o.progress(`host ${k + 1}/${o.nodes}: starting agent ${n.name} in ${n.netns} (${n.underlayIp})`);
       const log = join(p.logs, `agent-${n.name}.log`);
-      const pid = await spawnDaemon(['agent', '--home', o.home, '--manager', m.url, '--name', n.name, '--host', n.underlayIp, '--port', String(o.agentPort),
+      const pid = await spawnDaemon(['agent', '--home', o.home, '--manager', api, '--name', n.name, '--host', n.underlayIp, '--port', String(o.agentPort),
         '--underlay-ip', n.underlayIp, '--cgroup-parent', n.cgroupParent, '--id-prefix', n.idPrefix, '--shared-volumes', p.sharedVolumes,
         ...(o.extraAgentArgs ?? [])], log, env, n.netns);
       started.push({ pid, role: 'agent' });
@@ -297,20 +326,25 @@ export async function upCluster(o: ClusterUpOptions): Promise<ClusterUp> {
       const at = nodes[0]!;
       const lb = { http: o.lb.http.replace(/^[^:]*/, at.underlayIp), tcp: o.lb.tcp.replace(/^[^:]*/, at.underlayIp) };
       o.progress(`starting the entry point on ${at.name} (${lb.http})`);
-      const r = await startLb(o.home, m.url, lb, env, at.netns);
+      const r = await startLb(o.home, api, lb, env, at.netns);
       started.push({ pid: r.pid, role: 'lb' });
       entryPoint = r.url;
     }
-    await writeFile(configFile(o.home), JSON.stringify({ api: m.url, token }, null, 2), { mode: 0o600 });
-    return { api: m.url, token, simulation: { id: sim.id, bridge: sim.bridge, subnet: sim.subnet, gateway: sim.gateway }, nodes, ...(entryPoint ? { entryPoint } : {}) };
+    await writeFile(configFile(o.home), JSON.stringify({ api, token }, null, 2), { mode: 0o600 });
+    return {
+      api, token, managers, ...(o.managers === 3 ? { etcd } : {}),
+      simulation: { id: sim.id, bridge: sim.bridge, subnet: sim.subnet, gateway: sim.gateway }, nodes, ...(entryPoint ? { entryPoint } : {}),
+    };
   } catch (e) {
     o.progress('start failed; removing what this run made');
     const undone: string[] = [];
-    // Agents first (so they stop watching), then the manager.
+    // Agents first (so they stop watching), then the managers, then their etcd.
     for (const d of [...started].reverse()) await stopDaemon(d.pid, d.role, 10_000);
-    await Promise.all([p.managerRun, p.lbRun('lb'), ...names.map((n) => p.agentRun(n)), configFile(o.home)].map((f) => rm(f, { force: true })));
+    for (const m of etcd) await stopMember(o.home, m);
+    if (etcd.length > 0 && !hadEtcd) await removeEtcdData(o.home);
+    await Promise.all([...managerRuns, p.lbRun('lb'), ...names.map((n) => p.agentRun(n)), configFile(o.home)].map((f) => rm(f, { force: true })));
     if (plan) await destroySimulation(plan, p.simulation).catch((err: Error) => undone.push(err.message));
-    const what = [started.length > 0 ? `${started.length} process(es)` : '', plan ? `simulated hosts ${plan.id}` : ''].filter(Boolean).join(', ');
+    const what = [started.length + etcd.length > 0 ? `${started.length + etcd.length} process(es)` : '', plan ? `simulated hosts ${plan.id}` : ''].filter(Boolean).join(', ');
     const note = undone.length > 0 ? `; removing what it made failed: ${undone.join('; ')}` : what ? `; removed what it made (${what})` : '; nothing was left behind';
     const ferr = e instanceof FerryError ? e : new FerryError('FERRY_ERR_START_FAILED', 500, (e as Error).message, {}, { cause: e });
     throw new FerryError(ferr.code, ferr.status, `${ferr.message}${note}`, { ...ferr.details, ...(plan ? { simulation: plan.id } : {}) }, { cause: e });
@@ -320,7 +354,7 @@ export async function upCluster(o: ClusterUpOptions): Promise<ClusterUp> {
 }
 
 /** Stops the daemons of a home; unless `keepContainers`, removes every container first; removes simulated hosts. */
-export async function down(o: { home: string; keepContainers: boolean; progress: (m: string) => void }): Promise<{ stopped: RunFile[]; removed: string[]; simulation?: string }> {
+export async function down(o: { home: string; keepContainers: boolean; progress: (m: string) => void }): Promise<{ stopped: RunFile[]; removed: string[]; simulation?: string; etcd?: string[] }> {
   const p = homePaths(o.home);
   const sim = await readSimulation(p.simulation);
   if (sim && o.keepContainers) {
@@ -328,10 +362,11 @@ export async function down(o: { home: string; keepContainers: boolean; progress:
   }
   const live = await runningDaemons(o.home);
   const removed: string[] = [];
-  const m = live.find((d) => d.role === 'manager');
-  if (m && !o.keepContainers) {
+  const managerUrls = live.filter((d) => d.role === 'manager').map((d) => d.url);
+  if (managerUrls.length > 0 && !o.keepContainers) {
     const token = await readFile(join(homePaths(o.home).manager, 'token'), 'utf8').then((t) => t.trim());
-    const client = new FerryClient({ url: m.url, token });
+    // Several managers: the client follows whichever leads.
+    const client = new FerryClient({ url: managerUrls.join(','), token });
     // Services first, or their controller would replace the replicas removed below.
     for (const sv of await client.services.list().catch(() => [])) await client.services.remove(sv.service.metadata.name).catch(() => undefined);
     const all = await client.containers.list();
@@ -348,11 +383,13 @@ export async function down(o: { home: string; keepContainers: boolean; progress:
       await stopDaemon(d.pid, d.role);
     }
   }
+  // After the managers, which would otherwise fail over and log errors; the data stays like the SQLite file.
+  const etcd = (await stopEtcd(o.home, o.progress)).map((m) => m.name);
   if (sim) {
     o.progress(`removing simulated hosts ${sim.id} (${sim.hosts.length} netns, bridge ${sim.bridge})`);
     await destroySimulation(sim, p.simulation);
   }
   await rm(p.run, { recursive: true, force: true });
   await rm(configFile(o.home), { force: true });
-  return sim ? { stopped: live, removed, simulation: sim.id } : { stopped: live, removed };
+  return { stopped: live, removed, ...(sim ? { simulation: sim.id } : {}), ...(etcd.length > 0 ? { etcd } : {}) };
 }

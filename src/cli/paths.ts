@@ -17,8 +17,8 @@ export const TOOLS = {
 
 /** The layout of a Ferry home. */
 export function homePaths(home: string): {
-  manager: string; agents: string; logs: string; run: string; managerRun: string; agentRun: (n: string) => string; lbRun: (n: string) => string; simulation: string;
-  sharedVolumes: string;
+  manager: string; agents: string; logs: string; run: string; managerRun: string; managerRunOf: (n: string) => string; agentRun: (n: string) => string; lbRun: (n: string) => string;
+  simulation: string; sharedVolumes: string; etcd: string;
 } {
   return {
     manager: join(home, 'manager'),
@@ -26,11 +26,15 @@ export function homePaths(home: string): {
     logs: join(home, 'logs'),
     run: join(home, 'run'),
     managerRun: join(home, 'run/manager.json'),
+    /** The run file of manager `n` among several (`ferry manager --name n`, e.g. `ferry up --managers 3`). */
+    managerRunOf: (n: string) => join(home, `run/manager-${n}.json`),
     agentRun: (n: string) => join(home, `run/agent-${n}.json`),
     lbRun: (n: string) => join(home, `run/lb-${n}.json`),
     /** The simulated hosts of `ferry up --nodes N` (see simulation.ts); not a daemon's run file. */
     simulation: join(home, 'run/sim.json'),
     /** Shared volumes of the agents `ferry up` starts (simulated hosts share this machine's filesystem). */
     sharedVolumes: join(home, 'shared-volumes'),
+    /** The etcd members' data and layout of `ferry up --managers 3` (see etcd.ts). */
+    etcd: join(home, 'etcd'),
   };
 }

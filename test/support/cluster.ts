@@ -2,13 +2,15 @@
  * A simulated multi-host Ferry for integration tests: `ferry up --nodes N` in a fresh temporary home —
  * each host a network namespace with its own underlay address, agent, data dir and cgroup parent —
  * and a teardown that removes everything of the run even when the test failed, reporting what it had
- * to remove by force (netns, veths, bridge, processes, cgroups, mounts, firewall rules).
+ * to remove by force (netns, veths, bridge, processes, cgroups, mounts, firewall rules). With
+ * `managers: 3` the cluster runs three managers on a 3-member etcd (`ferry up --managers 3`) and the
+ * fixture can kill the leader and kill/restart etcd members.
  */
 import { before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, execFileSync } from 'node:child_process';
 import { chmod, cp, mkdtemp, rm } from 'node:fs/promises';
-import { closeSync, existsSync, openSync, readFileSync, readdirSync, readlinkSync, rmdirSync, statSync } from 'node:fs';
+import { closeSync, existsSync, openSync, readFileSync, readdirSync, readlinkSync, rmdirSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
@@ -46,7 +48,7 @@ export interface TestCluster {
   /** Underlay bridge in the root namespace and its subnet. */
   readonly bridge: string;
   readonly subnet: string;
-  /** The manager's API URL (on the underlay bridge address). */
+  /** The manager's API URL (on the underlay bridge address); with several managers their URLs separated by commas. */
   readonly managerUrl: string;
   readonly token: string;
   readonly client: FerryClient;
@@ -59,8 +61,24 @@ export interface TestCluster {
   json<T = unknown>(args: string[]): Promise<T>;
   /** Runs `argv` inside host `hostIndex`'s network namespace (`hosts[hostIndex]`, 0-based) via nsenter. */
   exec(hostIndex: number, argv: string[], o?: { input?: string; env?: Record<string, string>; timeoutMs?: number }): Promise<CliResult>;
-  /** The manager's pid, or undefined when it is not running. */
+  /** The manager's pid, or undefined when it is not running (a single-manager cluster). */
   managerPid(): number | undefined;
+  /** The managers of the cluster with the pid each runs as now (undefined when not running). */
+  managerPids(): { name: string; url: string; pid: number | undefined }[];
+  /** The manager that leads now (asked of the running ones through GET /v1/manager/leader), or undefined when none does. */
+  leader(): Promise<{ name: string; url: string } | undefined>;
+  /** Kills the leading manager with SIGKILL and waits until it is gone; returns who it was and when it was killed (performance.now()). */
+  killLeader(): Promise<{ name: string; url: string; pid: number; killedAt: number }>;
+  /** Waits until a manager other than `not` leads; returns it and when it was first seen leading (performance.now()). */
+  waitLeader(not?: string): Promise<{ name: string; url: string; seenAt: number }>;
+  /** Starts again, with the command line each had, every manager of a multi-manager cluster that is not running. */
+  reviveManagers(): Promise<void>;
+  /** The etcd members (with `managers: 3`) with their pids now (undefined when not running). */
+  etcdMembers(): { name: string; clientUrl: string; pid: number | undefined }[];
+  /** Kills etcd member `name` with SIGKILL and waits until it is gone. */
+  killEtcdMember(name: string): Promise<void>;
+  /** Starts etcd member `name` again with the command line it had (and records its pid for `ferry down`); waits until it is healthy. */
+  restartEtcdMember(name: string): Promise<void>;
   /** Starts the manager again (after it died) with the command line it had, on the same address, so the agents find it again. */
   restartManager(env?: Record<string, string>): Promise<void>;
   /** Stops the manager (SIGTERM) and waits until it has exited. */
@@ -73,6 +91,8 @@ export interface TestCluster {
 interface UpJson {
   api: string;
   token: string;
+  managers: { name?: string; url: string; pid: number }[];
+  etcd?: { name: string; pid: number; clientUrl: string; peerUrl: string; dataDir: string }[];
   simulation: { id: string; bridge: string; subnet: string; gateway: string };
   nodes: { name: string; netns: string; underlayIp: string; cgroupParent: string; idPrefix: string; dataDir: string }[];
 }
@@ -115,13 +135,13 @@ export function execInNetns(netns: string, argv: string[], o: { input?: string; 
 }
 
 /** Starts `ferry up --nodes <nodes>` in a fresh home (without the entry point unless `lb`); `upArgs` are added to the `up` command line. */
-export async function startCluster(o: { nodes: number; env?: Record<string, string>; extraAgentArgs?: string[]; upArgs?: string[]; lb?: boolean }): Promise<TestCluster> {
+export async function startCluster(o: { nodes: number; managers?: number; env?: Record<string, string>; extraAgentArgs?: string[]; upArgs?: string[]; lb?: boolean }): Promise<TestCluster> {
   const tid = `fc${randomBytes(3).toString('hex')}`;
   const home = await mkdtemp(join(tmpdir(), `ferry-${tid}-`));
   // Rootfs parents must be traversable by the user namespace's root (host uid 100000).
   await chmod(home, 0o755);
   const agentArgs = ['--stop-timeout-ms=3000', '--rescan-ms=1000', ...(o.extraAgentArgs ?? [])];
-  const r = await runCli(home, ['-o', 'json', 'up', '--nodes', String(o.nodes), '--port', '0', '--node-name', tid, ...agentArgs.map((a) => `--agent-arg=${a}`), ...(o.lb ? [] : ['--no-lb']), ...(o.upArgs ?? [])], { env: o.env ?? {} });
+  const r = await runCli(home, ['-o', 'json', 'up', '--nodes', String(o.nodes), '--port', '0', '--node-name', tid, ...agentArgs.map((a) => `--agent-arg=${a}`), ...(o.lb ? [] : ['--no-lb']), ...(o.managers !== undefined ? ['--managers', String(o.managers)] : []), ...(o.upArgs ?? [])], { env: o.env ?? {} });
   if (r.code !== 0) {
     let simId: string | undefined;
     try { simId = (JSON.parse(r.stderr) as { error: { details: { simulation?: string } } }).error.details.simulation; } catch { /* no id: the failure came before the simulation */ }
@@ -179,9 +199,95 @@ export async function startCluster(o: { nodes: number; env?: Record<string, stri
       await until('the manager to come back', async () => (managerPid() === child.pid && (await c.client.nodes.list()) ? true : undefined), 30_000);
     },
     stopManager: () => stopProcess(managerPid(), 'the manager'),
+    ...haHelpers(home, u),
     teardown: () => teardownCluster({ home, tid, id: u.simulation.id }),
   };
   return c;
+}
+
+type HaHelpers = Pick<TestCluster, 'managerPids' | 'leader' | 'killLeader' | 'waitLeader' | 'reviveManagers' | 'etcdMembers' | 'killEtcdMember' | 'restartEtcdMember'>;
+
+/** What leader status GET /v1/manager/leader gives. */
+interface LeaderStatus { name: string; role: 'leader' | 'standby'; leader: { name: string; url: string } | null }
+
+/** The helpers of a multi-manager cluster (`ferry up --managers 3`): managers, the leader, etcd members. */
+function haHelpers(home: string, u: UpJson): HaHelpers {
+  const named = u.managers.filter((m): m is { name: string; url: string; pid: number } => m.name !== undefined);
+  const managerRun = (name: string): string => join(home, 'run', `manager-${name}.json`);
+  // Command lines as `ferry up` started them, each port pinned to the one it got (clients and agents know those).
+  const managerArgv = new Map(named.map((m) => [m.name, cmdlineOf(m.pid).map((a, k, all) => (all[k - 1] === '--port' ? new URL(m.url).port : a))]));
+  const etcdArgv = new Map((u.etcd ?? []).map((e) => [e.name, cmdlineOf(e.pid)]));
+  const etcdRun = (name: string): string => join(home, 'run', `etcd-${name}.json`);
+  const managerPids = (): ReturnType<TestCluster['managerPids']> => named.map((m) => ({ name: m.name, url: m.url, pid: runFilePid(managerRun(m.name)) }));
+  const status = async (url: string): Promise<LeaderStatus | undefined> => {
+    try {
+      const r = await fetch(`${url}/v1/manager/leader`, { headers: { authorization: `Bearer ${u.token}` }, signal: AbortSignal.timeout(1000) });
+      return r.ok ? ((await r.json()) as LeaderStatus) : undefined;
+    } catch {
+      return undefined;
+    }
+  };
+  const leader = async (): Promise<{ name: string; url: string } | undefined> => {
+    const live = managerPids().filter((m) => m.pid !== undefined);
+    const seen = await Promise.all(live.map((m) => status(m.url)));
+    const leading = live.filter((_, i) => seen[i]?.role === 'leader');
+    assert.ok(leading.length <= 1, `two managers lead at once: ${leading.map((m) => m.name).join(', ')}`);
+    return leading[0] ? { name: leading[0].name, url: leading[0].url } : undefined;
+  };
+  const spawnLogged = (argv: string[], logName: string, env: Record<string, string> = {}): number => {
+    const log = openSync(join(home, 'logs', logName), 'a');
+    const child = spawn(argv[0]!, argv.slice(1), { detached: true, stdio: ['ignore', log, log], env: { ...process.env, ...env } });
+    child.unref();
+    closeSync(log);
+    return child.pid!;
+  };
+  return {
+    managerPids,
+    leader,
+    async killLeader() {
+      const l = await until('a manager to lead', leader, 60_000);
+      const pid = managerPids().find((m) => m.name === l.name)?.pid;
+      assert.ok(pid, `the leader ${l.name} has a pid`);
+      const killedAt = performance.now();
+      process.kill(pid, 'SIGKILL');
+      await until(`manager ${l.name} (pid ${pid}) to be gone`, () => (isLive(pid) ? undefined : true), 10_000);
+      return { ...l, pid, killedAt };
+    },
+    async waitLeader(not) {
+      const l = await until(`a manager other than ${not ?? '(none)'} to lead`, async () => {
+        const x = await leader();
+        return x && x.name !== not ? x : undefined;
+      }, 60_000);
+      return { ...l, seenAt: performance.now() };
+    },
+    async reviveManagers() {
+      for (const m of managerPids().filter((x) => x.pid === undefined)) {
+        const argv = managerArgv.get(m.name) ?? [];
+        if (argv.length === 0) throw new Error(`no command line recorded for manager ${m.name}`);
+        const pid = spawnLogged(argv, `manager-${m.name}.log`, { FERRY_TOKEN: u.token });
+        await until(`manager ${m.name} to come back`, async () => (runFilePid(managerRun(m.name)) === pid && (await status(m.url)) ? true : undefined), 30_000);
+      }
+    },
+    etcdMembers: () => (u.etcd ?? []).map((e) => ({ name: e.name, clientUrl: e.clientUrl, pid: runFilePid(etcdRun(e.name)) })),
+    async killEtcdMember(name) {
+      const pid = runFilePid(etcdRun(name));
+      assert.ok(pid, `etcd member ${name} runs`);
+      process.kill(pid, 'SIGKILL');
+      await until(`etcd member ${name} (pid ${pid}) to be gone`, () => (isLive(pid) ? undefined : true), 10_000);
+    },
+    async restartEtcdMember(name) {
+      const e = (u.etcd ?? []).find((x) => x.name === name);
+      const argv = etcdArgv.get(name) ?? [];
+      if (!e || argv.length === 0) throw new Error(`no command line recorded for etcd member ${name}`);
+      const pid = spawnLogged(argv, `etcd-${name}.log`);
+      // `ferry down` stops the members its run files name.
+      writeFileSync(etcdRun(name), JSON.stringify({ ...e, pid }));
+      await until(`etcd member ${name} to be healthy`, async () => {
+        const r = await fetch(`${e.clientUrl}/health`, { signal: AbortSignal.timeout(1000) }).catch(() => undefined);
+        return r?.ok && ((await r.json()) as { health?: string }).health === 'true' ? true : undefined;
+      }, 30_000);
+    },
+  };
 }
 
 function netnsInode(name: string): number | undefined {
@@ -202,12 +308,13 @@ export async function teardownCluster(t: { home: string; tid?: string; id?: stri
   // Before `ferry down`: what ran, and the namespaces' inodes (to find processes still inside them after).
   const inodes = new Set(netnsNames().map(netnsInode).filter((i): i is number => i !== undefined));
   const runDir = join(home, 'run');
-  const pids = existsSync(runDir) ? readdirSync(runDir).map((n) => runFilePid(join(runDir, n))).filter((p): p is number => p !== undefined) : [];
+  // Daemons and etcd members (run/etcd-<member>.json) alike: whatever still runs after `ferry down` is a leftover.
+  const runs = existsSync(runDir) ? readdirSync(runDir).map((n) => ({ n, pid: runFilePid(join(runDir, n)) })).filter((r): r is { n: string; pid: number } => r.pid !== undefined) : [];
   const down = await runCli(home, ['down']).catch((e: Error) => ({ code: 1, stdout: '', stderr: e.message }));
   if (down.code !== 0) leftovers.push(`ferry down exited ${down.code}: ${down.stderr.trim()}`);
-  for (const pid of pids) {
+  for (const { n, pid } of runs) {
     if (!isLive(pid)) continue;
-    try { process.kill(pid, 'SIGKILL'); leftovers.push(`process ${pid}`); } catch { /* gone, as it should be */ }
+    try { process.kill(pid, 'SIGKILL'); leftovers.push(`process ${pid} (${n.replace(/\.json$/, '')})`); } catch { /* gone, as it should be */ }
   }
   const agentsDir = join(home, 'agents');
   const runcRoots = existsSync(agentsDir) ? readdirSync(agentsDir).map((n) => join(agentsDir, n, 'runc')) : [];
@@ -266,6 +373,8 @@ export async function teardownCluster(t: { home: string; tid?: string; id?: stri
     }
   }
   if (existsSync(join(home, 'run', 'sim.json'))) leftovers.push('run/sim.json');
+  // etcd's data outlives `ferry down` by design (like the SQLite file); what must not is a member's pid file.
+  for (const n of existsSync(runDir) ? readdirSync(runDir).filter((x) => x.startsWith('etcd-')) : []) leftovers.push(`run/${n}`);
   // Keep the daemons' logs for a post-mortem (test-artifacts/ is git-ignored).
   if (t.tid) await cp(join(home, 'logs'), join(ROOT, 'test-artifacts', t.tid), { recursive: true }).catch(() => undefined);
   await rm(home, { recursive: true, force: true });
@@ -277,7 +386,7 @@ export async function teardownCluster(t: { home: string; tid?: string; id?: stri
  * the prerequisites are checked first, and the teardown fails the suite when it had to remove anything.
  * The returned holder's `c` is set once `before` has run.
  */
-export function useCluster(o: { nodes: number; tools: string[]; env?: Record<string, string>; extraAgentArgs?: string[]; upArgs?: string[]; lb?: boolean }): { c: TestCluster } {
+export function useCluster(o: { nodes: number; managers?: number; tools: string[]; env?: Record<string, string>; extraAgentArgs?: string[]; upArgs?: string[]; lb?: boolean }): { c: TestCluster } {
   const holder = {} as { c: TestCluster };
   before(async () => {
     ensurePrerequisites(o.tools);

@@ -9,7 +9,7 @@ import { FerryError, isFerryError } from '../../errors/index.ts';
 import { FerryClient } from '../../client/index.ts';
 import { up, upCluster, down, needToken, onShutdown, stamp, type RunFile } from '../daemons.ts';
 import { MAX_SIM_NODES, checkClusterSubnet, checkNodeCount, checkVni, parseCidr, simErrors } from '../simulation.ts';
-import { ferryHome } from '../config.ts';
+import { ferryHome, managerUrls } from '../config.ts';
 import { homePaths, TOOLS } from '../paths.ts';
 import { printJson } from '../output.ts';
 import { parseHttpListen, parseTcpListen } from './lb.ts';
@@ -27,37 +27,45 @@ export function systemCommands(program: Command, ctx: Ctx, globals: () => { home
     .option('--agent-port <port>', 'agent API port (0 = any free port)', '0')
     .option('--node-name <name>', 'name of this node', hostname().split('.')[0])
     .option('--agent-arg <arg>', 'extra argument for the agent (repeatable; for tests)', (v: string, p: string[] = []) => [...p, v])
-    .option('--nodes <n>', `simulate N hosts on this machine (2-${MAX_SIM_NODES}): each its own network namespace, address, agent, data dir and cgroup parent`, '1')
+    .option('--nodes <n>', `simulate N hosts on this machine (2-${MAX_SIM_NODES}; 1 with --managers 3): each its own network namespace, address, agent, data dir and cgroup parent`, '1')
+    .option('--managers <n>', 'with --nodes: 1 manager on SQLite, or 3 managers electing a leader over a 3-member etcd (control-plane HA)', '1')
     .option('--cluster-subnet <cidr>', 'with --nodes: the cluster-wide container network', '10.216.0.0/16')
     .option('--vni <n>', 'with --nodes: VXLAN network id of the cluster network', '4216')
     .option('--outbound-nat', 'containers may reach beyond their host, masqueraded as the host (every agent)')
     .option('--lb-http <addr:port>', 'the entry point\'s HTTP listener (default 127.0.0.1:8080; with --nodes: port 80 on the first host)')
     .option('--lb-tcp <addr:first-last>', `the entry point's TCP listeners (default 127.0.0.1:${TCP_PORT_RANGE.first}-${TCP_PORT_RANGE.last}; with --nodes: on the first host)`)
     .option('--no-lb', 'start no entry point')
-    .action(async (o: { host: string; port: string; agentPort: string; nodeName: string; agentArg?: string[]; nodes: string; clusterSubnet: string; vni: string; outboundNat?: boolean; lb: boolean; lbHttp?: string; lbTcp?: string }, cmd: Command) => {
+    .action(async (o: { host: string; port: string; agentPort: string; nodeName: string; agentArg?: string[]; nodes: string; managers: string; clusterSubnet: string; vni: string; outboundNat?: boolean; lb: boolean; lbHttp?: string; lbTcp?: string }, cmd: Command) => {
       if (o.outboundNat) o.agentArg = [...(o.agentArg ?? []), '--outbound-nat'];
       const home = ferryHome(globals().home);
       // Every flag is checked before anything is created.
       const nodes = checkNodeCount(o.nodes);
+      const managers = checkManagerCount(o.managers, cmd.getOptionValueSource('nodes') === 'cli');
+      // Several managers need the simulated underlay (and etcd on it), even for one host.
+      const simulated = nodes >= 2 || managers === 3;
       const port = positiveInt(o.port, '--port', true);
       const agentPort = positiveInt(o.agentPort, '--agent-port', true);
       const progress = (m: string): void => { if (ctx.format() !== 'json') process.stderr.write(`${m}…\n`); };
-      const lbHttp = o.lbHttp ?? (nodes >= 2 ? '0.0.0.0:80' : '127.0.0.1:8080');
-      const lbTcp = o.lbTcp ?? `${nodes >= 2 ? '0.0.0.0' : '127.0.0.1'}:${TCP_PORT_RANGE.first}-${TCP_PORT_RANGE.last}`;
+      const lbHttp = o.lbHttp ?? (simulated ? '0.0.0.0:80' : '127.0.0.1:8080');
+      const lbTcp = o.lbTcp ?? `${simulated ? '0.0.0.0' : '127.0.0.1'}:${TCP_PORT_RANGE.first}-${TCP_PORT_RANGE.last}`;
       parseHttpListen(lbHttp);
       parseTcpListen(lbTcp);
       const lb = o.lb ? { http: lbHttp, tcp: lbTcp } : false as const;
-      if (nodes >= 2) {
+      if (simulated) {
         if (cmd.getOptionValueSource('host') === 'cli') throw simErrors.BAD_FLAG({ flag: '--host', reason: 'cannot be combined with --nodes (the manager listens on the simulated underlay)' });
         const clusterSubnet = checkClusterSubnet(o.clusterSubnet);
         const vni = checkVni(o.vni);
-        const c = await upCluster({ home, port, agentPort, nodeName: o.nodeName, extraAgentArgs: o.agentArg, nodes, clusterSubnet, vni, lb, progress });
+        const c = await upCluster({ home, port, agentPort, nodeName: o.nodeName, extraAgentArgs: o.agentArg, nodes, managers, clusterSubnet, vni, lb, progress });
         if (ctx.format() === 'json') printJson({ ...c, home });
         else {
-          process.stdout.write(`Ferry is up with ${nodes} simulated hosts (underlay ${c.simulation.subnet} on bridge ${c.simulation.bridge}). API: ${c.api}  home: ${home}\n`);
+          process.stdout.write(`Ferry is up with ${nodes} simulated host(s) (underlay ${c.simulation.subnet} on bridge ${c.simulation.bridge}). API: ${c.api}  home: ${home}\n`);
           for (const n of c.nodes) process.stdout.write(`  ${n.name}  ${n.underlayIp}  netns ${n.netns}\n`);
+          if (managers === 3) {
+            process.stdout.write(`Managers (one leads, the others stand by): ${c.managers.map((m) => `${m.name} ${m.url}`).join(', ')}\n`);
+            process.stdout.write(`etcd: ${(c.etcd ?? []).map((m) => `${m.name} ${m.clientUrl}`).join(', ')}\n`);
+          }
           if (c.entryPoint) process.stdout.write(`Entry point: ${c.entryPoint} (on ${c.nodes[0]!.name})\n`);
-          process.stdout.write(`Dashboard: ${c.api}/ui/ (\`ferry dashboard\` prints it with the token)\n`);
+          process.stdout.write(managers === 3 ? 'Dashboard: `ferry dashboard` prints the leader\'s URL with the token\n' : `Dashboard: ${c.api}/ui/ (\`ferry dashboard\` prints it with the token)\n`);
         }
         return;
       }
@@ -80,6 +88,7 @@ export function systemCommands(program: Command, ctx: Ctx, globals: () => { home
       if (ctx.format() === 'json') printJson(r);
       else {
         process.stdout.write(r.stopped.length === 0 ? 'Ferry was not running.\n' : `Ferry is down (${r.removed.length} container(s) removed).\n`);
+        if (r.etcd) process.stdout.write(`etcd members ${r.etcd.join(', ')} stopped (their data stays in ${homePaths(home).etcd}).\n`);
         if (r.simulation) process.stdout.write(`Simulated hosts ${r.simulation} removed.\n`);
       }
     });
@@ -110,19 +119,21 @@ export function systemCommands(program: Command, ctx: Ctx, globals: () => { home
         ...(o.advertiseUrl !== undefined ? { advertiseUrl: o.advertiseUrl } : {}),
       });
       await mkdir(p.run, { recursive: true });
-      const run: RunFile = { pid: process.pid, url: m.url, role: 'manager' };
-      await writeFile(p.managerRun, JSON.stringify(run));
+      // Several managers may share a home (`ferry up --managers 3`): each named one has its own run file.
+      const runFile = o.name === undefined ? p.managerRun : p.managerRunOf(o.name);
+      const run: RunFile = { pid: process.pid, url: m.url, role: 'manager', ...(o.name !== undefined ? { name: o.name } : {}) };
+      await writeFile(runFile, JSON.stringify(run));
       stamp(`manager listening on ${m.url}`);
       await onShutdown(async () => {
         stamp('manager stopping');
         await m.stop();
-        await rm(p.managerRun, { force: true });
+        await rm(runFile, { force: true });
       });
     });
 
   program.command('agent').description('run a node agent in the foreground (`ferry up` starts one for you)')
     .option('--manager <url>', 'manager API URL (the agent authenticates with the cluster token in FERRY_TOKEN)')
-    .option('--join <url>', 'join the cluster at this manager API URL with a join token (instead of --manager and FERRY_TOKEN)')
+    .option('--join <url>', 'join the cluster at this manager API URL (or several managers\' URLs separated by commas) with a join token (instead of --manager and FERRY_TOKEN)')
     .option('--token <token>', 'with --join: the join token (`ferry node token create`); needed only until the node has its own credential')
     .option('--name <name>', 'node name', hostname().split('.')[0])
     .option('--host <addr>', 'agent API listen address', '127.0.0.1').option('--port <port>', 'agent API port', '0')
@@ -179,6 +190,17 @@ export function systemCommands(program: Command, ctx: Ctx, globals: () => { home
     });
 }
 
+/** Validates `--managers`: 1, or 3 (which needs `--nodes`, given explicitly, since the managers run on the simulated underlay). */
+export function checkManagerCount(v: string, nodesGiven: boolean): 1 | 3 {
+  if (v.trim() !== '1' && v.trim() !== '3') {
+    throw simErrors.BAD_FLAG({ flag: '--managers', reason: `must be 1 (one manager on SQLite) or 3 (three managers on a 3-member etcd: a majority survives one loss), not "${v}"` });
+  }
+  if (v.trim() === '3' && !nodesGiven) {
+    throw simErrors.BAD_FLAG({ flag: '--managers 3', reason: 'needs --nodes N (N ≥ 1): the managers and their etcd run on the simulated hosts\' underlay' });
+  }
+  return v.trim() === '3' ? 3 : 1;
+}
+
 /** What a joined agent keeps in its data dir (mode 0600): its own credential and where it is good. */
 interface StoredCredential {
   managerUrl: string;
@@ -192,12 +214,8 @@ interface StoredCredential {
  * data dir when the manager still takes it, else a new one traded for the join token (and stored).
  */
 async function nodeCredential(o: { url: string; token?: string; name: string; dataDir: string; log: (m: string) => void }): Promise<{ managerUrl: string; token: string }> {
-  let managerUrl: string;
-  try {
-    managerUrl = new URL(o.url).href.replace(/\/$/, '');
-  } catch {
-    throw simErrors.BAD_FLAG({ flag: '--join', reason: `needs the manager's API URL, like http://manager:7670, not "${o.url}"` });
-  }
+  // Several managers' URLs stay a list: the client follows whichever leads, now and after a failover.
+  const managerUrl = managerUrls(o.url, '--join').join(',');
   const file = join(o.dataDir, 'credential.json');
   const stored = await readFile(file, 'utf8').then((t) => JSON.parse(t) as StoredCredential, () => undefined);
   const again = `join again: ferry agent --join ${managerUrl} --token <token> (an admin makes one with \`ferry node token create\`)`;
