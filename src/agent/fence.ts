@@ -168,7 +168,7 @@ export class Fence {
   private async tick(): Promise<void> {
     if (this.fenced || this.asking) return;
     const age = this.now() - this.stampMs;
-    if (age > this.afterMs) {
+    if (this.due()) {
       this.fenced = true;
       this.o.log(`fence: no contact with the manager for ${Math.round(age / 1000)} s and peers confirm it is up (or none is reachable): this host fenced itself; its containers are killed`);
       this.o.onFenced();

@@ -24,8 +24,8 @@ export interface LifecycleDeps {
   readonly log: (msg: string) => void;
   /** This node's name (volume fence tokens and FERRY_NODE name it). */
   readonly node: string;
-  /** Where named volumes live (default: none, only bind mounts work). */
-  readonly volumes?: VolumeRoots;
+  /** Where named volumes live: local ones in the agent's data directory, shared ones under the cluster's root. */
+  readonly volumes: VolumeRoots;
 }
 
 
@@ -50,7 +50,7 @@ export async function createAndStart(d: LifecycleDeps, rec: ContainerRecord, a: 
   await d.records.save(rec);
   // Bind sources are made if missing (as Docker does); named volumes resolve to their directories,
   // and a shared one refuses a copy whose epoch has been fenced.
-  const volumes = await prepareVolumes(d.volumes ?? { local: join(dir, '..', '..', 'volumes') }, a, d.node, d.idMap);
+  const volumes = await prepareVolumes(d.volumes, a, d.node, d.idMap);
   // The placement epoch and node, for workloads that stamp what they write (and tests that check fencing).
   const spec = { ...a.spec, volumes, env: [...a.spec.env, `FERRY_EPOCH=${a.epoch}`, `FERRY_NODE=${d.node}`] };
   // Fenced (killed by its shim when this host loses the cluster) only if the manager would start it elsewhere.

@@ -342,7 +342,7 @@ export class MigrationAgent {
       rec.rootfsMode = prepared.mode;
       rec.ip = att.ip;
       // Named volumes mount where they live on this node (a shared one is the same directory the source used).
-      const volumes = await prepareVolumes(this.d.volumes ?? { local: join(this.d.dataDir, 'volumes') }, a, this.d.node, this.d.idMap, { fence: false });
+      const volumes = await prepareVolumes(this.d.volumes, a, this.d.node, this.d.idMap, { fence: false });
       const bundle = {
         ...(await bundleSpec({
           runtimeId: rec.runtimeId, name: a.name, spec: { ...a.spec, volumes }, image: prepared.image.config, imageRef: a.spec.image,

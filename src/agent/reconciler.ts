@@ -91,6 +91,11 @@ export class Reconciler {
     }
   }
 
+  /** True while this host is fenced or past the fence limit: nothing may start. */
+  private cutOff(): boolean {
+    return this.fencedNow || this.d.fenceDue?.() === true;
+  }
+
   /** The manager says the node is Ready again: fenced containers still assigned here start again (call resync next). */
   unfence(): void {
     this.fencedNow = false;
@@ -314,7 +319,7 @@ export class Reconciler {
     if (st && (st.status === 'running' || st.status === 'paused')) return this.keepRunning(rec, a, st);
     if (rec.fencedAt && (!st || st.status === 'stopped')) {
       // Killed by the fence, not by a fault: it runs again here (the manager kept it here), whatever its policy.
-      if (this.fencedNow || this.d.fenceDue?.()) return this.status(rec, a, 'failed', 0, FENCED_MESSAGE);
+      if (this.cutOff()) return this.status(rec, a, 'failed', 0, FENCED_MESSAGE);
       this.d.log(`starting ${rec.name} again: fenced at ${rec.fencedAt}, and the manager kept it on this node`);
       rec.fencedAt = undefined;
       await this.d.records.save(rec);
@@ -420,7 +425,7 @@ export class Reconciler {
 
   private async start(rec: ContainerRecord, a: Assignment, phase: Phase): Promise<void> {
     // Cut off from the cluster: nothing starts (what runs on stays unless the manager would move it).
-    if (this.fencedNow || this.d.fenceDue?.()) {
+    if (this.cutOff()) {
       this.status(rec, a, 'failed', 0, FENCED_MESSAGE);
       return;
     }

@@ -95,13 +95,14 @@ export function startHealthController(o: HealthControllerOptions): Loop {
         }
         continue;
       }
-      if (state === 'Suspect' && Date.now() - since >= timing.graceSeconds * 1000) {
+      const graceOver = Date.now() - since >= timing.graceSeconds * 1000;
+      if (state === 'Suspect' && graceOver) {
         const reason = `no heartbeat for ${timing.leaseTtlSeconds + timing.graceSeconds} s; its agent has fenced itself by now`;
         if (!(await transition(store, name, h, { state: 'Down', since: new Date().toISOString(), reason }))) continue;
         o.log(`node ${name} is Down: ${reason}`);
         await recordEvent(store, { kind: 'NodeDown', object: `node/${name}`, message: `node ${name} is Down: ${reason}` });
       }
-      if (state === 'Down' || (state === 'Suspect' && Date.now() - since >= timing.graceSeconds * 1000)) {
+      if (state === 'Down' || (state === 'Suspect' && graceOver)) {
         for (const c of await list()) if (c.placement?.node === name && !c.metadata.deleting) await failOver(c, name);
       }
     }
