@@ -3,7 +3,8 @@
 // Usage: node scripts/run-tests.mjs unit|integration|all [extra node --test args]
 import { readdirSync, statSync } from 'node:fs';
 import { join, relative } from 'node:path';
-import { spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
+import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
@@ -27,5 +28,29 @@ if (files.length === 0) {
   console.error(`no ${kind} test files found`);
   process.exit(1);
 }
-const r = spawnSync(process.execPath, ['--import', 'tsx', '--test', ...extra, ...files], { cwd: root, stdio: 'inherit' });
-process.exit(r.status ?? 1);
+// The TAP goes through as it comes, except its closing counts: before them goes every failure's
+// own report (the YAML block under each `not ok` that is not merely "cancelled by its parent"), so
+// the end of a long log says what failed and why without scrolling back through it.
+const child = spawn(process.execPath, ['--import', 'tsx', '--test', ...extra, ...files], { cwd: root, stdio: ['ignore', 'pipe', 'inherit'] });
+const closing = /^# (tests|suites|pass|fail|cancelled|skipped|todo|duration_ms) /;
+const held = [];
+const failures = [];
+let block; // the `not ok` being read: its lines, its indent
+createInterface({ input: child.stdout }).on('line', (line) => {
+  if (closing.test(line)) { held.push(line); return; }
+  process.stdout.write(`${line}\n`);
+  const notOk = /^(\s*)not ok \d+ - (.*)$/.exec(line);
+  if (notOk) { block = { indent: notOk[1].length, lines: [line.trim()] }; failures.push(block); return; }
+  if (!block) return;
+  const indent = /^\s*/.exec(line)[0].length;
+  if (indent > block.indent || line.trim() === '') block.lines.push(line.slice(block.indent));
+  else block = undefined;
+});
+const code = await new Promise((resolve) => child.on('close', (c) => resolve(c ?? 1)));
+const shown = failures.filter((f) => !f.lines.some((l) => l.includes("failureType: 'cancelledByParent'")));
+if (shown.length > 0) {
+  process.stdout.write(`# == ${shown.length} failure report(s), repeated from above\n`);
+  for (const f of shown) for (const l of f.lines.filter((x) => !x.includes('(node:')).slice(0, 30)) process.stdout.write(`# ${l}\n`);
+}
+for (const l of held) process.stdout.write(`${l}\n`);
+process.exit(code);

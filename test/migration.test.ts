@@ -52,7 +52,7 @@ describe('live migration between two nodes (stop-copy)', { skip: skipUnlessReady
     assert.equal(polled.code, 0, 'the poller ended cleanly');
     assert.ok(seen.length > 20, `the poller got ${seen.length} answers`);
     // Every answer came from the one process, in order, each request counted once: consecutive numbers.
-    for (let i = 1; i < seen.length; i++) assert.equal(seen[i], seen[i - 1]! + 1, `answers ${seen[i - 1]} then ${seen[i]}`);
+    for (let i = 1; i < seen.length; i++) assert.equal(seen[i], seen[i - 1]! + 1, `answers ${seen[i - 1]} then ${seen[i]}; the poller's failed tries: ${JSON.stringify(polled.errors)}`);
     assert.equal(seen[0], 2);
     const last = await count();
     assert.equal(last, seen[seen.length - 1]! + 1, 'the counter continues after the last migration');

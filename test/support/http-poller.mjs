@@ -30,7 +30,8 @@ const ask = () => new Promise((resolve) => {
 });
 
 while (!stopping) {
-  say(await ask());
+  const r = await ask();
+  say(r.error ? { ...r, at: new Date().toISOString() } : r);
   await sleep(interval);
 }
 say({ done: true });

@@ -164,9 +164,9 @@ export function startPoller(c: TestCluster, hostIndex: number, ip: string, inter
   const counts: number[] = [];
   const errors: string[] = [];
   createInterface({ input: child.stdout }).on('line', (l) => {
-    const e = JSON.parse(l) as { count?: number; error?: string };
+    const e = JSON.parse(l) as { count?: number; error?: string; at?: string };
     if (typeof e.count === 'number') counts.push(e.count);
-    else if (e.error) errors.push(e.error);
+    else if (e.error) errors.push(`${e.at ?? ''} ${e.error}`);
   });
   const exited = new Promise<number | null>((r) => child.on('close', (code) => r(code)));
   return {
