@@ -42,6 +42,9 @@ interface FailoverRun {
   firstReplacementMs: number;
   /** All replacements running. */
   allRunningMs: number;
+  /** The manager's Failover events (from its event log): the first and the last of the N. */
+  firstFailoverMs?: number;
+  lastFailoverMs?: number;
   fencedBeforeReplacement: boolean;
 }
 
@@ -112,6 +115,10 @@ async function once(c: BenchCluster, api: FerryClient, n: number): Promise<Failo
   } finally {
     await iptables(h2.netns, '-D');
   }
+  // Where the time between Down and all running went: the manager's decisions vs the agent's starts.
+  const failovers = (await api.nodes.events(1000)).filter((e) => e.kind === 'Failover' && names.includes(e.object.replace(/^container\//, '')));
+  const at = failovers.map((e) => Date.parse(e.at) - t0).sort((x, y) => x - y);
+  if (at.length > 0) { r.firstFailoverMs = at[0]; r.lastFailoverMs = at[at.length - 1]; }
   await waitFor(`${h2.name} Ready again`, async () => ((await api.nodes.list()).every((x: NodeView) => x.state === 'Ready') ? true : undefined));
   await c.ok(['rm', '-f', ...names]);
   return r as FailoverRun;
@@ -126,7 +133,7 @@ try {
   const api = await apiOf(c);
   for (const n of counts) {
     const r = await once(c, api, n);
-    note(`N=${n}: Suspect ${r.suspectMs} ms, Down ${r.downMs} ms, fenced ${r.fencedMs} ms, first replacement ${r.firstReplacementMs} ms, all running ${r.allRunningMs} ms`);
+    note(`N=${n}: Suspect ${r.suspectMs} ms, Down ${r.downMs} ms, fenced ${r.fencedMs} ms, first replacement ${r.firstReplacementMs} ms, all running ${r.allRunningMs} ms; failovers written ${r.firstFailoverMs}–${r.lastFailoverMs} ms`);
     results.push(r);
   }
 } catch (e) {

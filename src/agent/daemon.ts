@@ -96,6 +96,10 @@ function relistAsked(e: unknown): boolean {
 /** How often running containers are re-scanned for fds CRIU cannot dump. */
 const MIGRATABILITY_REFRESH_MS = 15_000;
 
+/** Errors that mean "no manager leads right now" (standbys only, or none reachable), and how often the agent asks again then. */
+const LEADERLESS = new Set(['FERRY_ERR_NOT_LEADER', 'FERRY_ERR_UNREACHABLE']);
+const LEADERLESS_RETRY_MS = 1000;
+
 /** The uid/gid range containers' user namespaces map to (the recipe in the migration notes). */
 export const ID_MAP = { containerId: 0, hostId: 100000, size: 65536 } as const;
 
@@ -247,6 +251,9 @@ export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
         if (ac.signal.aborted) break;
         // A re-list asked for (after a fence was lifted) is not a failure: go round at once.
         if (relistAsked(e)) { delay = 0; continue; }
+        // No leader (an election under way) or none reachable: the cluster is between managers, and
+        // heartbeats already go out every second; waiting longer would only delay the new leader's work.
+        if (isFerryError(e) && LEADERLESS.has(e.code)) delay = Math.min(delay, LEADERLESS_RETRY_MS);
         log(`manager connection: ${(e as Error).message}; retrying in ${delay} ms`);
       }
       await new Promise((r) => setTimeout(r, delay));
