@@ -21,7 +21,7 @@ export default tseslint.config(
     rules: {
       'no-restricted-imports': ['error', {
         patterns: [{
-          regex: '^\\.\\./(?:\\.\\./)*(store|api|client|scheduler|controllers|migration|agent|lb|registry|compose|cli|web|errors|model)/(?!index\\.ts$).+',
+          regex: '^\\.\\./(?:\\.\\./)*(store|api|client|scheduler|controllers|migration|agent|lb|registry|compose|cli|web|errors|model)/(?!(?:index|text)\\.ts$).+',
           message: 'import another component only through its index.ts',
         }],
       }],

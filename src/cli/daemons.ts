@@ -7,7 +7,6 @@ import { mkdir, open, readFile, readdir, rm, writeFile } from 'node:fs/promises'
 import { join } from 'node:path';
 import { FerryClient } from '../client/index.ts';
 import { FerryError } from '../errors/index.ts';
-import { loadOrCreateToken } from '../manager/index.ts';
 import { configFile } from './config.ts';
 import { homePaths, TOOLS } from './paths.ts';
 import { createSimulation, destroySimulation, readSimulation, type SimPlan } from './simulation.ts';
@@ -156,6 +155,7 @@ export async function up(o: UpOptions): Promise<{ api: string; token: string; no
   await Promise.all([p.manager, p.agents, p.logs, p.run].map((d) => mkdir(d, { recursive: true })));
   await rm(p.managerRun, { force: true });
   await rm(p.agentRun(o.nodeName), { force: true });
+  const { loadOrCreateToken } = await import('../manager/index.ts');
   const token = await loadOrCreateToken(join(p.manager, 'token'));
   const env = { FERRY_TOKEN: token };
 
@@ -253,6 +253,7 @@ export async function upCluster(o: ClusterUpOptions): Promise<ClusterUp> {
   // etcd members a crashed run left behind would hold the ports this one needs.
   await stopEtcd(o.home, o.progress);
   const hadEtcd = await readFile(join(p.etcd, 'cluster.json')).then(() => true, () => false);
+  const { loadOrCreateToken } = await import('../manager/index.ts');
   const token = await loadOrCreateToken(join(p.manager, 'token'));
   const env = { FERRY_TOKEN: token };
   const started: { pid: number; role: 'manager' | 'agent' | 'lb' }[] = [];

@@ -199,13 +199,6 @@ export const AssignmentSchema = Type.Object({
 /** The desired state a node's agent reconciles. */
 export type Assignment = Static<typeof AssignmentSchema>;
 
-const NAME_RE = /^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$/;
-
-/** True when `name` is a valid container/node name (DNS-ish, ≤ 63 chars). */
-export function isValidName(name: string): boolean {
-  return NAME_RE.test(name);
-}
-
 /** Defaults for a spec built from partial input. */
 export function defaultSpec(image: string): ContainerSpec {
   return {

@@ -1,7 +1,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { isFerryError } from '../errors/index.ts';
-import { formatJoinToken, formatNodeCredential, parseJoinToken, parseNodeCredential, parseTtl } from './join.ts';
+import { formatJoinToken, formatNodeCredential, parseJoinToken, parseNodeCredential } from './join.ts';
+import { parseTtl } from './units.ts';
 
 test('join token lifetimes: s, m, h, d; a bare number is seconds; at most a year', () => {
   assert.equal(parseTtl('30m'), 1800);

@@ -5,13 +5,10 @@
  * Only sha256 hashes of the secrets are stored.
  */
 import { Type, type Static } from 'typebox';
-import { isValidName } from './container.ts';
-import { modelErrors } from './errors.ts';
+import { isValidName } from './parse.ts';
 
 /** How long a join token lives unless told otherwise: one hour. */
 export const JOIN_TOKEN_DEFAULT_TTL_SECONDS = 3600;
-/** The longest a join token may live: a year. */
-export const JOIN_TOKEN_MAX_TTL_SECONDS = 365 * 86_400;
 /** The most joins one token may allow. */
 export const JOIN_TOKEN_MAX_USES = 1000;
 
@@ -102,16 +99,4 @@ export function formatNodeCredential(node: string, secret: string): string {
 export function parseNodeCredential(text: string): { node: string; secret: string } | undefined {
   const m = CREDENTIAL_RE.exec(text);
   return m && isValidName(m[1]!) ? { node: m[1]!, secret: m[2]! } : undefined;
-}
-
-const TTL_UNITS = { s: 1, m: 60, h: 3600, d: 86_400 } as const;
-
-/** Parses a join token's lifetime (`30m`, `2h`, `1d`, `90s`; a bare number is seconds) into seconds. */
-export function parseTtl(text: string): number {
-  const m = /^\s*(\d+(?:\.\d+)?)\s*([smhd])?\s*$/.exec(text);
-  const seconds = m ? Math.round(Number(m[1]) * TTL_UNITS[(m[2] ?? 's') as keyof typeof TTL_UNITS]) : 0;
-  if (seconds < 1 || seconds > JOIN_TOKEN_MAX_TTL_SECONDS) {
-    throw modelErrors.BAD_DURATION({ value: text, hint: 'use a lifetime like 30m, 2h or 1d (at least 1s, at most 365d)' });
-  }
-  return seconds;
 }

@@ -1,7 +1,13 @@
 /** Parsers for the flags users type (`-p`, `-v`, `-e`, `--restart`), shared by CLI and API. */
 import type { RestartPolicy, Volume } from './container.ts';
-import { isValidName } from './container.ts';
 import { modelErrors } from './errors.ts';
+
+const NAME_RE = /^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$/;
+
+/** True when `name` is a valid container/node name (DNS-ish, ≤ 63 chars). */
+export function isValidName(name: string): boolean {
+  return NAME_RE.test(name);
+}
 
 /**
  * Parses `/host/dir:/in/container[:ro|:rw]` (a bind mount) or `name:/in/container[:ro|:rw]` (a named

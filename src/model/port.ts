@@ -3,6 +3,9 @@ import { isIP } from 'node:net';
 import type { Port } from './container.ts';
 import { modelErrors } from './errors.ts';
 
+/** TCP services are published on the entry point at ports of this range (like NodePorts). */
+export const TCP_PORT_RANGE = { first: 30000, last: 30999 } as const;
+
 /**
  * Parses `[hostIp:]hostPort:containerPort[/tcp]` or `containerPort[/tcp]` (the same port on the host).
  * An IPv6 host address goes in brackets: `[::1]:8080:80`. Throws NET_BAD_PORT on anything else.

@@ -5,10 +5,9 @@
  */
 import { createHash } from 'node:crypto';
 import { Type, type Static } from 'typebox';
+import { TCP_PORT_RANGE } from './port.ts';
 import { ResourcesSchema, SchedulingSchema, type Container, type ContainerSpec } from './container.ts';
 
-/** TCP services are published on the entry point at ports of this range (like NodePorts). */
-export const TCP_PORT_RANGE = { first: 30000, last: 30999 } as const;
 
 /** Labels the services controller puts on each replica. */
 export const SERVICE_LABELS = {

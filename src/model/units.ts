@@ -72,3 +72,18 @@ export function formatDuration(ms: number): string {
   if (m < 60) return `${m}m${Math.floor((ms % 60_000) / 1000)}s`;
   return `${Math.floor(m / 60)}h${m % 60}m`;
 }
+
+/** The longest a join token may live: a year. */
+export const JOIN_TOKEN_MAX_TTL_SECONDS = 365 * 86_400;
+
+const TTL_UNITS = { s: 1, m: 60, h: 3600, d: 86_400 } as const;
+
+/** Parses a join token's lifetime (`30m`, `2h`, `1d`, `90s`; a bare number is seconds) into seconds. */
+export function parseTtl(text: string): number {
+  const m = /^\s*(\d+(?:\.\d+)?)\s*([smhd])?\s*$/.exec(text);
+  const seconds = m ? Math.round(Number(m[1]) * TTL_UNITS[(m[2] ?? 's') as keyof typeof TTL_UNITS]) : 0;
+  if (seconds < 1 || seconds > JOIN_TOKEN_MAX_TTL_SECONDS) {
+    throw modelErrors.BAD_DURATION({ value: text, hint: 'use a lifetime like 30m, 2h or 1d (at least 1s, at most 365d)' });
+  }
+  return seconds;
+}

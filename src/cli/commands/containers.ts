@@ -1,7 +1,7 @@
 /** Container verbs: run, ps, inspect, logs, exec, update, stop, start, rm, stats. */
 import type { Command } from 'commander';
 import type { ContainerView } from '../../model/index.ts';
-import { parseCpus, parseMemory, parsePort, parseVolume, parseRestart, parseEnv, formatBytes, checkName } from '../../model/index.ts';
+import { parseCpus, parseMemory, formatBytes, parsePort, parseVolume, parseRestart, parseEnv, checkName } from '../../model/text.ts';
 import type { CreateContainerInput, ContainerPatch, FerryClient } from '../../client/index.ts';
 import { FerryError } from '../../errors/index.ts';
 import { table, printJson, age, type OutputFormat } from '../output.ts';

@@ -4,7 +4,7 @@ import { stat } from 'node:fs/promises';
 import { spawn } from 'node:child_process';
 import { basename, dirname, resolve } from 'node:path';
 import type { Command } from 'commander';
-import { formatBytes } from '../../model/index.ts';
+import { formatBytes } from '../../model/text.ts';
 import { FerryError } from '../../errors/index.ts';
 import { table, printJson, age } from '../output.ts';
 import type { Ctx } from './containers.ts';

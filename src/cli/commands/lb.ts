@@ -4,8 +4,7 @@ import { join } from 'node:path';
 import type { Command } from 'commander';
 import { isIP } from 'node:net';
 import { FerryClient } from '../../client/index.ts';
-import { Lb, startEntryPoint } from '../../lb/index.ts';
-import { checkName, TCP_PORT_RANGE } from '../../model/index.ts';
+import { checkName, TCP_PORT_RANGE } from '../../model/text.ts';
 import { needToken, onShutdown, stamp, type RunFile } from '../daemons.ts';
 import { simErrors } from '../simulation.ts';
 import { ferryHome } from '../config.ts';
@@ -61,6 +60,7 @@ export function lbCommands(program: Command, globals: () => { home?: string }): 
       const httpUrl = o.advertiseHttp ?? advertisedHttp(http);
       if (!/^http:\/\/[^/]+$/.test(httpUrl)) throw bad('--advertise-http', `takes http://HOST:PORT, not "${httpUrl}"`);
       const client = new FerryClient({ url: o.manager, token: needToken() });
+      const { Lb, startEntryPoint } = await import('../../lb/index.ts');
       const lb = await Lb.start({
         stateDir: o.stateDir ?? join(home, 'lb', name), http, tcp, check: { interMs, fall: 2, rise: 1, timeoutMs: Math.min(2000, interMs) },
         timeouts: { connectMs: 2000, clientMs: 60_000, serverMs: 60_000 },

@@ -1,7 +1,7 @@
 /** Migration verbs: migrate, migrations ls/inspect/cancel. */
 import type { Command } from 'commander';
 import type { Migration } from '../../model/index.ts';
-import { formatBytes, formatDuration, parseBandwidth } from '../../model/index.ts';
+import { formatBytes, formatDuration, parseBandwidth } from '../../model/text.ts';
 import { FerryError } from '../../errors/index.ts';
 import { TERMINAL } from '../../migration/index.ts';
 import { table, printJson, age } from '../output.ts';

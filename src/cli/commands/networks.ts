@@ -1,7 +1,7 @@
 /** Network verbs: network create, ls, inspect, rm. */
 import type { Command } from 'commander';
 import type { NetworkView } from '../../model/index.ts';
-import { checkName } from '../../model/index.ts';
+import { checkName } from '../../model/text.ts';
 import { FerryError } from '../../errors/index.ts';
 import { table, printJson, age } from '../output.ts';
 import { positiveInt, type Ctx } from './containers.ts';

@@ -1,7 +1,7 @@
 /** Node verbs: node ls, inspect, cordon, drain, undrain, and the join tokens new hosts join with. */
 import type { Command } from 'commander';
 import type { ContainerView, JoinTokenView, Migration } from '../../model/index.ts';
-import { formatBytes, formatDuration, parseDuration, parseTtl } from '../../model/index.ts';
+import { formatBytes, formatDuration, parseDuration, parseTtl } from '../../model/text.ts';
 import type { FerryClient, NodeView } from '../../client/index.ts';
 import { FerryError } from '../../errors/index.ts';
 import { TERMINAL, type MigrationPhase } from '../../migration/index.ts';

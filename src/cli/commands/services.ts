@@ -1,7 +1,7 @@
 /** Service verbs: service create, scale, update, ls, inspect, rm. */
 import type { Command } from 'commander';
 import type { Health, ServiceSpec, ServiceView } from '../../model/index.ts';
-import { checkName, parseCpus, parseDuration, parseEnv, parseMemory, TCP_PORT_RANGE } from '../../model/index.ts';
+import { checkName, parseEnv, parseCpus, parseDuration, parseMemory, TCP_PORT_RANGE } from '../../model/text.ts';
 import { FerryError } from '../../errors/index.ts';
 import { table, printJson, age } from '../output.ts';
 import { positiveInt, type Ctx } from './containers.ts';

@@ -3,8 +3,6 @@ import { hostname } from 'node:os';
 import { chmod, mkdir, readFile, writeFile, rm } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import type { Command } from 'commander';
-import { startManager } from '../../manager/index.ts';
-import { startAgent } from '../../agent/index.ts';
 import { FerryError, isFerryError } from '../../errors/index.ts';
 import { FerryClient } from '../../client/index.ts';
 import { up, upCluster, down, needToken, onShutdown, stamp, type RunFile } from '../daemons.ts';
@@ -13,7 +11,7 @@ import { ferryHome, managerUrls } from '../config.ts';
 import { homePaths, TOOLS } from '../paths.ts';
 import { printJson } from '../output.ts';
 import { parseHttpListen, parseTcpListen } from './lb.ts';
-import { TCP_PORT_RANGE } from '../../model/index.ts';
+import { TCP_PORT_RANGE } from '../../model/text.ts';
 import type { Ctx } from './containers.ts';
 import { positiveInt } from './containers.ts';
 
@@ -111,6 +109,8 @@ export function systemCommands(program: Command, ctx: Ctx, globals: () => { home
       }
       if (o.vni !== undefined && o.clusterSubnet === undefined) throw simErrors.BAD_FLAG({ flag: '--vni', reason: 'needs --cluster-subnet' });
       const clusterNetwork = o.clusterSubnet === undefined ? undefined : { subnet: checkClusterSubnet(o.clusterSubnet), vni: checkVni(o.vni ?? '4216') };
+      // The daemons' code is loaded only by the commands that run them: every other command starts fast.
+      const { startManager } = await import('../../manager/index.ts');
       const m = await startManager({
         dataDir: p.manager, storeUrl: o.store, host: o.host, port: positiveInt(o.port, '--port', true), token: process.env.FERRY_TOKEN,
         nodeLeaseTtl: positiveInt(o.nodeLease, '--node-lease'), fenceGrace: positiveInt(o.fenceGrace, '--fence-grace'), version: VERSION, log: stamp,
@@ -165,6 +165,7 @@ export function systemCommands(program: Command, ctx: Ctx, globals: () => { home
       const { managerUrl, token } = o.join !== undefined
         ? await nodeCredential({ url: o.join as string, token: joinToken, name, dataDir, log: stamp })
         : { managerUrl: o.manager as string, token: needToken() };
+      const { startAgent } = await import('../../agent/index.ts');
       const a = await startAgent({
         name, dataDir, managerUrl, token,
         host: o.host as string, port: positiveInt(o.port as string, '--port', true), advertiseUrl: o.advertise as string | undefined,
