@@ -1,7 +1,7 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { defaultServiceSpec, SERVICE_LABELS, type Container, type ContainerStatus, type Service } from '../model/index.ts';
-import { desiredRoutes, type ClusterView } from './desired.ts';
+import { defaultServiceSpec, keys, SERVICE_LABELS, type Container, type ContainerStatus, type Service } from '../model/index.ts';
+import { desiredRoutes, mayChangeRoutes, plainContainers, type ClusterView } from './desired.ts';
 
 const svc = (name: string, spec: Partial<Service['spec']>): Service => ({
   apiVersion: 'ferry/v1', kind: 'Service', metadata: { name, uid: `u-${name}`, createdAt: '', generation: 1 }, spec: { ...defaultServiceSpec('sample'), ...spec },
@@ -61,5 +61,34 @@ describe('desiredRoutes', () => {
     const both = svc('both', { http: { hosts: ['b.local'], pathPrefix: '/' }, tcpPort: 30002 });
     const r = desiredRoutes({ ...base, services: [both], containers: [], statuses: [] });
     assert.deepEqual(r.map((x) => x.service), ['both', 'both.tcp']);
+  });
+});
+
+describe('mayChangeRoutes', () => {
+  const api = svc('api', { http: { hosts: ['api.local'], pathPrefix: '/' }, port: 8080 });
+  const r = rep(api, 'aaaaa', '10.0.0.2');
+  const plainOne: Container = { ...r, metadata: { ...r.metadata, name: 'job', uid: 'c-job' }, spec: { ...r.spec, labels: {} } };
+  const plain = plainContainers({ containers: [r, plainOne] });
+  const put = (key: string, value: unknown) => ({ type: 'put' as const, key, value });
+
+  it('skips changes to containers the last view knew as plain: spec, placement, status, removal', () => {
+    assert.deepEqual([...plain.ids], ['job/c-job']);
+    assert.equal(mayChangeRoutes(put(`${keys.containers}job`, { ...plainOne, placement: { node: 'n2', epoch: 2, scheduledAt: '', reason: '' } }), plain), false);
+    assert.equal(mayChangeRoutes(put(`${keys.statuses}job`, running(plainOne)), plain), false);
+    assert.equal(mayChangeRoutes({ type: 'delete', key: `${keys.statuses}job` }, plain), false);
+    assert.equal(mayChangeRoutes({ type: 'delete', key: `${keys.containers}job` }, plain), false);
+  });
+
+  it('keeps replicas, unknown containers, a plain name reused by a new uid, and every other prefix', () => {
+    assert.equal(mayChangeRoutes(put(`${keys.statuses}${r.metadata.name}`, running(r)), plain), true);
+    assert.equal(mayChangeRoutes(put(`${keys.containers}${r.metadata.name}`, r), plain), true);
+    assert.equal(mayChangeRoutes({ type: 'delete', key: `${keys.containers}${r.metadata.name}` }, plain), true);
+    const fresh = { ...plainOne, metadata: { ...plainOne.metadata, name: 'new' } };
+    assert.equal(mayChangeRoutes(put(`${keys.containers}new`, fresh), plain), true, 'not in the last view');
+    const reborn = { ...r, metadata: { ...r.metadata, name: 'job', uid: 'c-job2' } };
+    assert.equal(mayChangeRoutes(put(`${keys.containers}job`, reborn), plain), true, 'same name, now a replica');
+    assert.equal(mayChangeRoutes(put(`${keys.statuses}job`, { ...running(plainOne), uid: 'c-job2' }), plain), true, 'same name, new uid');
+    assert.equal(mayChangeRoutes(put(`${keys.services}api`, api), plain), true);
+    assert.equal(mayChangeRoutes({ type: 'delete', key: `${keys.holds}job` }, plain), true);
   });
 });

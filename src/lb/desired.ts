@@ -5,7 +5,7 @@
  * the only one, new requests are held until it runs again.
  */
 import type { Container, ContainerStatus, Retirement, Service } from '../model/index.ts';
-import { isReplicaOf } from '../model/index.ts';
+import { isReplicaOf, keys, SERVICE_LABELS } from '../model/index.ts';
 import type { LbRoute, LbServer } from './types.ts';
 
 /** A hold as the entry point sees it (see the manager's holds). */
@@ -68,4 +68,42 @@ export function desiredRoutes(view: ClusterView): LbRoute[] {
     }
   }
   return routes;
+}
+
+/** The containers of a view that no route can use (no service's replicas): by `name/uid`, and by name. */
+export interface PlainContainers {
+  readonly ids: ReadonlySet<string>;
+  readonly names: ReadonlySet<string>;
+}
+
+/** The plain containers of `view` (a replica carries its service's uid as a label for its whole life). */
+export function plainContainers(view: Pick<ClusterView, 'containers'>): PlainContainers {
+  const plain = view.containers.filter((c) => c.spec.labels[SERVICE_LABELS.serviceUid] === undefined);
+  return { ids: new Set(plain.map((c) => `${c.metadata.name}/${c.metadata.uid}`)), names: new Set(plain.map((c) => c.metadata.name)) };
+}
+
+/** A watch frame as the entry point receives it. */
+export interface ViewFrame {
+  readonly type: 'put' | 'delete';
+  readonly key: string;
+  readonly value?: unknown;
+}
+
+/**
+ * Whether a frame can change the routes, given the plain containers of the last view: a change to a
+ * container known to be plain (its spec, placement, status, or its removal) cannot, and skipping it
+ * keeps a host that starts many plain containers (a failover, a deploy) from making the entry point
+ * re-read the cluster once per status report. Everything else can; unknown containers count.
+ */
+export function mayChangeRoutes(f: ViewFrame, plain: PlainContainers): boolean {
+  const prefix = f.key.startsWith(keys.containers) ? keys.containers : f.key.startsWith(keys.statuses) ? keys.statuses : undefined;
+  if (prefix === undefined) return true;
+  if (f.type === 'delete') return !plain.names.has(f.key.slice(prefix.length));
+  if (prefix === keys.containers) {
+    const c = f.value as Partial<Container> | undefined;
+    if (!c?.metadata || !c.spec || c.spec.labels?.[SERVICE_LABELS.serviceUid] !== undefined) return true;
+    return !plain.ids.has(`${c.metadata.name}/${c.metadata.uid}`);
+  }
+  const st = f.value as Partial<ContainerStatus> | undefined;
+  return !st?.name || !plain.ids.has(`${st.name}/${st.uid}`);
 }

@@ -7,7 +7,7 @@ import type { FerryClient } from '../client/index.ts';
 import type { Container, ContainerStatus, Retirement, Service } from '../model/index.ts';
 import { keys } from '../model/index.ts';
 import type { Lb } from './lb.ts';
-import { desiredRoutes, type ClusterView, type HoldView } from './desired.ts';
+import { desiredRoutes, mayChangeRoutes, plainContainers, type ClusterView, type HoldView, type PlainContainers } from './desired.ts';
 
 /** What the loop needs. */
 export interface EntryPointOptions {
@@ -53,9 +53,12 @@ export function startEntryPoint(o: EntryPointOptions): EntryPoint {
   const acked = new Set<string>();
   const reported = new Set<string>();
   const poke = (): void => { dirty = true; wake?.(); };
+  // Containers of the last view that no route uses: their changes are not worth a sync.
+  let plain: PlainContainers = { ids: new Set(), names: new Set() };
 
   const sync = async (): Promise<void> => {
     const view = await readView(o.client);
+    plain = plainContainers(view);
     const routes = desiredRoutes(view);
     const r = await o.lb.apply(routes);
     if (r.reloaded) o.log(`entry point: HAProxy reloaded (${r.reason ?? 'pool grew'})`);
@@ -104,7 +107,7 @@ export function startEntryPoint(o: EntryPointOptions): EntryPoint {
   const watchers = WATCHED.map(async (prefix) => {
     while (!ac.signal.aborted) {
       try {
-        for await (const ev of await o.client.watch(prefix, { signal: ac.signal })) if (ev) poke();
+        for await (const ev of await o.client.watch(prefix, { signal: ac.signal })) if (ev && mayChangeRoutes(ev, plain)) poke();
       } catch (e) {
         if (ac.signal.aborted) return;
         o.log(`entry point: watch ${prefix}: ${(e as Error).message}`);
