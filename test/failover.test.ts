@@ -5,13 +5,14 @@
  * elsewhere with a higher epoch; a writer that appends epoch-stamped lines to a shared volume proves
  * there was never a moment with two writers; a container that may not fail over (restart policy
  * "no") stays and runs again when its host returns; the returning host does not resurrect what
- * moved away. A manager that is down for everyone fences nothing.
+ * moved away. A whole host killed at once (agent, shims, containers) fails over the same way. A
+ * manager that is down for everyone fences nothing.
  */
 import { describe, it, before } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, readlinkSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { useCluster, type TestCluster } from './support/cluster.ts';
+import { useCluster, type SimHostInfo, type TestCluster } from './support/cluster.ts';
 import { skipUnlessReady } from './support/prereq.ts';
 import { until } from './support/wait.ts';
 import { runcList } from './support/ferry.ts';
@@ -53,6 +54,27 @@ async function placedOn(c: TestCluster, name: string, node: string, epoch: numbe
     const v = await c.client.containers.get(name);
     return v.status?.phase === 'running' && v.status.node === node && v.container.placement?.epoch === epoch ? true : undefined;
   }, 60_000);
+}
+
+/**
+ * Every process of a simulated host: those in its network namespace (agent, shims) and those in its
+ * cgroup parent (the containers, which have namespaces of their own).
+ */
+function hostProcesses(h: SimHostInfo): number[] {
+  const ns = statSync(`/run/netns/${h.netns}`).ino;
+  const pids = new Set<number>();
+  for (const p of readdirSync('/proc').filter((n) => /^\d+$/.test(n))) {
+    try {
+      if (readlinkSync(`/proc/${p}/ns/net`) === `net:[${ns}]`) pids.add(Number(p));
+    } catch { /* exited meanwhile */ }
+  }
+  const walk = (dir: string): void => {
+    if (!existsSync(dir)) return;
+    for (const l of readFileSync(join(dir, 'cgroup.procs'), 'utf8').split('\n')) if (l !== '') pids.add(Number(l));
+    for (const d of readdirSync(dir, { withFileTypes: true })) if (d.isDirectory()) walk(join(dir, d.name));
+  };
+  walk(join('/sys/fs/cgroup/pids', h.cgroupParent));
+  return [...pids].filter((p) => p !== process.pid).sort((x, y) => x - y);
 }
 
 async function events(c: TestCluster): Promise<ClusterEvent[]> {
@@ -130,9 +152,31 @@ describe('host failure: fencing and failover', { skip: skipUnlessReady(TOOLS) },
     assertOneWriterAtATime(c, [1, 2, 3]);
   });
 
-  it('a manager that is down for every host fences nothing', async () => {
-    const [, b] = c.hosts;
+  it('a whole host killed (agent, shims and containers, as in a power loss): its containers fail over; the restarted host does not resurrect them', async () => {
+    const [a, b] = c.hosts;
+    // w runs on host b (epoch 3) after the second test.
     await placedOn(c, 'w', b!.node, 3);
+    const victims = hostProcesses(b!);
+    const writerPid = (await c.client.containers.get('w')).status!.pid;
+    assert.ok(victims.includes(b!.agentPid()!) && victims.includes(writerPid), `the agent and the writer are among host b's processes: ${victims.join(' ')}`);
+    for (const pid of victims) {
+      try { process.kill(pid, 'SIGKILL'); } catch { /* gone already */ }
+    }
+    await until(`every process of ${b!.node} to be gone`, async () => (hostProcesses(b!).length === 0 ? true : undefined), 10_000);
+    await until(`${b!.node} to be Down`, async () => ((await nodeState(c, b!.node)) === 'Down' ? true : undefined), 30_000);
+    await placedOn(c, 'w', a!.node, 4);
+    // Power back on: the agent starts again over what the dead host left (runc state, records, links).
+    await b!.restartAgent();
+    await until(`${b!.node} to be Ready again`, async () => ((await nodeState(c, b!.node)) === 'Ready' ? true : undefined), 60_000);
+    await until(`the dead copy to be removed from ${b!.node}`, async () => (runcList(b!.runcRoot).length === 0 ? true : undefined), 60_000);
+    assert.equal((await c.client.containers.get('w')).status?.node, a!.node, 'w still runs on the host it failed over to');
+    await until('the writer to write from epoch 4', async () => (lines(c).filter((l) => l.epoch === 4).length >= 10 ? true : undefined));
+    assertOneWriterAtATime(c, [1, 2, 3, 4]);
+  });
+
+  it('a manager that is down for every host fences nothing', async () => {
+    const [a] = c.hosts;
+    await placedOn(c, 'w', a!.node, 4);
     const before = (await c.client.containers.get('w')).status!;
     await c.stopManager();
     // Longer than the fence limit (lease 6 s + grace 3 s − 2 s): the agents must have asked each other.
@@ -140,10 +184,10 @@ describe('host failure: fencing and failover', { skip: skipUnlessReady(TOOLS) },
     await c.restartManager();
     await until('both hosts Ready', async () => ((await c.client.nodes.list()).every((n) => n.state === 'Ready') ? true : undefined), 30_000);
     const after = (await c.client.containers.get('w')).status!;
-    assert.deepEqual([after.phase, after.node, after.pid, after.epoch], ['running', b!.node, before.pid, 3], 'the same process runs on');
+    assert.deepEqual([after.phase, after.node, after.pid, after.epoch], ['running', a!.node, before.pid, 4], 'the same process runs on');
     const n = lines(c).length;
     await until('the writer to write on', async () => (lines(c).length > n + 5 ? true : undefined));
-    assertOneWriterAtATime(c, [1, 2, 3]);
+    assertOneWriterAtATime(c, [1, 2, 3, 4]);
     await c.ok(['rm', '-f', 'w']);
   });
 });

@@ -372,8 +372,14 @@ export class Reconciler {
     this.status(rec, a, 'running', st.pid);
   }
 
-  /** Re-checks whether each running container could be checkpointed now (call periodically). */
+  /**
+   * Re-checks whether each running container could be checkpointed now (call periodically). Not while
+   * this host is cut off: what would fail over was killed, nothing may start and no report reaches the
+   * manager, so a look at each would only spend a runtime call apiece (on a shared machine, CPU the
+   * replacements need); the re-list after the fence is lifted looks at every one.
+   */
   refreshMigratability(): void {
+    if (this.cutOff()) return;
     for (const rec of this.records.values()) if (this.assignments.get(rec.name)?.spec.state === 'running') this.enqueue(rec.name);
   }
 

@@ -89,6 +89,22 @@ describe('health controller', () => {
     assert.equal(await noteHeartbeat(store, 'n1'), 'Ready', 'no record yet: Ready');
   });
 
+  it('a lease that lapses is looked at at once, and Down comes when the grace ends, without waiting for a tick', async () => {
+    await put(store, keys.nodeAlive('n2'), {});
+    const loop = startHealthController({ store, timing: { leaseTtlSeconds: 1, graceSeconds: 0.3 }, log: () => undefined, tickMs: 600_000 });
+    try {
+      await new Promise((r) => setTimeout(r, 50));
+      await store.delete(keys.nodeAlive('n2'));
+      const lapsed = Date.now();
+      await until('n2 Suspect', async () => (await health(store, 'n2'))?.state === 'Suspect');
+      await until('n2 Down', async () => (await health(store, 'n2'))?.state === 'Down');
+      assert.ok(Date.now() - lapsed >= 300, 'not before the grace');
+      assert.equal((await health(store, 'n1'))?.state ?? 'Ready', 'Ready');
+    } finally {
+      await loop.stop();
+    }
+  });
+
   it('a restarted controller gives every node the full grace (a Suspect left in the store is not Down at once)', async () => {
     await put(store, keys.nodeHealth('n2'), { state: 'Suspect', since: new Date(Date.now() - 3600_000).toISOString(), reason: 'old' } satisfies NodeHealth);
     const loop = startHealthController({ store, timing: { leaseTtlSeconds: 1, graceSeconds: 0.5 }, log: () => undefined, tickMs: 20 });

@@ -18,7 +18,11 @@ export interface HealthControllerOptions {
   readonly store: Store;
   readonly timing: DetectionTiming;
   readonly log: (msg: string) => void;
-  /** How often nodes are looked at (default 500 ms). */
+  /**
+   * How often nodes are looked at anyway (default 500 ms). Besides, a lease that lapses (its alive key
+   * deleted) is looked at at once, and a Suspect node again the moment its grace ends, so neither
+   * step waits for a tick.
+   */
   readonly tickMs?: number;
 }
 
@@ -63,6 +67,21 @@ export function startHealthController(o: HealthControllerOptions): Loop {
   const told = new Set<string>();
   let busy: Promise<void> = Promise.resolve();
   let stopped = false;
+  // One pass at a time and at most one waiting behind it (it reads the newest state when it runs).
+  let queued = false;
+  const poke = (): void => {
+    if (queued || stopped) return;
+    queued = true;
+    busy = busy.then(async () => { queued = false; if (!stopped) await pass(); }).catch((e: unknown) => o.log(`health controller: ${(e as Error).message}`));
+  };
+  // A pass at the end of the soonest grace under way.
+  let graceTimer: NodeJS.Timeout | undefined;
+  const armGrace = (): void => {
+    clearTimeout(graceTimer);
+    if (stopped) return;
+    const ends = [...missingSince.values()].map((t) => t + timing.graceSeconds * 1000).filter((t) => t > Date.now());
+    if (ends.length > 0) graceTimer = setTimeout(poke, Math.min(...ends) - Date.now() + 5);
+  };
 
   const pass = async (): Promise<void> => {
     const [nodes, alive, health] = await Promise.all([store.list<Node>(keys.nodes), store.list(keys.alive), store.list<NodeHealth>(keys.health)]);
@@ -106,6 +125,7 @@ export function startHealthController(o: HealthControllerOptions): Loop {
         for (const c of await list()) if (c.placement?.node === name && !c.metadata.deleting) await failOver(c, name);
       }
     }
+    armGrace();
   };
 
   const failOver = async (c: Container, node: string): Promise<void> => {
@@ -136,11 +156,28 @@ export function startHealthController(o: HealthControllerOptions): Loop {
     await recordEvent(store, { kind: 'Failover', object: `container/${name}`, message: `${name} fails over from Down node ${node}; epoch ${epoch} is fenced, the new placement gets ${epoch + 1}` });
   };
 
-  const timer = setInterval(() => {
-    busy = busy.then(() => (stopped ? undefined : pass())).catch((e: unknown) => o.log(`health controller: ${(e as Error).message}`));
-  }, o.tickMs ?? 500);
+  const timer = setInterval(poke, o.tickMs ?? 500);
+  // Lapsed leases: their alive keys are deleted when the lease expires.
+  const ac = new AbortController();
+  const lapses = (async () => {
+    while (!stopped) {
+      try {
+        for await (const ev of store.watch(keys.alive, { signal: ac.signal })) if (ev.type === 'delete') poke();
+      } catch {
+        // The store closed or the watch broke: the tick still looks; try the watch again shortly.
+      }
+      if (!stopped) await new Promise((r) => setTimeout(r, 500));
+    }
+  })();
   return {
-    stop: async () => { stopped = true; clearInterval(timer); await busy; },
+    stop: async () => {
+      stopped = true;
+      clearInterval(timer);
+      clearTimeout(graceTimer);
+      ac.abort();
+      await lapses;
+      await busy;
+    },
     idle: () => busy,
   };
 }

@@ -26,6 +26,11 @@ export interface NameServiceOptions {
   readonly port?: number;
   /** How often to look for gateways that appeared or went (a named network's bridge comes with its first container; default 500 ms). */
   readonly scanMs?: number;
+  /**
+   * The least time between two reads (default 250 ms): a burst of changes (a deploy, a failover of
+   * many containers) costs a few reads a second, not one per status report.
+   */
+  readonly minReadIntervalMs?: number;
   /** This host's IPv4 addresses (default: from os.networkInterfaces). */
   readonly localAddresses?: () => ReadonlySet<string>;
   readonly log: (m: string) => void;
@@ -43,6 +48,7 @@ export interface NameService {
 }
 
 const DEFAULT_SCAN_MS = 500;
+const DEFAULT_MIN_READ_INTERVAL_MS = 250;
 
 /** Every IPv4 address of this network namespace. */
 function hostAddresses(): ReadonlySet<string> {
@@ -85,8 +91,14 @@ export function startNameService(o: NameServiceOptions): NameService {
     let revision: number | undefined;
     let delay = 200;
     let lastError = '';
+    let lastRead = 0;
+    const minInterval = o.minReadIntervalMs ?? DEFAULT_MIN_READ_INTERVAL_MS;
     while (!ac.signal.aborted) {
       try {
+        const pause = lastRead + minInterval - Date.now();
+        if (pause > 0) await new Promise((r) => setTimeout(r, pause));
+        if (ac.signal.aborted) break;
+        lastRead = Date.now();
         const r = await o.read({ ...(revision === undefined ? {} : { afterRevision: revision }), signal: ac.signal });
         table = buildNameTable(r, o.node === undefined ? {} : { node: o.node });
         named = r.networks;

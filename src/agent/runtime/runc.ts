@@ -372,6 +372,9 @@ export function createRuncRuntime(options: RuncRuntimeOptions): RuncRuntime {
     async kill(id, signal) {
       const sig = normaliseSignal(signal);
       if (!sig) throw runtimeErrors.RUNTIME_COMMAND_FAILED({ command: 'kill', id, reason: `unknown signal ${signal}` });
+      // An exit on record (the shim writes it once the init is gone) answers without a `runc state`:
+      // a fence kills every container of a host at once, most of them already dead by their shims.
+      if (await readExit(paths(id))) throw runtimeErrors.RUNTIME_NOT_RUNNING({ id, status: 'stopped' });
       const st = await mustState(id);
       if (st.status === 'stopped') throw runtimeErrors.RUNTIME_NOT_RUNNING({ id, status: st.status });
       const r = await runRunc(cmd, ['kill', id, sig]);
