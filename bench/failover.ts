@@ -5,12 +5,17 @@
  * from the cut: the host Suspect (lease lapsed) and Down (declared), every old container process dead
  * (the fence: their shims kill them), and all N running on host 1 with the next epoch (the start times
  * host 1's agent recorded; the API view that follows is printed too) — for N = 1, 10 and 50 by default. Each run also says whether every old copy died before the first replacement ran.
+ * Then leader failover: `ferry up --nodes 2 --managers 3` (three managers electing a leader over a
+ * 3-member etcd); the leader is killed with SIGKILL `--leader` times (default 3; 0 skips it), and each
+ * time the bench measures until another manager leads, until a `ferry run` is served, and until that
+ * container runs; the killed manager is started again as a standby before the next kill.
  * Targets (issue 6): detection ≤ 10 s, replacement running ≤ 15 s after death. Peers are not run here
  * (no Kubernetes or Nomad on these machines); their documented defaults are printed beside the figures.
  *
- *   node --import tsx bench/failover.ts [--counts 1,10,50] [-o json]
+ *   node --import tsx bench/failover.ts [--counts 1,10,50] [--leader 3] [-o json]
  */
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
+import { closeSync, openSync, readFileSync } from 'node:fs';
 import { promisify } from 'node:util';
 import { parseArgs } from 'node:util';
 import { startCluster, teardownCluster, type BenchCluster, type ClusterTrace } from './network/cluster.ts';
@@ -21,10 +26,11 @@ import type { ContainerView } from '../src/model/index.ts';
 import { FerryClient, type NodeView } from '../src/client/index.ts';
 
 const run = promisify(execFile);
-const { values } = parseArgs({ options: { counts: { type: 'string', default: '1,10,50' }, o: { type: 'string', short: 'o', default: 'table' } } });
+const { values } = parseArgs({ options: { counts: { type: 'string', default: '1,10,50' }, leader: { type: 'string', default: '3' }, o: { type: 'string', short: 'o', default: 'table' } } });
 const counts = values.counts.split(',').map(Number);
-if (counts.some((n) => !Number.isInteger(n) || n < 1 || n > 200) || !['table', 'json'].includes(values.o)) {
-  console.error('bench/failover: --counts takes a comma list of container counts 1..200; -o takes table or json');
+const leaderReps = Number(values.leader);
+if (counts.some((n) => !Number.isInteger(n) || n < 1 || n > 200) || !Number.isInteger(leaderReps) || leaderReps < 0 || leaderReps > 20 || !['table', 'json'].includes(values.o)) {
+  console.error('bench/failover: --counts takes a comma list of container counts 1..200; --leader a number of leader kills 0..20 (0 skips them); -o takes table or json');
   process.exit(2);
 }
 const note = (s: string): void => { process.stderr.write(`# ${s}\n`); };
@@ -133,8 +139,71 @@ async function once(c: BenchCluster, api: FerryClient, n: number): Promise<Failo
   return r as FailoverRun;
 }
 
+/** One leader failover (ms from the kill -9 of the leading manager). */
+interface LeaderRun {
+  killed: string;
+  next: string;
+  /** Another manager says it leads. */
+  electedMs: number;
+  /** A `ferry run` through the CLI (given every manager's URL) returned. */
+  servedMs: number;
+  /** That new container runs. */
+  runningMs: number;
+}
+
+interface LeaderStatus { role: 'leader' | 'standby' }
+
+/** Which manager leads now (asked of each), or undefined. */
+async function leaderOf(c: BenchCluster, token: string, among = c.managers): Promise<{ name: string; url: string; pid: number } | undefined> {
+  const seen = await Promise.all(among.map(async (m) => {
+    try {
+      const r = await fetch(`${m.url}/v1/manager/leader`, { headers: { authorization: `Bearer ${token}` }, signal: AbortSignal.timeout(1000) });
+      return r.ok ? ((await r.json()) as LeaderStatus).role : undefined;
+    } catch {
+      return undefined;
+    }
+  }));
+  const m = among.find((_, i) => seen[i] === 'leader');
+  return m?.name ? { name: m.name, url: m.url, pid: runPid(c, m.name) ?? m.pid } : undefined;
+}
+
+/** The pid in a manager's run file (it writes its own when it starts). */
+function runPid(c: BenchCluster, name: string): number | undefined {
+  try {
+    return (JSON.parse(readFileSync(join(c.home, 'run', `manager-${name}.json`), 'utf8')) as { pid?: number }).pid;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Kills the leading manager with SIGKILL; measures the election, a served write and a new container; starts the killed one again. */
+async function leaderOnce(c: BenchCluster, api: FerryClient, token: string, rep: number): Promise<LeaderRun> {
+  const l = await waitFor('a leader', () => leaderOf(c, token), 60_000);
+  // Its command line with the port pinned to the one it got (`up` asked for 0; clients know this one).
+  const argv = readFileSync(`/proc/${l.pid}/cmdline`, 'utf8').split('\0').filter((a) => a !== '').map((a, k, all) => (all[k - 1] === '--port' ? new URL(l.url).port : a));
+  const others = c.managers.filter((m) => m.name !== l.name);
+  const t0 = Date.now();
+  process.kill(l.pid, 'SIGKILL');
+  const next = await waitFor('another leader', async () => { await sleep(40); return leaderOf(c, token, others); }, 60_000);
+  const electedMs = Date.now() - t0;
+  const name = `lead-${rep}`;
+  await c.ok(['run', '--name', name, 'sample']);
+  const servedMs = Date.now() - t0;
+  await waitFor(`${name} running`, async () => ((await api.containers.get(name)).status?.phase === 'running' ? true : undefined));
+  const runningMs = Date.now() - t0;
+  // The killed manager comes back as a standby (its run file names its new pid for `ferry down`).
+  const log = openSync(join(c.home, 'logs', `manager-${l.name}.log`), 'a');
+  const child = spawn(argv[0]!, argv.slice(1), { detached: true, stdio: ['ignore', log, log], env: { ...process.env, FERRY_TOKEN: token } });
+  child.unref();
+  closeSync(log);
+  await waitFor(`manager ${l.name} back`, async () => (runPid(c, l.name) === child.pid && alive(child.pid!) ? true : undefined), 30_000);
+  await c.ok(['rm', '-f', name]);
+  return { killed: l.name, next: next.name, electedMs, servedMs, runningMs };
+}
+
 let c: BenchCluster | undefined;
 const results: FailoverRun[] = [];
+const leaderRuns: LeaderRun[] = [];
 let failed: string | undefined;
 try {
   note('starting ferry up --nodes 2');
@@ -144,6 +213,19 @@ try {
     const r = await once(c, api, n);
     note(`N=${n}: Suspect ${r.suspectMs} ms, Down ${r.downMs} ms, fenced ${r.fencedMs} ms, first replacement ${r.firstReplacementMs} ms, all running ${r.allRunningMs} ms (seen through the API at ${r.observedMs} ms); failovers written ${r.firstFailoverMs}–${r.lastFailoverMs} ms`);
     results.push(r);
+  }
+  if (leaderReps > 0) {
+    const left = await teardownCluster(trace);
+    if (left.length > 0) note(`teardown had to remove: ${left.join('; ')}`);
+    note('starting ferry up --nodes 2 --managers 3 (a 3-member etcd, three managers)');
+    c = await startCluster(2, trace, ['--managers', '3']);
+    const token = (JSON.parse(await readFile(join(c.home, 'ferry.json'), 'utf8')) as { token: string }).token;
+    const haApi = await apiOf(c);
+    for (let i = 0; i < leaderReps; i++) {
+      const r = await leaderOnce(c, haApi, token, i);
+      note(`leader ${r.killed} killed: ${r.next} leads after ${r.electedMs} ms, a write served after ${r.servedMs} ms, a new container running after ${r.runningMs} ms`);
+      leaderRuns.push(r);
+    }
   }
 } catch (e) {
   failed = e instanceof Error ? e.message : String(e);
@@ -155,13 +237,18 @@ try {
 
 const peers = { kubernetes: 'node-monitor-grace-period 40 s + eviction 300 s ≈ 340–350 s for stateless pods; stateful ones wait for a human', nomad: '≈ 20 s (heartbeat grace)' };
 if (values.o === 'json') {
-  console.log(JSON.stringify({ runs: results, targets: { detectionMs: 10_000, replacementMs: 15_000 }, peers, error: failed }, null, 2));
+  console.log(JSON.stringify({ runs: results, leader: leaderRuns, targets: { detectionMs: 10_000, replacementMs: 15_000 }, peers, error: failed }, null, 2));
 } else {
   const s = (ms: number): string => `${(ms / 1000).toFixed(1)} s`;
   console.log('containers  suspect   down(detect)  fenced   first-replacement  all-running  fenced-first  target(detect≤10 s, running≤15 s)');
   for (const r of results) {
     const ok = r.downMs <= 10_000 && r.allRunningMs <= 15_000;
     console.log(`${String(r.containers).padStart(10)}  ${s(r.suspectMs).padStart(7)}  ${s(r.downMs).padStart(12)}  ${s(r.fencedMs).padStart(7)}  ${s(r.firstReplacementMs).padStart(17)}  ${s(r.allRunningMs).padStart(11)}  ${String(r.fencedBeforeReplacement).padStart(12)}  ${ok ? 'met' : 'missed'}`);
+  }
+  if (leaderRuns.length > 0) {
+    console.log('\nleader failover (3 managers on etcd, lease TTL 5 s; kill -9 of the leader; the CLI has every URL)');
+    console.log('killed  next  elected   write-served  new-container-running');
+    for (const r of leaderRuns) console.log(`${r.killed.padStart(6)}  ${r.next.padStart(4)}  ${s(r.electedMs).padStart(7)}  ${s(r.servedMs).padStart(12)}  ${s(r.runningMs).padStart(21)}`);
   }
   console.log(`peers (documented defaults, not run here): Kubernetes ${peers.kubernetes}; Nomad ${peers.nomad}`);
   if (failed) console.log(`error: ${failed}`);

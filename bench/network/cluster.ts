@@ -24,6 +24,8 @@ export interface BenchCluster {
   readonly home: string;
   readonly simulation: { readonly id: string; readonly bridge: string; readonly subnet: string; readonly gateway: string };
   readonly nodes: readonly SimNode[];
+  /** The managers `up` started (one, or three with `--managers 3`). */
+  readonly managers: readonly { readonly name?: string; readonly url: string; readonly pid: number }[];
   /** Runs `ferry --home <home> -o json …args` and parses stdout; throws on a non-zero exit. */
   json<T>(args: string[]): Promise<T>;
   /** Runs `ferry --home <home> …args`; throws on a non-zero exit. */
@@ -36,17 +38,17 @@ export interface ClusterTrace {
   simId?: string;
 }
 
-/** Starts `ferry up --nodes <nodes>` in a fresh home recorded in `trace` before anything is created. */
-export async function startCluster(nodes: number, trace: ClusterTrace): Promise<BenchCluster> {
+/** Starts `ferry up --nodes <nodes> …upArgs` in a fresh home recorded in `trace` before anything is created. */
+export async function startCluster(nodes: number, trace: ClusterTrace, upArgs: string[] = []): Promise<BenchCluster> {
   const tag = `nb${randomBytes(3).toString('hex')}`;
   const home = await mkdtemp(join(tmpdir(), `ferry-bench-network-${tag}-`));
   trace.home = home;
   // Container roots below the home must be traversable by the user namespace's root.
   await chmod(home, 0o755);
   const { ok, json } = cliHelpers((args) => runCli(home, args));
-  const up = await json<{ simulation: BenchCluster['simulation']; nodes: SimNode[] }>(['up', '--nodes', String(nodes), '--port', '0', '--node-name', tag]);
+  const up = await json<{ simulation: BenchCluster['simulation']; nodes: SimNode[]; managers: BenchCluster['managers'] }>(['up', '--nodes', String(nodes), '--port', '0', '--node-name', tag, ...upArgs]);
   trace.simId = up.simulation.id;
-  return { home, simulation: up.simulation, nodes: up.nodes, json, ok };
+  return { home, simulation: up.simulation, nodes: up.nodes, managers: up.managers, json, ok };
 }
 
 /** Waits until container `name` runs with an address; its view. */
