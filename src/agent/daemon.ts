@@ -96,9 +96,13 @@ function relistAsked(e: unknown): boolean {
 /** How often running containers are re-scanned for fds CRIU cannot dump. */
 const MIGRATABILITY_REFRESH_MS = 15_000;
 
-/** Errors that mean "no manager leads right now" (standbys only, or none reachable), and how often the agent asks again then. */
+/**
+ * Errors that mean "no manager leads right now" (standbys only, or none reachable), and how often the
+ * agent asks again then: the new leader's first assignments wait for this agent's watch, and a try
+ * costs one refused or NOT_LEADER answer per manager.
+ */
 const LEADERLESS = new Set(['FERRY_ERR_NOT_LEADER', 'FERRY_ERR_UNREACHABLE']);
-const LEADERLESS_RETRY_MS = 1000;
+const LEADERLESS_RETRY_MS = 250;
 
 /** The uid/gid range containers' user namespaces map to (the recipe in the migration notes). */
 export const ID_MAP = { containerId: 0, hostId: 100000, size: 65536 } as const;
@@ -229,6 +233,8 @@ export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
   // lets the reconciler tear down containers that are no longer assigned.
   const connection = (async () => {
     let delay = 200;
+    // The same failure is logged again only after a while (an election retries four times a second).
+    let lastLogged = { msg: '', at: 0 };
     while (!ac.signal.aborted) {
       try {
         await register();
@@ -251,10 +257,14 @@ export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
         if (ac.signal.aborted) break;
         // A re-list asked for (after a fence was lifted) is not a failure: go round at once.
         if (relistAsked(e)) { delay = 0; continue; }
-        // No leader (an election under way) or none reachable: the cluster is between managers, and
-        // heartbeats already go out every second; waiting longer would only delay the new leader's work.
+        // No leader (an election under way) or none reachable: the cluster is between managers;
+        // waiting longer would only delay the new leader's work.
         if (isFerryError(e) && LEADERLESS.has(e.code)) delay = Math.min(delay, LEADERLESS_RETRY_MS);
-        log(`manager connection: ${(e as Error).message}; retrying in ${delay} ms`);
+        const msg = (e as Error).message;
+        if (msg !== lastLogged.msg || Date.now() - lastLogged.at >= 10_000) {
+          log(`manager connection: ${msg}; retrying in ${delay} ms${msg === lastLogged.msg ? ' (still)' : ''}`);
+          lastLogged = { msg, at: Date.now() };
+        }
       }
       await new Promise((r) => setTimeout(r, delay));
       delay = Math.min(delay * 2, 5000);

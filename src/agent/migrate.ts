@@ -132,12 +132,14 @@ export class MigrationAgent {
     await this.d.network.unpublish(rec.runtimeId, DRAIN_MS);
     times.lap('drain');
     const t0 = performance.now();
-    // On the overlay the target takes over this address: from now on nothing may reach this copy,
-    // whose kernel would otherwise go on acknowledging data for connections the target holds.
-    if (this.d.network.cluster) await this.d.network.isolate(rec.runtimeId);
     const st = await this.d.runtime.state(rec.runtimeId);
-    if (st?.status === 'running') await this.d.runtime.pause(rec.runtimeId);
-    else if (st?.status !== 'paused') throw agentErrors.BAD_REQUEST({ reason: `${name} is ${st?.status ?? 'gone'}, not running` });
+    if (st?.status !== 'running' && st?.status !== 'paused') throw agentErrors.BAD_REQUEST({ reason: `${name} is ${st?.status ?? 'gone'}, not running` });
+    // On the overlay the target takes over this address: from now on nothing may reach this copy,
+    // whose kernel would otherwise go on acknowledging data for connections the target holds. The
+    // pause follows at once (the state was read before): an answer the app writes in between goes
+    // out on a dead link and has to wait for a retransmission from the restored copy.
+    if (this.d.network.cluster) await this.d.network.isolate(rec.runtimeId);
+    if (st.status === 'running') await this.d.runtime.pause(rec.runtimeId);
     times.lap('pause');
     let pageServer: string | undefined;
     if (postCopy) {

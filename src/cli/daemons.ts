@@ -80,10 +80,28 @@ async function logTail(logFile: string): Promise<string> {
   return (await readFile(logFile, 'utf8').catch(() => '')).split('\n').slice(-15).join('\n');
 }
 
+/**
+ * True once `pid` (a daemon just spawned as `role`) has exited. Not merely "not ours right now": while a
+ * process is inside execve (nsenter becoming node) its /proc cmdline reads empty, so a live daemon
+ * that does not look like ours is looked at again before it counts as gone.
+ */
+export async function daemonExited(pid: number, role: string): Promise<boolean> {
+  if (await isOurProcess(pid, role)) return false;
+  try {
+    const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
+    const state = stat.slice(stat.lastIndexOf(')') + 2).split(' ')[0];
+    if (state === 'Z' || state === 'X') return true;
+  } catch {
+    return true;
+  }
+  await new Promise((r) => setTimeout(r, 200));
+  return !(await isOurProcess(pid, role));
+}
+
 /** Throws START_FAILED, with the log's last lines, once daemon `pid` has exited while starting. */
 function exitedWhileStarting(pid: number, role: string, what: string, logFile: string): () => Promise<void> {
   return async () => {
-    if (!(await isOurProcess(pid, role))) throw new FerryError('FERRY_ERR_START_FAILED', 500, `${what} exited while starting; last lines of ${logFile}:\n${await logTail(logFile)}`);
+    if (await daemonExited(pid, role)) throw new FerryError('FERRY_ERR_START_FAILED', 500, `${what} exited while starting; last lines of ${logFile}:\n${await logTail(logFile)}`);
   };
 }
 
@@ -116,12 +134,14 @@ async function spawnDaemon(args: string[], logFile: string, env: Record<string, 
 }
 
 /** Starts the entry point (`ferry lb`) and waits until it listens; `netns` for a simulated host. */
-async function startLb(home: string, managerUrl: string, lb: { http: string; tcp: string }, env: Record<string, string>, netns?: string): Promise<{ pid: number; url: string }> {
+async function startLb(home: string, managerUrl: string, lb: { http: string; tcp: string }, env: Record<string, string>, netns?: string, onSpawned?: (pid: number) => void): Promise<{ pid: number; url: string }> {
   const p = homePaths(home);
   const runFile = p.lbRun('lb');
   await rm(runFile, { force: true });
   const log = join(p.logs, 'lb.log');
   const pid = await spawnDaemon(['lb', '--home', home, '--manager', managerUrl, '--http', lb.http, '--tcp', lb.tcp], log, env, netns);
+  // Known to the caller's undo before the wait: a start that fails or times out must not leave it running.
+  onSpawned?.(pid);
   const run = await waitFor('the entry point', () => readRun(runFile), 30_000, log, exitedWhileStarting(pid, 'lb', 'the entry point', log));
   return { pid, url: run.url };
 }
@@ -221,10 +241,10 @@ export interface ClusterUp {
 
 /** SIGTERM, then SIGKILL after `graceMs`; returns once the process is gone. */
 async function stopDaemon(pid: number, role: string, graceMs = 20_000): Promise<void> {
-  if (!(await isOurProcess(pid, role))) return;
+  if (await daemonExited(pid, role)) return;
   try { process.kill(pid, 'SIGTERM'); } catch { return; }
   const t0 = Date.now();
-  while (await isOurProcess(pid, role)) {
+  while (!(await daemonExited(pid, role))) {
     if (Date.now() - t0 > graceMs) { try { process.kill(pid, 'SIGKILL'); } catch { /* gone */ } break; }
     await new Promise((r) => setTimeout(r, 100));
   }
@@ -327,8 +347,7 @@ export async function upCluster(o: ClusterUpOptions): Promise<ClusterUp> {
       const at = nodes[0]!;
       const lb = { http: o.lb.http.replace(/^[^:]*/, at.underlayIp), tcp: o.lb.tcp.replace(/^[^:]*/, at.underlayIp) };
       o.progress(`starting the entry point on ${at.name} (${lb.http})`);
-      const r = await startLb(o.home, api, lb, env, at.netns);
-      started.push({ pid: r.pid, role: 'lb' });
+      const r = await startLb(o.home, api, lb, env, at.netns, (pid) => started.push({ pid, role: 'lb' }));
       entryPoint = r.url;
     }
     await writeFile(configFile(o.home), JSON.stringify({ api, token }, null, 2), { mode: 0o600 });
