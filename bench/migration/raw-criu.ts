@@ -6,7 +6,7 @@
  * restore from the copy under another bundle and id: freeze = dump start → restore returns.
  */
 import { spawnSync } from 'node:child_process';
-import { chmodSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { CommandError, processesMentioning, removeCgroupTree, run, timed, waitResident } from './host.ts';
 
@@ -16,6 +16,7 @@ export interface BundleConfig {
   linux: { cgroupsPath: string; uidMappings?: { hostID: number }[]; gidMappings?: { hostID: number }[] };
   hooks?: unknown;
   annotations?: Record<string, string>;
+  mounts?: { destination: string; source?: string; type?: string; options?: string[] }[];
 }
 
 /** One raw CRIU migration, in milliseconds and bytes. */
@@ -118,6 +119,14 @@ export class RawCriuPeer {
     cfg.linux.cgroupsPath = `/${this.cgroupParent}/${id}`;
     delete cfg.hooks; // no network plumbing: the container keeps the loopback-only namespace runc makes
     delete cfg.annotations?.['org.criu.config']; // plain CRIU, without Ferry's options
+    // Files Ferry binds from its own container directory (resolv.conf naming the agent's DNS) are gone
+    // with that container: each gets an empty stand-in in this bundle (the ballast program needs none).
+    for (const [k, m] of (cfg.mounts ?? []).entries()) {
+      if (!m.source || !m.options?.some((o) => o === 'bind' || o === 'rbind') || existsSync(m.source)) continue;
+      const standIn = join(dir, `mount-${k}`);
+      writeFileSync(standIn, '', { mode: 0o644 });
+      m.source = standIn;
+    }
     writeFileSync(join(dir, 'config.json'), JSON.stringify(cfg));
   }
 
