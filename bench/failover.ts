@@ -14,11 +14,11 @@
  *
  *   node --import tsx bench/failover.ts [--counts 1,10,50] [--leader 3] [-o json]
  */
-import { execFile, spawn } from 'node:child_process';
-import { closeSync, openSync, readFileSync } from 'node:fs';
+import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { parseArgs } from 'node:util';
 import { startCluster, teardownCluster, type BenchCluster, type ClusterTrace } from './network/cluster.ts';
+import { haHelpers, type HaHelpers } from '../test/support/cluster.ts';
 import { onInterrupt } from './support/interrupt.ts';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -151,54 +151,20 @@ interface LeaderRun {
   runningMs: number;
 }
 
-interface LeaderStatus { role: 'leader' | 'standby' }
-
-/** Which manager leads now (asked of each), or undefined. */
-async function leaderOf(c: BenchCluster, token: string, among = c.managers): Promise<{ name: string; url: string; pid: number } | undefined> {
-  const seen = await Promise.all(among.map(async (m) => {
-    try {
-      const r = await fetch(`${m.url}/v1/manager/leader`, { headers: { authorization: `Bearer ${token}` }, signal: AbortSignal.timeout(1000) });
-      return r.ok ? ((await r.json()) as LeaderStatus).role : undefined;
-    } catch {
-      return undefined;
-    }
-  }));
-  const m = among.find((_, i) => seen[i] === 'leader');
-  return m?.name ? { name: m.name, url: m.url, pid: runPid(c, m.name) ?? m.pid } : undefined;
-}
-
-/** The pid in a manager's run file (it writes its own when it starts). */
-function runPid(c: BenchCluster, name: string): number | undefined {
-  try {
-    return (JSON.parse(readFileSync(join(c.home, 'run', `manager-${name}.json`), 'utf8')) as { pid?: number }).pid;
-  } catch {
-    return undefined;
-  }
-}
-
 /** Kills the leading manager with SIGKILL; measures the election, a served write and a new container; starts the killed one again. */
-async function leaderOnce(c: BenchCluster, api: FerryClient, token: string, rep: number): Promise<LeaderRun> {
-  const l = await waitFor('a leader', () => leaderOf(c, token), 60_000);
-  // Its command line with the port pinned to the one it got (`up` asked for 0; clients know this one).
-  const argv = readFileSync(`/proc/${l.pid}/cmdline`, 'utf8').split('\0').filter((a) => a !== '').map((a, k, all) => (all[k - 1] === '--port' ? new URL(l.url).port : a));
-  const others = c.managers.filter((m) => m.name !== l.name);
-  const t0 = Date.now();
-  process.kill(l.pid, 'SIGKILL');
-  const next = await waitFor('another leader', async () => { await sleep(40); return leaderOf(c, token, others); }, 60_000);
-  const electedMs = Date.now() - t0;
+async function leaderOnce(c: BenchCluster, api: FerryClient, ha: HaHelpers, rep: number): Promise<LeaderRun> {
+  const killed = await ha.killLeader();
+  const next = await ha.waitLeader(killed.name);
+  const electedMs = next.seenAt - killed.killedAt;
   const name = `lead-${rep}`;
   await c.ok(['run', '--name', name, 'sample']);
-  const servedMs = Date.now() - t0;
+  const servedMs = performance.now() - killed.killedAt;
   await waitFor(`${name} running`, async () => ((await api.containers.get(name)).status?.phase === 'running' ? true : undefined));
-  const runningMs = Date.now() - t0;
-  // The killed manager comes back as a standby (its run file names its new pid for `ferry down`).
-  const log = openSync(join(c.home, 'logs', `manager-${l.name}.log`), 'a');
-  const child = spawn(argv[0]!, argv.slice(1), { detached: true, stdio: ['ignore', log, log], env: { ...process.env, FERRY_TOKEN: token } });
-  child.unref();
-  closeSync(log);
-  await waitFor(`manager ${l.name} back`, async () => (runPid(c, l.name) === child.pid && alive(child.pid!) ? true : undefined), 30_000);
+  const runningMs = performance.now() - killed.killedAt;
+  // The killed manager comes back as a standby (same command line and port; its run file names its new pid for `ferry down`).
+  await ha.reviveManagers();
   await c.ok(['rm', '-f', name]);
-  return { killed: l.name, next: next.name, electedMs, servedMs, runningMs };
+  return { killed: killed.name, next: next.name, electedMs: Math.round(electedMs), servedMs: Math.round(servedMs), runningMs: Math.round(runningMs) };
 }
 
 let c: BenchCluster | undefined;
@@ -221,8 +187,9 @@ try {
     c = await startCluster(2, trace, ['--managers', '3']);
     const token = (JSON.parse(await readFile(join(c.home, 'ferry.json'), 'utf8')) as { token: string }).token;
     const haApi = await apiOf(c);
+    const ha = haHelpers(c.home, { token, managers: [...c.managers] });
     for (let i = 0; i < leaderReps; i++) {
-      const r = await leaderOnce(c, haApi, token, i);
+      const r = await leaderOnce(c, haApi, ha, i);
       note(`leader ${r.killed} killed: ${r.next} leads after ${r.electedMs} ms, a write served after ${r.servedMs} ms, a new container running after ${r.runningMs} ms`);
       leaderRuns.push(r);
     }

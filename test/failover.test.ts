@@ -10,9 +10,9 @@
  */
 import { describe, it, before } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, readdirSync, readFileSync, readlinkSync, statSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { useCluster, type SimHostInfo, type TestCluster } from './support/cluster.ts';
+import { netnsInode, netnsOfPid, useCluster, type SimHostInfo, type TestCluster } from './support/cluster.ts';
 import { skipUnlessReady } from './support/prereq.ts';
 import { until } from './support/wait.ts';
 import { runcList } from './support/ferry.ts';
@@ -61,13 +61,9 @@ async function placedOn(c: TestCluster, name: string, node: string, epoch: numbe
  * cgroup parent (the containers, which have namespaces of their own).
  */
 function hostProcesses(h: SimHostInfo): number[] {
-  const ns = statSync(`/run/netns/${h.netns}`).ino;
-  const pids = new Set<number>();
-  for (const p of readdirSync('/proc').filter((n) => /^\d+$/.test(n))) {
-    try {
-      if (readlinkSync(`/proc/${p}/ns/net`) === `net:[${ns}]`) pids.add(Number(p));
-    } catch { /* exited meanwhile */ }
-  }
+  const ns = netnsInode(h.netns);
+  assert.ok(ns !== undefined, `the namespace of ${h.node} exists`);
+  const pids = new Set(readdirSync('/proc').filter((n) => /^\d+$/.test(n)).map(Number).filter((p) => netnsOfPid(p) === ns));
   const walk = (dir: string): void => {
     if (!existsSync(dir)) return;
     for (const l of readFileSync(join(dir, 'cgroup.procs'), 'utf8').split('\n')) if (l !== '') pids.add(Number(l));

@@ -88,7 +88,7 @@ export interface TestCluster {
 }
 
 /** What `ferry -o json up --nodes N` prints. */
-interface UpJson {
+export interface UpJson {
   api: string;
   token: string;
   managers: { name?: string; url: string; pid: number }[];
@@ -205,13 +205,17 @@ export async function startCluster(o: { nodes: number; managers?: number; env?: 
   return c;
 }
 
-type HaHelpers = Pick<TestCluster, 'managerPids' | 'leader' | 'killLeader' | 'waitLeader' | 'reviveManagers' | 'etcdMembers' | 'killEtcdMember' | 'restartEtcdMember'>;
+/** The helpers of a multi-manager cluster, as `haHelpers` returns them. */
+export type HaHelpers = Pick<TestCluster, 'managerPids' | 'leader' | 'killLeader' | 'waitLeader' | 'reviveManagers' | 'etcdMembers' | 'killEtcdMember' | 'restartEtcdMember'>;
 
 /** What leader status GET /v1/manager/leader gives. */
 interface LeaderStatus { name: string; role: 'leader' | 'standby'; leader: { name: string; url: string } | null }
 
-/** The helpers of a multi-manager cluster (`ferry up --managers 3`): managers, the leader, etcd members. */
-function haHelpers(home: string, u: UpJson): HaHelpers {
+/**
+ * The helpers of a multi-manager cluster (`ferry up --managers 3`): managers, the leader, etcd members.
+ * `u` is what `ferry -o json up` printed (bench/failover uses these too).
+ */
+export function haHelpers(home: string, u: Pick<UpJson, 'token' | 'managers' | 'etcd'>): HaHelpers {
   const named = u.managers.filter((m): m is { name: string; url: string; pid: number } => m.name !== undefined);
   const managerRun = (name: string): string => join(home, 'run', `manager-${name}.json`);
   // Command lines as `ferry up` started them, each port pinned to the one it got (clients and agents know those).
@@ -290,8 +294,19 @@ function haHelpers(home: string, u: UpJson): HaHelpers {
   };
 }
 
-function netnsInode(name: string): number | undefined {
+/** The inode of named network namespace `name` (/run/netns/<name>), or undefined when there is none. */
+export function netnsInode(name: string): number | undefined {
   try { return statSync(`/run/netns/${name}`).ino; } catch { return undefined; }
+}
+
+/** The inode of the network namespace process `pid` is in, or undefined when it is gone. */
+export function netnsOfPid(pid: number): number | undefined {
+  try {
+    const ns = /net:\[(\d+)\]/.exec(readlinkSync(`/proc/${pid}/ns/net`))?.[1];
+    return ns === undefined ? undefined : Number(ns);
+  } catch {
+    return undefined;
+  }
 }
 
 /**
@@ -329,8 +344,8 @@ export async function teardownCluster(t: { home: string; tid?: string; id?: stri
     if (pid === process.pid || !isLive(pid)) continue;
     try {
       const cmd = readFileSync(`/proc/${pid}/cmdline`, 'utf8');
-      const ns = /net:\[(\d+)\]/.exec(readlinkSync(`/proc/${pid}/ns/net`))?.[1];
-      if (cmd.includes(home) || (ns !== undefined && inodes.has(Number(ns)))) {
+      const ns = netnsOfPid(pid);
+      if (cmd.includes(home) || (ns !== undefined && inodes.has(ns))) {
         process.kill(pid, 'SIGKILL');
         leftovers.push(`process ${pid}: ${cmd.split('\0').join(' ').slice(0, 120)}`);
       }
