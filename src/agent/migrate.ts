@@ -135,11 +135,16 @@ export class MigrationAgent {
     const st = await this.d.runtime.state(rec.runtimeId);
     if (st?.status !== 'running' && st?.status !== 'paused') throw agentErrors.BAD_REQUEST({ reason: `${name} is ${st?.status ?? 'gone'}, not running` });
     // On the overlay the target takes over this address: from now on nothing may reach this copy,
-    // whose kernel would otherwise go on acknowledging data for connections the target holds. The
-    // pause follows at once (the state was read before): an answer the app writes in between goes
-    // out on a dead link and has to wait for a retransmission from the restored copy.
-    if (this.d.network.cluster) await this.d.network.isolate(rec.runtimeId);
-    if (st.status === 'running') await this.d.runtime.pause(rec.runtimeId);
+    // whose kernel would otherwise go on acknowledging data for connections the target holds. What
+    // it sends still leaves until the pause: an answer written from a socket the app then closes is
+    // not in the checkpoint, so it must go out now or never. Frozen, it is cut off altogether (its
+    // kernel's retransmissions and, later, the resets of its end must not reach the clients).
+    if (this.d.network.cluster) await this.d.network.refuseInbound(rec.runtimeId);
+    try {
+      if (st.status === 'running') await this.d.runtime.pause(rec.runtimeId);
+    } finally {
+      if (this.d.network.cluster) await this.d.network.isolate(rec.runtimeId);
+    }
     times.lap('pause');
     let pageServer: string | undefined;
     if (postCopy) {

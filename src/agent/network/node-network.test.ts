@@ -14,7 +14,7 @@ import { isFerryError } from '../../errors/index.ts';
 import { taggedRules } from './bridge.ts';
 import { bringUp, createNodeNetwork } from './index.ts';
 import type { Attachment, LocalNodeNetwork } from './index.ts';
-import { freeSubnet, httpGet, ipJson, linkExists, requireHost, runPrefix } from './testkit.ts';
+import { exchange, freeSubnet, httpGet, ipJson, linkExists, requireHost, runPrefix } from './testkit.ts';
 
 const HOST_ID = 100000;
 /** CRIU ≥ 4.2 wrapper (see the live-migration notes); only the restore test needs it. */
@@ -180,6 +180,19 @@ test('runc containers get plumbed by the hook, answer on their address and on a 
   assert.deepEqual(await getWhenUp(b.ip, 8080), { status: 200, body: `hello from ${ids.b}` });
   // Container to container across the bridge.
   assert.equal(runc(root, ['exec', ids.b, '/bin/busybox', 'wget', '-q', '-O', '-', `http://${a.ip}:8080/index.html`]), `hello from ${ids.a}`);
+
+  // A migration source about to freeze: nothing reaches B any more, while what B sends still leaves.
+  await net.refuseInbound(ids.b);
+  await assert.rejects(exchange(b.ip, 8080, 'GET / HTTP/1.0\r\n\r\n', 1500), /no answer/);
+  const sentByB = (): number => ipJson<Array<{ stats64: { rx: { packets: number } } }>>(undefined, ['-s', 'link', 'show', 'dev', b.hostVeth])[0]!.stats64.rx.packets;
+  const before = sentByB();
+  // A connection attempt: its SYN leaves (the SYN-ACK would not come back), then it gives up.
+  spawnSync('runc', ['--root', root, 'exec', ids.b, '/bin/busybox', 'timeout', '1', '/bin/busybox', 'nc', '-w', '1', a.ip, '8080'], { stdio: 'ignore' });
+  assert.ok(sentByB() > before, `B's connection attempt left its port (${before} → ${sentByB()} frames), though no answer came back`);
+  // Cut off altogether, then connected again: the port is an ordinary bridge port once more.
+  await net.isolate(ids.b);
+  await bringUp(b);
+  assert.deepEqual(await getWhenUp(b.ip, 8080), { status: 200, body: `hello from ${ids.b}` });
 
   // The same host port for B is taken by A.
   await assert.rejects(net.publish(ids.b, b.ip, [{ hostIp: '127.0.0.1', hostPort, containerPort: 8080, protocol: 'tcp' }]), (e: unknown) => {

@@ -130,6 +130,20 @@ export class LocalNodeNetwork implements NodeNetwork {
   }
 
   /**
+   * The bridge stops forwarding to the container's port (no learning, no flooding, its learned
+   * addresses flushed) while frames from it still go through: new connections and data no longer
+   * reach a container about to be frozen, and an answer (and the closing FIN) the app writes before
+   * the freeze still leaves. Without this, an answer written after the cut from a socket the app then
+   * closed went nowhere: a closed socket is not part of the checkpoint, so no copy ever resent it.
+   * Leaving the bridge (`isolate`) resets the port's flags.
+   */
+  async refuseInbound(containerId: string): Promise<void> {
+    checkContainerId(containerId);
+    const veth = vethName(containerId);
+    await runCommand('ip', ['link', 'set', 'dev', veth, 'type', 'bridge_slave', 'learning', 'off', 'flood', 'off', 'mcast_flood', 'off', 'bcast_flood', 'off', 'fdb_flush']);
+  }
+
+  /**
    * Cuts a container off the network (its host veth leaves the bridge and goes down): the frozen
    * source of a migration, whose kernel would otherwise still answer for connections the target now
    * holds. `announce` (or `bringUp`) connects it again.

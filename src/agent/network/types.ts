@@ -61,6 +61,12 @@ export interface NodeNetwork {
   destroy(): Promise<void>;
   /** Set when this node is on the cluster overlay: addresses come from the manager and follow containers. */
   readonly cluster?: { readonly vni: number; readonly underlayIp: string; readonly hostIp: string } | undefined;
+  /**
+   * Stops delivering anything to the container while what it sends still leaves (the bridge no longer
+   * forwards or floods to its port): the step before a migration source is frozen, so an answer the
+   * app writes meanwhile reaches its client; `isolate` or `announce` ends it; idempotent.
+   */
+  refuseInbound(containerId: string): Promise<void>;
   /** Takes the container's host veth off the bridge and down (a frozen migration source); idempotent. */
   isolate(containerId: string): Promise<void>;
   /** Connects a container's host veth and, on the overlay, announces its address from inside process `pid`'s namespace. */
