@@ -64,7 +64,8 @@ export interface NodeNetwork {
   /**
    * Stops delivering anything to the container while what it sends still leaves (the bridge no longer
    * forwards or floods to its port): the step before a migration source is frozen, so an answer the
-   * app writes meanwhile reaches its client; `isolate` or `announce` ends it; idempotent.
+   * app writes meanwhile reaches its client; `isolate` ends it (a port that leaves the bridge loses
+   * these settings); idempotent.
    */
   refuseInbound(containerId: string): Promise<void>;
   /** Takes the container's host veth off the bridge and down (a frozen migration source); idempotent. */
