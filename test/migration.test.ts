@@ -7,12 +7,14 @@
 import { describe, it, before } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { totalmem } from 'node:os';
 import { until } from './support/wait.ts';
 import type { SimHostInfo, TestCluster } from './support/cluster.ts';
 import { skipUnlessReady } from './support/prereq.ts';
 import { counterAt, ipOf, MIGRATION_TOOLS, migrationFilesOn, runcIdsOn, startPoller, twoNodes } from './support/two-nodes.ts';
 import type { ContainerView, Migration } from '../src/model/index.ts';
+import { defaultScratchDir } from '../src/agent/migrate.ts';
 
 describe('live migration between two nodes (stop-copy)', { skip: skipUnlessReady(MIGRATION_TOOLS) }, () => {
   const n = twoNodes();
@@ -62,6 +64,10 @@ describe('live migration between two nodes (stop-copy)', { skip: skipUnlessReady
     assert.equal(v.status?.node, a.node);
     assert.deepEqual(runcIds(), [v.status!.runtimeId], 'exactly one runc container on the two nodes');
     for (const x of c.hosts) assert.deepEqual(migrationFilesOn(x), [], `no migration files left on ${x.node}`);
+    // The target's page server wrote each image to the agent's tmpfs scratch directory (it had room).
+    assert.ok(defaultScratchDir(b.dataDir), '/dev/shm is a tmpfs here');
+    const placed = readFileSync(join(c.home, 'logs', `agent-${b.node}.log`), 'utf8').match(/its files go to \S+/g) ?? [];
+    assert.ok(placed.length >= 3 && placed.every((p) => p.includes(`${defaultScratchDir(b.dataDir)}/`)), `where ${b.node}'s migration files went: ${placed.join('; ')}`);
     const mounts = readFileSync('/proc/self/mounts', 'utf8').split('\n').filter((l) => l.includes(c.home));
     assert.equal(mounts.length, 1, 'one rootfs mount');
     assert.equal((await c.ok(['exec', 'web', '--', 'sh', '-c', 'echo ok'])).trim(), 'ok', 'exec reaches it on its new node');

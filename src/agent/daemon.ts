@@ -15,7 +15,7 @@ import { createImageStore } from './images/index.ts';
 import { createNodeNetwork } from './network/index.ts';
 import { RecordStore } from './records.ts';
 import { Reconciler } from './reconciler.ts';
-import { MigrationAgent, freePort } from './migrate.ts';
+import { MigrationAgent, defaultScratchDir, freePort } from './migrate.ts';
 import type { OverlayConfig } from './network/index.ts';
 import type { NodeRegistered, NodeRegistration } from '../client/index.ts';
 import { AgentClient } from '../client/index.ts';
@@ -57,6 +57,8 @@ export interface AgentOptions {
   readonly labels: Record<string, string>;
   /** The cluster's shared volume root on this host (a directory every host mounts); shared volumes need it. */
   readonly sharedVolumes?: string;
+  /** Where migration images go when they fit (see defaultScratchDir, the default); null: the data directory only. */
+  readonly migrationScratch?: string | null;
   readonly heartbeatMs: number;
   readonly stopTimeoutMs: number;
   /** How often running containers are re-scanned for fds CRIU cannot dump (default 15 s). */
@@ -176,6 +178,7 @@ export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
 
   await network.init();
   await images.ensureSample();
+  await images.warmUp();
   /** True while migration `id` has not ended (true when the manager cannot tell). */
   const migrationActive = async (id: string): Promise<boolean> => {
     try {
@@ -197,8 +200,10 @@ export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
     await client.agent.reportImages(o.name, (await images.list()).map(imageRecord));
   };
   const pageServerHost = new URL(o.advertiseUrl ?? `http://${o.host === '0.0.0.0' ? '127.0.0.1' : o.host}`).hostname;
+  const scratchDir = o.migrationScratch === undefined ? defaultScratchDir(resolve(o.dataDir)) : o.migrationScratch ?? undefined;
   const migrations = new MigrationAgent({
     node: o.name, volumes, runtime, images, network, records, idMap: ID_MAP, log, dataDir: o.dataDir, idPrefix: o.idPrefix, token: apiToken, reconciler,
+    ...(scratchDir !== undefined ? { scratchDir } : {}),
     postCopy: { checkpoint: (id, co) => runtime.checkpointLazy(id, co), criuPath: o.criuPath, host: pageServerHost },
   });
   const api: FastifyInstance = await buildAgentApi({
@@ -306,6 +311,7 @@ export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
         await network.close();
       }
       reconciler.stop();
+      await migrations.close();
       reporter.close();
       runtime.close();
       await api.close();

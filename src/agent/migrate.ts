@@ -7,13 +7,13 @@
  * switch is recorded and is then killed without ever being thawed.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync } from 'node:fs';
-import { chmod, chown, mkdir, readdir, rm, symlink } from 'node:fs/promises';
+import { existsSync, readFileSync } from 'node:fs';
+import { chmod, chown, mkdir, readdir, rm, rmdir, statfs, symlink, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import type { Assignment } from '../model/index.ts';
 import { failoverRefusal } from '../model/index.ts';
 import { fetchFiles, listFiles, safePath, sendFiles, type SendOptions } from './transfer.ts';
@@ -29,12 +29,39 @@ import { prepareVolumes } from './volumes.ts';
 import { agentErrors } from './errors.ts';
 import { failpoint, failpointThrow } from '../errors/index.ts';
 
+/** Room a migration on the scratch tmpfs leaves free beyond its expected size (CRIU's other files, a margin). */
+const SCRATCH_SPARE_BYTES = 64 * 1048576;
+/** The file in a scratch root that names the data directory of the agent that owns it. */
+export const SCRATCH_OWNER_FILE = 'owner';
+
+/**
+ * Where an agent with data directory `dataDir` keeps migration files that fit in memory: a directory
+ * of its own on /dev/shm when that is a tmpfs (undefined otherwise). CRIU writes and reads its images
+ * there at memory speed and nothing is written back to disk: at 1 GiB a stop-copy freeze was 7.8 s
+ * with the target's image on tmpfs against 9.0–10.0 s on ext4.
+ */
+export function defaultScratchDir(dataDir: string): string | undefined {
+  let mounts: string;
+  try {
+    mounts = readFileSync('/proc/self/mounts', 'utf8');
+  } catch {
+    return undefined;
+  }
+  if (!mounts.split('\n').some((l) => { const [, at, type] = l.split(' '); return at === '/dev/shm' && type === 'tmpfs'; })) return undefined;
+  return `/dev/shm/ferry-${createHash('sha256').update(dataDir).digest('hex').slice(0, 12)}`;
+}
+
 /** How long open connections through a published port may take to finish before the freeze. */
 const DRAIN_MS = 500;
 
 /** What the migration endpoints use. */
 export interface MigrateDeps extends LifecycleDeps {
   readonly dataDir: string;
+  /**
+   * A tmpfs directory for migration files when they fit (see defaultScratchDir); without it, or
+   * when a migration's expected size does not fit, they go under dataDir/migrations.
+   */
+  readonly scratchDir?: string;
   readonly idPrefix: string;
   readonly token: string;
   readonly reconciler: Reconciler;
@@ -93,10 +120,61 @@ export class MigrationAgent {
     this.d = d;
   }
 
+  /** Which root each migration's files went to (see place); after a restart, where they are found. */
+  private readonly placed = new Map<string, string>();
+
   /** Where migration `id` keeps its files on this node. */
   dir(id: string): string {
     if (!/^[a-z0-9-]{1,64}$/.test(id)) throw agentErrors.BAD_REQUEST({ reason: `bad migration id "${id}"` });
-    return join(this.d.dataDir, 'migrations', id);
+    const scratch = this.d.scratchDir;
+    const root = this.placed.get(id) ?? (scratch !== undefined && existsSync(join(scratch, id)) ? scratch : this.diskRoot());
+    return join(root, id);
+  }
+
+  private diskRoot(): string {
+    return join(this.d.dataDir, 'migrations');
+  }
+
+  /**
+   * Chooses where migration `id` keeps its files, once, before the first of them is written: the
+   * scratch tmpfs when `bytes` (what is expected to land here; undefined = unknown) fits with room to
+   * spare, else the data directory. A full tmpfs would fail the dump or the transfer (the migration
+   * would roll back), so an unknown size goes to disk.
+   */
+  private async place(id: string, bytes: number | undefined): Promise<void> {
+    if (this.placed.has(id) || existsSync(this.dir(id))) return;
+    const scratch = this.d.scratchDir;
+    let root = this.diskRoot();
+    if (scratch !== undefined && bytes !== undefined) {
+      try {
+        await this.ensureScratch(scratch);
+        const fs = await statfs(scratch);
+        const free = fs.bavail * fs.bsize;
+        if (free >= bytes * 1.25 + SCRATCH_SPARE_BYTES) root = scratch;
+        else this.d.log(`migration ${id}: ${scratch} has ${Math.floor(free / 1048576)} MiB free, too little for ~${Math.ceil(bytes / 1048576)} MiB; using ${root}`);
+      } catch (e) {
+        this.d.log(`migration ${id}: the scratch directory ${scratch} is not usable (${(e as Error).message}); using ${root}`);
+      }
+    }
+    this.placed.set(id, root);
+    this.d.log(`migration ${id}: its files go to ${join(root, id)}${root === scratch ? ' (tmpfs)' : ''}`);
+  }
+
+  private async ensureScratch(scratch: string): Promise<void> {
+    await mkdir(scratch, { recursive: true, mode: 0o755 });
+    await writeFile(join(scratch, SCRATCH_OWNER_FILE), `${this.d.dataDir}\n`);
+  }
+
+  /** Removes migration `id`'s files (and CRIU's work dir beside them) and forgets where they were. */
+  private async removeFiles(id: string): Promise<void> {
+    await rm(this.dir(id), { recursive: true, force: true });
+    await rm(`${this.dir(id)}.work`, { recursive: true, force: true });
+    this.placed.delete(id);
+  }
+
+  /** The container's memory now (what a dump of it writes), or undefined. */
+  private async memoryOf(rec: ContainerRecord): Promise<number | undefined> {
+    return this.d.runtime.stats(rec.runtimeId).then((s) => Number(s.memoryUsageBytes) || undefined, () => undefined);
   }
 
   private record(name: string): ContainerRecord {
@@ -118,11 +196,17 @@ export class MigrationAgent {
   private async freezeNow(id: string, name: string, o: FreezeOptions): Promise<{ bytes: number; dumpMs: number; pageServer?: string }> {
     const { postCopy, streamTo, preCopyRound } = o;
     const rec = this.record(name);
+    const upper = join(this.d.records.containerDir(rec.runtimeId), 'upper');
+    if (preCopyRound === undefined) {
+      await this.removeFiles(id);
+      // What lands here: the writable layer's archive, and the memory pages unless they go elsewhere.
+      const mem = postCopy || streamTo ? 0 : await this.memoryOf(rec);
+      await this.place(id, mem === undefined ? undefined : mem + await sizeOf(upper).catch(() => 0));
+    }
     const dir = this.dir(id);
     // After pre-copy rounds the final dump goes beside them (rounds/final) and only its delta travels.
     const finalDir = join(dir, 'rounds', 'final');
-    if (preCopyRound === undefined) await rm(dir, { recursive: true, force: true });
-    else await rm(finalDir, { recursive: true, force: true });
+    if (preCopyRound !== undefined) await rm(finalDir, { recursive: true, force: true });
     await mkdir(preCopyRound === undefined ? join(dir, 'image') : finalDir, { recursive: true, mode: 0o755 });
     rec.outgoing = id;
     await this.d.records.save(rec);
@@ -175,7 +259,6 @@ export class MigrationAgent {
     const dumpMs = performance.now() - t0;
     times.lap('dump');
     failpoint('migrate:after-dump');
-    const upper = join(this.d.records.containerDir(rec.runtimeId), 'upper');
     await tar(['-c', '--numeric-owner', '--xattrs', '--xattrs-include=*', '-f', join(sendDir, 'upper.tar'), '-C', upper, '.']);
     times.lap('pack');
     const how = postCopy ? ' (post-copy)' : streamTo ? ` (pages streamed to ${streamTo})` : preCopyRound !== undefined ? ` (pre-copy, after round ${preCopyRound})` : '';
@@ -203,9 +286,7 @@ export class MigrationAgent {
     if (ports.length > 0 && rec.ip) await this.d.network.publish(rec.runtimeId, rec.ip, ports);
     rec.outgoing = undefined;
     await this.d.records.save(rec);
-    await rm(this.dir(id), { recursive: true, force: true });
-    // CRIU's work dir of a post-copy dump sits beside the migration's directory.
-    await rm(`${this.dir(id)}.work`, { recursive: true, force: true });
+    await this.removeFiles(id);
   }
 
   /**
@@ -216,8 +297,13 @@ export class MigrationAgent {
    */
   async copyRound(id: string, name: string, round: number): Promise<{ sentBytes: number; dumpMs: number; pagesChanged?: number }> {
     const rec = this.record(name);
+    if (round === 0) {
+      await this.removeFiles(id);
+      // Two full dumps at a time (this round's and the last, to compare), and the deltas.
+      const mem = await this.memoryOf(rec);
+      await this.place(id, mem === undefined ? undefined : 2.5 * mem);
+    }
     const base = join(this.dir(id), 'rounds');
-    if (round === 0) await rm(this.dir(id), { recursive: true, force: true });
     await mkdir(join(base, String(round)), { recursive: true, mode: 0o755 });
     const full = join(base, String(round), 'full');
     const t0 = performance.now();
@@ -234,9 +320,13 @@ export class MigrationAgent {
   }
 
   /** Target, pre-copy: fetches round `round` into rounds/N (linked to its parent round). */
-  async fetchRound(id: string, sourceUrl: string, round: number, bytesPerSec = 0): Promise<{ bytes: number; ms: number }> {
+  async fetchRound(id: string, sourceUrl: string, round: number, bytesPerSec = 0, expectBytes?: number): Promise<{ bytes: number; ms: number }> {
+    if (round === 0) {
+      await this.removeFiles(id);
+      // Round 0 is a full image; later rounds add their deltas, up to about as much again.
+      await this.place(id, expectBytes === undefined ? undefined : 2 * expectBytes);
+    }
     const dir = join(this.dir(id), 'rounds', String(round));
-    if (round === 0) await rm(this.dir(id), { recursive: true, force: true });
     await rm(dir, { recursive: true, force: true });
     await mkdir(dir, { recursive: true, mode: 0o755 });
     if (round > 0) await symlink(`../${round - 1}`, join(dir, 'parent'));
@@ -261,14 +351,16 @@ export class MigrationAgent {
   /**
    * Target, before the freeze: a CRIU page server that receives the dump's memory pages straight into
    * this migration's image directory while the source dumps (no image file on the source, no second
-   * copy). It serves one dump and exits.
+   * copy). It serves one dump and exits. `expectBytes` (about the container's memory) decides whether
+   * the image fits on the scratch tmpfs.
    */
-  async prepare(id: string): Promise<{ pageServer: string }> {
+  async prepare(id: string, expectBytes?: number): Promise<{ pageServer: string }> {
     const pc = this.d.postCopy;
     if (!pc) throw agentErrors.BAD_REQUEST({ reason: 'this agent has no CRIU configured' });
-    const dir = this.dir(id);
     await this.pageServers.get(id)?.stop();
-    await rm(dir, { recursive: true, force: true });
+    await this.removeFiles(id);
+    await this.place(id, expectBytes);
+    const dir = this.dir(id);
     await mkdir(join(dir, 'image'), { recursive: true, mode: 0o755 });
     const port = await freePort(pc.host);
     // setpriv --pdeathsig: it dies with this agent. --status-fd 3: one byte once it listens.
@@ -295,19 +387,23 @@ export class MigrationAgent {
 
   /** Target: fetch the archive from the source agent and restore the container from it. */
   async restore(id: string, sourceUrl: string, a: Assignment, o: RestoreFrom = {}): Promise<{ runtimeId: string; pid: number; bytes: number; restoreMs: number }> {
+    // Pages streamed during the dump: the page server has them all once it exits.
+    const ps = this.pageServers.get(id);
+    if (!ps && o.preCopyRound === undefined) {
+      // Post-copy: the image holds no pages (they fault in later); the writable layer comes with it.
+      await this.removeFiles(id);
+      await this.place(id, o.expectBytes);
+    }
     const dir = this.dir(id);
     const times = stopwatch();
     // Where the image is: the migration's image/ (stop-copy, post-copy) or, after pre-copy rounds,
     // rounds/final whose unchanged pages live in the earlier rounds (its `parent` chain).
     const imageDir = o.preCopyRound !== undefined ? join(dir, 'rounds', 'final') : join(dir, 'image');
-    // Pages streamed during the dump: the page server has them all once it exits.
-    const ps = this.pageServers.get(id);
     if (ps) {
       await ps.done;
       this.pageServers.delete(id);
       times.lap('pages');
     } else if (o.preCopyRound === undefined) {
-      await rm(dir, { recursive: true, force: true });
       await mkdir(dir, { recursive: true, mode: 0o755 });
     }
     if (o.preCopyRound !== undefined) {
@@ -472,7 +568,7 @@ export class MigrationAgent {
       await teardown(this.d, rec, 0);
       this.d.reconciler.forget(name);
     }
-    await rm(this.dir(id), { recursive: true, force: true });
+    await this.removeFiles(id);
   }
 
   /**
@@ -480,13 +576,29 @@ export class MigrationAgent {
    * manager), e.g. a half-fetched image left by a crash during the transfer.
    */
   async removeStale(active: (id: string) => Promise<boolean>): Promise<void> {
-    const root = join(this.d.dataDir, 'migrations');
-    for (const name of await readdir(root).catch(() => [] as string[])) {
-      const id = name.replace(/\.work$/, '');
-      if (this.lazySources.has(id) || this.lazyTargets.has(id) || this.pageServers.has(id)) continue;
-      if (await active(id)) continue;
-      this.d.log(`removing the files of ended migration ${id}`);
-      await rm(join(root, name), { recursive: true, force: true });
+    for (const root of [this.diskRoot(), ...(this.d.scratchDir !== undefined ? [this.d.scratchDir] : [])]) {
+      for (const name of await readdir(root).catch(() => [] as string[])) {
+        if (name === SCRATCH_OWNER_FILE && root === this.d.scratchDir) continue;
+        const id = name.replace(/\.work$/, '');
+        if (this.lazySources.has(id) || this.lazyTargets.has(id) || this.pageServers.has(id) || this.fetches.has(id)) continue;
+        if (await active(id)) continue;
+        this.d.log(`removing the files of ended migration ${id}`);
+        await rm(join(root, name), { recursive: true, force: true });
+      }
+    }
+  }
+
+  /** At agent stop: the scratch directory goes when no migration's files are left in it. */
+  async close(): Promise<void> {
+    const scratch = this.d.scratchDir;
+    if (scratch === undefined) return;
+    const left = await readdir(scratch).catch(() => undefined);
+    if (left === undefined) return;
+    if (left.every((n) => n === SCRATCH_OWNER_FILE)) {
+      await rm(join(scratch, SCRATCH_OWNER_FILE), { force: true });
+      await rmdir(scratch).catch(() => undefined);
+    } else {
+      this.d.log(`migration files stay in ${scratch} (${left.filter((n) => n !== SCRATCH_OWNER_FILE).join(', ')}); the next start removes those of ended migrations`);
     }
   }
 
@@ -496,8 +608,7 @@ export class MigrationAgent {
     if (!p.done) return p;
     this.lazyTargets.delete(id);
     this.lazySources.delete(id);
-    await rm(this.dir(id), { recursive: true, force: true });
-    await rm(`${this.dir(id)}.work`, { recursive: true, force: true });
+    await this.removeFiles(id);
     return p;
   }
 }
@@ -534,6 +645,8 @@ export interface RestoreFrom {
   readonly bytesPerSec?: number;
   /** Pre-copy: the last round the target holds; the final delta's parent. */
   readonly preCopyRound?: number;
+  /** What will arrive (the source's freeze reports it): whether it fits on the scratch tmpfs. */
+  readonly expectBytes?: number;
 }
 
 /** Settles when `child` exits: resolves on 0, rejects with the errors of its log otherwise. */

@@ -141,7 +141,10 @@ export async function buildAgentApi(deps: AgentApiDeps): Promise<FastifyInstance
 
   const Mid = Type.Object({ id: Type.String({ pattern: '^[a-z0-9-]{1,64}$' }) });
   app.get('/v1/migrate/:id/received', { schema: { params: Mid } }, async (req) => deps.migrations.received(req.params.id));
-  app.post('/v1/migrate/:id/prepare', { schema: { params: Mid } }, async (req) => deps.migrations.prepare(req.params.id));
+  const Expect = Type.Optional(Type.Integer({ minimum: 0 }));
+  app.post('/v1/migrate/:id/prepare', {
+    schema: { params: Mid, body: Type.Optional(Type.Object({ expectBytes: Expect })) },
+  }, async (req) => deps.migrations.prepare(req.params.id, req.body?.expectBytes));
   app.post('/v1/migrate/:id/freeze', {
     schema: {
       params: Mid,
@@ -155,8 +158,8 @@ export async function buildAgentApi(deps: AgentApiDeps): Promise<FastifyInstance
     schema: { params: Mid, body: Type.Object({ name: Type.String(), round: Type.Integer({ minimum: 0 }) }) },
   }, async (req) => deps.migrations.copyRound(req.params.id, req.body.name, req.body.round));
   app.post('/v1/migrate/:id/fetch-round', {
-    schema: { params: Mid, body: Type.Object({ source: Type.String(), round: Type.Integer({ minimum: 0 }), bytesPerSec: Type.Optional(Type.Integer({ minimum: 0 })) }) },
-  }, async (req) => deps.migrations.fetchRound(req.params.id, req.body.source, req.body.round, req.body.bytesPerSec));
+    schema: { params: Mid, body: Type.Object({ source: Type.String(), round: Type.Integer({ minimum: 0 }), bytesPerSec: Type.Optional(Type.Integer({ minimum: 0 })), expectBytes: Expect }) },
+  }, async (req) => deps.migrations.fetchRound(req.params.id, req.body.source, req.body.round, req.body.bytesPerSec, req.body.expectBytes));
   // The migration's files for the target agent (see transfer.ts); `resume` after a broken stream.
   const ResumeSchema = Type.Object({
     done: Type.Array(Type.String()),
@@ -179,7 +182,7 @@ export async function buildAgentApi(deps: AgentApiDeps): Promise<FastifyInstance
       params: Mid,
       body: Type.Object({
         source: Type.String(), assignment: AssignmentSchema, pageServer: Type.Optional(Type.String()), bytesPerSec: Type.Optional(Type.Integer({ minimum: 0 })),
-        preCopyRound: Type.Optional(Type.Integer({ minimum: 0 })),
+        preCopyRound: Type.Optional(Type.Integer({ minimum: 0 })), expectBytes: Expect,
       }),
     },
   }, async (req) => {

@@ -63,9 +63,10 @@ export class AgentClient {
     return requestJson(this.endpoint, 'POST', `v1/migrate/${id}/round`, { body: { name, round } });
   }
 
-  /** Migration, target, pre-copy: fetch round `round` from `source`. */
-  migrateFetchRound(id: string, source: string, round: number, bytesPerSec?: number): Promise<{ bytes: number; ms: number }> {
-    return requestJson(this.endpoint, 'POST', `v1/migrate/${id}/fetch-round`, { body: { source, round, ...(bytesPerSec ? { bytesPerSec } : {}) } });
+  /** Migration, target, pre-copy: fetch round `round` from `source`; `expectBytes`: the container's memory, where known. */
+  migrateFetchRound(id: string, source: string, round: number, bytesPerSec?: number, expectBytes?: number): Promise<{ bytes: number; ms: number }> {
+    const o = { ...(bytesPerSec ? { bytesPerSec } : {}), ...(expectBytes !== undefined ? { expectBytes: Math.ceil(expectBytes) } : {}) };
+    return requestJson(this.endpoint, 'POST', `v1/migrate/${id}/fetch-round`, { body: { source, round, ...o } });
   }
 
   /** Migration, target: bytes received so far. */
@@ -73,9 +74,9 @@ export class AgentClient {
     return requestJson(this.endpoint, 'GET', `v1/migrate/${id}/received`);
   }
 
-  /** Migration, target, before the freeze: a CRIU page server for the dump's pages; its host:port. */
-  migratePrepare(id: string): Promise<{ pageServer: string }> {
-    return requestJson(this.endpoint, 'POST', `v1/migrate/${id}/prepare`, { body: {} });
+  /** Migration, target, before the freeze: a CRIU page server for the dump's pages; its host:port. `expectBytes`: the container's memory, where known. */
+  migratePrepare(id: string, expectBytes?: number): Promise<{ pageServer: string }> {
+    return requestJson(this.endpoint, 'POST', `v1/migrate/${id}/prepare`, { body: expectBytes !== undefined ? { expectBytes: Math.ceil(expectBytes) } : {} });
   }
 
   /** Migration, source rollback: thaw `name` and publish its ports again. */
@@ -84,7 +85,7 @@ export class AgentClient {
   }
 
   /** Migration, target: fetch from `source` (an agent URL) and restore. */
-  migrateRestore(id: string, source: string, assignment: Assignment, o: { pageServer?: string; bytesPerSec?: number; preCopyRound?: number } = {}): Promise<{ runtimeId: string; pid: number; bytes: number; restoreMs: number }> {
+  migrateRestore(id: string, source: string, assignment: Assignment, o: { pageServer?: string; bytesPerSec?: number; preCopyRound?: number; expectBytes?: number } = {}): Promise<{ runtimeId: string; pid: number; bytes: number; restoreMs: number }> {
     return requestJson(this.endpoint, 'POST', `v1/migrate/${id}/restore`, { body: { source, assignment, ...o } });
   }
 

@@ -120,7 +120,8 @@ async function perform(d: MigrationDeps, m: Migration, t: DriveState): Promise<M
     case 'Prepare': {
       // Stop-copy: the target takes the dump's pages as they are dumped (a CRIU page server), so
       // memory crosses once, inside the dump, instead of dump-to-disk then copy.
-      if (m.status.strategy === 'stop-copy') t.streamTo = (await (await agent(d, m.spec.to)).client.migratePrepare(m.metadata.name)).pageServer;
+      // The container's memory (measured at Precheck) lets the target put the image on its tmpfs.
+      if (m.status.strategy === 'stop-copy') t.streamTo = (await (await agent(d, m.spec.to)).client.migratePrepare(m.metadata.name, m.status.progress?.totalBytes)).pageServer;
       return { type: 'prepared' };
     }
     case 'Copy': {
@@ -132,7 +133,7 @@ async function perform(d: MigrationDeps, m: Migration, t: DriveState): Promise<M
       const work = (async () => {
         const t0 = Date.now();
         const r = await src.client.migrateRound(m.metadata.name, name, round);
-        const f = await dst.client.migrateFetchRound(m.metadata.name, src.url, round, m.spec.bandwidthBytesPerSec);
+        const f = await dst.client.migrateFetchRound(m.metadata.name, src.url, round, m.spec.bandwidthBytesPerSec, round === 0 ? m.status.progress?.totalBytes : undefined);
         return { ...r, fetchMs: f.ms, bytes: f.bytes, durationMs: Date.now() - t0 };
       })();
       const cancelled = untilCancelled(d, m.metadata.name);
@@ -175,7 +176,7 @@ async function perform(d: MigrationDeps, m: Migration, t: DriveState): Promise<M
       if (m.status.strategy === 'post-copy' && !t.pageServer) throw new Error('post-copy: the source page server is unknown (the manager restarted after the freeze)');
       const r = await (await agent(d, m.spec.to)).client.migrateRestore(m.metadata.name, src.url, a, {
         ...(t.pageServer ? { pageServer: t.pageServer } : {}), ...(m.spec.bandwidthBytesPerSec ? { bytesPerSec: m.spec.bandwidthBytesPerSec } : {}),
-        ...(m.status.strategy === 'pre-copy' ? { preCopyRound: m.status.round - 1 } : {}),
+        ...(m.status.strategy === 'pre-copy' ? { preCopyRound: m.status.round - 1 } : {}), expectBytes: m.status.bytes,
       });
       // What reached the target before the switch (streamed pages included).
       await save(d, m.metadata.name, (x) => { x.status.targetRuntimeId = r.runtimeId; x.status.bytes = Math.max(x.status.bytes, r.bytes);

@@ -15,7 +15,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { FerryClient } from '../../src/client/index.ts';
-import { ROOT, cliHelpers, isLive, runCli, runcList, type CliResult } from './ferry.ts';
+import { ROOT, cliHelpers, isLive, removeScratchDirs, runCli, runcList, type CliResult } from './ferry.ts';
 import { ensurePrerequisites } from './prereq.ts';
 import { until } from './wait.ts';
 import { createInterface } from 'node:readline';
@@ -392,6 +392,7 @@ export async function teardownCluster(t: { home: string; tid?: string; id?: stri
   for (const n of existsSync(runDir) ? readdirSync(runDir).filter((x) => x.startsWith('etcd-')) : []) leftovers.push(`run/${n}`);
   // Keep the daemons' logs for a post-mortem (test-artifacts/ is git-ignored).
   if (t.tid) await cp(join(home, 'logs'), join(ROOT, 'test-artifacts', t.tid), { recursive: true }).catch(() => undefined);
+  await removeScratchDirs(home);
   await rm(home, { recursive: true, force: true });
   return leftovers;
 }

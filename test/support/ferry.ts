@@ -10,6 +10,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { FerryClient } from '../../src/client/index.ts';
+import { SCRATCH_OWNER_FILE } from '../../src/agent/migrate.ts';
 import { before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { ensurePrerequisites } from './prereq.ts';
@@ -238,6 +239,19 @@ function pidsOf(home: string): number[] {
   return readdirSync(dir).map((n) => { try { return (JSON.parse(readFileSync(join(dir, n), 'utf8')) as { pid: number }).pid; } catch { return 0; } }).filter((p) => p > 0);
 }
 
+/**
+ * Removes the migration scratch directories (/dev/shm/ferry-*, see defaultScratchDir) of agents whose
+ * data directory is under `home`: the tmpfs half of their data, gone with it. An agent removes its own
+ * at a clean stop; one killed (a crash test) cannot.
+ */
+export async function removeScratchDirs(home: string): Promise<void> {
+  for (const n of await readdir('/dev/shm').catch(() => [] as string[])) {
+    if (!n.startsWith('ferry-')) continue;
+    const owner = await readFile(join('/dev/shm', n, SCRATCH_OWNER_FILE), 'utf8').catch(() => '');
+    if (owner.startsWith(`${home}/`)) await rm(join('/dev/shm', n), { recursive: true, force: true });
+  }
+}
+
 /** `ferry down`, then removes by force whatever is still there, so a failed test leaves nothing behind. */
 export async function teardownFerry(f: Pick<TestFerry, 'home' | 'runcRoot' | 'cgroupParent' | 'bridge' | 'id'> & { agents?: AgentInfo[] }): Promise<string[]> {
   const agents = f.agents ?? [{ node: '', bridge: f.bridge, subnet: '', cgroupParent: f.cgroupParent, runcRoot: f.runcRoot }];
@@ -297,6 +311,7 @@ export async function teardownFerry(f: Pick<TestFerry, 'home' | 'runcRoot' | 'cg
   }
   // Keep the daemons' logs for a post-mortem (test-artifacts/ is git-ignored).
   await cp(join(f.home, 'logs'), join(ROOT, 'test-artifacts', f.id), { recursive: true }).catch(() => undefined);
+  await removeScratchDirs(f.home);
   await rm(f.home, { recursive: true, force: true });
   return leftovers;
 }

@@ -9,10 +9,11 @@
 import { before, after } from 'node:test';
 import { spawn } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync, rmSync } from 'node:fs';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
 import assert from 'node:assert/strict';
 import { ROOT } from './ferry.ts';
+import { defaultScratchDir, SCRATCH_OWNER_FILE } from '../../src/agent/migrate.ts';
 import { useCluster, type SimHostInfo, type TestCluster } from './cluster.ts';
 import type { Migration } from '../../src/model/index.ts';
 import { TERMINAL } from '../../src/migration/index.ts';
@@ -102,7 +103,7 @@ export function onSharedCluster(n: TwoNodes, fp: Failpoints = {}): void {
     for (const h of c.hosts) {
       for (const x of migrationFilesOn(h)) {
         process.stdout.write(`# ${h.node} kept the files of an ended migration: ${x} (removed before the next describe)\n`);
-        rmSync(join(h.dataDir, 'migrations', x), { recursive: true, force: true });
+        rmSync(x, { recursive: true, force: true });
       }
     }
   });
@@ -115,8 +116,9 @@ export function runcIdsOn(x: Pick<SimHostInfo, 'runcRoot'>): string[] {
 
 /** The files of migrations in one host's data dir (none when it has no migrations dir). */
 export function migrationFilesOn(x: Pick<SimHostInfo, 'dataDir'>): string[] {
-  const dir = join(x.dataDir, 'migrations');
-  return existsSync(dir) ? readdirSync(dir) : [];
+  const scratch = defaultScratchDir(resolve(x.dataDir));
+  return [join(x.dataDir, 'migrations'), ...(scratch ? [scratch] : [])]
+    .flatMap((dir) => (existsSync(dir) ? readdirSync(dir).filter((n) => n !== SCRATCH_OWNER_FILE).map((n) => join(dir, n)) : []));
 }
 
 /** Waits until container `name` runs with an overlay address, and returns that address. */

@@ -42,9 +42,11 @@ test('the sample rootfs has busybox, its applets, the app, passwd/group and the 
   if (!prerequisite(t, await have('gcc'), 'gcc (to build sample-app)')) return;
   const { store } = await newStore(t, { sampleAppPath: await sampleAppBinary() });
   await store.ensureSample();
+  await store.warmUp(); // the overlay probe, as the agent runs it at start
   const dir = join(await tempDir(t, 'ctr'), 'sample1');
   const p = await store.prepareRootfs('sample1', 'sample', dir);
   t.after(() => store.releaseRootfs('sample1', dir).catch(() => undefined));
+  assert.equal(p.mode, 'overlay', 'the probe found overlayfs usable (it is on every Ferry host so far)');
   const r = p.path;
   const bb = await stat(join(r, 'bin/busybox'));
   assert.ok(bb.isFile() && (bb.mode & 0o111) !== 0);

@@ -224,6 +224,11 @@ export class LocalImageStore implements ImageStore {
     await this.gc();
   }
 
+  async warmUp(): Promise<void> {
+    await this.init();
+    await this.rootfs.overlaySupported();
+  }
+
   ensureSample(): Promise<ImageInfo> {
     this.sampleBuild ??= this.buildSample().finally(() => {
       this.sampleBuild = undefined;

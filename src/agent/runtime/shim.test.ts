@@ -74,6 +74,8 @@ test('ferry-shim', { ...prerequisiteGate(missing), timeout: 60_000 }, async (t) 
     assert.equal(await liveShimPid(p), shimPid);
     const cpid = await readPidFile(p.containerPid);
     started.push(cpid);
+    // The pid is written as soon as sh forks the job; its redirections and exec come after.
+    await until('the container to exec sleep', () => readFileSync(`/proc/${cpid}/cmdline`, 'utf8').startsWith('sleep\0'));
     const fds = readdirSync(`/proc/${cpid}/fd`).sort();
     assert.deepEqual(fds, ['0', '1', '2'], 'no shim fd leaks into the container');
     for (const fd of fds) assert.match(readlinkSync(`/proc/${cpid}/fd/${fd}`), /^pipe:/);

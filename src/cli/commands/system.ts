@@ -147,6 +147,7 @@ export function systemCommands(program: Command, ctx: Ctx, globals: () => { home
     .option('--heartbeat-ms <ms>', 'heartbeat interval', '1000')
     .option('--shared-volumes <dir>', 'the cluster\'s shared volume root on this host (a directory every host mounts: NFS, CephFS…); shared volumes need it')
     .option('--stop-timeout-ms <ms>', 'grace between SIGTERM and SIGKILL', '10000')
+    .option('--migration-scratch <dir>', 'where migration images go when they fit (default: a directory on /dev/shm when it is a tmpfs; "none": always the data directory)')
     .option('--rescan-ms <ms>', 'how often running containers are re-checked for migratability', '15000')
     .option('--underlay-ip <ip>', 'this host\'s address on the underlay (its VXLAN endpoint in a cluster network)')
     .option('--outbound-nat', 'let containers reach beyond this host: their traffic leaves masqueraded as the host (off by default)')
@@ -175,6 +176,7 @@ export function systemCommands(program: Command, ctx: Ctx, globals: () => { home
         heartbeatMs: positiveInt(o.heartbeatMs as string, '--heartbeat-ms'), stopTimeoutMs: positiveInt(o.stopTimeoutMs as string, '--stop-timeout-ms', true),
         rescanMs: positiveInt(o.rescanMs as string, '--rescan-ms'),
         ...(o.sharedVolumes !== undefined ? { sharedVolumes: resolve(o.sharedVolumes as string) } : {}),
+        ...(o.migrationScratch !== undefined ? { migrationScratch: o.migrationScratch === 'none' ? null : resolve(o.migrationScratch as string) } : {}),
         ...(underlayIp !== undefined ? { underlayIp } : {}),
         outboundNat: (o.outboundNat as unknown) === true,
         version: VERSION, log: stamp,
