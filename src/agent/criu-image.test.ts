@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { isFerryError } from '../errors/index.ts';
 import {
-  decodePagemap, encodePagemap, readPagemap, writePagemap, makeIncremental,
+  decodePagemap, encodePagemap, readPagemap, writePagemap, makeIncremental, flattenImage,
   PAGE_SIZE, PE_PARENT, PE_LAZY, PE_PRESENT, IMG_COMMON_MAGIC, PAGEMAP_MAGIC, type PagemapEntry,
 } from './criu-image.ts';
 
@@ -197,6 +197,55 @@ async function waitFor<T>(what: string, probe: () => T | undefined, ms = 5000): 
 }
 
 /** True while `pid` exists and is not a zombie. */
+test('flattenImage: resolves a parent chain into one flat image; with consumeParent it patches a flat parent in place', async (t) => {
+  const base = mkdtempSync(join(tmpdir(), 'ferry-flat-'));
+  t.after(() => rmSync(base, { recursive: true, force: true }));
+  const r1 = [{ at: 0x10, pages: [page(1), page(2), page(3), page(4)] }, { at: 0x20, pages: [page(5)] }];
+  const r2 = [{ at: 0x10, pages: [page(1), page(7), page(3), page(4)] }, { at: 0x20, pages: [page(8)] }];
+  const r3 = [{ at: 0x10, pages: [page(9), page(7), page(3), page(4)] }, { at: 0x20, pages: [page(8)] }];
+  const want = (runs: typeof r1): Buffer => Buffer.concat(runs.flatMap((r) => r.pages));
+  writeImage(join(base, 'full1'), r1);
+  writeImage(join(base, 'full2'), r2);
+  writeImage(join(base, 'full3'), r3);
+  // As the target lays rounds out: 1 full, 2 and 3 incremental (3 → 2 → 1).
+  cpSync(join(base, 'full1'), join(base, 't/1'), { recursive: true });
+  await makeIncremental({ previous: join(base, 'full1'), current: join(base, 'full2'), out: join(base, 't/2'), parentLink: '../1' });
+  await makeIncremental({ previous: join(base, 'full2'), current: join(base, 'full3'), out: join(base, 't/3'), parentLink: '../2' });
+
+  // Copying: two levels deep, every page read through the chain; the chain stays as it was.
+  const s = await flattenImage(join(base, 't/3'), join(base, 'flat3'));
+  assert.deepEqual(s, { pages: 5, pagesWritten: 5, patchedParent: false });
+  assert.deepEqual(readFileSync(join(base, 'flat3/pages-1.img')), want(r3));
+  assert.ok((await readPagemap(join(base, 'flat3/pagemap-1.img'))).entries.every((e) => e.flags & PE_PRESENT && !(e.flags & PE_PARENT)));
+  assert.equal(existsSync(join(base, 'flat3/parent')), false, 'no parent link');
+  assert.equal(readFileSync(join(base, 'flat3/core-1.img'), 'utf8'), 'core');
+  assert.deepEqual(readFileSync(join(base, 't/1/pages-1.img')), want(r1), 'without consumeParent the chain is untouched');
+
+  // Patching: round 2 onto flat round 1 (same pages), then round 3 onto that: only changed pages written.
+  const p2 = await flattenImage(join(base, 't/2'), join(base, 't/2.flat'), { consumeParent: true });
+  assert.deepEqual(p2, { pages: 5, pagesWritten: 2, patchedParent: true });
+  assert.deepEqual(readFileSync(join(base, 't/2.flat/pages-1.img')), want(r2));
+  assert.equal(existsSync(join(base, 't/1/pages-1.img')), false, 'the parent\'s pages file moved into the flat image');
+  rmSync(join(base, 't/2'), { recursive: true });
+  cpSync(join(base, 't/2.flat'), join(base, 't/2'), { recursive: true });
+  const p3 = await flattenImage(join(base, 't/3'), join(base, 't/3.flat'), { consumeParent: true });
+  assert.deepEqual(p3, { pages: 5, pagesWritten: 1, patchedParent: true });
+  assert.deepEqual(readFileSync(join(base, 't/3.flat/pages-1.img')), want(r3));
+  assert.deepEqual((await readPagemap(join(base, 't/3.flat/pagemap-1.img'))).entries, (await readPagemap(join(base, 'full1/pagemap-1.img'))).entries);
+
+  // A layout that changed (a new run) is copied, not patched, even with consumeParent.
+  writeImage(join(base, 'full4'), [...r3, { at: 0x40, pages: [page(6)] }]);
+  await makeIncremental({ previous: join(base, 'full3'), current: join(base, 'full4'), out: join(base, 't/4'), parentLink: '../3.flat' });
+  const p4 = await flattenImage(join(base, 't/4'), join(base, 't/4.flat'), { consumeParent: true });
+  assert.deepEqual(p4, { pages: 6, pagesWritten: 6, patchedParent: false });
+  assert.deepEqual(readFileSync(join(base, 't/4.flat/pages-1.img')), Buffer.concat([want(r3), page(6)]));
+
+  // A chain with a page missing is refused, and nothing is left in `out`.
+  rmSync(join(base, 't/4/parent'));
+  await assert.rejects(flattenImage(join(base, 't/4'), join(base, 'bad')), /page 0x10 is in no image of its parent chain/);
+  assert.equal(existsSync(join(base, 'bad')), false);
+});
+
 function alive(pid: number): boolean {
   try {
     return !/\) Z /.test(readFileSync(`/proc/${pid}/stat`, 'utf8'));
@@ -263,6 +312,19 @@ test('real CRIU: two --leave-running dumps → incremental image → restore has
   assert.ok(alive(pid), 'the restored process runs under its old pid');
   assert.match(readFileSync(join(base, 'restore.log'), 'utf8'), /Read from parent/, 'CRIU took pages from the parent image');
   assert.ok(memory(pid, addr, PAGES * PAGE_SIZE).equals(expected), 'restored memory equals the second dump');
+
+  // The same image made flat on the target (round-1's pages file patched with round-2's pages): CRIU
+  // restores it without a parent, with the same memory.
+  const flat = await flattenImage(join(base, 'target/round-2'), join(base, 'target/flat'), { consumeParent: true });
+  assert.equal(flat.patchedParent, true, 'the layout did not change between the dumps: patched, not copied');
+  assert.equal(flat.pagesWritten, stats.pagesChanged);
+  process.kill(pid, 'SIGKILL');
+  // Gone altogether (reaped), so that CRIU can have the pid again.
+  await waitFor(`pid ${pid} to be reaped`, () => (existsSync(`/proc/${pid}`) ? undefined : true));
+  criu(['restore', '-D', join(base, 'target/flat'), '--restore-detached', '--shell-job'], join(base, 'restore-flat.log'));
+  assert.ok(alive(pid), 'restored from the flat image');
+  assert.doesNotMatch(readFileSync(join(base, 'restore-flat.log'), 'utf8'), /Read from parent/, 'no parent image was read');
+  assert.ok(memory(pid, addr, PAGES * PAGE_SIZE).equals(expected), 'restored memory from the flat image equals the second dump');
 });
 
 function mkdirP(dir: string): string {
