@@ -60,8 +60,9 @@ let currentSizeMiB = 64;
 /** Runs `fn`, adding its result to `s`, or its error message. */
 async function measure<T>(s: Series<T>, label: string, fn: () => Promise<T>): Promise<void> {
   try {
-    // Every peer starts with warm host memory (see warmHostMemory): 2× the workload's size.
-    warmHostMemory(2 * currentSizeMiB);
+    // Every peer starts with warm host memory (see warmHostMemory): 4× the workload's size, what the
+    // hungriest uses (pre-copy: the workload, two rounds' images on the target's tmpfs, the restored copy).
+    warmHostMemory(4 * currentSizeMiB);
     const r = await fn();
     s.runs.push(r);
     note(`${label}: ${JSON.stringify(r, (_k, v: unknown) => (typeof v === 'number' ? Math.round(v) : v))}`);

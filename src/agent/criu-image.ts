@@ -380,6 +380,17 @@ async function linkOrCopy(from: string, to: string): Promise<void> {
   await link(from, to).catch(() => copyFile(from, to));
 }
 
+/** Puts `names` of `from` into `to` as they are: files hard-linked (or copied), symlinks and directories copied. */
+async function linkOthers(from: string, to: string, names: readonly string[]): Promise<void> {
+  for (const name of names) {
+    const src = join(from, name);
+    const st = await lstat(src);
+    if (st.isSymbolicLink()) await symlink(await readlink(src), join(to, name));
+    else if (st.isDirectory()) await cp(src, join(to, name), { recursive: true, verbatimSymlinks: true });
+    else await linkOrCopy(src, join(to, name));
+  }
+}
+
 /**
  * Writes into `out` an image equal to `current` except that every page whose 4 KiB content equals
  * the page at the same address in `previous` becomes a PE_PARENT entry; other files are hard-linked
@@ -402,14 +413,7 @@ export async function makeIncremental(req: IncrementalRequest): Promise<Incremen
       pagesTotal += t;
       pagesChanged += c;
     }
-    for (const name of names) {
-      if (name === 'parent' || pagemaps.includes(name) || pagesFiles.has(name)) continue;
-      const from = join(req.current, name);
-      const st = await lstat(from);
-      if (st.isSymbolicLink()) await symlink(await readlink(from), join(req.out, name));
-      else if (st.isDirectory()) await cp(from, join(req.out, name), { recursive: true, verbatimSymlinks: true });
-      else await linkOrCopy(from, join(req.out, name));
-    }
+    await linkOthers(req.current, req.out, names.filter((n) => n !== 'parent' && !pagemaps.includes(n) && !pagesFiles.has(n)));
     await symlink(req.parentLink, join(req.out, 'parent'));
     const bytesWritten = await treeBytes(req.out);
     return { pagesTotal, pagesChanged, pageBytesWritten: pagesChanged * PAGE_SIZE, bytesWritten };
@@ -481,14 +485,7 @@ export async function flattenImage(dir: string, out: string, o: { consumeParent?
       pagesWritten += r.written;
       patchedParent ||= r.patched;
     }
-    for (const name of names) {
-      if (name === 'parent' || pagemaps.includes(name) || pagesFiles.has(name)) continue;
-      const from = join(dir, name);
-      const st = await lstat(from);
-      if (st.isSymbolicLink()) await symlink(await readlink(from), join(out, name));
-      else if (st.isDirectory()) await cp(from, join(out, name), { recursive: true, verbatimSymlinks: true });
-      else await linkOrCopy(from, join(out, name));
-    }
+    await linkOthers(dir, out, names.filter((n) => n !== 'parent' && !pagemaps.includes(n) && !pagesFiles.has(n)));
     return { pages, pagesWritten, patchedParent };
   } catch (e) {
     await rm(out, { recursive: true, force: true });
