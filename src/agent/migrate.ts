@@ -51,6 +51,15 @@ export function defaultScratchDir(dataDir: string): string | undefined {
   return `/dev/shm/ferry-${createHash('sha256').update(dataDir).digest('hex').slice(0, 12)}`;
 }
 
+/**
+ * Whether a migration expected to put `expectBytes` here (undefined = unknown) goes to a scratch
+ * tmpfs with `freeBytes` free: with a quarter and 64 MiB to spare. A full tmpfs would fail the dump
+ * or the transfer (and the migration would roll back), so an unknown size goes to disk.
+ */
+export function fitsScratch(freeBytes: number, expectBytes: number | undefined): boolean {
+  return expectBytes !== undefined && freeBytes >= expectBytes * 1.25 + SCRATCH_SPARE_BYTES;
+}
+
 /** How long open connections through a published port may take to finish before the freeze. */
 const DRAIN_MS = 500;
 
@@ -139,9 +148,7 @@ export class MigrationAgent {
 
   /**
    * Chooses where migration `id` keeps its files, once, before the first of them is written: the
-   * scratch tmpfs when `bytes` (what is expected to land here; undefined = unknown) fits with room to
-   * spare, else the data directory. A full tmpfs would fail the dump or the transfer (the migration
-   * would roll back), so an unknown size goes to disk.
+   * scratch tmpfs when `bytes` (what is expected to land here) fits (fitsScratch), else the data directory.
    */
   private async place(id: string, bytes: number | undefined): Promise<void> {
     if (this.placed.has(id) || existsSync(this.dir(id))) return;
@@ -152,7 +159,7 @@ export class MigrationAgent {
         await this.ensureScratch(scratch);
         const fs = await statfs(scratch);
         const free = fs.bavail * fs.bsize;
-        if (free >= bytes * 1.25 + SCRATCH_SPARE_BYTES) root = scratch;
+        if (fitsScratch(free, bytes)) root = scratch;
         else this.d.log(`migration ${id}: ${scratch} has ${Math.floor(free / 1048576)} MiB free, too little for ~${Math.ceil(bytes / 1048576)} MiB; using ${root}`);
       } catch (e) {
         this.d.log(`migration ${id}: the scratch directory ${scratch} is not usable (${(e as Error).message}); using ${root}`);

@@ -1,0 +1,27 @@
+/** Where an agent keeps migration files: the scratch tmpfs rule (the real placement runs in test/migration.test.ts). */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { defaultScratchDir, fitsScratch } from './migrate.ts';
+
+const MiB = 1048576;
+
+test('fitsScratch: the expected size with a quarter and 64 MiB to spare; an unknown size never', () => {
+  assert.equal(fitsScratch(1344 * MiB, 1024 * MiB), true, '1 GiB × 1.25 + 64 MiB = 1344 MiB fits exactly');
+  assert.equal(fitsScratch(1343 * MiB, 1024 * MiB), false);
+  assert.equal(fitsScratch(64 * MiB, 0), true, 'a post-copy image (no pages) needs only the spare');
+  assert.equal(fitsScratch(63 * MiB, 0), false);
+  assert.equal(fitsScratch(Number.MAX_SAFE_INTEGER, undefined), false, 'unknown size: the data directory');
+});
+
+test('defaultScratchDir: one directory per data directory on /dev/shm, when that is a tmpfs', () => {
+  const tmpfs = readFileSync('/proc/self/mounts', 'utf8').split('\n').some((l) => l.split(' ')[1] === '/dev/shm' && l.split(' ')[2] === 'tmpfs');
+  const a = defaultScratchDir('/var/lib/ferry/agents/a');
+  if (!tmpfs) {
+    assert.equal(a, undefined, 'no tmpfs at /dev/shm: no scratch directory');
+    return;
+  }
+  assert.match(a ?? '', /^\/dev\/shm\/ferry-[0-9a-f]{12}$/);
+  assert.equal(defaultScratchDir('/var/lib/ferry/agents/a'), a, 'stable across restarts');
+  assert.notEqual(defaultScratchDir('/var/lib/ferry/agents/b'), a, 'two agents on one host do not share one');
+});
