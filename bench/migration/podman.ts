@@ -5,7 +5,7 @@
  * runc, fixed ulimits and CRIU ≥ 4.2 first on PATH; `--network none` keeps it off networks Ferry did
  * not make. The image comes from the agent's OCI layout, so nothing is pulled.
  */
-import { mkdirSync, readFileSync, rmSync, statSync, symlinkSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, rmSync, statSync, symlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { CommandError, onPath, removeCgroupTree, run, timed, waitResident, workloadEnv } from './host.ts';
 
@@ -47,6 +47,9 @@ function sampleRef(layout: string): string {
 }
 
 /** Podman with its own containers, image tag and cgroup parent, all named after this run. */
+/** Podman's lock file, made in /dev/shm by its first command on a host. */
+const PODMAN_SHM_LOCK = '/dev/shm/libpod_lock';
+
 export class PodmanPeer {
   private readonly binDir: string;
   private readonly image: string;
@@ -57,11 +60,15 @@ export class PodmanPeer {
    * @param workDir an empty directory this peer owns (removed by cleanup)
    * @param idPrefix unique to this run; container names, the image tag and the cgroup parent start with it
    */
+  /** Whether Podman's shared-memory lock file was absent before this peer (then cleanup removes it). */
+  private readonly madeLock: boolean;
+
   constructor(private readonly workDir: string, private readonly idPrefix: string, criu: string) {
     this.binDir = join(workDir, 'bin');
     mkdirSync(this.binDir, { recursive: true });
     symlinkSync(criu, join(this.binDir, 'criu')); // runc, under podman, runs the first `criu` on PATH
     this.image = `localhost/${idPrefix}-sample:latest`;
+    this.madeLock = !existsSync(PODMAN_SHM_LOCK);
   }
 
   /** The cgroup parent of this peer's containers (one directory per hierarchy). */
@@ -114,6 +121,8 @@ export class PodmanPeer {
       try { this.podman(['rmi', '-f', this.image]); } catch (e) { left.push(`podman image ${this.image}: ${(e as Error).message}`); }
     }
     left.push(...removeCgroupTree(this.cgroupParent).map((c) => `cgroup ${c}`));
+    // Podman's lock file in /dev/shm goes too when its first use was this run's.
+    if (this.madeLock) rmSync(PODMAN_SHM_LOCK, { force: true });
     rmSync(this.workDir, { recursive: true, force: true });
     return left;
   }
