@@ -6,7 +6,7 @@
  */
 import { describe, it, before } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { totalmem } from 'node:os';
 import { until } from './support/wait.ts';
@@ -142,6 +142,39 @@ describe('live migration between two nodes (stop-copy)', { skip: skipUnlessReady
     const v = await c.json<ContainerView>(['inspect', 'watcher']);
     assert.deepEqual([v.status?.phase, v.status?.node], ['running', a.node]);
     await c.ok(['rm', '-f', 'watcher']);
+  });
+
+  it('a host-local volume moves with its container; a writable host directory or a volume another container uses is refused', async () => {
+    await c.ok(['run', '--name', 'vol', '--node', a.node, '-v', 'vdata:/data', 'sample']);
+    await c.ok(['exec', 'vol', '--', 'sh', '-c', 'echo kept > /data/a && mkdir /data/d && echo x > /data/d/x && head -c 300000 /dev/urandom > /data/big && chown 65534 /data/a']);
+    const sum = (await c.ok(['exec', 'vol', '--', 'md5sum', '/data/big'])).split(' ')[0];
+    const m = await c.json<Migration>(['migrate', 'vol', '--to', b.node]);
+    assert.equal(m.status.phase, 'Succeeded', m.status.error ?? '');
+    assert.ok(m.status.history.some((h) => /local volumes vdata: \d+ bytes copied/.test(h.message ?? '')), 'the base was copied while it ran');
+    assert.ok(m.status.checks.some((k) => k.check === 'volumes' && /local volumes \(vdata\) move with it/.test(k.reason)));
+    assert.equal((await c.ok(['exec', 'vol', '--', 'cat', '/data/a'])).trim(), 'kept');
+    assert.equal((await c.ok(['exec', 'vol', '--', 'stat', '-c', '%u', '/data/a'])).trim(), '65534', 'ownership kept (as the container sees it)');
+    assert.equal((await c.ok(['exec', 'vol', '--', 'md5sum', '/data/big'])).split(' ')[0], sum);
+    assert.ok(existsSync(join(b.dataDir, 'volumes', 'vdata', 'data', 'd', 'x')), 'the volume lives on the target now');
+    await until('the source\'s stale copy to go', () => (existsSync(join(a.dataDir, 'volumes', 'vdata')) ? undefined : true));
+    // Written on the target, then moved back: the data goes both ways.
+    await c.ok(['exec', 'vol', '--', 'sh', '-c', 'echo back > /data/b && rm -r /data/d']);
+    assert.equal((await c.json<Migration>(['migrate', 'vol', '--to', a.node])).status.phase, 'Succeeded');
+    assert.equal((await c.ok(['exec', 'vol', '--', 'sh', '-c', 'cat /data/a /data/b; ls /data'])).trim(), 'kept\nback\na\nb\nbig');
+    await c.ok(['rm', '-f', 'vol']);
+
+    const hostDir = join(c.home, 'host-dir');
+    await c.ok(['run', '--name', 'binder', '--node', a.node, '-v', `${hostDir}:/data`, 'sample']);
+    const bind = await c.cli(['-o', 'json', 'migrate', 'binder', '--to', b.node]);
+    assert.equal(bind.code, 1);
+    assert.match((JSON.parse(bind.stdout) as Migration).status.error ?? '', new RegExp(`binder writes to host directories that would not move with it: ${hostDir} \\(at /data\\); use a named volume`));
+    await c.ok(['run', '--name', 'sharer1', '--node', a.node, '-v', 'both:/data', 'sample']);
+    await c.ok(['run', '--name', 'sharer2', '--node', a.node, '-v', 'both:/data', 'sample']);
+    const shared = await c.cli(['-o', 'json', 'migrate', 'sharer1', '--to', b.node]);
+    assert.equal(shared.code, 1);
+    assert.match((JSON.parse(shared.stdout) as Migration).status.error ?? '', /cannot move while other containers on its node use them: both \(also used by sharer2\)/);
+    for (const n of ['binder', 'sharer1']) assert.equal((await c.json<ContainerView>(['inspect', n])).status?.node, a.node, `${n} did not move`);
+    await c.ok(['rm', '-f', 'binder', 'sharer1', 'sharer2']);
   });
 
   it('migrations ls and inspect show what happened', async () => {

@@ -18,6 +18,7 @@ import type { Assignment } from '../model/index.ts';
 import { failoverRefusal } from '../model/index.ts';
 import { fetchFiles, listFiles, safePath, sendFiles, type SendOptions } from './transfer.ts';
 import { flattenImage, makeIncremental } from './criu-image.ts';
+import { packBase, packDelta, unpack } from './volume-sync.ts';
 import type { LifecycleDeps } from './lifecycle.ts';
 import type { LazyDump, RuncRuntime } from './runtime/index.ts';
 import { criuLogErrors } from './runtime/index.ts';
@@ -59,6 +60,11 @@ export function defaultScratchDir(dataDir: string): string | undefined {
 export function fitsScratch(freeBytes: number, expectBytes: number | undefined): boolean {
   return expectBytes !== undefined && freeBytes >= expectBytes * 1.25 + SCRATCH_SPARE_BYTES;
 }
+
+/** Beside a migration's directory (always on disk): its volume copies. */
+const VOLUMES_SUFFIX = '.volumes';
+/** The `files` subdir a target asks for to get the volume bases. */
+const VOLUMES_SUBDIR = 'volumes';
 
 /** How long open connections through a published port may take to finish before the freeze. */
 const DRAIN_MS = 500;
@@ -129,6 +135,10 @@ export class MigrationAgent {
     this.d = d;
   }
 
+  /** Source: the host-local volumes a migration moves (removed here once it has succeeded). */
+  private readonly outgoingVolumes = new Map<string, readonly string[]>();
+  /** Target: host-local volume directories a migration put in place (removed if it rolls back). */
+  private readonly movedVolumes = new Map<string, string[]>();
   /** Target, pre-copy: the round being made flat in the background, by migration id. */
   private readonly flattening = new Map<string, { done: Promise<void>; error?: string }>();
   /** Which root each migration's files went to (see place); after a restart, where they are found. */
@@ -174,14 +184,80 @@ export class MigrationAgent {
     await writeFile(join(scratch, SCRATCH_OWNER_FILE), `${this.d.dataDir}\n`);
   }
 
-  /** Removes migration `id`'s files (and CRIU's work dir beside them) and forgets where they were. */
-  private async removeFiles(id: string): Promise<void> {
+  /**
+   * Removes migration `id`'s files (and CRIU's work dir beside them) and forgets where they were;
+   * with `keepVolumes` the volume copies (packVolumes, fetchVolumes) stay: a phase starting over.
+   */
+  private async removeFiles(id: string, o: { keepVolumes?: boolean } = {}): Promise<void> {
     // A round still being made flat would write into what is removed here.
     await this.flattening.get(id)?.done;
     this.flattening.delete(id);
     await rm(this.dir(id), { recursive: true, force: true });
     await rm(`${this.dir(id)}.work`, { recursive: true, force: true });
+    if (!o.keepVolumes) await rm(this.volumesDir(id), { recursive: true, force: true });
     this.placed.delete(id);
+  }
+
+  /** Where migration `id` keeps its volume copies: always on disk (volumes may be larger than memory). */
+  private volumesDir(id: string): string {
+    this.dir(id); // checks the id
+    return join(this.diskRoot(), `${id}${VOLUMES_SUFFIX}`);
+  }
+
+  /** A host-local volume's data directory on this node. */
+  private localVolume(name: string): string {
+    if (!/^[A-Za-z0-9][A-Za-z0-9_.-]*$/.test(name)) throw agentErrors.BAD_REQUEST({ reason: `bad volume name "${name}"` });
+    return join(this.d.volumes.local, name, 'data');
+  }
+
+  /**
+   * Source, while the container runs: packs each host-local volume whole (the base pass, see
+   * volume-sync.ts) for the target to fetch (files subdir `volumes`). Returns the bytes packed.
+   */
+  async packVolumes(id: string, name: string, volumes: readonly string[]): Promise<{ bytes: number }> {
+    this.record(name);
+    const vd = this.volumesDir(id);
+    await rm(vd, { recursive: true, force: true });
+    await mkdir(join(vd, 'base'), { recursive: true, mode: 0o700 });
+    let bytes = 0;
+    for (const v of volumes) bytes += await packBase(this.localVolume(v), join(vd, `${v}.snar`), join(vd, 'base', `${v}.tar`));
+    this.outgoingVolumes.set(id, [...volumes]);
+    this.d.log(`migration ${id}: packed ${volumes.length} local volume(s) of ${name} (${bytes} bytes)`);
+    return { bytes };
+  }
+
+  /** Target, before the freeze: fetches the source's volume bases and unpacks them into staging. */
+  async fetchVolumes(id: string, sourceUrl: string, volumes: readonly string[], bytesPerSec = 0): Promise<{ bytes: number }> {
+    const vd = this.volumesDir(id);
+    await rm(vd, { recursive: true, force: true });
+    await mkdir(join(vd, 'base'), { recursive: true, mode: 0o700 });
+    const got = await this.fetch(id, sourceUrl, join(vd, 'base'), { bytesPerSec, subdir: VOLUMES_SUBDIR });
+    for (const v of volumes) {
+      this.localVolume(v);
+      await unpack(join(vd, 'base', `${v}.tar`), join(vd, 'data', v));
+      await rm(join(vd, 'base', `${v}.tar`), { force: true });
+    }
+    return { bytes: got.bytes };
+  }
+
+  /**
+   * Target, in the freeze: applies each volume's delta (from `from`) to its staging copy and moves
+   * it into place. A volume of that name that already holds data here is not overwritten: the
+   * restore fails and the migration rolls back.
+   */
+  private async placeVolumes(id: string, volumes: readonly string[], from: string): Promise<void> {
+    const vd = this.volumesDir(id);
+    for (const v of volumes) {
+      const dst = this.localVolume(v);
+      const held = await readdir(dst).then((n) => n.length > 0, () => false);
+      if (held) throw agentErrors.BAD_REQUEST({ reason: `local volume ${v} already holds data on this node; remove it (or rename the container's volume) and migrate again` });
+      const staged = join(vd, 'data', v);
+      await unpack(join(from, `volume-${v}.delta.tar`), staged);
+      await mkdir(join(this.d.volumes.local, v), { recursive: true, mode: 0o755 });
+      await rm(dst, { recursive: true, force: true });
+      await rename(staged, dst);
+      this.movedVolumes.set(id, [...(this.movedVolumes.get(id) ?? []), join(this.d.volumes.local, v)]);
+    }
   }
 
   /** The container's memory now (what a dump of it writes), or undefined. */
@@ -210,7 +286,7 @@ export class MigrationAgent {
     const rec = this.record(name);
     const upper = join(this.d.records.containerDir(rec.runtimeId), 'upper');
     if (preCopyRound === undefined) {
-      await this.removeFiles(id);
+      await this.removeFiles(id, { keepVolumes: true });
       // What lands here: the writable layer's archive, and the memory pages unless they go elsewhere.
       const mem = postCopy || streamTo ? 0 : await this.memoryOf(rec);
       await this.place(id, mem === undefined ? undefined : mem + await sizeOf(upper).catch(() => 0));
@@ -272,6 +348,8 @@ export class MigrationAgent {
     times.lap('dump');
     failpoint('migrate:after-dump');
     await tar(['-c', '--numeric-owner', '--xattrs', '--xattrs-include=*', '-f', join(sendDir, 'upper.tar'), '-C', upper, '.']);
+    // Host-local volumes: what changed since their base was packed.
+    for (const v of o.volumes ?? []) await packDelta(this.localVolume(v), join(this.volumesDir(id), `${v}.snar`), join(sendDir, `volume-${v}.delta.tar`));
     times.lap('pack');
     const how = postCopy ? ' (post-copy)' : streamTo ? ` (pages streamed to ${streamTo})` : preCopyRound !== undefined ? ` (pre-copy, after round ${preCopyRound})` : '';
     this.d.log(`migration ${id}: ${name} frozen and dumped${how}: ${times.summary()}`);
@@ -280,6 +358,7 @@ export class MigrationAgent {
 
   /** Source: the files of migration `id` (CRIU image + writable layer) for the target, from `resume` on. */
   files(id: string, o: SendOptions, subdir?: string): Readable {
+    if (subdir === VOLUMES_SUBDIR) return sendFiles(join(this.volumesDir(id), 'base'), o);
     return sendFiles(subdir ? join(this.dir(id), safePath(subdir)) : this.dir(id), o);
   }
 
@@ -298,6 +377,7 @@ export class MigrationAgent {
     if (ports.length > 0 && rec.ip) await this.d.network.publish(rec.runtimeId, rec.ip, ports);
     rec.outgoing = undefined;
     await this.d.records.save(rec);
+    this.outgoingVolumes.delete(id); // they stay: the container runs on here
     await this.removeFiles(id);
   }
 
@@ -310,7 +390,7 @@ export class MigrationAgent {
   async copyRound(id: string, name: string, round: number): Promise<{ sentBytes: number; dumpMs: number; pagesChanged?: number }> {
     const rec = this.record(name);
     if (round === 0) {
-      await this.removeFiles(id);
+      await this.removeFiles(id, { keepVolumes: true });
       // Two full dumps at a time (this round's and the last, to compare), and the deltas.
       const mem = await this.memoryOf(rec);
       await this.place(id, mem === undefined ? undefined : 2.5 * mem);
@@ -334,7 +414,7 @@ export class MigrationAgent {
   /** Target, pre-copy: fetches round `round` into rounds/N (linked to its parent round). */
   async fetchRound(id: string, sourceUrl: string, round: number, bytesPerSec = 0, expectBytes?: number): Promise<{ bytes: number; ms: number }> {
     if (round === 0) {
-      await this.removeFiles(id);
+      await this.removeFiles(id, { keepVolumes: true });
       // Round 0 is a full image; later rounds add their deltas, up to about as much again.
       await this.place(id, expectBytes === undefined ? undefined : 2 * expectBytes);
     }
@@ -404,7 +484,7 @@ export class MigrationAgent {
     const pc = this.d.postCopy;
     if (!pc) throw agentErrors.BAD_REQUEST({ reason: 'this agent has no CRIU configured' });
     await this.pageServers.get(id)?.stop();
-    await this.removeFiles(id);
+    await this.removeFiles(id, { keepVolumes: true });
     await this.place(id, expectBytes);
     const dir = this.dir(id);
     await mkdir(join(dir, 'image'), { recursive: true, mode: 0o755 });
@@ -437,7 +517,7 @@ export class MigrationAgent {
     const ps = this.pageServers.get(id);
     if (!ps && o.preCopyRound === undefined) {
       // Post-copy: the image holds no pages (they fault in later); the writable layer comes with it.
-      await this.removeFiles(id);
+      await this.removeFiles(id, { keepVolumes: true });
       await this.place(id, o.expectBytes);
     }
     const dir = this.dir(id);
@@ -500,6 +580,8 @@ export class MigrationAgent {
       await chownTree(o.preCopyRound !== undefined ? join(dir, 'rounds') : imageDir, this.d.idMap.hostId);
       rec.rootfsMode = prepared.mode;
       rec.ip = att.ip;
+      // Host-local volumes: their staged copies, brought up to date, go into place.
+      if (o.volumes && o.volumes.length > 0) await this.placeVolumes(id, o.volumes, o.preCopyRound !== undefined ? imageDir : dir);
       // Named volumes mount where they live on this node (a shared one is the same directory the source used).
       const volumes = await prepareVolumes(this.d.volumes, a, this.d.node, this.d.idMap, { fence: false });
       const bundle = {
@@ -624,6 +706,9 @@ export class MigrationAgent {
       await teardown(this.d, rec, 0);
       this.d.reconciler.forget(name);
     }
+    // Volumes this migration put in place here go with the copy that would have used them.
+    for (const v of this.movedVolumes.get(id) ?? []) await rm(v, { recursive: true, force: true });
+    this.movedVolumes.delete(id);
     await this.removeFiles(id);
   }
 
@@ -635,7 +720,7 @@ export class MigrationAgent {
     for (const root of [this.diskRoot(), ...(this.d.scratchDir !== undefined ? [this.d.scratchDir] : [])]) {
       for (const name of await readdir(root).catch(() => [] as string[])) {
         if (name === SCRATCH_OWNER_FILE && root === this.d.scratchDir) continue;
-        const id = name.replace(/\.work$/, '');
+        const id = name.replace(/\.work$/, '').replace(VOLUMES_SUFFIX, '');
         if (this.lazySources.has(id) || this.lazyTargets.has(id) || this.pageServers.has(id) || this.fetches.has(id) || this.flattening.has(id)) continue;
         if (await active(id)) continue;
         this.d.log(`removing the files of ended migration ${id}`);
@@ -664,6 +749,13 @@ export class MigrationAgent {
     if (!p.done) return p;
     this.lazyTargets.delete(id);
     this.lazySources.delete(id);
+    this.movedVolumes.delete(id);
+    // Source, after the switch: the host-local volumes live on the target now; this copy is stale.
+    for (const v of this.outgoingVolumes.get(id) ?? []) {
+      await rm(join(this.d.volumes.local, v), { recursive: true, force: true });
+      this.d.log(`migration ${id}: local volume ${v} moved away; its copy here is removed`);
+    }
+    this.outgoingVolumes.delete(id);
     await this.removeFiles(id);
     return p;
   }
@@ -692,6 +784,8 @@ export interface FreezeOptions {
   readonly streamTo?: string;
   /** Pre-copy: the last round the target holds; only the delta against it is sent. */
   readonly preCopyRound?: number;
+  /** Host-local volumes whose base was packed (packVolumes): what changed since goes with the image. */
+  readonly volumes?: readonly string[];
 }
 
 /** Where a restore takes its image from (see MigrationAgent.restore). */
@@ -703,6 +797,8 @@ export interface RestoreFrom {
   readonly preCopyRound?: number;
   /** What will arrive (the source's freeze reports it): whether it fits on the scratch tmpfs. */
   readonly expectBytes?: number;
+  /** Host-local volumes fetched before the freeze (fetchVolumes): their deltas came with the image. */
+  readonly volumes?: readonly string[];
 }
 
 /** Settles when `child` exits: resolves on 0, rejects with the errors of its log otherwise. */

@@ -142,13 +142,23 @@ export async function buildAgentApi(deps: AgentApiDeps): Promise<FastifyInstance
   const Mid = Type.Object({ id: Type.String({ pattern: '^[a-z0-9-]{1,64}$' }) });
   app.get('/v1/migrate/:id/received', { schema: { params: Mid } }, async (req) => deps.migrations.received(req.params.id));
   const Expect = Type.Optional(Type.Integer({ minimum: 0 }));
+  const VolumeNames = Type.Array(Type.String({ pattern: '^[A-Za-z0-9][A-Za-z0-9_.-]*$', maxLength: 128 }), { maxItems: 64 });
+  app.post('/v1/migrate/:id/pack-volumes', {
+    schema: { params: Mid, body: Type.Object({ name: Type.String(), volumes: VolumeNames }) },
+  }, async (req) => deps.migrations.packVolumes(req.params.id, req.body.name, req.body.volumes));
+  app.post('/v1/migrate/:id/fetch-volumes', {
+    schema: { params: Mid, body: Type.Object({ source: Type.String(), volumes: VolumeNames, bytesPerSec: Type.Optional(Type.Integer({ minimum: 0 })) }) },
+  }, async (req) => deps.migrations.fetchVolumes(req.params.id, req.body.source, req.body.volumes, req.body.bytesPerSec));
   app.post('/v1/migrate/:id/prepare', {
     schema: { params: Mid, body: Type.Optional(Type.Object({ expectBytes: Expect })) },
   }, async (req) => deps.migrations.prepare(req.params.id, req.body?.expectBytes));
   app.post('/v1/migrate/:id/freeze', {
     schema: {
       params: Mid,
-      body: Type.Object({ name: Type.String(), postCopy: Type.Optional(Type.Boolean()), streamTo: Type.Optional(Type.String()), preCopyRound: Type.Optional(Type.Integer({ minimum: 0 })) }),
+      body: Type.Object({
+        name: Type.String(), postCopy: Type.Optional(Type.Boolean()), streamTo: Type.Optional(Type.String()), preCopyRound: Type.Optional(Type.Integer({ minimum: 0 })),
+        volumes: Type.Optional(VolumeNames),
+      }),
     },
   }, async (req) => {
     const { name, ...o } = req.body;
@@ -182,7 +192,7 @@ export async function buildAgentApi(deps: AgentApiDeps): Promise<FastifyInstance
       params: Mid,
       body: Type.Object({
         source: Type.String(), assignment: AssignmentSchema, pageServer: Type.Optional(Type.String()), bytesPerSec: Type.Optional(Type.Integer({ minimum: 0 })),
-        preCopyRound: Type.Optional(Type.Integer({ minimum: 0 })), expectBytes: Expect,
+        preCopyRound: Type.Optional(Type.Integer({ minimum: 0 })), expectBytes: Expect, volumes: Type.Optional(VolumeNames),
       }),
     },
   }, async (req) => {

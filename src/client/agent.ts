@@ -54,7 +54,7 @@ export class AgentClient {
   }
 
   /** Migration, source: freeze and dump `name`, leaving it frozen. */
-  migrateFreeze(id: string, name: string, o: { postCopy?: boolean; streamTo?: string; preCopyRound?: number } = {}): Promise<{ bytes: number; dumpMs: number; pageServer?: string }> {
+  migrateFreeze(id: string, name: string, o: { postCopy?: boolean; streamTo?: string; preCopyRound?: number; volumes?: string[] } = {}): Promise<{ bytes: number; dumpMs: number; pageServer?: string }> {
     return requestJson(this.endpoint, 'POST', `v1/migrate/${id}/freeze`, { body: { name, ...o } });
   }
 
@@ -79,13 +79,23 @@ export class AgentClient {
     return requestJson(this.endpoint, 'POST', `v1/migrate/${id}/prepare`, { body: expectBytes !== undefined ? { expectBytes: Math.ceil(expectBytes) } : {} });
   }
 
+  /** Migration, source, while it runs: pack `name`'s host-local volumes whole for the target. */
+  migratePackVolumes(id: string, name: string, volumes: string[]): Promise<{ bytes: number }> {
+    return requestJson(this.endpoint, 'POST', `v1/migrate/${id}/pack-volumes`, { body: { name, volumes } });
+  }
+
+  /** Migration, target, before the freeze: fetch the packed volumes from `source` and stage them. */
+  migrateFetchVolumes(id: string, source: string, volumes: string[], bytesPerSec?: number): Promise<{ bytes: number }> {
+    return requestJson(this.endpoint, 'POST', `v1/migrate/${id}/fetch-volumes`, { body: { source, volumes, ...(bytesPerSec ? { bytesPerSec } : {}) } });
+  }
+
   /** Migration, source rollback: thaw `name` and publish its ports again. */
   migrateResume(id: string, name: string, ports: Assignment['spec']['ports']): Promise<void> {
     return requestJson(this.endpoint, 'POST', `v1/migrate/${id}/resume`, { body: { name, ports } });
   }
 
   /** Migration, target: fetch from `source` (an agent URL) and restore. */
-  migrateRestore(id: string, source: string, assignment: Assignment, o: { pageServer?: string; bytesPerSec?: number; preCopyRound?: number; expectBytes?: number } = {}): Promise<{ runtimeId: string; pid: number; bytes: number; restoreMs: number }> {
+  migrateRestore(id: string, source: string, assignment: Assignment, o: { pageServer?: string; bytesPerSec?: number; preCopyRound?: number; expectBytes?: number; volumes?: string[] } = {}): Promise<{ runtimeId: string; pid: number; bytes: number; restoreMs: number }> {
     return requestJson(this.endpoint, 'POST', `v1/migrate/${id}/restore`, { body: { source, assignment, ...o } });
   }
 

@@ -11,7 +11,7 @@ import { AgentClient } from '../client/index.ts';
 import { failpoint } from '../errors/index.ts';
 import type { Assignment, Container, ContainerStatus, Migration, Node, NodeImages } from '../model/index.ts';
 import { keys, findImage } from '../model/index.ts';
-import { autoStrategy, precopyDone, step, recover, TERMINAL, precheck, blocking, type RoundReport, type MachineState, type MigrationEvent, type MigrationPhase } from '../migration/index.ts';
+import { autoStrategy, precopyDone, step, recover, TERMINAL, precheck, blocking, localVolumeNames, volumeCheck, type RoundReport, type MachineState, type MigrationEvent, type MigrationPhase } from '../migration/index.ts';
 import { assignmentOf, nodeSnapshots } from './containers.ts';
 import { startLoop, type Loop } from './loop.ts';
 import { holdAtEntryPoints, releaseHold } from './holds.ts';
@@ -72,6 +72,12 @@ async function agent(d: MigrationDeps, node: string): Promise<{ client: AgentCli
   return { client: new AgentClient({ url: kv.value.status.address, token: d.agentToken }), url: kv.value.status.address };
 }
 
+/** The `volumes` option of the freeze and restore calls: the container's host-local volumes, if any. */
+function volumesOf(c: Container): { volumes?: string[] } {
+  const v = localVolumeNames(c.spec.volumes);
+  return v.length > 0 ? { volumes: v } : {};
+}
+
 async function container(d: MigrationDeps, m: Migration): Promise<Container> {
   const kv = await d.store.get<Container>(keys.container(m.spec.container));
   if (!kv || kv.value.metadata.uid !== m.spec.containerUid) throw new Error(`container ${m.spec.container} no longer exists`);
@@ -112,6 +118,9 @@ async function perform(d: MigrationDeps, m: Migration, t: DriveState): Promise<M
         name, phase: st?.uid === c.metadata.uid ? st.phase : 'pending', imageId: image?.id, memoryBytes: c.spec.resources.memoryBytes,
         cpus: c.spec.resources.cpus, migratable: st?.migratable, migrating: false, clusterIp: c.network?.ip,
       }, from, to, strategy);
+      const others = (await d.store.list<Container>(keys.containers)).items.map((kv) => kv.value)
+        .filter((o) => o.metadata.uid !== c.metadata.uid && o.placement?.node === m.spec.from).map((o) => ({ name: o.metadata.name, volumes: o.spec.volumes }));
+      results.push(volumeCheck(name, c.spec.volumes, others));
       await save(d, m.metadata.name, (x) => { x.status.checks = results; });
       const bad = blocking(results);
       if (!image || !to.imageIds.includes(image.id)) bad.push({ check: 'image-on-target', ok: false, reason: `${to.name} does not hold ${c.spec.image}; import it there first (image copy between nodes comes with the registry)` });
@@ -120,6 +129,16 @@ async function perform(d: MigrationDeps, m: Migration, t: DriveState): Promise<M
     case 'Prepare': {
       // Stop-copy: the target takes the dump's pages as they are dumped (a CRIU page server), so
       // memory crosses once, inside the dump, instead of dump-to-disk then copy.
+      // Host-local volumes: copied whole while the container runs; the freeze sends what changed since.
+      const volumes = localVolumeNames((await container(d, m)).spec.volumes);
+      if (volumes.length > 0) {
+        const src = await agent(d, m.spec.from);
+        const packed = await src.client.migratePackVolumes(m.metadata.name, name, volumes);
+        const got = await (await agent(d, m.spec.to)).client.migrateFetchVolumes(m.metadata.name, src.url, volumes, m.spec.bandwidthBytesPerSec);
+        await save(d, m.metadata.name, (x) => {
+          x.status.history.push({ phase: 'Prepare', at: new Date().toISOString(), message: `local volumes ${volumes.join(', ')}: ${got.bytes} bytes copied to ${m.spec.to} (${packed.bytes} packed)` });
+        });
+      }
       // The container's memory (measured at Precheck) lets the target put the image on its tmpfs.
       if (m.status.strategy === 'stop-copy') t.streamTo = (await (await agent(d, m.spec.to)).client.migratePrepare(m.metadata.name, m.status.progress?.totalBytes)).pageServer;
       return { type: 'prepared' };
@@ -159,7 +178,7 @@ async function perform(d: MigrationDeps, m: Migration, t: DriveState): Promise<M
       if (preCopyRound !== undefined && preCopyRound < 0) throw new Error('pre-copy: no round was copied before the freeze');
       const r = await (await agent(d, m.spec.from)).client.migrateFreeze(m.metadata.name, name, {
         ...(m.status.strategy === 'post-copy' ? { postCopy: true } : {}), ...(t.streamTo ? { streamTo: t.streamTo } : {}),
-        ...(preCopyRound !== undefined ? { preCopyRound } : {}),
+        ...(preCopyRound !== undefined ? { preCopyRound } : {}), ...volumesOf(await container(d, m)),
       });
       t.pageServer = r.pageServer;
       await save(d, m.metadata.name, (x) => { x.status.bytes = r.bytes; });
@@ -176,7 +195,7 @@ async function perform(d: MigrationDeps, m: Migration, t: DriveState): Promise<M
       if (m.status.strategy === 'post-copy' && !t.pageServer) throw new Error('post-copy: the source page server is unknown (the manager restarted after the freeze)');
       const r = await (await agent(d, m.spec.to)).client.migrateRestore(m.metadata.name, src.url, a, {
         ...(t.pageServer ? { pageServer: t.pageServer } : {}), ...(m.spec.bandwidthBytesPerSec ? { bytesPerSec: m.spec.bandwidthBytesPerSec } : {}),
-        ...(m.status.strategy === 'pre-copy' ? { preCopyRound: m.status.round - 1 } : {}), expectBytes: m.status.bytes,
+        ...(m.status.strategy === 'pre-copy' ? { preCopyRound: m.status.round - 1 } : {}), expectBytes: m.status.bytes, ...volumesOf(c),
       });
       // What reached the target before the switch (streamed pages included).
       await save(d, m.metadata.name, (x) => { x.status.targetRuntimeId = r.runtimeId; x.status.bytes = Math.max(x.status.bytes, r.bytes);

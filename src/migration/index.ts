@@ -9,4 +9,4 @@ export { initial, step, recover, ENTRY_ACTIONS } from './machine.ts';
 export type { WorkloadFacts, StrategyChoice, RoundReport, ConvergenceGoal } from './strategy.ts';
 export { autoStrategy, chooseStrategy, precopyDone, stopCopyFreezeMs, preCopyFreezeMs, AUTO_STOP_COPY_MAX_BYTES } from './strategy.ts';
 export type { NodeCheckFacts, ContainerCheckFacts, CheckResult } from './prechecks.ts';
-export { precheck, blocking, missingCpuFlags } from './prechecks.ts';
+export { precheck, blocking, missingCpuFlags, localVolumeNames, volumeCheck } from './prechecks.ts';

@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { precheck, blocking, missingCpuFlags, type NodeCheckFacts, type ContainerCheckFacts } from './prechecks.ts';
+import { precheck, blocking, missingCpuFlags, volumeCheck, localVolumeNames, type NodeCheckFacts, type ContainerCheckFacts } from './prechecks.ts';
 
 const GiB = 1024 ** 3;
 const facts = { hostname: 'h', kernel: '6.18', arch: 'x64', os: 'Debian', runc: '1.1.5', criu: '4.2.1', cgroupVersion: 1, overlay: true, cpuModel: 'x', cpuFlags: ['sse2', 'avx2'] };
@@ -61,4 +61,19 @@ test('the address: kept on the cluster network, refused towards a node off it, s
   const local = precheck(web, node('a'), node('b')).find((x) => x.check === 'address')!;
   assert.equal(local.ok, true);
   assert.match(local.reason, /address changes .* connections are closed/);
+});
+
+test('volumes: local ones move, unless another container on the node uses them; writable host directories are refused', () => {
+  const local = (source: string) => ({ source, target: `/${source}`, readOnly: false, kind: 'local' as const });
+  assert.deepEqual(localVolumeNames([local('a'), { source: 'b', target: '/b', readOnly: false, kind: 'shared' }, { source: '/h', target: '/h', readOnly: true }]), ['a']);
+  assert.deepEqual(volumeCheck('web', [], []), { check: 'volumes', ok: true, reason: 'no host-local data to move (its writable layer travels with it)' });
+  const moves = volumeCheck('web', [local('a'), { source: '/etc/tz', target: '/etc/tz', readOnly: true }], [{ name: 'other', volumes: [local('b')] }]);
+  assert.equal(moves.ok, true);
+  assert.match(moves.reason, /local volumes \(a\) move with it/);
+  const shared = volumeCheck('web', [local('a'), local('c')], [{ name: 'db', volumes: [local('c')] }]);
+  assert.equal(shared.ok, false);
+  assert.match(shared.reason, /other containers on its node use them: c \(also used by db\)/);
+  const bind = volumeCheck('web', [{ source: '/srv/x', target: '/data', readOnly: false }], []);
+  assert.equal(bind.ok, false);
+  assert.match(bind.reason, /writes to host directories that would not move with it: \/srv\/x \(at \/data\); use a named volume \(-v name:\/data\)/);
 });

@@ -2,7 +2,7 @@
  * "Verify & Migrate": the checks a migration must pass before anything moves, each with a reason a
  * person can act on. Pure: the caller gathers the facts (nodes, container status, image lists).
  */
-import type { NodeFacts } from '../model/index.ts';
+import type { NodeFacts, Volume } from '../model/index.ts';
 
 /** What the checks need to know about a node. */
 export interface NodeCheckFacts {
@@ -93,6 +93,30 @@ export function precheck(c: ContainerCheckFacts, from: NodeCheckFacts, to: NodeC
     out.push({ check: 'post-copy-risk', ok: true, reason: `until every page has reached ${to.name}, ${c.name}'s memory lives partly on ${from.name}: if ${from.name} fails in that window (seconds), the container's state is lost and it restarts from its image (as QEMU's post-copy)` });
   }
   return out;
+}
+
+/** Names of the host-local named volumes among `volumes`: the ones a migration copies. */
+export function localVolumeNames(volumes: readonly Volume[]): string[] {
+  return volumes.filter((v) => v.kind === 'local').map((v) => v.source);
+}
+
+/**
+ * What happens to the container's volumes: host-local named volumes move with it (copied while it
+ * runs, the changes during the freeze) unless another container on the source uses one too; shared
+ * volumes stay where every host sees them; a writable host directory (bind mount) would not follow.
+ * `others` are the other containers placed on the source node.
+ */
+export function volumeCheck(name: string, volumes: readonly Volume[], others: readonly { readonly name: string; readonly volumes: readonly Volume[] }[]): CheckResult {
+  const binds = volumes.filter((v) => (v.kind ?? 'bind') === 'bind' && !v.readOnly);
+  if (binds.length > 0) {
+    const list = binds.map((v) => `${v.source} (at ${v.target})`).join(', ');
+    return { check: 'volumes', ok: false, reason: `${name} writes to host directories that would not move with it: ${list}; use a named volume (-v name:${binds[0]!.target}), whose data moves, or a shared one (--shared-volume)` };
+  }
+  const local = localVolumeNames(volumes);
+  const sharing = others.flatMap((o) => localVolumeNames(o.volumes).filter((v) => local.includes(v)).map((v) => `${v} (also used by ${o.name})`));
+  if (sharing.length > 0) return { check: 'volumes', ok: false, reason: `${name}'s local volumes cannot move while other containers on its node use them: ${sharing.join(', ')}` };
+  if (local.length > 0) return { check: 'volumes', ok: true, reason: `its local volumes (${local.join(', ')}) move with it: copied while it runs, what changed since copied during the freeze` };
+  return { check: 'volumes', ok: true, reason: 'no host-local data to move (its writable layer travels with it)' };
 }
 
 /** The checks that must pass (a missing image is fixed by copying it, so it only warns). */
