@@ -63,6 +63,10 @@ export function fitsScratch(freeBytes: number, expectBytes: number | undefined):
 
 /** Beside a migration's directory (always on disk): its volume copies. */
 const VOLUMES_SUFFIX = '.volumes';
+/** Staging key of the writable layer among the volume copies (no volume name starts with a dot). */
+const UPPER_KEY = '.upper';
+/** The writable layer's delta among the files sent at the freeze. */
+const UPPER_DELTA = 'upper.delta.tar';
 /** The `files` subdir a target asks for to get the volume bases. */
 const VOLUMES_SUBDIR = 'volumes';
 
@@ -211,31 +215,33 @@ export class MigrationAgent {
   }
 
   /**
-   * Source, while the container runs: packs each host-local volume whole (the base pass, see
-   * volume-sync.ts) for the target to fetch (files subdir `volumes`). Returns the bytes packed.
+   * Source, while the container runs: packs its writable layer and each host-local volume whole
+   * (the base pass, see volume-sync.ts) for the target to fetch (files subdir `volumes`); the freeze
+   * then packs only what changed since. Returns the bytes packed.
    */
   async packVolumes(id: string, name: string, volumes: readonly string[]): Promise<{ bytes: number }> {
-    this.record(name);
+    const rec = this.record(name);
     const vd = this.volumesDir(id);
     await rm(vd, { recursive: true, force: true });
     await mkdir(join(vd, 'base'), { recursive: true, mode: 0o700 });
     let bytes = 0;
-    for (const v of volumes) bytes += await packBase(this.localVolume(v), join(vd, `${v}.snar`), join(vd, 'base', `${v}.tar`));
+    const sources: [string, string][] = [[UPPER_KEY, join(this.d.records.containerDir(rec.runtimeId), 'upper')], ...volumes.map((v): [string, string] => [v, this.localVolume(v)])];
+    for (const [key, dir] of sources) bytes += await packBase(dir, join(vd, `${key}.snar`), join(vd, 'base', `${key}.tar`));
     this.outgoingVolumes.set(id, [...volumes]);
-    this.d.log(`migration ${id}: packed ${volumes.length} local volume(s) of ${name} (${bytes} bytes)`);
+    this.d.log(`migration ${id}: packed the writable layer and ${volumes.length} local volume(s) of ${name} (${bytes} bytes)`);
     return { bytes };
   }
 
-  /** Target, before the freeze: fetches the source's volume bases and unpacks them into staging. */
+  /** Target, before the freeze: fetches the source's writable layer and volume bases and unpacks them into staging. */
   async fetchVolumes(id: string, sourceUrl: string, volumes: readonly string[], bytesPerSec = 0): Promise<{ bytes: number }> {
     const vd = this.volumesDir(id);
     await rm(vd, { recursive: true, force: true });
     await mkdir(join(vd, 'base'), { recursive: true, mode: 0o700 });
-    const got = await this.fetch(id, sourceUrl, join(vd, 'base'), { bytesPerSec, subdir: VOLUMES_SUBDIR });
-    for (const v of volumes) {
-      this.localVolume(v);
-      await unpack(join(vd, 'base', `${v}.tar`), join(vd, 'data', v));
-      await rm(join(vd, 'base', `${v}.tar`), { force: true });
+    const got = await this.fetch(id, sourceUrl, join(vd, 'base'), { bytesPerSec, subdir: VOLUMES_SUBDIR, failpoint: 'migrate:during-volume-fetch' });
+    for (const v of volumes) this.localVolume(v); // checks the names
+    for (const key of [UPPER_KEY, ...volumes]) {
+      await unpack(join(vd, 'base', `${key}.tar`), join(vd, 'data', key));
+      await rm(join(vd, 'base', `${key}.tar`), { force: true });
     }
     return { bytes: got.bytes };
   }
@@ -347,7 +353,10 @@ export class MigrationAgent {
     const dumpMs = performance.now() - t0;
     times.lap('dump');
     failpoint('migrate:after-dump');
-    await tar(['-c', '--numeric-owner', '--xattrs', '--xattrs-include=*', '-f', join(sendDir, 'upper.tar'), '-C', upper, '.']);
+    // The writable layer: what changed since its base was packed (packVolumes), else all of it.
+    const upperSnapshot = join(this.volumesDir(id), `${UPPER_KEY}.snar`);
+    if (existsSync(upperSnapshot)) await packDelta(upper, upperSnapshot, join(sendDir, UPPER_DELTA));
+    else await tar(['-c', '--numeric-owner', '--xattrs', '--xattrs-include=*', '-f', join(sendDir, 'upper.tar'), '-C', upper, '.']);
     // Host-local volumes: what changed since their base was packed.
     for (const v of o.volumes ?? []) await packDelta(this.localVolume(v), join(this.volumesDir(id), `${v}.snar`), join(sendDir, `volume-${v}.delta.tar`));
     times.lap('pack');
@@ -462,12 +471,12 @@ export class MigrationAgent {
   }
 
   /** Fetches files of migration `id` from the source agent into `dir`; ended by a rollback (abort). */
-  private async fetch(id: string, sourceUrl: string, dir: string, o: { bytesPerSec: number; subdir?: string }): Promise<{ bytes: number; resumes: number }> {
+  private async fetch(id: string, sourceUrl: string, dir: string, o: { bytesPerSec: number; subdir?: string; failpoint?: string }): Promise<{ bytes: number; resumes: number }> {
     const ac = new AbortController();
     this.fetches.set(id, ac);
     try {
       return await fetchFiles(new URL(`v1/migrate/${id}/files`, sourceUrl.endsWith('/') ? sourceUrl : `${sourceUrl}/`).href, this.d.token, dir, {
-        bytesPerSec: o.bytesPerSec, signal: ac.signal, ...(o.subdir ? { subdir: o.subdir } : {}), progress: () => failpoint('migrate:during-fetch'),
+        bytesPerSec: o.bytesPerSec, signal: ac.signal, ...(o.subdir ? { subdir: o.subdir } : {}), progress: () => failpoint(o.failpoint ?? 'migrate:during-fetch'),
       });
     } finally {
       if (this.fetches.get(id) === ac) this.fetches.delete(id);
@@ -567,7 +576,16 @@ export class MigrationAgent {
         this.d.network.attach(rec.runtimeId, this.d.network.cluster && a.network ? attachOptions(a, 'down') : {}),
       ]);
       // The writable layer goes into the overlay's upper dir before it is mounted (whiteouts and xattrs kept).
-      await tar(['-x', '--numeric-owner', '--xattrs', '--xattrs-include=*', '-p', '-f', join(o.preCopyRound !== undefined ? imageDir : dir, 'upper.tar'), '-C', join(cdir, 'upper')]);
+      const sent = o.preCopyRound !== undefined ? imageDir : dir;
+      const staged = join(this.volumesDir(id), 'data', UPPER_KEY);
+      if (existsSync(join(sent, UPPER_DELTA)) && existsSync(staged)) {
+        // Staged before the freeze; brought up to date, it becomes the overlay's (not yet mounted) upper dir.
+        await unpack(join(sent, UPPER_DELTA), staged);
+        await rm(join(cdir, 'upper'), { recursive: true, force: true });
+        await rename(staged, join(cdir, 'upper'));
+      } else {
+        await tar(['-x', '--numeric-owner', '--xattrs', '--xattrs-include=*', '-p', '-f', join(sent, 'upper.tar'), '-C', join(cdir, 'upper')]);
+      }
       // The image must be readable by the container's mapped root; established TCP connections are
       // restored as they were on the cluster overlay (the address moves with the container) and
       // closed otherwise (a node-local subnet: the address changes); the processes are restored

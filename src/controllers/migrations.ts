@@ -129,14 +129,15 @@ async function perform(d: MigrationDeps, m: Migration, t: DriveState): Promise<M
     case 'Prepare': {
       // Stop-copy: the target takes the dump's pages as they are dumped (a CRIU page server), so
       // memory crosses once, inside the dump, instead of dump-to-disk then copy.
-      // Host-local volumes: copied whole while the container runs; the freeze sends what changed since.
+      // The writable layer and host-local volumes: copied whole while the container runs; the freeze
+      // sends what changed since.
       const volumes = localVolumeNames((await container(d, m)).spec.volumes);
+      const src = await agent(d, m.spec.from);
+      const packed = await src.client.migratePackVolumes(m.metadata.name, name, volumes);
+      const got = await (await agent(d, m.spec.to)).client.migrateFetchVolumes(m.metadata.name, src.url, volumes, m.spec.bandwidthBytesPerSec);
       if (volumes.length > 0) {
-        const src = await agent(d, m.spec.from);
-        const packed = await src.client.migratePackVolumes(m.metadata.name, name, volumes);
-        const got = await (await agent(d, m.spec.to)).client.migrateFetchVolumes(m.metadata.name, src.url, volumes, m.spec.bandwidthBytesPerSec);
         await save(d, m.metadata.name, (x) => {
-          x.status.history.push({ phase: 'Prepare', at: new Date().toISOString(), message: `local volumes ${volumes.join(', ')}: ${got.bytes} bytes copied to ${m.spec.to} (${packed.bytes} packed)` });
+          x.status.history.push({ phase: 'Prepare', at: new Date().toISOString(), message: `writable layer and local volumes ${volumes.join(', ')}: ${got.bytes} bytes copied to ${m.spec.to} (${packed.bytes} packed)` });
         });
       }
       // The container's memory (measured at Precheck) lets the target put the image on its tmpfs.
