@@ -60,9 +60,11 @@ let currentSizeMiB = 64;
 /** Runs `fn`, adding its result to `s`, or its error message. */
 async function measure<T>(s: Series<T>, label: string, fn: () => Promise<T>): Promise<void> {
   try {
-    // Every peer starts with warm host memory (see warmHostMemory): 4× the workload's size, what the
-    // hungriest uses (pre-copy: the workload, two rounds' images on the target's tmpfs, the restored copy).
-    warmHostMemory(4 * currentSizeMiB);
+    // Every peer starts with warm host memory (see warmHostMemory): 8× the workload's size, about what
+    // the hungriest uses (pre-copy: the workload, the rounds' full dumps on the source's tmpfs and the
+    // flat image on the target's, the restored copy). With 4× the 1 GiB pre-copy restore met cold
+    // memory and took 3.3–3.6 s; with 8×, 1.1 s (stop-copy's 1.0 s, raw CRIU's 0.9 s).
+    warmHostMemory(8 * currentSizeMiB);
     const r = await fn();
     s.runs.push(r);
     note(`${label}: ${JSON.stringify(r, (_k, v: unknown) => (typeof v === 'number' ? Math.round(v) : v))}`);
