@@ -129,6 +129,13 @@ test('runc runtime (real runc, user namespace, new netns)', { ...prerequisiteGat
     assert.equal(cg('cpu', s.id, 'cpu.cfs_quota_us'), '-1');
     assert.equal(cg('pids', s.id, 'pids.max'), 'max');
     assert.equal((await rt.stats(s.id)).memoryLimitBytes, 0, 'unlimited reads as 0');
+    // Pause and resume (on cgroup v1 through the freezer cgroup itself; runc sees the same state).
+    await rt.pause(s.id);
+    assert.equal((await rt.state(s.id))?.status, 'paused');
+    assert.match(cg('freezer', s.id, 'freezer.state'), /^FROZEN$/);
+    assert.match(readFileSync(`/proc/${pid}/status`, 'utf8'), /^State:\s+[DS]/m, 'the frozen process does not run');
+    await rt.resume(s.id);
+    assert.equal(cg('freezer', s.id, 'freezer.state'), 'THAWED');
     const after = await rt.state(s.id);
     assert.equal(after?.status, 'running');
     assert.equal(after?.pid, pid, 'same process after the updates');
