@@ -199,6 +199,11 @@ async function checkPagesFile(pm: Pagemap, pagemapFile: string, pagesFile: strin
   if (size !== want) throw malformed(pagesFile, `is ${size < 0 ? 'missing' : `${size} bytes`}, but ${pagemapFile} lists ${want / PAGE_SIZE} present pages (${want} bytes)`);
 }
 
+/** Refuses a pagemap with fields this reader skipped: rewriting it would drop them. */
+function checkKnownFields(pm: Pagemap, file: string): void {
+  if (pm.skippedFields.length > 0) throw criuImageErrors.CRIU_IMAGE_UNSUPPORTED({ file, reason: `unknown pagemap fields ${pm.skippedFields.join(', ')} (compressed or newer image?)` });
+}
+
 /** A run of pages as page numbers (vaddr / 4 KiB fits a double exactly) with its offset in the pages file. */
 interface Run { readonly first: number; readonly count: number; readonly flags: number; readonly offset: number }
 
@@ -329,7 +334,7 @@ function markSame(cur: Buffer, prev: Buffer, have: Uint8Array, same: Uint8Array,
 async function rewritePagemap(req: IncrementalRequest, name: string, progress: { done: number; total: number }): Promise<[number, number]> {
   const file = join(req.current, name);
   const pm = await readPagemap(file);
-  if (pm.skippedFields.length > 0) throw criuImageErrors.CRIU_IMAGE_UNSUPPORTED({ file, reason: `unknown pagemap fields ${pm.skippedFields.join(', ')} (compressed or newer image?)` });
+  checkKnownFields(pm, file);
   if (pm.entries.some((e) => e.flags & PE_PARENT)) throw criuImageErrors.CRIU_IMAGE_UNSUPPORTED({ file, reason: 'current is already incremental (PE_PARENT entries); give a plain dump' });
   const pagesFile = join(req.current, `pages-${pm.head.pagesId}.img`);
   await checkPagesFile(pm, file, pagesFile);
@@ -495,7 +500,7 @@ export async function flattenImage(dir: string, out: string, o: { consumeParent?
 
 async function flattenPagemap(dir: string, out: string, name: string, pm: Pagemap, consumeParent: boolean): Promise<{ pages: number; written: number; patched: boolean }> {
   const file = join(dir, name);
-  if (pm.skippedFields.length > 0) throw criuImageErrors.CRIU_IMAGE_UNSUPPORTED({ file, reason: `unknown pagemap fields ${pm.skippedFields.join(', ')} (compressed or newer image?)` });
+  checkKnownFields(pm, file);
   const pagesFile = join(dir, `pages-${pm.head.pagesId}.img`);
   await checkPagesFile(pm, file, pagesFile);
   const runs = runsOf(pm, file);

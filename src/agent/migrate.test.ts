@@ -2,7 +2,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
-import { defaultScratchDir, fitsScratch } from './migrate.ts';
+import { defaultScratchDir, fitsScratch, isTmpfs } from './migrate.ts';
 
 const MiB = 1048576;
 
@@ -16,6 +16,8 @@ test('fitsScratch: the expected size with a quarter and 64 MiB to spare; an unkn
 
 test('defaultScratchDir: one directory per data directory on /dev/shm, when that is a tmpfs', () => {
   const tmpfs = readFileSync('/proc/self/mounts', 'utf8').split('\n').some((l) => l.split(' ')[1] === '/dev/shm' && l.split(' ')[2] === 'tmpfs');
+  assert.equal(isTmpfs('/dev/shm'), tmpfs, 'statfs agrees with the mount table');
+  assert.equal(isTmpfs('/no/such/dir'), false);
   const a = defaultScratchDir('/var/lib/ferry/agents/a');
   if (!tmpfs) {
     assert.equal(a, undefined, 'no tmpfs at /dev/shm: no scratch directory');

@@ -7,7 +7,7 @@
  * switch is recorded and is then killed without ever being thawed.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, statfsSync } from 'node:fs';
 import { chmod, chown, mkdir, readdir, rename, rm, rmdir, statfs, symlink, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -18,7 +18,7 @@ import type { Assignment } from '../model/index.ts';
 import { failoverRefusal } from '../model/index.ts';
 import { fetchFiles, listFiles, safePath, sendFiles, type SendOptions } from './transfer.ts';
 import { flattenImage, makeIncremental } from './criu-image.ts';
-import { packBase, packDelta, unpack } from './volume-sync.ts';
+import { packBase, packDelta, tar, unpack } from './volume-sync.ts';
 import type { LifecycleDeps } from './lifecycle.ts';
 import type { LazyDump, RuncRuntime } from './runtime/index.ts';
 import { criuLogErrors } from './runtime/index.ts';
@@ -42,14 +42,17 @@ export const SCRATCH_OWNER_FILE = 'owner';
  * with the target's image on tmpfs against 9.0–10.0 s on ext4.
  */
 export function defaultScratchDir(dataDir: string): string | undefined {
-  let mounts: string;
-  try {
-    mounts = readFileSync('/proc/self/mounts', 'utf8');
-  } catch {
-    return undefined;
-  }
-  if (!mounts.split('\n').some((l) => { const [, at, type] = l.split(' '); return at === '/dev/shm' && type === 'tmpfs'; })) return undefined;
+  if (!isTmpfs('/dev/shm')) return undefined;
   return `/dev/shm/ferry-${createHash('sha256').update(dataDir).digest('hex').slice(0, 12)}`;
+}
+
+/** Whether `path` is on a tmpfs (statfs magic TMPFS_MAGIC); false when it is missing. */
+export function isTmpfs(path: string): boolean {
+  try {
+    return statfsSync(path).type === 0x01021994;
+  } catch {
+    return false;
+  }
 }
 
 /**
@@ -65,8 +68,8 @@ export function fitsScratch(freeBytes: number, expectBytes: number | undefined):
 const VOLUMES_SUFFIX = '.volumes';
 /** Staging key of the writable layer among the volume copies (no volume name starts with a dot). */
 const UPPER_KEY = '.upper';
-/** The writable layer's delta among the files sent at the freeze. */
-const UPPER_DELTA = 'upper.delta.tar';
+/** The file, among those sent at the freeze, holding what changed in `key` (a volume or UPPER_KEY). */
+const deltaFile = (key: string): string => (key === UPPER_KEY ? 'upper.delta.tar' : `volume-${key}.delta.tar`);
 /** The `files` subdir a target asks for to get the volume bases. */
 const VOLUMES_SUBDIR = 'volumes';
 
@@ -105,18 +108,6 @@ const DUTY_PAUSE_MS = 100;
 const DUTY_RUN_MS = 100;
 /** Post-copy: how long the lazy phase may take before the migration gives the container up as lost. */
 const LAZY_LIMIT_MS = 10 * 60_000;
-
-/** Runs `tar` with args; rejects with its stderr. */
-function tar(args: string[], stdin?: NodeJS.ReadableStream): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const p = spawn('tar', args, { stdio: [stdin ? 'pipe' : 'ignore', 'ignore', 'pipe'] });
-    let err = '';
-    p.stderr?.on('data', (d: Buffer) => { err += d.toString(); });
-    if (stdin && p.stdin) stdin.pipe(p.stdin);
-    p.on('error', reject);
-    p.on('close', (code) => (code === 0 ? resolve() : reject(new Error(`tar ${args[0]}: ${err.trim() || `exit ${code}`}`))));
-  });
-}
 
 /** Bytes of the regular files under `dir` (what a transfer of it sends). */
 async function sizeOf(dir: string): Promise<number> {
@@ -226,7 +217,7 @@ export class MigrationAgent {
     await mkdir(join(vd, 'base'), { recursive: true, mode: 0o700 });
     let bytes = 0;
     const sources: [string, string][] = [[UPPER_KEY, join(this.d.records.containerDir(rec.runtimeId), 'upper')], ...volumes.map((v): [string, string] => [v, this.localVolume(v)])];
-    for (const [key, dir] of sources) bytes += await packBase(dir, join(vd, `${key}.snar`), join(vd, 'base', `${key}.tar`));
+    for (const [key, dir] of sources) bytes += await packBase(dir, this.snapshot(id, key), join(vd, 'base', `${key}.tar`));
     this.outgoingVolumes.set(id, [...volumes]);
     this.d.log(`migration ${id}: packed the writable layer and ${volumes.length} local volume(s) of ${name} (${bytes} bytes)`);
     return { bytes };
@@ -252,18 +243,27 @@ export class MigrationAgent {
    * restore fails and the migration rolls back.
    */
   private async placeVolumes(id: string, volumes: readonly string[], from: string): Promise<void> {
-    const vd = this.volumesDir(id);
     for (const v of volumes) {
       const dst = this.localVolume(v);
       const held = await readdir(dst).then((n) => n.length > 0, () => false);
       if (held) throw agentErrors.BAD_REQUEST({ reason: `local volume ${v} already holds data on this node; remove it (or rename the container's volume) and migrate again` });
-      const staged = join(vd, 'data', v);
-      await unpack(join(from, `volume-${v}.delta.tar`), staged);
       await mkdir(join(this.d.volumes.local, v), { recursive: true, mode: 0o755 });
-      await rm(dst, { recursive: true, force: true });
-      await rename(staged, dst);
+      await this.unstage(id, v, from, dst);
       this.movedVolumes.set(id, [...(this.movedVolumes.get(id) ?? []), join(this.d.volumes.local, v)]);
     }
+  }
+
+  /** Where the base-pass snapshot of `key` (a volume or UPPER_KEY) of migration `id` is kept. */
+  private snapshot(id: string, key: string): string {
+    return join(this.volumesDir(id), `${key}.snar`);
+  }
+
+  /** Target: brings the staged copy of `key` up to date with its delta (in `from`) and moves it to `dst`, replacing it. */
+  private async unstage(id: string, key: string, from: string, dst: string): Promise<void> {
+    const staged = join(this.volumesDir(id), 'data', key);
+    await unpack(join(from, deltaFile(key)), staged);
+    await rm(dst, { recursive: true, force: true });
+    await rename(staged, dst);
   }
 
   /** The container's memory now (what a dump of it writes), or undefined. */
@@ -354,11 +354,10 @@ export class MigrationAgent {
     times.lap('dump');
     failpoint('migrate:after-dump');
     // The writable layer: what changed since its base was packed (packVolumes), else all of it.
-    const upperSnapshot = join(this.volumesDir(id), `${UPPER_KEY}.snar`);
-    if (existsSync(upperSnapshot)) await packDelta(upper, upperSnapshot, join(sendDir, UPPER_DELTA));
+    if (existsSync(this.snapshot(id, UPPER_KEY))) await packDelta(upper, this.snapshot(id, UPPER_KEY), join(sendDir, deltaFile(UPPER_KEY)));
     else await tar(['-c', '--numeric-owner', '--xattrs', '--xattrs-include=*', '-f', join(sendDir, 'upper.tar'), '-C', upper, '.']);
     // Host-local volumes: what changed since their base was packed.
-    for (const v of o.volumes ?? []) await packDelta(this.localVolume(v), join(this.volumesDir(id), `${v}.snar`), join(sendDir, `volume-${v}.delta.tar`));
+    for (const v of o.volumes ?? []) await packDelta(this.localVolume(v), this.snapshot(id, v), join(sendDir, deltaFile(v)));
     times.lap('pack');
     const how = postCopy ? ' (post-copy)' : streamTo ? ` (pages streamed to ${streamTo})` : preCopyRound !== undefined ? ` (pre-copy, after round ${preCopyRound})` : '';
     this.d.log(`migration ${id}: ${name} frozen and dumped${how}: ${times.summary()}`);
@@ -577,12 +576,9 @@ export class MigrationAgent {
       ]);
       // The writable layer goes into the overlay's upper dir before it is mounted (whiteouts and xattrs kept).
       const sent = o.preCopyRound !== undefined ? imageDir : dir;
-      const staged = join(this.volumesDir(id), 'data', UPPER_KEY);
-      if (existsSync(join(sent, UPPER_DELTA)) && existsSync(staged)) {
+      if (existsSync(join(sent, deltaFile(UPPER_KEY))) && existsSync(join(this.volumesDir(id), 'data', UPPER_KEY))) {
         // Staged before the freeze; brought up to date, it becomes the overlay's (not yet mounted) upper dir.
-        await unpack(join(sent, UPPER_DELTA), staged);
-        await rm(join(cdir, 'upper'), { recursive: true, force: true });
-        await rename(staged, join(cdir, 'upper'));
+        await this.unstage(id, UPPER_KEY, sent, join(cdir, 'upper'));
       } else {
         await tar(['-x', '--numeric-owner', '--xattrs', '--xattrs-include=*', '-p', '-f', join(sent, 'upper.tar'), '-C', join(cdir, 'upper')]);
       }
@@ -599,7 +595,7 @@ export class MigrationAgent {
       rec.rootfsMode = prepared.mode;
       rec.ip = att.ip;
       // Host-local volumes: their staged copies, brought up to date, go into place.
-      if (o.volumes && o.volumes.length > 0) await this.placeVolumes(id, o.volumes, o.preCopyRound !== undefined ? imageDir : dir);
+      if (o.volumes && o.volumes.length > 0) await this.placeVolumes(id, o.volumes, sent);
       // Named volumes mount where they live on this node (a shared one is the same directory the source used).
       const volumes = await prepareVolumes(this.d.volumes, a, this.d.node, this.d.idMap, { fence: false });
       const bundle = {

@@ -9,14 +9,14 @@
 import { spawn } from 'node:child_process';
 import { copyFile, mkdir, stat } from 'node:fs/promises';
 
-/** Runs GNU tar; rejects with its stderr. */
-function gnuTar(args: string[]): Promise<void> {
+/** Runs GNU tar with `args`; rejects with its stderr. */
+export function tar(args: string[]): Promise<void> {
   return new Promise((resolve, reject) => {
     const p = spawn('tar', args, { stdio: ['ignore', 'ignore', 'pipe'] });
     let err = '';
     p.stderr.on('data', (d: Buffer) => { err += d.toString(); });
     p.on('error', reject);
-    p.on('close', (code) => (code === 0 ? resolve() : reject(new Error(`tar: ${err.trim() || `exit ${code}`}`))));
+    p.on('close', (code) => (code === 0 ? resolve() : reject(new Error(`tar ${args[0]}: ${err.trim() || `exit ${code}`}`))));
   });
 }
 
@@ -27,7 +27,7 @@ const KEEP = ['--numeric-owner', '--xattrs', '--xattrs-include=*', '--acls'];
  * delta pass compares against it). Returns the archive's size.
  */
 export async function packBase(dir: string, snapshot: string, archive: string): Promise<number> {
-  await gnuTar(['-c', ...KEEP, `--listed-incremental=${snapshot}`, '-f', archive, '-C', dir, '.']);
+  await tar(['-c', ...KEEP, `--listed-incremental=${snapshot}`, '-f', archive, '-C', dir, '.']);
   return (await stat(archive)).size;
 }
 
@@ -39,12 +39,12 @@ export async function packBase(dir: string, snapshot: string, archive: string): 
 export async function packDelta(dir: string, snapshot: string, archive: string): Promise<number> {
   const work = `${snapshot}.delta`;
   await copyFile(snapshot, work);
-  await gnuTar(['-c', ...KEEP, `--listed-incremental=${work}`, '-f', archive, '-C', dir, '.']);
+  await tar(['-c', ...KEEP, `--listed-incremental=${work}`, '-f', archive, '-C', dir, '.']);
   return (await stat(archive)).size;
 }
 
 /** Unpacks a base or delta archive into `dir` (created); a delta also removes the files that are gone. */
 export async function unpack(archive: string, dir: string): Promise<void> {
   await mkdir(dir, { recursive: true });
-  await gnuTar(['-x', ...KEEP, '-p', '--listed-incremental=/dev/null', '-f', archive, '-C', dir]);
+  await tar(['-x', ...KEEP, '-p', '--listed-incremental=/dev/null', '-f', archive, '-C', dir]);
 }

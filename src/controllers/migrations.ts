@@ -132,16 +132,16 @@ async function perform(d: MigrationDeps, m: Migration, t: DriveState): Promise<M
       // The writable layer and host-local volumes: copied whole while the container runs; the freeze
       // sends what changed since.
       const volumes = localVolumeNames((await container(d, m)).spec.volumes);
-      const src = await agent(d, m.spec.from);
+      const [src, dst] = [await agent(d, m.spec.from), await agent(d, m.spec.to)];
       const packed = await src.client.migratePackVolumes(m.metadata.name, name, volumes);
-      const got = await (await agent(d, m.spec.to)).client.migrateFetchVolumes(m.metadata.name, src.url, volumes, m.spec.bandwidthBytesPerSec);
+      const got = await dst.client.migrateFetchVolumes(m.metadata.name, src.url, volumes, m.spec.bandwidthBytesPerSec);
       if (volumes.length > 0) {
         await save(d, m.metadata.name, (x) => {
           x.status.history.push({ phase: 'Prepare', at: new Date().toISOString(), message: `writable layer and local volumes ${volumes.join(', ')}: ${got.bytes} bytes copied to ${m.spec.to} (${packed.bytes} packed)` });
         });
       }
       // The container's memory (measured at Precheck) lets the target put the image on its tmpfs.
-      if (m.status.strategy === 'stop-copy') t.streamTo = (await (await agent(d, m.spec.to)).client.migratePrepare(m.metadata.name, m.status.progress?.totalBytes)).pageServer;
+      if (m.status.strategy === 'stop-copy') t.streamTo = (await dst.client.migratePrepare(m.metadata.name, m.status.progress?.totalBytes)).pageServer;
       return { type: 'prepared' };
     }
     case 'Copy': {
@@ -171,7 +171,8 @@ async function perform(d: MigrationDeps, m: Migration, t: DriveState): Promise<M
     }
     case 'Freeze': {
       // New requests wait at the entry point (or go to other replicas) instead of hitting a frozen process.
-      const held = await holdAtEntryPoints(d.store, await container(d, m), m.metadata.name);
+      const c = await container(d, m);
+      const held = await holdAtEntryPoints(d.store, c, m.metadata.name);
       if (held) await save(d, m.metadata.name, (x) => { x.status.history.push({ phase: 'Freeze', at: new Date().toISOString(), message: held }); });
       t.freezeStart = Date.now();
       if (m.status.strategy === 'stop-copy' && !t.streamTo) throw new Error('the target page server is unknown (the manager restarted after Prepare)');
@@ -179,7 +180,7 @@ async function perform(d: MigrationDeps, m: Migration, t: DriveState): Promise<M
       if (preCopyRound !== undefined && preCopyRound < 0) throw new Error('pre-copy: no round was copied before the freeze');
       const r = await (await agent(d, m.spec.from)).client.migrateFreeze(m.metadata.name, name, {
         ...(m.status.strategy === 'post-copy' ? { postCopy: true } : {}), ...(t.streamTo ? { streamTo: t.streamTo } : {}),
-        ...(preCopyRound !== undefined ? { preCopyRound } : {}), ...volumesOf(await container(d, m)),
+        ...(preCopyRound !== undefined ? { preCopyRound } : {}), ...volumesOf(c),
       });
       t.pageServer = r.pageServer;
       await save(d, m.metadata.name, (x) => { x.status.bytes = r.bytes; });
