@@ -12,7 +12,7 @@ import { totalmem } from 'node:os';
 import { until } from './support/wait.ts';
 import type { SimHostInfo, TestCluster } from './support/cluster.ts';
 import { skipUnlessReady } from './support/prereq.ts';
-import { counterAt, ipOf, MIGRATION_TOOLS, migrationFilesOn, runcIdsOn, startPoller, twoNodes } from './support/two-nodes.ts';
+import { assertOwnCgroups, counterAt, ipOf, MIGRATION_TOOLS, migrationFilesOn, runcIdsOn, startPoller, twoNodes } from './support/two-nodes.ts';
 import type { ContainerView, Migration } from '../src/model/index.ts';
 import { defaultScratchDir } from '../src/agent/migrate.ts';
 
@@ -28,7 +28,7 @@ describe('live migration between two nodes (stop-copy)', { skip: skipUnlessReady
   const runcIds = (): string[] => c.hosts.flatMap(runcIdsOn);
 
   it('moves a running container there and back three times; its counter never resets or goes back', async () => {
-    await c.ok(['run', '--name', 'web', '--node', a.node, 'sample']);
+    await c.ok(['run', '--name', 'web', '--node', a.node, '--memory', '256m', 'sample']);
     // Its overlay address goes with it; the counter is read from inside host A.
     const ip = await ipOf(c, 'web');
     const count = (): Promise<number> => counterAt(c, ip);
@@ -63,6 +63,7 @@ describe('live migration between two nodes (stop-copy)', { skip: skipUnlessReady
     const v = await c.json<ContainerView>(['inspect', 'web']);
     assert.equal(v.status?.node, a.node);
     assert.deepEqual(runcIds(), [v.status!.runtimeId], 'exactly one runc container on the two nodes');
+    assertOwnCgroups(a, v.status!.runtimeId, 256);
     for (const x of c.hosts) assert.deepEqual(migrationFilesOn(x), [], `no migration files left on ${x.node}`);
     // The target's page server wrote each image to the agent's tmpfs scratch directory (it had room).
     assert.ok(defaultScratchDir(b.dataDir), '/dev/shm is a tmpfs here');

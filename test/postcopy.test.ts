@@ -10,7 +10,7 @@ import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { skipUnlessReady } from './support/prereq.ts';
 import { until } from './support/wait.ts';
-import { migrateRolledBack, MIGRATION_TOOLS, migrationFilesOn, onSharedCluster, runCounter, runcIdsOn, twoNodes } from './support/two-nodes.ts';
+import { assertOwnCgroups, migrateRolledBack, MIGRATION_TOOLS, migrationFilesOn, onSharedCluster, runCounter, runcIdsOn, twoNodes } from './support/two-nodes.ts';
 import type { ContainerView, Migration } from '../src/model/index.ts';
 
 describe('post-copy on two simulated hosts', { skip: skipUnlessReady(MIGRATION_TOOLS) }, () => {
@@ -21,7 +21,7 @@ describe('post-copy on two simulated hosts', { skip: skipUnlessReady(MIGRATION_T
 
     it('moves a container with 64 MiB of memory being rewritten there and back; its counter continues', async () => {
       const { c, a, b } = n;
-      const count = await runCounter(c, 'pc', a.node, ['-e', 'BALLAST_MB=64', '-e', 'DIRTY_PCT_PER_SEC=5']);
+      const count = await runCounter(c, 'pc', a.node, ['--memory', '256m', '-e', 'BALLAST_MB=64', '-e', 'DIRTY_PCT_PER_SEC=5']);
       let last = await count();
       for (const to of [b.node, a.node]) {
         const m = await c.json<Migration>(['migrate', 'pc', '--to', to, '--strategy', 'post-copy']);
@@ -35,6 +35,7 @@ describe('post-copy on two simulated hosts', { skip: skipUnlessReady(MIGRATION_T
         assert.equal(now, last + 1, 'the counter continued: no reset, no lost request');
         last = now;
         assert.deepEqual(c.hosts.flatMap(runcIdsOn), [v.status!.runtimeId], 'only the target copy is left once every page arrived');
+        assertOwnCgroups(to === a.node ? a : b, v.status!.runtimeId, 256);
         process.stdout.write(`# post-copy to ${to}: freeze ${m.status.freezeMs} ms, total ${m.status.totalMs} ms, ${m.status.bytes} bytes sent before the switch\n`);
       }
       for (const x of c.hosts) assert.deepEqual(migrationFilesOn(x), [], `no migration files left on ${x.node}`);

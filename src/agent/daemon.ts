@@ -16,6 +16,7 @@ import { createNodeNetwork } from './network/index.ts';
 import { RecordStore } from './records.ts';
 import { Reconciler } from './reconciler.ts';
 import { MigrationAgent, defaultScratchDir, freePort } from './migrate.ts';
+import { CRIU_CACHE_FILE, primeCriuCache } from './criu-cache.ts';
 import type { OverlayConfig } from './network/index.ts';
 import type { NodeRegistered, NodeRegistration } from '../client/index.ts';
 import { AgentClient } from '../client/index.ts';
@@ -155,7 +156,9 @@ export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
   const listenHost = o.host === '0.0.0.0' ? '127.0.0.1' : o.host;
   const port = o.port === 0 ? await freePort(listenHost) : o.port;
   const url = o.advertiseUrl ?? `http://${listenHost}:${port}`;
-  const facts = await readFacts(o.runcPath, o.criuPath);
+  const [facts, kdat] = await Promise.all([readFacts(o.runcPath, o.criuPath), primeCriuCache(o.criuPath)]);
+  if (kdat.status === 'written') log(`CRIU kernel-facts cache written to ${CRIU_CACHE_FILE} (/run is not a tmpfs, so CRIU would probe the kernel on every run)`);
+  if (kdat.status === 'failed') log(`CRIU kernel-facts cache not written (every CRIU run probes the kernel, 30-60 ms): ${kdat.reason}`);
   const registration = (): NodeRegistration => ({
     name: o.name, address: url, labels: o.labels, capacity: readCapacity(), facts, agentVersion: o.version,
     network: o.underlayIp ? { underlayIp: o.underlayIp } : { subnet: o.subnet },

@@ -81,7 +81,7 @@ export async function createAndStart(d: LifecycleDeps, rec: ContainerRecord, a: 
 }
 
 /** CRIU options for dumping a running container: half-open connections are dropped (the client resends its SYN). */
-export const DUMP_CRIU_OPTIONS = 'skip-in-flight\nnetwork-lock nftables\n';
+export const DUMP_CRIU_OPTIONS = 'skip-in-flight\nnetwork-lock nftables\nmanage-cgroups ignore\n';
 
 /** Writes the container's CRIU config file (named by the bundle's org.criu.config annotation). */
 export function writeCriuConfig(containerDir: string, options: string): Promise<string> {

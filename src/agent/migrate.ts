@@ -632,7 +632,9 @@ export class MigrationAgent {
   async continue(id: string, name: string): Promise<void> {
     const rec = this.record(name);
     if (rec.incoming !== id && rec.incoming !== undefined) throw agentErrors.BAD_REQUEST({ reason: `${name} is not the incoming copy of ${id}` });
-    await continueProcesses(this.d, rec);
+    // `incoming` is cleared once the processes run: the reconciler got there first (the switch's assignment).
+    const laps = rec.incoming === undefined && !continuing.has(rec.runtimeId) ? 'already running' : await continueProcesses(this.d, rec);
+    this.d.log(`migration ${id}: ${name} continues: ${laps}`);
     const lazy = this.lazyTargets.get(id);
     if (lazy && lazy.state === 'running' && !lazy.cycling) void this.dutyCycle(lazy, rec.runtimeId);
   }
@@ -775,19 +777,43 @@ export class MigrationAgent {
   }
 }
 
+/** Continues under way, by runtime id: the reconciler (the switch's assignment arrived) and the manager's call may meet. */
+const continuing = new Map<string, Promise<string>>();
+
 /**
  * Sends SIGCONT to every process of a container restored with leave-stopped; clears `incoming`. On
- * the cluster overlay the container is first connected and announced (its address moved here).
+ * the cluster overlay the container is first connected; its address is announced (a gratuitous ARP
+ * from inside its namespace, so the overlay learns where it went) as it runs, not before: the
+ * announcement takes two process spawns and only steers traffic, which the running app's own first
+ * frame also does. Two calls at once share one run; returns the laps for the log.
  */
-export async function continueProcesses(d: Pick<MigrateDeps, 'runtime' | 'records' | 'network'>, rec: ContainerRecord): Promise<void> {
-  if (d.network.cluster && rec.ip) await reconnect(d, rec);
-  for (const pid of await d.runtime.pids(rec.runtimeId)) {
-    try { process.kill(pid, 'SIGCONT'); } catch { /* exited meanwhile */ }
-  }
-  if (rec.incoming !== undefined) {
-    rec.incoming = undefined;
-    await d.records.save(rec);
-  }
+export function continueProcesses(d: Pick<MigrateDeps, 'runtime' | 'records' | 'network' | 'log'>, rec: ContainerRecord): Promise<string> {
+  const running = continuing.get(rec.runtimeId);
+  if (running) return running.then(() => 'joined a continue already under way');
+  const run = (async () => {
+    const times = stopwatch();
+    let announce: ((pid: number) => Promise<void>) | undefined;
+    if (d.network.cluster && rec.ip) {
+      const att = await d.network.attach(rec.runtimeId, { ip: rec.ip });
+      await d.network.bringUp(att);
+      announce = (pid) => d.network.announce(att, pid);
+      times.lap('connect');
+    }
+    const pids = await d.runtime.pids(rec.runtimeId);
+    for (const pid of pids) {
+      try { process.kill(pid, 'SIGCONT'); } catch { /* exited meanwhile */ }
+    }
+    times.lap('SIGCONT');
+    if (announce && pids[0] !== undefined) void announce(pids[0]).catch((e: Error) => d.log(`network: announcing ${rec.name} failed: ${e.message}`));
+    if (rec.incoming !== undefined) {
+      rec.incoming = undefined;
+      await d.records.save(rec);
+      times.lap('record');
+    }
+    return times.summary();
+  })().finally(() => continuing.delete(rec.runtimeId));
+  continuing.set(rec.runtimeId, run);
+  return run;
 }
 
 /** How the source freezes (see MigrationAgent.freeze). */

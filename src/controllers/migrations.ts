@@ -208,6 +208,7 @@ async function perform(d: MigrationDeps, m: Migration, t: DriveState): Promise<M
     case 'Switch': {
       // The store now says the container lives on the target; the old node's assignment goes, and its
       // agent kills the frozen copy without thawing it.
+      const t0 = performance.now();
       const kv = await mutate<Container>(d.store, keys.container(name), (c) => {
         if (c.metadata.uid !== m.spec.containerUid) return undefined;
         if (c.placement?.node === m.spec.to) return undefined;
@@ -219,9 +220,12 @@ async function perform(d: MigrationDeps, m: Migration, t: DriveState): Promise<M
       await remove(d.store, keys.assignment(m.spec.from, name));
       // Now (and only now) the restored processes run; the target's agent also does this itself when
       // the new assignment reaches it, so a lost call here only delays it.
+      const t1 = performance.now();
       await (await agent(d, m.spec.to)).client.migrateContinue(m.metadata.name, name);
+      const t2 = performance.now();
       await releaseHold(d.store, name);
       const freezeMs = t.freezeStart ? Date.now() - t.freezeStart : undefined;
+      d.log(`migration ${m.metadata.name}: switched ${name}: store ${Math.round(t1 - t0)} ms, continue ${Math.round(t2 - t1)} ms, hold released ${Math.round(performance.now() - t2)} ms`);
       if (freezeMs !== undefined) await save(d, m.metadata.name, (x) => { x.status.freezeMs = freezeMs; });
       // The switch is in the store and the target runs: a manager dying here must finish, not undo.
       failpoint('migrate:after-switch');

@@ -114,6 +114,28 @@ export function runcIdsOn(x: Pick<SimHostInfo, 'runcRoot'>): string[] {
   return existsSync(x.runcRoot) ? readdirSync(x.runcRoot).filter((n) => !n.startsWith('.')) : [];
 }
 
+/**
+ * Where container `runtimeId` on host `x` lives in the cgroup-v1 hierarchies that limit it: per
+ * controller, the pids in its cgroup, and its memory limit. A restored container must be in its own
+ * cgroups with its limits (runc applies them; CRIU is told to leave cgroups alone).
+ */
+export function cgroupsOf(x: Pick<SimHostInfo, 'cgroupParent'>, runtimeId: string): { procs: Record<string, number[]>; memoryLimit: number } {
+  const dir = (ctl: string): string => join('/sys/fs/cgroup', ctl, x.cgroupParent, runtimeId);
+  const procs: Record<string, number[]> = {};
+  for (const ctl of ['memory', 'pids', 'cpu', 'freezer']) {
+    procs[ctl] = existsSync(dir(ctl)) ? readFileSync(join(dir(ctl), 'cgroup.procs'), 'utf8').split('\n').filter(Boolean).map(Number).sort((p, q) => p - q) : [];
+  }
+  return { procs, memoryLimit: Number(readFileSync(join(dir('memory'), 'memory.limit_in_bytes'), 'utf8')) };
+}
+
+/** The restored processes are in the container's own cgroups on `x`, with its memory limit. */
+export function assertOwnCgroups(x: Pick<SimHostInfo, 'cgroupParent'>, runtimeId: string, memoryMiB: number): void {
+  const cg = cgroupsOf(x, runtimeId);
+  assert.equal(cg.memoryLimit, memoryMiB * 1048576, 'the memory limit holds on the new node');
+  assert.ok(cg.procs.memory!.length > 0, `processes in ${runtimeId}'s memory cgroup`);
+  for (const ctl of ['pids', 'cpu', 'freezer']) assert.deepEqual(cg.procs[ctl], cg.procs.memory, `the ${ctl} cgroup holds the same processes`);
+}
+
 /** The files of migrations in one host's data dir (none when it has no migrations dir). */
 export function migrationFilesOn(x: Pick<SimHostInfo, 'dataDir'>): string[] {
   const scratch = defaultScratchDir(resolve(x.dataDir));

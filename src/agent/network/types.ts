@@ -72,6 +72,8 @@ export interface NodeNetwork {
   isolate(containerId: string): Promise<void>;
   /** Connects a container's host veth and, on the overlay, announces its address from inside process `pid`'s namespace. */
   announce(attachment: Attachment, pid: number): Promise<void>;
+  /** Connects a container's host veth (joins its bridge, up) without announcing anything; idempotent. */
+  bringUp(attachment: Attachment): Promise<void>;
   /** On the overlay: the other hosts' underlay addresses (the VXLAN flood list); a no-op otherwise. */
   setPeers(peers: readonly string[]): Promise<void>;
 }

@@ -1,0 +1,71 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { CRIU_CACHE_FILE, CRIU_RUN_DIR, primeCriuCache } from './criu-cache.ts';
+import { isTmpfs } from './migrate.ts';
+
+const CRIU = process.env.FERRY_CRIU ?? '/opt/ferry/bin/criu';
+
+/** What `criu check` says about the cache in its log (-v4). */
+function checkLog(dir: string): string {
+  const log = join(dir, 'check.log');
+  const r = spawnSync(CRIU, ['check', '-v4', '-o', log], { encoding: 'utf8' });
+  assert.equal(r.status, 0, `criu check failed: ${r.stdout}${r.stderr}`);
+  return readFileSync(log, 'utf8');
+}
+
+test('primeCriuCache: on a tmpfs run dir there is nothing to do (CRIU keeps the file itself)', async () => {
+  if (!isTmpfs('/dev/shm')) return assert.fail('/dev/shm is not a tmpfs on this machine');
+  const dir = mkdtempSync('/dev/shm/ferry-kdat-test-');
+  try {
+    assert.deepEqual(await primeCriuCache('/no/such/criu', { runDir: dir }), { status: 'criu-writes-it' });
+    assert.deepEqual(readdirSync(dir), [], 'nothing written');
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('primeCriuCache: a CRIU that cannot run leaves a reason, not an exception, and no file', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'ferry-kdat-test-'));
+  try {
+    if (isTmpfs(dir)) return; // /tmp on tmpfs: the case above
+    const r = await primeCriuCache('/no/such/criu', { runDir: dir });
+    assert.equal(r.status, 'failed');
+    assert.deepEqual(readdirSync(dir), [], 'no file, no temporary left');
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('real CRIU: after primeCriuCache, CRIU loads its kernel facts from /run instead of probing', async (t) => {
+  const missing = process.getuid?.() !== 0 ? 'needs root' : !existsSync(CRIU) ? `needs CRIU at ${CRIU} (scripts/setup)` : undefined;
+  if (missing) {
+    if (process.env.CI === 'true') assert.fail(`CRIU cache test cannot run: ${missing}`);
+    return t.skip(missing);
+  }
+  const dir = mkdtempSync(join(tmpdir(), 'ferry-kdat-test-'));
+  try {
+    const r = await primeCriuCache(CRIU);
+    if (isTmpfs(CRIU_RUN_DIR)) {
+      assert.deepEqual(r, { status: 'criu-writes-it' });
+      checkLog(dir); // CRIU writes the file on its first run
+    } else {
+      assert.equal(r.status, 'written', JSON.stringify(r));
+      const st = statSync(CRIU_CACHE_FILE);
+      assert.equal(st.mode & 0o777, 0o600, 'root-only, as CRIU makes it');
+      assert.equal(st.size, (r as { bytes: number }).bytes);
+      assert.deepEqual(readdirSync(CRIU_RUN_DIR).filter((n) => n.startsWith('.criu.kdat.ferry-')), [], 'no temporary left');
+    }
+    const log = checkLog(dir);
+    assert.match(log, /Loaded kdat cache from \/run\/criu\.kdat/);
+    assert.doesNotMatch(log, /Stale/);
+    // The private tmpfs stayed private: the host's /run is what it was.
+    assert.equal(isTmpfs(CRIU_RUN_DIR), readFileSync('/proc/self/mounts', 'utf8').split('\n').some((l) => l.split(' ')[1] === CRIU_RUN_DIR && l.split(' ')[2] === 'tmpfs'));
+    assert.ok(!readFileSync('/proc/self/mounts', 'utf8').includes('ferry-criu-kdat'), 'no mount left on the host');
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

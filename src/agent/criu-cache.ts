@@ -1,0 +1,60 @@
+/**
+ * CRIU's cache of kernel facts. Every CRIU run first probes the kernel ("kerndat": the vDSO layout,
+ * userfaultfd, iptables, network namespaces and more; 30–60 ms here, and it forks a dozen helpers)
+ * unless `/run/criu.kdat` already holds the answers. CRIU writes that file itself, but only when
+ * /run is a tmpfs, so that a reboot into another kernel cannot leave stale facts behind. On a host
+ * whose /run lives on disk (this project's VMs) every CRIU run probes again, and a post-copy freeze
+ * runs CRIU four times (runc's feature check, the dump, the target's lazy-pages daemon, the restore).
+ *
+ * There the agent makes the cache at every start: `criu check` in a private mount namespace with a
+ * tmpfs on /run writes it, and the agent moves it into the real /run. A reboot into another kernel
+ * is followed by an agent start before any migration, which writes the file anew; CRIU itself
+ * drops a file written by another CRIU version ("Stale … file") and probes instead.
+ */
+import { execFile } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { chmod, rename, rm, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { isTmpfs } from './migrate.ts';
+
+const run = promisify(execFile);
+
+/** Where CRIU (run as root) looks for its cache; compiled into CRIU, not configurable. */
+export const CRIU_RUN_DIR = '/run';
+export const CRIU_CACHE_FILE = join(CRIU_RUN_DIR, 'criu.kdat');
+
+export type CriuCacheResult =
+  | { readonly status: 'criu-writes-it' }
+  | { readonly status: 'written'; readonly bytes: number }
+  | { readonly status: 'failed'; readonly reason: string };
+
+/**
+ * Makes sure CRIU at `criuPath` finds its kernel-facts cache. Nothing to do when /run is a tmpfs
+ * (CRIU keeps the file there itself); otherwise the file is written anew. Never throws: without the
+ * cache CRIU only runs slower.
+ */
+export async function primeCriuCache(criuPath: string, o: { runDir?: string } = {}): Promise<CriuCacheResult> {
+  const runDir = o.runDir ?? CRIU_RUN_DIR;
+  if (isTmpfs(runDir)) return { status: 'criu-writes-it' };
+  let kdat: Buffer;
+  try {
+    // unshare(1) makes the new mount namespace's mounts private, so the tmpfs stays in it.
+    const script = 'mount -t tmpfs -o size=1m,mode=0755 ferry-criu-kdat /run && "$0" check >/dev/null 2>&1; cat /run/criu.kdat';
+    ({ stdout: kdat } = await run('unshare', ['--mount', '--propagation', 'private', 'sh', '-c', script, criuPath], { encoding: 'buffer', timeout: 30_000 }));
+  } catch (e) {
+    return { status: 'failed', reason: `criu check in a private /run: ${(e as Error).message.split('\n')[0]}` };
+  }
+  if (kdat.length === 0) return { status: 'failed', reason: `${criuPath} check wrote no cache` };
+  const file = join(runDir, 'criu.kdat');
+  const tmp = join(runDir, `.criu.kdat.ferry-${randomBytes(4).toString('hex')}`);
+  try {
+    await writeFile(tmp, kdat, { mode: 0o600 });
+    await chmod(tmp, 0o600);
+    await rename(tmp, file);
+  } catch (e) {
+    await rm(tmp, { force: true });
+    return { status: 'failed', reason: `writing ${file}: ${(e as Error).message}` };
+  }
+  return { status: 'written', bytes: kdat.length };
+}
