@@ -105,23 +105,36 @@ try {
     };
     currentSizeMiB = sizeMiB;
     for (let rep = 0; rep < reps; rep++) {
-      for (const strategy of strategies) {
-        const s = (r.ferry[strategy] ??= { runs: [], errors: [] });
-        const label = `${sizeMiB} MiB rep ${rep + 1} Ferry ${strategy}`;
-        await measure(s, label, async () => {
-          const out = await migrateWithFerry(f, { name: `m${sizeMiB}-${strategy}-${rep}`, from: a.node, to: b.node, sizeMiB, dirtyPct, strategy, onRunning: lendBundle });
-          if (!out.ok) throw new Error(out.error);
-          return { freezeMs: out.freezeMs, totalMs: out.totalMs, dumpMs: out.phaseMs.Freeze, restoreMs: out.phaseMs.Restore, bytes: out.bytes };
+      const ferryRuns = async (): Promise<void> => {
+        for (const strategy of strategies) {
+          const s = (r.ferry[strategy] ??= { runs: [], errors: [] });
+          const label = `${sizeMiB} MiB rep ${rep + 1} Ferry ${strategy}`;
+          await measure(s, label, async () => {
+            const out = await migrateWithFerry(f, { name: `m${sizeMiB}-${strategy}-${rep}`, from: a.node, to: b.node, sizeMiB, dirtyPct, strategy, onRunning: lendBundle });
+            if (!out.ok) throw new Error(out.error);
+            return { freezeMs: out.freezeMs, totalMs: out.totalMs, dumpMs: out.phaseMs.Freeze, restoreMs: out.phaseMs.Restore, bytes: out.bytes };
+          });
+        }
+      };
+      const peerRuns = async (): Promise<void> => {
+        await measure(r.rawCriu, `${sizeMiB} MiB rep ${rep + 1} raw CRIU`, () => {
+          if (!config) throw new Error('no Ferry-made bundle to copy: no Ferry workload of this size ran');
+          return raw.migrate(config, sizeMiB, `s${sizeMiB}r${rep}`);
         });
+        await measure(r.podman, `${sizeMiB} MiB rep ${rep + 1} Podman`, () => {
+          if (!podman) throw new Error(podmanNote ?? 'Podman is not available');
+          return podman.migrate(sizeMiB, dirtyPct, `s${sizeMiB}r${rep}`);
+        });
+      };
+      // Who goes first alternates by repetition (the raw CRIU peer needs a Ferry-made bundle, so Ferry
+      // starts): the host's memory warms up over a run, and the first in line always met it colder.
+      if (rep % 2 === 0) {
+        await ferryRuns();
+        await peerRuns();
+      } else {
+        await peerRuns();
+        await ferryRuns();
       }
-      await measure(r.rawCriu, `${sizeMiB} MiB rep ${rep + 1} raw CRIU`, () => {
-        if (!config) throw new Error('no Ferry-made bundle to copy: no Ferry workload of this size ran');
-        return raw.migrate(config, sizeMiB, `s${sizeMiB}r${rep}`);
-      });
-      await measure(r.podman, `${sizeMiB} MiB rep ${rep + 1} Podman`, () => {
-        if (!podman) throw new Error(podmanNote ?? 'Podman is not available');
-        return podman.migrate(sizeMiB, dirtyPct, `s${sizeMiB}r${rep}`);
-      });
     }
   }
 } catch (e) {

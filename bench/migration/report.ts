@@ -141,7 +141,8 @@ export function renderText(results: SizeResult[], o: { reps: number; dirtyPct: n
   lines.push('', 'Ferry: freeze/total/bytes from the Migration status (post-copy bytes: what moved at the freeze; the pages follow);',
     '  dump = its Freeze phase, restore = its Restore phase (fetch of the archive from the source + unpack + runc restore).',
     'raw runc+CRIU: dump = runc checkpoint, copy = cp -a + chown of the image, restore = runc restore -d.',
-    'Podman: dump = checkpoint --export, copy = podman rm, restore = restore --import.');
+    'Podman: dump = checkpoint --export, copy = podman rm, restore = restore --import.',
+    'Order: Ferry first in odd repetitions, the peers first in even ones (host memory warms over a run).');
   if (o.podmanNote) lines.push(`Podman: ${o.podmanNote}`);
   lines.push('', 'targets:');
   for (const t of o.targets) lines.push(`  ${t.verdict.padEnd(12)} ${t.target}: ${t.detail}`);

@@ -290,6 +290,9 @@ export class MigrationAgent {
   private async freezeNow(id: string, name: string, o: FreezeOptions): Promise<{ bytes: number; dumpMs: number; pageServer?: string }> {
     const { postCopy, streamTo, preCopyRound } = o;
     const rec = this.record(name);
+    // runc's answer comes while the files are made ready (a runc run costs ~10 ms).
+    const stateNow = this.d.runtime.state(rec.runtimeId);
+    stateNow.catch(() => undefined);
     const upper = join(this.d.records.containerDir(rec.runtimeId), 'upper');
     if (preCopyRound === undefined) {
       await this.removeFiles(id, { keepVolumes: true });
@@ -302,6 +305,8 @@ export class MigrationAgent {
     const finalDir = join(dir, 'rounds', 'final');
     if (preCopyRound !== undefined) await rm(finalDir, { recursive: true, force: true });
     await mkdir(preCopyRound === undefined ? join(dir, 'image') : finalDir, { recursive: true, mode: 0o755 });
+    const st = await stateNow;
+    if (st?.status !== 'running' && st?.status !== 'paused') throw agentErrors.BAD_REQUEST({ reason: `${name} is ${st?.status ?? 'gone'}, not running` });
     rec.outgoing = id;
     await this.d.records.save(rec);
     // Refuse new connections, let requests already in the app finish (bounded), then freeze: a request
@@ -310,8 +315,6 @@ export class MigrationAgent {
     await this.d.network.unpublish(rec.runtimeId, DRAIN_MS);
     times.lap('drain');
     const t0 = performance.now();
-    const st = await this.d.runtime.state(rec.runtimeId);
-    if (st?.status !== 'running' && st?.status !== 'paused') throw agentErrors.BAD_REQUEST({ reason: `${name} is ${st?.status ?? 'gone'}, not running` });
     // On the overlay the target takes over this address: from now on nothing may reach this copy,
     // whose kernel would otherwise go on acknowledging data for connections the target holds. What
     // it sends still leaves until the pause: an answer written from a socket the app then closes is
