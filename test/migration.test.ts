@@ -178,6 +178,39 @@ describe('live migration between two nodes (stop-copy)', { skip: skipUnlessReady
     await c.ok(['rm', '-f', 'binder', 'sharer1', 'sharer2']);
   });
 
+  it('a container with 160 MiB of memory runs on the target before its memory is all back: the target copies it in from its own copy', async () => {
+    await c.ok(['run', '--name', 'big', '--node', a.node, '--memory', '512m', '-e', 'BALLAST_MB=160', 'sample']);
+    const ip = await ipOf(c, 'big');
+    const ballast = async (): Promise<{ pages: number; fnv1a: string }> => {
+      const r = await c.exec(0, ['timeout', '10', '/usr/bin/busybox', 'wget', '-q', '-O', '-', `http://${ip}/ballast`]);
+      assert.equal(r.code, 0, r.stderr);
+      return JSON.parse(r.stdout) as { pages: number; fnv1a: string };
+    };
+    const before = await ballast();
+    assert.equal(before.pages, 160 * 256);
+    let last = await counterAt(c, ip);
+    for (const [to, host, strategy] of [[b.node, b, 'stop-copy'], [a.node, a, 'pre-copy']] as const) {
+      {
+        const m = await c.json<Migration>(['migrate', 'big', '--to', to, '--strategy', strategy]);
+        assert.equal(m.status.phase, 'Succeeded', `${m.status.error ?? ''}`);
+        // The target's log names how it restored: lazily, from the pages it already holds.
+        const log = readFileSync(join(c.home, 'logs', `agent-${to}.log`), 'utf8');
+        assert.match(log, new RegExp(`migration ${m.metadata.name}: big restored \\(memory copied in lazily from this node\\)`));
+        assert.deepEqual(await ballast(), before, `${strategy} to ${to}: every byte of the 160 MiB is back`);
+        const now = await counterAt(c, ip);
+        assert.equal(now, last + 1, 'the counter continued');
+        last = now;
+        const v = await c.json<ContainerView>(['inspect', 'big']);
+        assert.deepEqual([v.container.placement?.node, v.status?.phase], [to, 'running']);
+        assertOwnCgroups(host, v.status!.runtimeId, 512);
+        // Cleanup waited for the copy: the image is gone, and with it the daemon that read it.
+        for (const x of c.hosts) assert.deepEqual(migrationFilesOn(x), [], `no migration files left on ${x.node}`);
+        process.stdout.write(`# ${strategy} to ${to} with 160 MiB: freeze ${m.status.freezeMs} ms, total ${m.status.totalMs} ms\n`);
+      }
+    }
+    await c.ok(['rm', '-f', 'big']);
+  });
+
   it('migrations ls and inspect show what happened', async () => {
     const list = await c.json<Migration[]>(['migrations', 'ls']);
     assert.ok(list.filter((m) => m.status.phase === 'Succeeded' && !m.spec.checkOnly).length >= 6);

@@ -8,6 +8,7 @@
  *         GET /healthz → ok
  *         GET /stream  → Server-Sent Events at 20 Hz: data: {"seq":N,"t":ms,"value":sine}
  *         GET /env     → the environment, one variable per line
+ *         GET /ballast → {"pages":N,"fnv1a":"…"}: a hash of every byte of the ballast (memory integrity checks)
  * ECHO_PORT, when set, adds a TCP line echo: each line comes back as "<n>: <line>", n counting lines
  * per connection (proves a TCP connection and its state survive a live migration).
  * BALLAST_MB allocates and touches memory; DIRTY_PCT_PER_SEC rewrites that share of its pages every
@@ -235,7 +236,7 @@ static void json_escape(struct buf *b, const char *s) {
 
 static void route(struct conn *c, const char *method, const char *path) {
   int head = strcmp(method, "HEAD") == 0;
-  int known = !strcmp(path, "/") || !strcmp(path, "/count") || !strcmp(path, "/healthz") || !strcmp(path, "/stream") || !strcmp(path, "/env");
+  int known = !strcmp(path, "/") || !strcmp(path, "/count") || !strcmp(path, "/healthz") || !strcmp(path, "/stream") || !strcmp(path, "/env") || !strcmp(path, "/ballast");
   if (!known) { respond_text(c, 404, "not found\n"); return; }
   if (!head && strcmp(method, "GET") != 0) { respond_text(c, 405, "method not allowed\n"); return; }
   struct buf body = {0};
@@ -252,6 +253,12 @@ static void route(struct conn *c, const char *method, const char *path) {
     respond(c, 200, "application/json", body.data, body.len, head);
   } else if (!strcmp(path, "/healthz")) {
     respond(c, 200, "text/plain; charset=utf-8", "ok", 2, head);
+  } else if (!strcmp(path, "/ballast")) {
+    uint64_t h = 0xcbf29ce484222325ULL; /* FNV-1a, 64 bits, over 8-byte words */
+    const uint64_t *w = (const uint64_t *)ballast;
+    for (size_t i = 0; ballast && i < ballast_pages * 512; i++) h = (h ^ w[i]) * 0x100000001b3ULL;
+    buf_printf(&body, "{\"pages\":%zu,\"fnv1a\":\"%016llx\"}\n", ballast_pages, (unsigned long long)h);
+    respond(c, 200, "application/json", body.data, body.len, head);
   } else if (!strcmp(path, "/env")) {
     for (char **e = environ; e && *e; e++) buf_printf(&body, "%s\n", *e);
     respond(c, 200, "text/plain; charset=utf-8", body.data ? body.data : "", body.len, head);

@@ -2,7 +2,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
-import { defaultScratchDir, fitsScratch, isTmpfs } from './migrate.ts';
+import { defaultScratchDir, fitsScratch, isTmpfs, LAZY_RESTORE_MIN_BYTES, lazyRestoreFits } from './migrate.ts';
 
 const MiB = 1048576;
 
@@ -26,4 +26,13 @@ test('defaultScratchDir: one directory per data directory on /dev/shm, when that
   assert.match(a ?? '', /^\/dev\/shm\/ferry-[0-9a-f]{12}$/);
   assert.equal(defaultScratchDir('/var/lib/ferry/agents/a'), a, 'stable across restarts');
   assert.notEqual(defaultScratchDir('/var/lib/ferry/agents/b'), a, 'two agents on one host do not share one');
+});
+
+test('lazyRestoreFits: big images restore lazily where userfaultfd is allowed; 0 turns it off', () => {
+  assert.equal(LAZY_RESTORE_MIN_BYTES, 128 * MiB);
+  assert.equal(lazyRestoreFits(1024 * MiB, LAZY_RESTORE_MIN_BYTES, true), true);
+  assert.equal(lazyRestoreFits(128 * MiB, LAZY_RESTORE_MIN_BYTES, true), true, 'from the threshold on');
+  assert.equal(lazyRestoreFits(64 * MiB, LAZY_RESTORE_MIN_BYTES, true), false, 'small: filling it first is as quick');
+  assert.equal(lazyRestoreFits(1024 * MiB, LAZY_RESTORE_MIN_BYTES, false), false, 'no userfaultfd in user namespaces: plain restore');
+  assert.equal(lazyRestoreFits(1024 * MiB, 0, true), false, '0: never');
 });

@@ -246,9 +246,9 @@ async function perform(d: MigrationDeps, m: Migration, t: DriveState): Promise<M
             if (mustAnswer) throw e;
             break;
           }
-          if (r.error) return { type: 'error', fatal: true, message: `post-copy transfer from ${m.spec.from} failed; ${name} restarts from its image per its restart policy: ${r.error}` };
+          if (r.error) return { type: 'error', fatal: true, message: `${lazy ? `post-copy transfer from ${m.spec.from}` : `copying the memory of ${name} in on ${m.spec.to}`} failed; ${name} restarts from its image per its restart policy: ${r.error}` };
           if (r.done) break;
-          if (waited === 0) d.log(`migration ${m.metadata.name}: waiting for the last pages of ${name} to reach ${m.spec.to}`);
+          if (waited === 0) d.log(`migration ${m.metadata.name}: waiting for the last pages of ${name} to ${lazy ? `reach ${m.spec.to}` : `be copied in on ${m.spec.to}`}`);
           await new Promise((res) => setTimeout(res, CLEANUP_POLL_MS));
         }
       }

@@ -182,3 +182,18 @@ test('sample-app echoes lines with a per-connection counter and holds ballast', 
   assert.equal(line, '1: again\n', 'the counter is per connection');
   assert.equal((await get(app.port, '/healthz')).body, 'ok', 'HTTP keeps working alongside');
 });
+
+test('sample-app hashes its ballast: the same while nothing rewrites it, different once something does', async (t) => {
+  if (!prerequisite(t, await have('gcc'), 'gcc')) return;
+  const still = await startApp(t, { BALLAST_MB: '8' });
+  const first = JSON.parse((await get(still.port, '/ballast')).body) as { pages: number; fnv1a: string };
+  assert.equal(first.pages, 8 * 256);
+  assert.match(first.fnv1a, /^[0-9a-f]{16}$/);
+  assert.deepEqual(JSON.parse((await get(still.port, '/ballast')).body), first, 'unchanged memory, unchanged hash');
+  const busy = await startApp(t, { BALLAST_MB: '8', DIRTY_PCT_PER_SEC: '50' });
+  const before = JSON.parse((await get(busy.port, '/ballast')).body) as { fnv1a: string };
+  await new Promise((r) => setTimeout(r, 300));
+  assert.notEqual((JSON.parse((await get(busy.port, '/ballast')).body) as { fnv1a: string }).fnv1a, before.fnv1a, 'rewritten pages change the hash');
+  const none = await startApp(t, {});
+  assert.deepEqual(JSON.parse((await get(none.port, '/ballast')).body), { pages: 0, fnv1a: 'cbf29ce484222325' });
+});
