@@ -69,3 +69,21 @@ test('real CRIU: after primeCriuCache, CRIU loads its kernel facts from /run ins
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('real CRIU: the wrapper scripts/setup writes runs CRIU with Ferry\'s recv() shim preloaded', (t) => {
+  const missing = !existsSync(CRIU) ? `needs CRIU at ${CRIU} (scripts/setup)` : undefined;
+  if (missing) {
+    if (process.env.CI === 'true') assert.fail(`CRIU wrapper test cannot run: ${missing}`);
+    return t.skip(missing);
+  }
+  const shim = '/opt/ferry/lib/ferry-criu-uncork.so';
+  const wrapper = readFileSync(CRIU, 'utf8');
+  if (!wrapper.includes('/criu-root/')) return t.skip('a system CRIU is in use (no private root, no shim)');
+  assert.ok(wrapper.includes(`--preload "${shim}"`), wrapper);
+  const symbols = spawnSync('nm', ['-D', '--defined-only', shim], { encoding: 'utf8' });
+  assert.equal(symbols.status, 0, symbols.stderr);
+  assert.match(symbols.stdout, /\bT recv\b/, 'the shim defines recv()');
+  // CRIU still works through it.
+  const r = spawnSync(CRIU, ['check'], { encoding: 'utf8' });
+  assert.equal(r.status, 0, `${r.stdout}${r.stderr}`);
+});
