@@ -9,8 +9,10 @@
  *
  * The shim wraps recv(): when the socket is corked, it uncorks and corks it again before waiting,
  * which sends what is pending at once. Nothing else changes: a process that waits for an answer on
- * a corked socket always wants its request sent, and CRIU never calls recv() on the sockets of the
- * processes it restores (those are rebuilt through TCP_REPAIR). Built with -shared -fPIC.
+ * a corked socket always wants its request sent. The container's own sockets are left alone: CRIU
+ * reads their queues with recv(MSG_PEEK) while they are in TCP_REPAIR mode, where pushing the send
+ * queue would mark its data sent without sending it; the shim skips MSG_PEEK and any socket in repair
+ * mode. Built with -shared -fPIC.
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>
@@ -23,9 +25,11 @@ static ssize_t (*real_recv)(int, void *, size_t, int);
 
 /* Sends what a corked TCP socket holds back; leaves every other descriptor alone. */
 static void push_corked(int fd) {
-  int corked = 0;
+  int corked = 0, repair = 0;
   socklen_t len = sizeof corked;
   if (getsockopt(fd, IPPROTO_TCP, TCP_CORK, &corked, &len) != 0 || !corked) return;
+  len = sizeof repair;
+  if (getsockopt(fd, IPPROTO_TCP, TCP_REPAIR, &repair, &len) != 0 || repair) return;
   int off = 0, on = 1;
   setsockopt(fd, IPPROTO_TCP, TCP_CORK, &off, sizeof off);
   setsockopt(fd, IPPROTO_TCP, TCP_CORK, &on, sizeof on);
@@ -33,6 +37,6 @@ static void push_corked(int fd) {
 
 ssize_t recv(int fd, void *buf, size_t n, int flags) {
   if (!real_recv) real_recv = (ssize_t (*)(int, void *, size_t, int))dlsym(RTLD_NEXT, "recv");
-  push_corked(fd);
+  if (!(flags & MSG_PEEK)) push_corked(fd);
   return real_recv(fd, buf, n, flags);
 }
