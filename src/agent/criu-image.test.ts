@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { isFerryError } from '../errors/index.ts';
 import {
   decodePagemap, encodePagemap, readPagemap, writePagemap, makeIncremental, flattenImage,
-  PAGE_SIZE, PE_PARENT, PE_LAZY, PE_PRESENT, IMG_COMMON_MAGIC, PAGEMAP_MAGIC, type PagemapEntry,
+  PAGE_SIZE, PE_PARENT, PE_LAZY, PE_PRESENT, IMG_COMMON_MAGIC, PAGEMAP_MAGIC, PAGEDIFF_PATH, type PagemapEntry,
 } from './criu-image.ts';
 
 const CRIU = process.env.FERRY_CRIU ?? '/opt/ferry/bin/criu';
@@ -93,6 +93,62 @@ test('makeIncremental: unchanged pages become PE_PARENT runs, changed ones keep 
   assert.equal(readFileSync(join(base, 'inc/core-1.img'), 'utf8'), 'core');
   assert.equal(statSync(join(base, 'inc/core-1.img')).ino, statSync(join(base, 'r2/core-1.img')).ino, 'other files are hard-linked');
   assert.deepEqual(stats, { pagesTotal: 6, pagesChanged: 3, pageBytesWritten: 3 * PAGE_SIZE, bytesWritten: 3 * PAGE_SIZE + statSync(join(base, 'inc/pagemap-1.img')).size + 4 });
+});
+
+test('makeIncremental: the native page comparer and the JS one write the same image', async (t) => {
+  if (!existsSync(PAGEDIFF_PATH)) {
+    if (process.env.CI === 'true') assert.fail(`${PAGEDIFF_PATH} is missing (scripts/setup builds it)`);
+    return t.skip(`no ${PAGEDIFF_PATH} (scripts/setup builds it)`);
+  }
+  const base = mkdtempSync(join(tmpdir(), 'ferry-incr-'));
+  t.after(() => rmSync(base, { recursive: true, force: true }));
+  // Deterministic pseudo-random layouts: runs that move, grow, shrink, vanish and appear; pages that
+  // change by one byte, by all of them, or not at all.
+  let seed = 7;
+  const rnd = (n: number): number => { seed = (seed * 1103515245 + 12345) % 2 ** 31; return seed % n; };
+  const pageOf = (tag: number): Buffer => { const b = Buffer.alloc(PAGE_SIZE, tag & 0xff); b.writeUInt32LE(tag, 8); return b; };
+  const prevRuns: { at: number; pages: Buffer[] }[] = [];
+  const curRuns: { at: number; pages: Buffer[]; flags?: number }[] = [];
+  for (let at = 0x100, tag = 1; at < 0x2000; at += 40 + rnd(60)) {
+    const len = 1 + rnd(30);
+    const pages = Array.from({ length: len }, () => pageOf(tag++));
+    if (rnd(5) > 0) prevRuns.push({ at, pages });
+    const shift = rnd(4) === 0 ? rnd(8) - 4 : 0;
+    const curLen = Math.max(1, len + (rnd(3) === 0 ? rnd(10) - 5 : 0));
+    const cur = Array.from({ length: curLen }, (_, i) => {
+      const src = pages[i + shift]; // the same address in the previous round
+      if (!src || rnd(6) === 0) return pageOf(100_000 + tag++);
+      if (rnd(8) === 0) { const b = Buffer.from(src); b[rnd(PAGE_SIZE)]! ^= 0x5a; return b; }
+      return src;
+    });
+    if (rnd(7) > 0) curRuns.push({ at: at + shift, pages: cur, ...(rnd(10) === 0 ? { flags: PE_PRESENT } : {}) });
+  }
+  writeImage(join(base, 'prev'), prevRuns);
+  writeImage(join(base, 'cur'), curRuns);
+  const native = await makeIncremental({ previous: join(base, 'prev'), current: join(base, 'cur'), out: join(base, 'native'), parentLink: '../prev' });
+  const js = await makeIncremental({ previous: join(base, 'prev'), current: join(base, 'cur'), out: join(base, 'js'), parentLink: '../prev', jsOnly: true });
+  assert.deepEqual(native, js);
+  assert.ok(js.pagesChanged > 0 && js.pagesChanged < js.pagesTotal, `a mix of changed and unchanged pages (${js.pagesChanged} of ${js.pagesTotal})`);
+  assert.deepEqual((await readPagemap(join(base, 'native/pagemap-1.img'))).entries, (await readPagemap(join(base, 'js/pagemap-1.img'))).entries);
+  assert.ok(readFileSync(join(base, 'native/pages-1.img')).equals(readFileSync(join(base, 'js/pages-1.img'))), 'the same changed pages, in the same order');
+});
+
+test('ferry-pagediff refuses pages past the end of a file and input that is not whole triples', (t) => {
+  if (!existsSync(PAGEDIFF_PATH)) {
+    if (process.env.CI === 'true') assert.fail(`${PAGEDIFF_PATH} is missing (scripts/setup builds it)`);
+    return t.skip(`no ${PAGEDIFF_PATH}`);
+  }
+  const base = mkdtempSync(join(tmpdir(), 'ferry-pagediff-'));
+  t.after(() => rmSync(base, { recursive: true, force: true }));
+  writeFileSync(join(base, 'a'), Buffer.concat([page(1), page(2)]));
+  writeFileSync(join(base, 'b'), Buffer.concat([page(1), page(3), page(2)]));
+  const run = (triples: number[]): { status: number | null; stdout: Buffer } =>
+    spawnSync(PAGEDIFF_PATH, [join(base, 'a'), join(base, 'b')], { input: Buffer.from(BigUint64Array.from(triples.map(BigInt)).buffer) });
+  const ok = run([0, 0, 2, 1, 2, 1]);
+  assert.equal(ok.status, 0);
+  assert.deepEqual([...ok.stdout], [1, 0, 1]);
+  assert.equal(run([1, 0, 2]).status, 2, 'page 2 of a 2-page file');
+  assert.equal(spawnSync(PAGEDIFF_PATH, [join(base, 'a'), join(base, 'b')], { input: Buffer.alloc(10) }).status, 2);
 });
 
 test('makeIncremental: an incremental previous is read through its own parent chain', async (t) => {
