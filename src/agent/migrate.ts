@@ -378,6 +378,7 @@ export class MigrationAgent {
       const imagePath = preCopyRound === undefined ? join(dir, 'image') : join(finalDir, 'full');
       await this.d.runtime.checkpoint(rec.runtimeId, { imagePath, leaveRunning: true, tcpEstablished: true, ...(streamTo ? { pageServer: streamTo } : {}) });
     }
+    times.lap('dump');
     let sendDir = dir;
     if (preCopyRound !== undefined) {
       sendDir = join(finalDir, 'send');
@@ -385,7 +386,6 @@ export class MigrationAgent {
       times.lap(`delta (${stats.pagesChanged} of ${stats.pagesTotal} pages changed)`);
     }
     const dumpMs = performance.now() - t0;
-    times.lap('dump');
     failpoint('migrate:after-dump');
     // The writable layer: what changed since its base was packed (packVolumes), else all of it.
     if (existsSync(this.snapshot(id, UPPER_KEY))) await packDelta(upper, this.snapshot(id, UPPER_KEY), join(sendDir, deltaFile(UPPER_KEY)));
