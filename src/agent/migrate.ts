@@ -90,8 +90,6 @@ export interface MigrateDeps extends LifecycleDeps {
   /** Post-copy: CRIU's lazy dump, the CRIU binary (for the target's lazy-pages daemon), and the
    * address this node's page servers listen on (the one other agents reach this node by). */
   readonly postCopy?: { readonly checkpoint: RuncRuntime['checkpointLazy']; readonly criuPath: string; readonly host: string };
-  /** Restores of at least this many bytes of pages from this node's own copy run lazily (0: never); see lazyRestoreFits. */
-  readonly lazyRestoreMinBytes?: number;
 }
 
 /** How a post-copy target's lazy phase is going. */
@@ -111,7 +109,7 @@ const DUTY_RUN_MS = 100;
 /** Post-copy: how long the lazy phase may take before the migration gives the container up as lost. */
 const LAZY_LIMIT_MS = 10 * 60_000;
 
-/** Below this many bytes of pages a plain restore is as quick as a lazy one (default of lazyRestoreMinBytes). */
+/** Below this many bytes of pages a plain restore is as quick as a lazy one (see lazyRestoreFits). */
 export const LAZY_RESTORE_MIN_BYTES = 128 * 1048576;
 
 /**
@@ -644,7 +642,7 @@ export class MigrationAgent {
       // A big image already here (stop-copy, pre-copy) is restored the same way from this node's own
       // copy: the processes get their memory as they touch it and in the background, instead of the
       // freeze waiting while all of it is filled (see lazyRestoreFits).
-      const local = o.pageServer === undefined && this.d.postCopy !== undefined && lazyRestoreFits(await pageBytes(imageDir), this.d.lazyRestoreMinBytes);
+      const local = o.pageServer === undefined && this.d.postCopy !== undefined && lazyRestoreFits(await pageBytes(imageDir));
       const lazy = o.pageServer !== undefined || local ? await this.startLazyPages(id, a.name, o.pageServer, imageDir) : undefined;
       const st = await this.d.runtime.restore(withCriuConfig(bundle, criuConf), lazy
         ? { imagePath: imageDir, workPath: imageDir, extraArgs: ['--lazy-pages'] }
