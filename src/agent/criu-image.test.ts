@@ -1,4 +1,6 @@
-import { test } from 'node:test';
+import { test, type TestContext } from 'node:test';
+import { connect } from 'node:net';
+import { once } from 'node:events';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, readlinkSync, rmSync, symlinkSync, statSync, writeFileSync, cpSync, openSync, readSync, writeSync, closeSync } from 'node:fs';
@@ -7,7 +9,7 @@ import { join } from 'node:path';
 import { isFerryError } from '../errors/index.ts';
 import {
   decodePagemap, encodePagemap, readPagemap, writePagemap, makeIncremental, flattenImage,
-  PAGE_SIZE, PE_PARENT, PE_LAZY, PE_PRESENT, IMG_COMMON_MAGIC, PAGEMAP_MAGIC, PAGEDIFF_PATH, type PagemapEntry,
+  PAGE_SIZE, PE_PARENT, PE_LAZY, PE_PRESENT, IMG_COMMON_MAGIC, PAGEMAP_MAGIC, PAGEDIFF_PATH, DELTA_SERVER_PATH, startDeltaServer, type PagemapEntry,
 } from './criu-image.ts';
 
 const CRIU = process.env.FERRY_CRIU ?? '/opt/ferry/bin/criu';
@@ -95,13 +97,11 @@ test('makeIncremental: unchanged pages become PE_PARENT runs, changed ones keep 
   assert.deepEqual(stats, { pagesTotal: 6, pagesChanged: 3, pageBytesWritten: 3 * PAGE_SIZE, bytesWritten: 3 * PAGE_SIZE + statSync(join(base, 'inc/pagemap-1.img')).size + 4 });
 });
 
-test('makeIncremental: the native page comparer and the JS one write the same image', async (t) => {
-  if (!existsSync(PAGEDIFF_PATH)) {
-    if (process.env.CI === 'true') assert.fail(`${PAGEDIFF_PATH} is missing (scripts/setup builds it)`);
-    return t.skip(`no ${PAGEDIFF_PATH} (scripts/setup builds it)`);
-  }
-  const base = mkdtempSync(join(tmpdir(), 'ferry-incr-'));
-  t.after(() => rmSync(base, { recursive: true, force: true }));
+/**
+ * Deterministic pseudo-random layouts of two rounds: runs that move, grow, shrink, vanish and appear;
+ * pages that change by one byte, by all of them, or not at all.
+ */
+function randomLayouts(): { prevRuns: { at: number; pages: Buffer[] }[]; curRuns: { at: number; pages: Buffer[]; flags?: number }[] } {
   // Deterministic pseudo-random layouts: runs that move, grow, shrink, vanish and appear; pages that
   // change by one byte, by all of them, or not at all.
   let seed = 7;
@@ -123,6 +123,17 @@ test('makeIncremental: the native page comparer and the JS one write the same im
     });
     if (rnd(7) > 0) curRuns.push({ at: at + shift, pages: cur, ...(rnd(10) === 0 ? { flags: PE_PRESENT } : {}) });
   }
+  return { prevRuns, curRuns };
+}
+
+test('makeIncremental: the native page comparer and the JS one write the same image', async (t) => {
+  if (!existsSync(PAGEDIFF_PATH)) {
+    if (process.env.CI === 'true') assert.fail(`${PAGEDIFF_PATH} is missing (scripts/setup builds it)`);
+    return t.skip(`no ${PAGEDIFF_PATH} (scripts/setup builds it)`);
+  }
+  const base = mkdtempSync(join(tmpdir(), 'ferry-incr-'));
+  t.after(() => rmSync(base, { recursive: true, force: true }));
+  const { prevRuns, curRuns } = randomLayouts();
   writeImage(join(base, 'prev'), prevRuns);
   writeImage(join(base, 'cur'), curRuns);
   const native = await makeIncremental({ previous: join(base, 'prev'), current: join(base, 'cur'), out: join(base, 'native'), parentLink: '../prev' });
@@ -149,6 +160,104 @@ test('ferry-pagediff refuses pages past the end of a file and input that is not 
   assert.deepEqual([...ok.stdout], [1, 0, 1]);
   assert.equal(run([1, 0, 2]).status, 2, 'page 2 of a 2-page file');
   assert.equal(spawnSync(PAGEDIFF_PATH, [join(base, 'a'), join(base, 'b')], { input: Buffer.alloc(10) }).status, 2);
+});
+
+/** A page_server_iov as CRIU sends it (criu/page-xfer.c): 32 bytes with a u64 nr_pages in 4.2, 24 before. */
+function psi(cmd: number, nrPages: number, vaddr: bigint, dstId: bigint, wide: boolean): Buffer {
+  const b = Buffer.alloc(wide ? 32 : 24);
+  b.writeUInt32LE(cmd >>> 0, 0);
+  if (wide) b.writeBigUInt64LE(BigInt(nrPages), 8);
+  else b.writeUInt32LE(nrPages, 4);
+  b.writeBigUInt64LE(vaddr, wide ? 16 : 8);
+  b.writeBigUInt64LE(dstId, wide ? 24 : 16);
+  return b;
+}
+
+/** Sends pagemap-1.img of `dir` with its pages to a page server the way `criu dump --page-server` does. */
+async function streamLikeCriu(address: string, dir: string, o: { flush?: boolean; wide?: boolean } = {}): Promise<void> {
+  const wide = o.wide ?? true;
+  const pm = await readPagemap(join(dir, 'pagemap-1.img'));
+  const pages = readFileSync(join(dir, `pages-${pm.head.pagesId}.img`));
+  const [host, port] = address.split(':');
+  const sock = connect(Number(port), host!);
+  let got = Buffer.alloc(0);
+  sock.on('data', (b: Buffer) => { got = Buffer.concat([got, b]); });
+  const answer = async (n: number): Promise<Buffer> => {
+    while (got.length < n) await once(sock, 'data');
+    const a = got.subarray(0, n);
+    got = got.subarray(n);
+    return a;
+  };
+  await once(sock, 'connect');
+  const dst = (1n << 8n) | 1n; // pid 1's pagemap (PS_TYPE_PID)
+  sock.write(psi(4, 0, 0n, dst, wide)); // PS_IOV_OPEN2
+  assert.deepEqual([...await answer(1)], [0], 'the server says it has no parent for CRIU (it decides what is the parent\'s)');
+  let off = 0;
+  for (const e of pm.entries) {
+    sock.write(psi((e.flags << 16) | 6, e.nrPages, e.vaddr, dst, wide)); // PS_IOV_ADD_F
+    if (e.flags & PE_PRESENT) sock.write(pages.subarray(off, (off += e.nrPages * PAGE_SIZE)));
+  }
+  if (o.flush !== false) {
+    sock.write(psi(0x1023, 0, 0n, 0n, wide)); // PS_IOV_FLUSH
+    assert.equal((await answer(4)).readInt32LE(0), 0);
+  }
+  sock.end();
+  await once(sock, 'close');
+}
+
+/** Fails under CI (or skips) when the delta server is not built; true when it is. */
+function deltaServerBuilt(t: TestContext): boolean {
+  if (existsSync(DELTA_SERVER_PATH)) return true;
+  if (process.env.CI === 'true') assert.fail(`${DELTA_SERVER_PATH} is missing (scripts/setup builds it)`);
+  t.skip(`no ${DELTA_SERVER_PATH} (scripts/setup builds it)`);
+  return false;
+}
+
+test('startDeltaServer: the image it writes from a streamed dump is the one makeIncremental writes from files', async (t) => {
+  if (!deltaServerBuilt(t)) return;
+  const base = mkdtempSync(join(tmpdir(), 'ferry-delta-'));
+  t.after(() => rmSync(base, { recursive: true, force: true }));
+  const { prevRuns, curRuns } = randomLayouts();
+  writeImage(join(base, 'prev'), prevRuns);
+  writeImage(join(base, 'cur'), [...curRuns, { at: 0x9000, pages: [page(9)], flags: PE_LAZY }]);
+  const files = await makeIncremental({ previous: join(base, 'prev'), current: join(base, 'cur'), out: join(base, 'files'), parentLink: '../prev', jsOnly: true });
+  assert.ok(files.pagesChanged > 0 && files.pagesChanged < files.pagesTotal, `a mix of changed and unchanged pages (${files.pagesChanged} of ${files.pagesTotal})`);
+  const a = await readPagemap(join(base, 'files/pagemap-1.img'));
+  for (const wide of [true, false]) {
+    const out = join(base, wide ? 'streamed-4.2' : 'streamed-older');
+    const server = await startDeltaServer({ previous: join(base, 'prev'), out, parentLink: '../prev' });
+    assert.ok(server, 'a flat previous round and a built helper give a server');
+    assert.match(server.address, /^127\.0\.0\.1:\d+$/);
+    await streamLikeCriu(server.address, join(base, 'cur'), { wide });
+    const streamed = await server.finish();
+    assert.deepEqual({ ...streamed, bytesWritten: 0 }, { ...files, bytesWritten: 0 });
+    const b = await readPagemap(join(out, 'pagemap-1.img'));
+    assert.deepEqual(b.entries, a.entries);
+    assert.ok(readFileSync(join(out, `pages-${b.head.pagesId}.img`)).equals(readFileSync(join(base, `files/pages-${a.head.pagesId}.img`))), 'the same changed pages, in the same order');
+    assert.equal(readlinkSync(join(out, 'parent')), '../prev');
+    assert.deepEqual(readdirSync(out).sort(), ['pagemap-1.img', `pages-${b.head.pagesId}.img`, 'parent'].sort(), 'no working files are left');
+  }
+});
+
+test('startDeltaServer: a dump that ends without its flush fails, stop() ends a waiting server, bad inputs are refused', async (t) => {
+  if (!deltaServerBuilt(t)) return;
+  const base = mkdtempSync(join(tmpdir(), 'ferry-delta-'));
+  t.after(() => rmSync(base, { recursive: true, force: true }));
+  writeImage(join(base, 'prev'), [{ at: 0x10, pages: [page(1), page(2)] }]);
+  writeImage(join(base, 'cur'), [{ at: 0x10, pages: [page(1), page(3)] }]);
+  const cut = await startDeltaServer({ previous: join(base, 'prev'), out: join(base, 'cut'), parentLink: '../prev' });
+  await streamLikeCriu(cut!.address, join(base, 'cur'), { flush: false });
+  await assert.rejects(cut!.finish(), /before flushing/);
+
+  const idle = await startDeltaServer({ previous: join(base, 'prev'), out: join(base, 'idle'), parentLink: '../prev' });
+  await idle!.stop();
+  await assert.rejects(idle!.finish(), /killed/);
+
+  await assert.rejects(startDeltaServer({ previous: join(base, 'prev'), out: join(base, 'cur'), parentLink: '../prev' }), (e) => isFerryError(e, 'INCREMENTAL_OUT_NOT_EMPTY'));
+  // An incremental previous round is left to the file comparison, which reads through its parent.
+  writeImage(join(base, 'inc'), [{ at: 0x10, pages: [page(1)], flags: PE_PARENT }], '../prev');
+  assert.equal(await startDeltaServer({ previous: join(base, 'inc'), out: join(base, 'o'), parentLink: '../inc' }), undefined);
+  assert.equal(await startDeltaServer({ previous: join(base, 'prev'), out: join(base, 'o'), parentLink: '../prev', helper: join(base, 'none') }), undefined);
 });
 
 test('makeIncremental: an incremental previous is read through its own parent chain', async (t) => {
@@ -342,6 +451,12 @@ test('real CRIU: two --leave-running dumps → incremental image → restore has
   closeSync(fd);
   criu(['dump', '-t', String(pid), '--leave-running', '--shell-job', '-D', mkdirP(join(base, 'round-2'))], join(base, 'dump-2.log'));
   const expected = memory(pid, addr, PAGES * PAGE_SIZE);
+  // The same round once more, streamed by CRIU into the delta server, which compares as pages arrive.
+  const server = await startDeltaServer({ previous: join(base, 'round-1'), out: join(base, 'streamed'), parentLink: '../round-1' });
+  assert.ok(server, 'scripts/setup built the delta server');
+  const [, port] = server.address.split(':');
+  criu(['dump', '-t', String(pid), '--leave-running', '--shell-job', '-D', join(base, 'streamed'), '--page-server', '--address', '127.0.0.1', '--port', port!], join(base, 'dump-streamed.log'));
+  const streamedStats = await server.finish();
 
   const stats = await makeIncremental({ previous: join(base, 'round-1'), current: join(base, 'round-2'), out: join(base, 'incremental'), parentLink: '../round-1' });
 
@@ -381,6 +496,25 @@ test('real CRIU: two --leave-running dumps → incremental image → restore has
   assert.ok(alive(pid), 'restored from the flat image');
   assert.doesNotMatch(readFileSync(join(base, 'restore-flat.log'), 'utf8'), /Read from parent/, 'no parent image was read');
   assert.ok(memory(pid, addr, PAGES * PAGE_SIZE).equals(expected), 'restored memory from the flat image equals the second dump');
+
+  // The streamed image: in the test buffer exactly the touched pages are its own, and it restores
+  // (through round-1, as the target lays it out) to the same memory.
+  const sname = readdirSync(join(base, 'streamed')).find((n) => /^pagemap-\d+\.img$/.test(n))!;
+  assert.equal(sname, name, 'the pagemap CRIU would have written');
+  const spm = await readPagemap(join(base, 'streamed', sname));
+  const own = spm.entries.filter((e) => e.flags & PE_PRESENT).flatMap((e) => Array.from({ length: e.nrPages }, (_, i) => e.vaddr + BigInt(i) * P));
+  assert.deepEqual(own.filter((a) => a >= BigInt(addr) && a < BigInt(addr + PAGES * PAGE_SIZE)).map((a) => Number((a - BigInt(addr)) / P)), [...changed]);
+  assert.equal(streamedStats.pagesTotal, r2.size, 'every page of the process went through the server');
+  assert.ok(!readdirSync(join(base, 'streamed')).some((n) => n.startsWith('entries-')), 'no working files are left');
+  t.diagnostic(`streamed: ${streamedStats.pagesChanged} of ${streamedStats.pagesTotal} pages changed`);
+  cpSync(join(base, 'round-1'), join(base, 'target-streamed/round-1'), { recursive: true });
+  cpSync(join(base, 'streamed'), join(base, 'target-streamed/round-2'), { recursive: true, verbatimSymlinks: true });
+  process.kill(pid, 'SIGKILL');
+  await waitFor(`pid ${pid} to be reaped`, () => (existsSync(`/proc/${pid}`) ? undefined : true));
+  criu(['restore', '-D', join(base, 'target-streamed/round-2'), '--restore-detached', '--shell-job'], join(base, 'restore-streamed.log'));
+  assert.ok(alive(pid), 'restored from the streamed image');
+  assert.match(readFileSync(join(base, 'restore-streamed.log'), 'utf8'), /Read from parent/, 'CRIU took pages from the parent image');
+  assert.ok(memory(pid, addr, PAGES * PAGE_SIZE).equals(expected), 'restored memory from the streamed image equals the second dump');
 });
 
 function mkdirP(dir: string): string {

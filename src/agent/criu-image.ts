@@ -455,6 +455,106 @@ async function rewritePagemap(req: IncrementalRequest, name: string, progress: {
   return [total, changed];
 }
 
+/** The streaming delta writer scripts/setup builds (native/pagediff/ferry-delta-server). */
+export const DELTA_SERVER_PATH = fileURLToPath(new URL('../../build/ferry-delta-server', import.meta.url));
+
+/** What startDeltaServer is given: as makeIncremental's, with no `current` (CRIU streams it). */
+export interface DeltaServerRequest {
+  /** A plain (flat) dump of the round the target holds, kept on the source. */
+  readonly previous: string;
+  /** Directory for the incremental image: give it to CRIU as the dump's image directory too; created, or must be empty. */
+  readonly out: string;
+  /** Target of the relative `parent` symlink as the target lays rounds out. */
+  readonly parentLink: string;
+  /** The helper (tests). */
+  readonly helper?: string;
+}
+
+/** A running ferry-delta-server, waiting for one CRIU dump. */
+export interface DeltaServer {
+  /** `host:port` to give CRIU (runc checkpoint --page-server). */
+  readonly address: string;
+  /** After the dump returned: waits for the server, writes the pagemaps and `parent`; `out` is then makeIncremental's image. */
+  finish(): Promise<IncrementalStats>;
+  /** Ends the server (the dump failed); `out` stays for the caller to remove. */
+  stop(): Promise<void>;
+}
+
+/** Pagemap file name for a page-server type and id (criu/page-xfer.c: 1 = a process, 2 = shared memory). */
+const pagemapName = (type: number, id: string): string => (type === 2 ? `pagemap-shmem-${id}.img` : `pagemap-${id}.img`);
+
+/**
+ * Starts a CRIU page server that writes, while CRIU dumps into it, the image makeIncremental would
+ * write from a full dump of the same memory: pages equal to `previous`'s at the same address become
+ * PE_PARENT runs, only the changed ones are kept. The comparison overlaps the dump instead of
+ * following it, and the full image is never written. Undefined when the helper is not built or
+ * `previous` is not flat (compare from files then). CRIU's other images go straight into `out`.
+ */
+export async function startDeltaServer(req: DeltaServerRequest): Promise<DeltaServer | undefined> {
+  const helper = req.helper ?? DELTA_SERVER_PATH;
+  if (!existsSync(helper) || /\s/.test(req.previous)) return undefined;
+  let index = '';
+  for (const name of await readdir(req.previous)) {
+    const m = /^pagemap-(shmem-)?(\d+)\.img$/.exec(name);
+    if (!m) continue;
+    const src = await PageSource.open(req.previous, name);
+    try {
+      const runs = src?.flatRuns();
+      if (!src || !runs) return undefined;
+      const present = runs.filter((r) => r.flags & PE_PRESENT);
+      index += `map ${m[1] ? 2 : 1} ${m[2]} ${src.pagesFile} ${present.length}\n${present.map((r) => `${r.first} ${r.count} ${r.offset / PAGE_SIZE}\n`).join('')}`;
+    } finally {
+      await src?.close();
+    }
+  }
+  await mkdir(req.out, { recursive: true });
+  if ((await readdir(req.out)).length > 0) throw criuImageErrors.INCREMENTAL_OUT_NOT_EMPTY({ dir: req.out });
+  const child = spawn(helper, [req.out], { stdio: ['pipe', 'pipe', 'pipe'] });
+  let [out, err] = ['', ''];
+  child.stdout.on('data', (b: Buffer) => { out += b.toString(); });
+  child.stderr.on('data', (b: Buffer) => { err += b.toString(); });
+  const exited = new Promise<void>((resolve, reject) => {
+    child.on('error', reject);
+    child.on('close', (code, signal) => (code === 0 ? resolve() : reject(new Error(`ferry-delta-server ${signal ? `was killed (${signal})` : `exited ${code}`}: ${err.trim() || 'no message'}`))));
+  });
+  exited.catch(() => undefined);
+  child.stdin.on('error', () => undefined); // an early exit is reported by `exited`
+  child.stdin.end(index + 'end\n');
+  const port = await Promise.race([
+    new Promise<number>((resolve) => {
+      const look = (): void => { const m = /^port (\d+)$/m.exec(out); if (m) { child.stdout.off('data', look); resolve(Number(m[1])); } };
+      child.stdout.on('data', look);
+      look();
+    }),
+    exited.then(() => { throw new Error('ferry-delta-server exited before listening'); }),
+  ]);
+  return {
+    address: `127.0.0.1:${port}`,
+    async stop() {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+      await exited.catch(() => undefined);
+    },
+    async finish() {
+      await exited;
+      let [pagesTotal, pagesChanged] = [0, 0];
+      for (const [, type, id, k, present, changed] of out.matchAll(/^map (\d+) (\d+) (\d+) (\d+) (\d+)$/gm)) {
+        const bin = await readFile(join(req.out, `entries-${k}.bin`));
+        const entries: PagemapEntry[] = [];
+        for (let at = 0; at + 16 <= bin.length; at += 16) entries.push({ vaddr: bin.readBigUInt64LE(at), nrPages: bin.readUInt32LE(at + 8), flags: bin.readUInt32LE(at + 12) });
+        const file = join(req.out, pagemapName(Number(type), id!));
+        await writePagemap(file, { pagesId: Number(k) }, entries);
+        await rm(join(req.out, `entries-${k}.bin`));
+        await checkPagesFile({ magic: PAGEMAP_IMAGE_MAGIC, head: { pagesId: Number(k) }, entries, skippedFields: [] }, file, join(req.out, `pages-${k}.img`));
+        pagesTotal += Number(present);
+        pagesChanged += Number(changed);
+      }
+      if (!/^done$/m.test(out)) throw new Error(`ferry-delta-server ended without its summary: ${out.trim()}`);
+      await symlink(req.parentLink, join(req.out, 'parent'));
+      return { pagesTotal, pagesChanged, pageBytesWritten: pagesChanged * PAGE_SIZE, bytesWritten: await treeBytes(req.out) };
+    },
+  };
+}
+
 /** Hard-links a file into `out`, copying when linking is not possible (another filesystem). */
 async function linkOrCopy(from: string, to: string): Promise<void> {
   await link(from, to).catch(() => copyFile(from, to));

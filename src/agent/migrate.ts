@@ -17,7 +17,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import type { Assignment } from '../model/index.ts';
 import { failoverRefusal } from '../model/index.ts';
 import { fetchFiles, listFiles, safePath, sendFiles, type SendOptions } from './transfer.ts';
-import { flattenImage, makeIncremental } from './criu-image.ts';
+import { flattenImage, makeIncremental, startDeltaServer } from './criu-image.ts';
 import { packBase, packDelta, tar, unpack } from './volume-sync.ts';
 import type { LifecycleDeps } from './lifecycle.ts';
 import type { LazyDump, RuncRuntime } from './runtime/index.ts';
@@ -334,66 +334,80 @@ export class MigrationAgent {
     const finalDir = join(dir, 'rounds', 'final');
     if (preCopyRound !== undefined) await rm(finalDir, { recursive: true, force: true });
     await mkdir(preCopyRound === undefined ? join(dir, 'image') : finalDir, { recursive: true, mode: 0o755 });
-    const st = await stateNow;
-    if (st?.status !== 'running' && st?.status !== 'paused') throw agentErrors.BAD_REQUEST({ reason: `${name} is ${st?.status ?? 'gone'}, not running` });
-    rec.outgoing = id;
-    await this.d.records.save(rec);
-    // Refuse new connections, let requests already in the app finish (bounded), then freeze: a request
-    // the app has counted is never cut before its answer leaves.
-    const times = stopwatch();
-    await this.d.network.unpublish(rec.runtimeId, DRAIN_MS);
-    times.lap('drain');
-    const t0 = performance.now();
-    // On the overlay the target takes over this address: from now on nothing may reach this copy,
-    // whose kernel would otherwise go on acknowledging data for connections the target holds. What
-    // it sends still leaves until the pause: an answer written from a socket the app then closes is
-    // not in the checkpoint, so it must go out now or never. Frozen, it is cut off altogether (its
-    // kernel's retransmissions and, later, the resets of its end must not reach the clients).
-    if (this.d.network.cluster) await this.d.network.refuseInbound(rec.runtimeId);
+    // After pre-copy rounds CRIU streams the final dump into a local delta server, which keeps only the
+    // pages that differ from the last round as they arrive (no full image, no comparison afterwards).
+    // It maps the last round's pages while the ports drain. Without the helper: a full dump, then the delta.
+    const deltaServer = preCopyRound === undefined ? undefined : startDeltaServer({ previous: join(dir, 'rounds', String(preCopyRound), 'full'), out: join(finalDir, 'send'), parentLink: `../${preCopyRound}` })
+      .catch((e: Error) => { this.d.log(`migration ${id}: the delta server did not start (${e.message}); the final round is compared from files`); return undefined; });
     try {
-      if (st.status === 'running') await this.d.runtime.pause(rec.runtimeId);
-    } finally {
-      if (this.d.network.cluster) await this.d.network.isolate(rec.runtimeId);
+      const st = await stateNow;
+      if (st?.status !== 'running' && st?.status !== 'paused') throw agentErrors.BAD_REQUEST({ reason: `${name} is ${st?.status ?? 'gone'}, not running` });
+      rec.outgoing = id;
+      await this.d.records.save(rec);
+      // Refuse new connections, let requests already in the app finish (bounded), then freeze: a request
+      // the app has counted is never cut before its answer leaves.
+      const times = stopwatch();
+      await this.d.network.unpublish(rec.runtimeId, DRAIN_MS);
+      times.lap('drain');
+      const t0 = performance.now();
+      // On the overlay the target takes over this address: from now on nothing may reach this copy,
+      // whose kernel would otherwise go on acknowledging data for connections the target holds. What
+      // it sends still leaves until the pause: an answer written from a socket the app then closes is
+      // not in the checkpoint, so it must go out now or never. Frozen, it is cut off altogether (its
+      // kernel's retransmissions and, later, the resets of its end must not reach the clients).
+      if (this.d.network.cluster) await this.d.network.refuseInbound(rec.runtimeId);
+      try {
+        if (st.status === 'running') await this.d.runtime.pause(rec.runtimeId);
+      } finally {
+        if (this.d.network.cluster) await this.d.network.isolate(rec.runtimeId);
+      }
+      times.lap('pause');
+      let pageServer: string | undefined;
+      if (postCopy) {
+        const pc = this.d.postCopy;
+        if (!pc) throw agentErrors.BAD_REQUEST({ reason: 'this agent has no CRIU configured for post-copy' });
+        pageServer = `${pc.host}:${await freePort(pc.host)}`;
+        // The work dir (logs, the page server's socket) stays out of the image sent to the target.
+        await mkdir(`${dir}.work`, { recursive: true, mode: 0o755 });
+        const dump = await pc.checkpoint(rec.runtimeId, { imagePath: join(dir, 'image'), workPath: `${dir}.work`, pageServer, tcpEstablished: true });
+        const entry: { name: string; dump: LazyDump; settled: boolean; error?: string } = { name, dump, settled: false };
+        this.lazySources.set(id, entry);
+        // Until CRIU has served every page, the frozen copy must not be torn down (its memory is the source).
+        this.d.reconciler.hold(name, dump.done.then(
+          () => { entry.settled = true; this.d.log(`migration ${id}: every page of ${name} was served`); },
+          (e: Error) => { entry.settled = true; entry.error = e.message; this.d.log(`migration ${id}: serving the pages of ${name} failed: ${e.message}`); },
+        ));
+      } else {
+        // With `streamTo` the pages go straight to the target's page server while CRIU dumps them; after
+        // pre-copy rounds, to the delta server.
+        const delta = await deltaServer;
+        const imagePath = preCopyRound === undefined ? join(dir, 'image') : join(finalDir, delta ? 'send' : 'full');
+        const pageServer = streamTo ?? delta?.address;
+        await this.d.runtime.checkpoint(rec.runtimeId, { imagePath, leaveRunning: true, tcpEstablished: true, ...(pageServer ? { pageServer } : {}) });
+      }
+      times.lap('dump');
+      let sendDir = dir;
+      if (preCopyRound !== undefined) {
+        sendDir = join(finalDir, 'send');
+        const delta = await deltaServer;
+        const stats = delta ? await delta.finish() : await makeIncremental({ previous: join(dir, 'rounds', String(preCopyRound), 'full'), current: join(finalDir, 'full'), out: sendDir, parentLink: `../${preCopyRound}` });
+        times.lap(`delta (${stats.pagesChanged} of ${stats.pagesTotal} pages changed${delta ? ', compared while streamed' : ''})`);
+      }
+      const dumpMs = performance.now() - t0;
+      failpoint('migrate:after-dump');
+      // The writable layer: what changed since its base was packed (packVolumes), else all of it.
+      if (existsSync(this.snapshot(id, UPPER_KEY))) await packDelta(upper, this.snapshot(id, UPPER_KEY), join(sendDir, deltaFile(UPPER_KEY)));
+      else await tar(['-c', '--numeric-owner', '--xattrs', '--xattrs-include=*', '-f', join(sendDir, 'upper.tar'), '-C', upper, '.']);
+      // Host-local volumes: what changed since their base was packed.
+      for (const v of o.volumes ?? []) await packDelta(this.localVolume(v), this.snapshot(id, v), join(sendDir, deltaFile(v)));
+      times.lap('pack');
+      const how = postCopy ? ' (post-copy)' : streamTo ? ` (pages streamed to ${streamTo})` : preCopyRound !== undefined ? ` (pre-copy, after round ${preCopyRound})` : '';
+      this.d.log(`migration ${id}: ${name} frozen and dumped${how}: ${times.summary()}`);
+      return { bytes: await sizeOf(sendDir), dumpMs, ...(pageServer ? { pageServer } : {}) };
+    } catch (e) {
+      await (await deltaServer)?.stop(); // a server still waiting for a dump that will not come
+      throw e;
     }
-    times.lap('pause');
-    let pageServer: string | undefined;
-    if (postCopy) {
-      const pc = this.d.postCopy;
-      if (!pc) throw agentErrors.BAD_REQUEST({ reason: 'this agent has no CRIU configured for post-copy' });
-      pageServer = `${pc.host}:${await freePort(pc.host)}`;
-      // The work dir (logs, the page server's socket) stays out of the image sent to the target.
-      await mkdir(`${dir}.work`, { recursive: true, mode: 0o755 });
-      const dump = await pc.checkpoint(rec.runtimeId, { imagePath: join(dir, 'image'), workPath: `${dir}.work`, pageServer, tcpEstablished: true });
-      const entry: { name: string; dump: LazyDump; settled: boolean; error?: string } = { name, dump, settled: false };
-      this.lazySources.set(id, entry);
-      // Until CRIU has served every page, the frozen copy must not be torn down (its memory is the source).
-      this.d.reconciler.hold(name, dump.done.then(
-        () => { entry.settled = true; this.d.log(`migration ${id}: every page of ${name} was served`); },
-        (e: Error) => { entry.settled = true; entry.error = e.message; this.d.log(`migration ${id}: serving the pages of ${name} failed: ${e.message}`); },
-      ));
-    } else {
-      // With `streamTo` the pages go straight to the target's page server while CRIU dumps them.
-      const imagePath = preCopyRound === undefined ? join(dir, 'image') : join(finalDir, 'full');
-      await this.d.runtime.checkpoint(rec.runtimeId, { imagePath, leaveRunning: true, tcpEstablished: true, ...(streamTo ? { pageServer: streamTo } : {}) });
-    }
-    times.lap('dump');
-    let sendDir = dir;
-    if (preCopyRound !== undefined) {
-      sendDir = join(finalDir, 'send');
-      const stats = await makeIncremental({ previous: join(dir, 'rounds', String(preCopyRound), 'full'), current: join(finalDir, 'full'), out: sendDir, parentLink: `../${preCopyRound}` });
-      times.lap(`delta (${stats.pagesChanged} of ${stats.pagesTotal} pages changed)`);
-    }
-    const dumpMs = performance.now() - t0;
-    failpoint('migrate:after-dump');
-    // The writable layer: what changed since its base was packed (packVolumes), else all of it.
-    if (existsSync(this.snapshot(id, UPPER_KEY))) await packDelta(upper, this.snapshot(id, UPPER_KEY), join(sendDir, deltaFile(UPPER_KEY)));
-    else await tar(['-c', '--numeric-owner', '--xattrs', '--xattrs-include=*', '-f', join(sendDir, 'upper.tar'), '-C', upper, '.']);
-    // Host-local volumes: what changed since their base was packed.
-    for (const v of o.volumes ?? []) await packDelta(this.localVolume(v), this.snapshot(id, v), join(sendDir, deltaFile(v)));
-    times.lap('pack');
-    const how = postCopy ? ' (post-copy)' : streamTo ? ` (pages streamed to ${streamTo})` : preCopyRound !== undefined ? ` (pre-copy, after round ${preCopyRound})` : '';
-    this.d.log(`migration ${id}: ${name} frozen and dumped${how}: ${times.summary()}`);
-    return { bytes: await sizeOf(sendDir), dumpMs, ...(pageServer ? { pageServer } : {}) };
   }
 
   /** Source: the files of migration `id` (CRIU image + writable layer) for the target, from `resume` on. */
