@@ -535,7 +535,12 @@ export async function startDeltaServer(req: DeltaServerRequest): Promise<DeltaSe
       await exited.catch(() => undefined);
     },
     async finish() {
-      await exited;
+      // The summary is the last thing it prints; its exit (unmapping the last round) is not waited for.
+      await Promise.race([exited, new Promise<void>((resolve) => {
+        const look = (): void => { if (/^done$/m.test(out)) { child.stdout.off('data', look); resolve(); } };
+        child.stdout.on('data', look);
+        look();
+      })]);
       let [pagesTotal, pagesChanged] = [0, 0];
       for (const [, type, id, k, present, changed] of out.matchAll(/^map (\d+) (\d+) (\d+) (\d+) (\d+)$/gm)) {
         const bin = await readFile(join(req.out, `entries-${k}.bin`));

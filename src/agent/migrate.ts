@@ -336,7 +336,7 @@ export class MigrationAgent {
     await mkdir(preCopyRound === undefined ? join(dir, 'image') : finalDir, { recursive: true, mode: 0o755 });
     // After pre-copy rounds CRIU streams the final dump into a local delta server, which keeps only the
     // pages that differ from the last round as they arrive (no full image, no comparison afterwards).
-    // It maps the last round's pages while the ports drain. Without the helper: a full dump, then the delta.
+    // Without the helper: a full dump, then the delta.
     const deltaServer = preCopyRound === undefined ? undefined : startDeltaServer({ previous: join(dir, 'rounds', String(preCopyRound), 'full'), out: join(finalDir, 'send'), parentLink: `../${preCopyRound}` })
       .catch((e: Error) => { this.d.log(`migration ${id}: the delta server did not start (${e.message}); the final round is compared from files`); return undefined; });
     try {
@@ -347,6 +347,8 @@ export class MigrationAgent {
       // Refuse new connections, let requests already in the app finish (bounded), then freeze: a request
       // the app has counted is never cut before its answer leaves.
       const times = stopwatch();
+      // The delta server maps the last round before anything is refused: that is no part of the freeze.
+      await deltaServer;
       await this.d.network.unpublish(rec.runtimeId, DRAIN_MS);
       times.lap('drain');
       const t0 = performance.now();
