@@ -5,6 +5,8 @@
  * message, never a number.
  */
 import { FerryError } from '../../src/errors/index.ts';
+import { readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import type { ContainerView, Migration } from '../../src/model/index.ts';
 import type { TestFerry } from '../../test/support/ferry.ts';
 import { waitResident, workloadEnv } from './host.ts';
@@ -14,7 +16,7 @@ export type Strategy = 'stop-copy' | 'pre-copy' | 'post-copy';
 
 /** One Ferry migration: its figures, or why there are none. */
 export type FerryOutcome =
-  | { ok: true; freezeMs: number; totalMs: number; bytes: number; strategy: string; phaseMs: Record<string, number> }
+  | { ok: true; freezeMs: number; totalMs: number; bytes: number; strategy: string; phaseMs: Record<string, number>; laps: string[] }
   | { ok: false; error: string };
 
 /** What the workload is and where it moves. */
@@ -55,8 +57,15 @@ export async function migrateWithFerry(f: TestFerry, m: FerryMove): Promise<Ferr
     if (s.freezeMs === undefined || s.totalMs === undefined) return { ok: false, error: 'the migration succeeded without freezeMs/totalMs in its status' };
     // How long each phase lasted, from the history's timestamps (the last phase has no end).
     const phaseMs = Object.fromEntries(s.history.slice(0, -1).map((h, i) => [h.phase, Date.parse(s.history[i + 1]!.at) - Date.parse(h.at)]));
-    return { ok: true, freezeMs: s.freezeMs, totalMs: s.totalMs, bytes: s.bytes, strategy: s.strategy, phaseMs };
+    return { ok: true, freezeMs: s.freezeMs, totalMs: s.totalMs, bytes: s.bytes, strategy: s.strategy, phaseMs, laps: lapsOf(f.home, mig.metadata.name) };
   } finally {
     await f.client.containers.remove(m.name, { wait: true, force: true }).catch(() => undefined);
   }
+}
+
+/** The agents' and the manager's timed steps of migration `id` in the freeze (their logs' lap lines), for the report's notes. */
+function lapsOf(home: string, id: string): string[] {
+  const dir = join(home, 'logs');
+  const lines = readdirSync(dir).flatMap((n) => readFileSync(join(dir, n), 'utf8').split('\n'));
+  return lines.filter((l) => l.includes(`migration ${id}: `) && /frozen and dumped|restored|continues:|switched/.test(l)).sort().map((l) => l.replace(/^\S+ migration \S+ /, ''));
 }
