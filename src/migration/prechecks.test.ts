@@ -49,6 +49,16 @@ test('post-copy needs userfaultfd on the target and states its one risk', () => 
   assert.deepEqual(refused.map((x) => x.check), ['userfaultfd']);
   assert.match(refused[0]!.reason, /sysctl -w vm.unprivileged_userfaultfd=1/);
   assert.ok(!precheck(web, node('a'), node('b'), 'stop-copy').some((x) => x.check === 'userfaultfd'), 'stop-copy does not need it');
+  assert.ok(!ok.some((x) => x.check === 'lazy-restore'), 'post-copy states its own risk instead');
+});
+
+test('stop-copy and pre-copy say that a large image is restored lazily from the target\'s own copy, where userfaultfd allows it', () => {
+  for (const strategy of ['stop-copy', 'pre-copy', 'auto']) {
+    const r = precheck(web, node('a'), node('b', { facts: { ...facts, userfaultfd: true } }), strategy);
+    assert.deepEqual(blocking(r), []);
+    assert.match(r.find((x) => x.check === 'lazy-restore')!.reason, /128 MiB .* a CRIU daemon on b holds the rest of its memory \(not a\); if that daemon fails, the container's state is lost/);
+  }
+  assert.ok(!precheck(web, node('a'), node('b', { facts: { ...facts, userfaultfd: false } }), 'stop-copy').some((x) => x.check === 'lazy-restore'), 'no userfaultfd: restored whole, nothing to say');
 });
 
 test('the address: kept on the cluster network, refused towards a node off it, said to change otherwise', () => {

@@ -91,6 +91,9 @@ export function precheck(c: ContainerCheckFacts, from: NodeCheckFacts, to: NodeC
       `${to.name} does not allow userfaultfd for user-namespaced containers: run \`sysctl -w vm.unprivileged_userfaultfd=1\` there (scripts/setup does), or use --strategy stop-copy`);
     // Not a blocker, but the one risk post-copy adds: say it before anything moves.
     out.push({ check: 'post-copy-risk', ok: true, reason: `until every page has reached ${to.name}, ${c.name}'s memory lives partly on ${from.name}: if ${from.name} fails in that window (seconds), the container's state is lost and it restarts from its image (as QEMU's post-copy)` });
+  } else if (to.facts.userfaultfd === true) {
+    // A large image is restored lazily from the target's own copy (migrate.ts, LAZY_RESTORE_MIN_BYTES).
+    out.push({ check: 'lazy-restore', ok: true, reason: `if its image holds 128 MiB of pages or more, ${to.name} restores it lazily from its own copy: for the seconds until every page is in, a CRIU daemon on ${to.name} holds the rest of its memory (not ${from.name}); if that daemon fails, the container's state is lost and it restarts from its image` });
   }
   return out;
 }
