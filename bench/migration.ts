@@ -112,6 +112,7 @@ try {
           await measure(s, label, async () => {
             const out = await migrateWithFerry(f, { name: `m${sizeMiB}-${strategy}-${rep}`, from: a.node, to: b.node, sizeMiB, dirtyPct, strategy, onRunning: lendBundle });
             if (!out.ok) throw new Error(out.error);
+            note(`  phases (ms): ${Object.entries(out.phaseMs).map(([k, v]) => `${k} ${v}`).join(', ')}`);
             for (const l of out.laps) note(`  ${l}`);
             return { freezeMs: out.freezeMs, totalMs: out.totalMs, dumpMs: out.phaseMs.Freeze, restoreMs: out.phaseMs.Restore, bytes: out.bytes };
           });

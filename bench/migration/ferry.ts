@@ -55,8 +55,9 @@ export async function migrateWithFerry(f: TestFerry, m: FerryMove): Promise<Ferr
       return { ok: false, error: `the migration succeeded but the container is ${after.status?.phase ?? 'pending'} on ${after.status?.node ?? 'no node'}` };
     }
     if (s.freezeMs === undefined || s.totalMs === undefined) return { ok: false, error: 'the migration succeeded without freezeMs/totalMs in its status' };
-    // How long each phase lasted, from the history's timestamps (the last phase has no end).
-    const phaseMs = Object.fromEntries(s.history.slice(0, -1).map((h, i) => [h.phase, Date.parse(s.history[i + 1]!.at) - Date.parse(h.at)]));
+    // How long each phase lasted, from the history's timestamps (the last phase has no end), summed over its entries (Copy has one per round).
+    const phaseMs: Record<string, number> = {};
+    s.history.slice(0, -1).forEach((h, i) => { phaseMs[h.phase] = (phaseMs[h.phase] ?? 0) + Date.parse(s.history[i + 1]!.at) - Date.parse(h.at); });
     return { ok: true, freezeMs: s.freezeMs, totalMs: s.totalMs, bytes: s.bytes, strategy: s.strategy, phaseMs, laps: lapsOf(f.home, mig.metadata.name) };
   } finally {
     await f.client.containers.remove(m.name, { wait: true, force: true }).catch(() => undefined);
@@ -67,5 +68,5 @@ export async function migrateWithFerry(f: TestFerry, m: FerryMove): Promise<Ferr
 function lapsOf(home: string, id: string): string[] {
   const dir = join(home, 'logs');
   const lines = readdirSync(dir).flatMap((n) => readFileSync(join(dir, n), 'utf8').split('\n'));
-  return lines.filter((l) => l.includes(`migration ${id}: `) && /frozen and dumped|restored|continues:|switched/.test(l)).sort().map((l) => l.replace(/^\S+ migration \S+ /, ''));
+  return lines.filter((l) => l.includes(`migration ${id}: `) && /frozen and dumped|restored|continues:|switched|round \d+ of|made flat/.test(l)).sort().map((l) => l.replace(/^\S+ migration \S+ /, ''));
 }
