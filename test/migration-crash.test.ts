@@ -7,6 +7,8 @@
  * describes share one two-host cluster; each gives only the agent it kills its failpoint.
  */
 import { describe, it } from 'node:test';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
 import assert from 'node:assert/strict';
 import { skipUnlessReady } from './support/prereq.ts';
 import { migrateRolledBack, MIGRATION_TOOLS, migrationFilesOn, onSharedCluster, runCounter, runcIdsOn, twoNodes } from './support/two-nodes.ts';
@@ -79,6 +81,26 @@ describe('agents killed during a migration, on two simulated hosts', { skip: ski
       assert.deepEqual(runcIdsOn(a), [v.status!.runtimeId]);
       assert.deepEqual(runcIdsOn(b), []);
       assert.equal(await count(), 3);
+    });
+  });
+
+  describe('source agent killed at its cleanup, after a host-local volume moved', () => {
+    onSharedCluster(n, { a: 'migrate:source-cleanup' });
+
+    it('the migration succeeds; the returning source agent removes its stale copy of the volume', async () => {
+      const { c, a, b } = n;
+      await c.ok(['run', '--name', 'vol', '--node', a.node, '-v', 'vcrash:/data', 'sample']);
+      await c.ok(['exec', 'vol', '--', 'sh', '-c', 'echo kept > /data/a']);
+      const m = await c.json<Migration>(['migrate', 'vol', '--to', b.node]);
+      assert.equal(m.status.phase, 'Succeeded', m.status.error ?? '');
+      assert.equal(a.agentPid(), undefined, 'the source agent died at its cleanup');
+      assert.equal((await c.ok(['exec', 'vol', '--', 'cat', '/data/a'])).trim(), 'kept', 'the container runs on the target with its volume');
+      assert.ok(existsSync(join(a.dataDir, 'volumes', 'vcrash')), 'the source\'s stale copy is still there while its agent is down');
+      await a.restartAgent({ FERRY_FAILPOINTS: '' });
+      await until('the source\'s stale copy to go', () => (existsSync(join(a.dataDir, 'volumes', 'vcrash')) ? undefined : true), 30_000);
+      await until('the ended migration\'s files on the source to be removed', () => (migrationFilesOn(a).length === 0 ? true : undefined), 30_000);
+      assert.equal((await c.ok(['exec', 'vol', '--', 'cat', '/data/a'])).trim(), 'kept');
+      await c.ok(['rm', '-f', 'vol']);
     });
   });
 

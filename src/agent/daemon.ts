@@ -15,7 +15,7 @@ import { createImageStore } from './images/index.ts';
 import { createNodeNetwork } from './network/index.ts';
 import { RecordStore } from './records.ts';
 import { Reconciler } from './reconciler.ts';
-import { MigrationAgent, defaultScratchDir, freePort } from './migrate.ts';
+import { MigrationAgent, defaultScratchDir, freePort, type MigrationOutcome } from './migrate.ts';
 import { CRIU_CACHE_FILE, primeCriuCache } from './criu-cache.ts';
 import type { OverlayConfig } from './network/index.ts';
 import type { NodeRegistered, NodeRegistration } from '../client/index.ts';
@@ -191,6 +191,15 @@ export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
       return !isFerryError(e, 'MIGRATION_NOT_FOUND');
     }
   };
+  const migrationOutcome = async (id: string): Promise<MigrationOutcome> => {
+    try {
+      const m = await client.migrations.get(id);
+      return !TERMINAL.has(m.status.phase) ? 'active' : m.status.phase === 'Succeeded' ? 'succeeded' : 'ended';
+    } catch (e) {
+      if (isFerryError(e, 'MIGRATION_NOT_FOUND')) return 'unknown';
+      return 'active'; // the manager did not answer: nothing is removed on a guess
+    }
+  };
   const volumes = { local: join(o.dataDir, 'volumes'), ...(o.sharedVolumes ? { shared: o.sharedVolumes } : {}) };
   const reconciler = new Reconciler({
     node: o.name, volumes, idPrefix: o.idPrefix, stopTimeoutMs: o.stopTimeoutMs, runtime, images, network, records, idMap: ID_MAP, log,
@@ -252,7 +261,7 @@ export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
         const prefix = keys.assignments(o.name);
         const listed = await client.list<Assignment>(prefix);
         reconciler.resync(listed.items.map((i) => i.value));
-        void migrations.removeStale(migrationActive).catch((e: Error) => log(`removing ended migrations' files: ${e.message}`));
+        void migrations.removeStale(migrationOutcome).catch((e: Error) => log(`removing ended migrations' files: ${e.message}`));
         delay = 200;
         const conn = new AbortController();
         relist = () => conn.abort();

@@ -8,7 +8,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, readFileSync, statfsSync } from 'node:fs';
-import { chmod, chown, mkdir, readdir, rename, rm, rmdir, statfs, symlink, writeFile } from 'node:fs/promises';
+import { chmod, chown, mkdir, readdir, readFile, rename, rm, rmdir, statfs, symlink, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { join } from 'node:path';
@@ -66,6 +66,11 @@ export function fitsScratch(freeBytes: number, expectBytes: number | undefined):
 
 /** Beside a migration's directory (always on disk): its volume copies. */
 const VOLUMES_SUFFIX = '.volumes';
+/** In a migration's volumes directory on the source: which host-local volumes it moves away. */
+const OUTGOING_FILE = 'outgoing.json';
+
+/** How a migration stands, as removeStale needs it: under way, ended with the switch, ended otherwise, or not in the store. */
+export type MigrationOutcome = 'active' | 'succeeded' | 'ended' | 'unknown';
 /** Staging key of the writable layer among the volume copies (no volume name starts with a dot). */
 const UPPER_KEY = '.upper';
 /** The file, among those sent at the freeze, holding what changed in `key` (a volume or UPPER_KEY). */
@@ -275,6 +280,8 @@ export class MigrationAgent {
     const sources: [string, string][] = [[UPPER_KEY, join(this.d.records.containerDir(rec.runtimeId), 'upper')], ...volumes.map((v): [string, string] => [v, this.localVolume(v)])];
     for (const [key, dir] of sources) bytes += await packBase(dir, this.snapshot(id, key), join(vd, 'base', `${key}.tar`));
     this.outgoingVolumes.set(id, [...volumes]);
+    // Kept on disk too: a source agent that restarts before the Cleanup still knows what moved away.
+    await writeFile(join(vd, OUTGOING_FILE), JSON.stringify({ container: name, volumes }));
     this.d.log(`migration ${id}: packed the writable layer and ${volumes.length} local volume(s) of ${name} (${bytes} bytes)`);
     return { bytes };
   }
@@ -460,6 +467,7 @@ export class MigrationAgent {
     rec.outgoing = undefined;
     await this.d.records.save(rec);
     this.outgoingVolumes.delete(id); // they stay: the container runs on here
+    await rm(join(this.volumesDir(id), OUTGOING_FILE), { force: true });
     await this.removeFiles(id);
   }
 
@@ -824,19 +832,44 @@ export class MigrationAgent {
   }
 
   /**
-   * After an agent restart: removes the files of migrations that have ended (`active` asks the
-   * manager), e.g. a half-fetched image left by a crash during the transfer.
+   * After an agent restart: removes the files of migrations that have ended (`outcome` asks the
+   * manager), e.g. a half-fetched image left by a crash during the transfer. A source that was down
+   * at the Cleanup of a migration that succeeded also removes its stale copies of the host-local
+   * volumes that moved away (the container uses the target's now).
    */
-  async removeStale(active: (id: string) => Promise<boolean>): Promise<void> {
+  async removeStale(outcome: (id: string) => Promise<MigrationOutcome>): Promise<void> {
     for (const root of [this.diskRoot(), ...(this.d.scratchDir !== undefined ? [this.d.scratchDir] : [])]) {
       for (const name of await readdir(root).catch(() => [] as string[])) {
         if (name === SCRATCH_OWNER_FILE && root === this.d.scratchDir) continue;
         const id = name.replace(/\.work$/, '').replace(VOLUMES_SUFFIX, '');
         if (this.lazySources.has(id) || this.lazyTargets.has(id) || this.pageServers.has(id) || this.fetches.has(id) || this.flattening.has(id)) continue;
-        if (await active(id)) continue;
+        const o = await outcome(id);
+        if (o === 'active') continue;
+        if (name.endsWith(VOLUMES_SUFFIX)) {
+          const outgoing = await this.outgoingOnDisk(id);
+          if (o === 'succeeded') await this.removeMovedAway(id, outgoing);
+          else if (outgoing.length > 0 && o === 'unknown') this.d.log(`migration ${id} is not in the store any more; the local volumes it was moving (${outgoing.join(', ')}) stay here`);
+        }
         this.d.log(`removing the files of ended migration ${id}`);
         await rm(join(root, name), { recursive: true, force: true });
       }
+    }
+  }
+
+  /** Source: the host-local volumes migration `id` moves away, as packVolumes wrote them down (none when it did not). */
+  private async outgoingOnDisk(id: string): Promise<readonly string[]> {
+    const raw = await readFile(join(this.volumesDir(id), OUTGOING_FILE), 'utf8').catch(() => undefined);
+    if (raw === undefined) return [];
+    const v = (JSON.parse(raw) as { volumes?: unknown }).volumes;
+    return Array.isArray(v) ? v.filter((x): x is string => typeof x === 'string') : [];
+  }
+
+  /** Source, after a migration succeeded: its copies of the volumes that moved away are stale. */
+  private async removeMovedAway(id: string, volumes: readonly string[]): Promise<void> {
+    for (const v of volumes) {
+      this.localVolume(v); // checks the name
+      await rm(join(this.d.volumes.local, v), { recursive: true, force: true });
+      this.d.log(`migration ${id}: local volume ${v} moved away; its copy here is removed`);
     }
   }
 
@@ -862,10 +895,9 @@ export class MigrationAgent {
     this.lazySources.delete(id);
     this.movedVolumes.delete(id);
     // Source, after the switch: the host-local volumes live on the target now; this copy is stale.
-    for (const v of this.outgoingVolumes.get(id) ?? []) {
-      await rm(join(this.d.volumes.local, v), { recursive: true, force: true });
-      this.d.log(`migration ${id}: local volume ${v} moved away; its copy here is removed`);
-    }
+    const outgoing = this.outgoingVolumes.get(id) ?? await this.outgoingOnDisk(id);
+    if (outgoing.length > 0) failpoint('migrate:source-cleanup');
+    await this.removeMovedAway(id, outgoing);
     this.outgoingVolumes.delete(id);
     await this.removeFiles(id);
     return p;
