@@ -173,11 +173,9 @@ function psi(cmd: number, nrPages: number, vaddr: bigint, dstId: bigint, wide: b
   return b;
 }
 
-/** Sends pagemap-1.img of `dir` with its pages to a page server the way `criu dump --page-server` does. */
-async function streamLikeCriu(address: string, dir: string, o: { flush?: boolean; wide?: boolean } = {}): Promise<void> {
+/** Sends pagemap-ID.img of `dir` (each of `ids`, in order) with its pages to a page server the way `criu dump --page-server` does. */
+async function streamLikeCriu(address: string, dir: string, o: { flush?: boolean; wide?: boolean; ids?: number[] } = {}): Promise<void> {
   const wide = o.wide ?? true;
-  const pm = await readPagemap(join(dir, 'pagemap-1.img'));
-  const pages = readFileSync(join(dir, `pages-${pm.head.pagesId}.img`));
   const [host, port] = address.split(':');
   const sock = connect(Number(port), host!);
   let got = Buffer.alloc(0);
@@ -189,13 +187,17 @@ async function streamLikeCriu(address: string, dir: string, o: { flush?: boolean
     return a;
   };
   await once(sock, 'connect');
-  const dst = (1n << 8n) | 1n; // pid 1's pagemap (PS_TYPE_PID)
-  sock.write(psi(4, 0, 0n, dst, wide)); // PS_IOV_OPEN2
-  assert.deepEqual([...await answer(1)], [0], 'the server says it has no parent for CRIU (it decides what is the parent\'s)');
-  let off = 0;
-  for (const e of pm.entries) {
-    sock.write(psi((e.flags << 16) | 6, e.nrPages, e.vaddr, dst, wide)); // PS_IOV_ADD_F
-    if (e.flags & PE_PRESENT) sock.write(pages.subarray(off, (off += e.nrPages * PAGE_SIZE)));
+  for (const id of o.ids ?? [1]) {
+    const pm = await readPagemap(join(dir, `pagemap-${id}.img`));
+    const pages = readFileSync(join(dir, `pages-${pm.head.pagesId}.img`));
+    const dst = (BigInt(id) << 8n) | 1n; // pid `id`'s pagemap (PS_TYPE_PID)
+    sock.write(psi(4, 0, 0n, dst, wide)); // PS_IOV_OPEN2
+    assert.deepEqual([...await answer(1)], [0], 'the server says it has no parent for CRIU (it decides what is the parent\'s)');
+    let off = 0;
+    for (const e of pm.entries) {
+      sock.write(psi((e.flags << 16) | 6, e.nrPages, e.vaddr, dst, wide)); // PS_IOV_ADD_F
+      if (e.flags & PE_PRESENT) sock.write(pages.subarray(off, (off += e.nrPages * PAGE_SIZE)));
+    }
   }
   if (o.flush !== false) {
     sock.write(psi(0x1023, 0, 0n, 0n, wide)); // PS_IOV_FLUSH
@@ -237,6 +239,38 @@ test('startDeltaServer: the image it writes from a streamed dump is the one make
     assert.equal(readlinkSync(join(out, 'parent')), '../prev');
     assert.deepEqual(readdirSync(out).sort(), ['pagemap-1.img', `pages-${b.head.pagesId}.img`, 'parent'].sort(), 'no working files are left');
   }
+});
+
+test('startDeltaServer without a previous round receives a plain image, the big pagemap\'s pages written into the allocated pool', async (t) => {
+  if (!deltaServerBuilt(t)) return;
+  const base = mkdtempSync(join(tmpdir(), 'ferry-delta-'));
+  t.after(() => rmSync(base, { recursive: true, force: true }));
+  // Three processes: a small one first (its pages leave the pool), a big one (> 16 MiB: it keeps the
+  // pool), a small one after (a file of its own).
+  const tagged = (n: number, tag: number): Buffer[] => Array.from({ length: n }, (_, i) => { const b = Buffer.alloc(PAGE_SIZE, (tag + i) & 0xff); b.writeUInt32LE(i, 0); return b; });
+  const procs: [number, { at: number; pages: Buffer[]; flags: number }[]][] = [
+    [7, [{ at: 0x10, pages: tagged(3, 1), flags: PE_PRESENT | PE_LAZY }, { at: 0x40, pages: [page(0)], flags: PE_LAZY }]],
+    [8, [{ at: 0x100, pages: tagged(4100, 50), flags: PE_PRESENT | PE_LAZY }, { at: 0x9000, pages: tagged(20, 9), flags: PE_PRESENT }]],
+    [9, [{ at: 0x20, pages: tagged(2, 200), flags: PE_PRESENT }]],
+  ];
+  mkdirSync(join(base, 'src'));
+  for (const [id, runs] of procs) {
+    writeFileSync(join(base, `src/pagemap-${id}.img`), encodePagemap({ pagesId: id }, runs.map((r) => ({ vaddr: BigInt(r.at) * P, nrPages: r.pages.length, flags: r.flags }))));
+    writeFileSync(join(base, `src/pages-${id}.img`), Buffer.concat(runs.filter((r) => r.flags & PE_PRESENT).flatMap((r) => r.pages)));
+  }
+  const server = await startDeltaServer({ out: join(base, 'out'), poolBytes: 24 << 20 });
+  assert.ok(server);
+  assert.ok(existsSync(join(base, 'out/.pool')), 'the pool is allocated before CRIU connects');
+  await streamLikeCriu(server.address, join(base, 'src'), { ids: procs.map(([id]) => id) });
+  const stats = await server.finish();
+  assert.equal(stats.pagesChanged, stats.pagesTotal, 'without a previous round every page is kept');
+  assert.equal(stats.pagesTotal, 3 + 4120 + 2);
+  for (const [id] of procs) {
+    const [want, got] = [await readPagemap(join(base, `src/pagemap-${id}.img`)), await readPagemap(join(base, `out/pagemap-${id}.img`))];
+    assert.deepEqual(got.entries, want.entries, `pagemap ${id}`);
+    assert.ok(readFileSync(join(base, `out/pages-${got.head.pagesId}.img`)).equals(readFileSync(join(base, `src/pages-${id}.img`))), `the pages of ${id}`);
+  }
+  assert.ok(!readdirSync(join(base, 'out')).some((n) => n === '.pool' || n === 'parent' || n.startsWith('entries-')), 'no pool, parent link or working file is left');
 });
 
 test('startDeltaServer: a dump that ends without its flush fails, stop() ends a waiting server, bad inputs are refused', async (t) => {

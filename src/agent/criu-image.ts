@@ -460,12 +460,16 @@ export const DELTA_SERVER_PATH = fileURLToPath(new URL('../../build/ferry-delta-
 
 /** What startDeltaServer is given: as makeIncremental's, with no `current` (CRIU streams it). */
 export interface DeltaServerRequest {
-  /** A plain (flat) dump of the round the target holds, kept on the source. */
-  readonly previous: string;
-  /** Directory for the incremental image: give it to CRIU as the dump's image directory too; created, or must be empty. */
+  /** A plain (flat) dump of the round the target holds, kept on the source; none: every page is kept (a plain image). */
+  readonly previous?: string;
+  /** Directory for the image: created, or must be empty (on the source, CRIU's image directory too). */
   readonly out: string;
-  /** Target of the relative `parent` symlink as the target lays rounds out. */
-  readonly parentLink: string;
+  /** Target of the relative `parent` symlink as the target lays rounds out (with `previous`). */
+  readonly parentLink?: string;
+  /** IPv4 address to listen on (default 127.0.0.1). */
+  readonly listen?: string;
+  /** Bytes of pages to allocate before CRIU connects (see native/pagediff/ferry-delta-server.c, --pool). */
+  readonly poolBytes?: number;
   /** The helper (tests). */
   readonly helper?: string;
 }
@@ -492,12 +496,12 @@ const pagemapName = (type: number, id: string): string => (type === 2 ? `pagemap
  */
 export async function startDeltaServer(req: DeltaServerRequest): Promise<DeltaServer | undefined> {
   const helper = req.helper ?? DELTA_SERVER_PATH;
-  if (!existsSync(helper) || /\s/.test(req.previous)) return undefined;
+  if (!existsSync(helper) || /\s/.test(req.previous ?? '')) return undefined;
   let index = '';
-  for (const name of await readdir(req.previous)) {
+  for (const name of req.previous === undefined ? [] : await readdir(req.previous)) {
     const m = /^pagemap-(shmem-)?(\d+)\.img$/.exec(name);
     if (!m) continue;
-    const src = await PageSource.open(req.previous, name);
+    const src = await PageSource.open(req.previous!, name);
     try {
       const runs = src?.flatRuns();
       if (!src || !runs) return undefined;
@@ -509,7 +513,8 @@ export async function startDeltaServer(req: DeltaServerRequest): Promise<DeltaSe
   }
   await mkdir(req.out, { recursive: true });
   if ((await readdir(req.out)).length > 0) throw criuImageErrors.INCREMENTAL_OUT_NOT_EMPTY({ dir: req.out });
-  const child = spawn(helper, [req.out], { stdio: ['pipe', 'pipe', 'pipe'] });
+  const args = [...(req.listen ? ['--listen', req.listen] : []), ...(req.poolBytes ? ['--pool', String(Math.ceil(req.poolBytes / PAGE_SIZE) * PAGE_SIZE)] : []), req.out];
+  const child = spawn(helper, args, { stdio: ['pipe', 'pipe', 'pipe'] });
   let [out, err] = ['', ''];
   child.stdout.on('data', (b: Buffer) => { out += b.toString(); });
   child.stderr.on('data', (b: Buffer) => { err += b.toString(); });
@@ -529,7 +534,7 @@ export async function startDeltaServer(req: DeltaServerRequest): Promise<DeltaSe
     exited.then(() => { throw new Error('ferry-delta-server exited before listening'); }),
   ]);
   return {
-    address: `127.0.0.1:${port}`,
+    address: `${req.listen ?? '127.0.0.1'}:${port}`,
     async stop() {
       if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
       await exited.catch(() => undefined);
@@ -554,7 +559,7 @@ export async function startDeltaServer(req: DeltaServerRequest): Promise<DeltaSe
         pagesChanged += Number(changed);
       }
       if (!/^done$/m.test(out)) throw new Error(`ferry-delta-server ended without its summary: ${out.trim()}`);
-      await symlink(req.parentLink, join(req.out, 'parent'));
+      if (req.parentLink !== undefined) await symlink(req.parentLink, join(req.out, 'parent'));
       return { pagesTotal, pagesChanged, pageBytesWritten: pagesChanged * PAGE_SIZE, bytesWritten: await treeBytes(req.out) };
     },
   };
