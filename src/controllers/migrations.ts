@@ -103,9 +103,11 @@ async function perform(d: MigrationDeps, m: Migration, t: DriveState): Promise<M
       };
       const from = await node(m.spec.from);
       const to = await node(m.spec.to);
-      // The container's memory now: what auto decides by, and what the progress bar measures against.
+      // The container's memory now: what auto decides by, what the progress bar measures against and
+      // what the target makes room for. Its anonymous and shared memory where the cgroup tells it (a
+      // checkpoint writes those, not the page cache the usage also counts), else its usage.
       const usage = st?.runtimeId && st.uid === c.metadata.uid
-        ? await (await agent(d, m.spec.from)).client.stats(st.runtimeId).then((s) => Number(s.memoryUsageBytes) || undefined, () => undefined) : undefined;
+        ? await (await agent(d, m.spec.from)).client.stats(st.runtimeId).then((s) => Number(s.memoryDumpBytes ?? s.memoryUsageBytes) || undefined, () => undefined) : undefined;
       let strategy = m.status.strategy;
       if (m.spec.strategy === 'auto') {
         const pick = autoStrategy({ memoryBytes: usage, postCopyAllowed: to.facts.userfaultfd === true });

@@ -30,6 +30,20 @@ test('v1: one hierarchy per controller; the huge unlimited value reads as 0', as
   assert.equal(await oomKillCount('/ferry/gone', root), undefined);
 });
 
+test('what a checkpoint writes: anonymous plus shared memory, not the page cache (v1 and v2)', async (t) => {
+  const v1 = fakeRoot(t, {
+    'memory/ferry/c1/memory.usage_in_bytes': '90000\n',
+    'memory/ferry/c1/memory.stat': 'cache 60000\nrss 20000\nshmem 4096\ntotal_cache 60000\ntotal_rss 20480\ntotal_shmem 4096\n',
+  });
+  assert.equal((await readStats('/ferry/c1', v1)).memoryDumpBytes, 24576);
+  const v2 = fakeRoot(t, {
+    'cgroup.controllers': 'cpu memory pids\n',
+    'ferry/c1/memory.current': '90000\n',
+    'ferry/c1/memory.stat': 'anon 20480\nfile 60000\nshmem 8192\n',
+  });
+  assert.equal((await readStats('/ferry/c1', v2)).memoryDumpBytes, 28672);
+});
+
 test('v2: unified hierarchy, usage_usec in ns, "max" as 0', async (t) => {
   const root = fakeRoot(t, {
     'cgroup.controllers': 'cpu memory pids\n',

@@ -54,19 +54,23 @@ export async function readStats(cgroupsPath: string, root = CGROUP_ROOT): Promis
   if (cgroupVersion(root) === 2) {
     const dir = join(root, cgroupsPath);
     const cpu = parseKeyValues((await readText(join(dir, 'cpu.stat'))) ?? '');
+    const mem = parseKeyValues((await readText(join(dir, 'memory.stat'))) ?? '');
     return {
       time,
       cpuUsageNs: (cpu.get('usage_usec') ?? 0) * 1000,
       memoryUsageBytes: await readNumber(join(dir, 'memory.current')),
+      ...(mem.has('anon') ? { memoryDumpBytes: (mem.get('anon') ?? 0) + (mem.get('shmem') ?? 0) } : {}),
       memoryLimitBytes: limitOrZero(await readNumber(join(dir, 'memory.max'))),
       pids: await readNumber(join(dir, 'pids.current')),
       cgroupVersion: 2,
     };
   }
+  const mem = parseKeyValues((await readText(join(root, 'memory', cgroupsPath, 'memory.stat'))) ?? '');
   return {
     time,
     cpuUsageNs: await readNumber(join(root, 'cpuacct', cgroupsPath, 'cpuacct.usage')),
     memoryUsageBytes: await readNumber(join(root, 'memory', cgroupsPath, 'memory.usage_in_bytes')),
+    ...(mem.has('total_rss') ? { memoryDumpBytes: (mem.get('total_rss') ?? 0) + (mem.get('total_shmem') ?? 0) } : {}),
     memoryLimitBytes: limitOrZero(await readNumber(join(root, 'memory', cgroupsPath, 'memory.limit_in_bytes'))),
     pids: await readNumber(join(root, 'pids', cgroupsPath, 'pids.current')),
     cgroupVersion: 1,

@@ -112,6 +112,11 @@ export interface ContainerStats {
   /** Total CPU time used, nanoseconds. */
   readonly cpuUsageNs: number;
   readonly memoryUsageBytes: number;
+  /**
+   * Anonymous and shared memory (memory.stat anon + shmem; rss + shmem on cgroup v1): about what a
+   * checkpoint writes, as the usage also counts the page cache, which it does not. Undefined when unread.
+   */
+  readonly memoryDumpBytes?: number;
   /** Memory limit in bytes, 0 when unlimited. */
   readonly memoryLimitBytes: number;
   readonly pids: number;
