@@ -491,8 +491,10 @@ const pagemapName = (type: number, id: string): string => (type === 2 ? `pagemap
  * Starts a CRIU page server that writes, while CRIU dumps into it, the image makeIncremental would
  * write from a full dump of the same memory: pages equal to `previous`'s at the same address become
  * PE_PARENT runs, only the changed ones are kept. The comparison overlaps the dump instead of
- * following it, and the full image is never written. Undefined when the helper is not built or
- * `previous` is not flat (compare from files then). CRIU's other images go straight into `out`.
+ * following it, and the full image is never written. Without `previous` every page is kept: the
+ * plain image CRIU's own page server would write (stop-copy's receiver on the target). Undefined when
+ * the helper is not built or `previous` is not flat (compare from files then). On the source, CRIU's
+ * other images go straight into `out`.
  */
 export async function startDeltaServer(req: DeltaServerRequest): Promise<DeltaServer | undefined> {
   const helper = req.helper ?? DELTA_SERVER_PATH;

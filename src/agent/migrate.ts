@@ -416,8 +416,8 @@ export class MigrationAgent {
         // With `streamTo` the pages go straight to the target's page server while CRIU dumps them; after
         // pre-copy rounds, to the delta server.
         const imagePath = preCopyRound === undefined ? join(dir, 'image') : join(finalDir, delta ? 'send' : 'full');
-        const pageServer = streamTo ?? delta?.address;
-        await this.d.runtime.checkpoint(rec.runtimeId, { imagePath, leaveRunning: true, tcpEstablished: true, ...(pageServer ? { pageServer } : {}) });
+        const pagesTo = streamTo ?? delta?.address;
+        await this.d.runtime.checkpoint(rec.runtimeId, { imagePath, leaveRunning: true, tcpEstablished: true, ...(pagesTo ? { pageServer: pagesTo } : {}) });
       }
       times.lap('dump');
       let sendDir = dir;
