@@ -499,10 +499,20 @@ test('real CRIU: two --leave-running dumps → incremental image → restore has
   const differing = [...r2].filter(([a, b]) => !r1.get(a)?.equals(b)).map(([a]) => a);
   const name = readdirSync(join(base, 'incremental')).find((n) => n.startsWith('pagemap-'))!;
   const inc = await readPagemap(join(base, 'incremental', name));
-  const present = inc.entries.filter((e) => e.flags & PE_PRESENT).flatMap((e) => Array.from({ length: e.nrPages }, (_, i) => e.vaddr + BigInt(i) * P));
+  /** Addresses of an image's own (PE_PRESENT) pages, in pages-file order. */
+  const ownPages = (pm: { readonly entries: readonly PagemapEntry[] }): bigint[] => pm.entries.filter((e) => e.flags & PE_PRESENT).flatMap((e) => Array.from({ length: e.nrPages }, (_, i) => e.vaddr + BigInt(i) * P));
+  /** Which pages of the test buffer are among `addrs`, as page indexes. */
+  const inBuffer = (addrs: bigint[]): number[] => addrs.filter((a) => a >= BigInt(addr) && a < BigInt(addr + PAGES * PAGE_SIZE)).map((a) => Number((a - BigInt(addr)) / P));
+  /** Restores the killed process from `dir` and checks it runs with the second dump's memory, reading the parent image or not. */
+  const restoreFrom = (dir: string, log: string, fromParent: boolean, what: string): void => {
+    criu(['restore', '-D', dir, '--restore-detached', '--shell-job'], join(base, log));
+    assert.ok(alive(pid), `restored ${what}, under its old pid`);
+    (fromParent ? assert.match : assert.doesNotMatch)(readFileSync(join(base, log), 'utf8'), /Read from parent/, fromParent ? 'CRIU took pages from the parent image' : 'no parent image was read');
+    assert.ok(memory(pid, addr, PAGES * PAGE_SIZE).equals(expected), `restored memory ${what} equals the second dump`);
+  };
+  const present = ownPages(inc);
   assert.deepEqual(present, differing);
-  const inBuffer = present.filter((a) => a >= BigInt(addr) && a < BigInt(addr + PAGES * PAGE_SIZE)).map((a) => Number((a - BigInt(addr)) / P));
-  assert.deepEqual(inBuffer, [...changed], 'in the test buffer, exactly the touched pages travel');
+  assert.deepEqual(inBuffer(present), [...changed], 'in the test buffer, exactly the touched pages travel');
   assert.deepEqual(readFileSync(join(base, 'incremental', `pages-${inc.head.pagesId}.img`)), Buffer.concat(differing.map((a) => r2.get(a)!)));
   assert.equal(stats.pagesChanged, differing.length);
   assert.equal(stats.pagesTotal, r2.size);
@@ -513,10 +523,7 @@ test('real CRIU: two --leave-running dumps → incremental image → restore has
   cpSync(join(base, 'incremental'), join(base, 'target/round-2'), { recursive: true, verbatimSymlinks: true });
   process.kill(pid, 'SIGKILL');
   await exited;
-  criu(['restore', '-D', join(base, 'target/round-2'), '--restore-detached', '--shell-job'], join(base, 'restore.log'));
-  assert.ok(alive(pid), 'the restored process runs under its old pid');
-  assert.match(readFileSync(join(base, 'restore.log'), 'utf8'), /Read from parent/, 'CRIU took pages from the parent image');
-  assert.ok(memory(pid, addr, PAGES * PAGE_SIZE).equals(expected), 'restored memory equals the second dump');
+  restoreFrom(join(base, 'target/round-2'), 'restore.log', true, 'from the incremental image');
 
   // The same image made flat on the target (round-1's pages file patched with round-2's pages): CRIU
   // restores it without a parent, with the same memory.
@@ -526,18 +533,14 @@ test('real CRIU: two --leave-running dumps → incremental image → restore has
   process.kill(pid, 'SIGKILL');
   // Gone altogether (reaped), so that CRIU can have the pid again.
   await waitFor(`pid ${pid} to be reaped`, () => (existsSync(`/proc/${pid}`) ? undefined : true));
-  criu(['restore', '-D', join(base, 'target/flat'), '--restore-detached', '--shell-job'], join(base, 'restore-flat.log'));
-  assert.ok(alive(pid), 'restored from the flat image');
-  assert.doesNotMatch(readFileSync(join(base, 'restore-flat.log'), 'utf8'), /Read from parent/, 'no parent image was read');
-  assert.ok(memory(pid, addr, PAGES * PAGE_SIZE).equals(expected), 'restored memory from the flat image equals the second dump');
+  restoreFrom(join(base, 'target/flat'), 'restore-flat.log', false, 'from the flat image');
 
   // The streamed image: in the test buffer exactly the touched pages are its own, and it restores
   // (through round-1, as the target lays it out) to the same memory.
   const sname = readdirSync(join(base, 'streamed')).find((n) => /^pagemap-\d+\.img$/.test(n))!;
   assert.equal(sname, name, 'the pagemap CRIU would have written');
   const spm = await readPagemap(join(base, 'streamed', sname));
-  const own = spm.entries.filter((e) => e.flags & PE_PRESENT).flatMap((e) => Array.from({ length: e.nrPages }, (_, i) => e.vaddr + BigInt(i) * P));
-  assert.deepEqual(own.filter((a) => a >= BigInt(addr) && a < BigInt(addr + PAGES * PAGE_SIZE)).map((a) => Number((a - BigInt(addr)) / P)), [...changed]);
+  assert.deepEqual(inBuffer(ownPages(spm)), [...changed]);
   assert.equal(streamedStats.pagesTotal, r2.size, 'every page of the process went through the server');
   assert.ok(!readdirSync(join(base, 'streamed')).some((n) => n.startsWith('entries-')), 'no working files are left');
   t.diagnostic(`streamed: ${streamedStats.pagesChanged} of ${streamedStats.pagesTotal} pages changed`);
@@ -545,10 +548,7 @@ test('real CRIU: two --leave-running dumps → incremental image → restore has
   cpSync(join(base, 'streamed'), join(base, 'target-streamed/round-2'), { recursive: true, verbatimSymlinks: true });
   process.kill(pid, 'SIGKILL');
   await waitFor(`pid ${pid} to be reaped`, () => (existsSync(`/proc/${pid}`) ? undefined : true));
-  criu(['restore', '-D', join(base, 'target-streamed/round-2'), '--restore-detached', '--shell-job'], join(base, 'restore-streamed.log'));
-  assert.ok(alive(pid), 'restored from the streamed image');
-  assert.match(readFileSync(join(base, 'restore-streamed.log'), 'utf8'), /Read from parent/, 'CRIU took pages from the parent image');
-  assert.ok(memory(pid, addr, PAGES * PAGE_SIZE).equals(expected), 'restored memory from the streamed image equals the second dump');
+  restoreFrom(join(base, 'target-streamed/round-2'), 'restore-streamed.log', true, 'from the streamed image');
 });
 
 function mkdirP(dir: string): string {

@@ -527,14 +527,13 @@ export async function startDeltaServer(req: DeltaServerRequest): Promise<DeltaSe
   exited.catch(() => undefined);
   child.stdin.on('error', () => undefined); // an early exit is reported by `exited`
   child.stdin.end(index + 'end\n');
-  const port = await Promise.race([
-    new Promise<number>((resolve) => {
-      const look = (): void => { const m = /^port (\d+)$/m.exec(out); if (m) { child.stdout.off('data', look); resolve(Number(m[1])); } };
-      child.stdout.on('data', look);
-      look();
-    }),
-    exited.then(() => { throw new Error('ferry-delta-server exited before listening'); }),
-  ]);
+  /** The first match of `re` in what it printed, once it is there. */
+  const printed = (re: RegExp): Promise<RegExpExecArray> => new Promise((resolve) => {
+    const look = (): void => { const m = re.exec(out); if (m) { child.stdout.off('data', look); resolve(m); } };
+    child.stdout.on('data', look);
+    look();
+  });
+  const port = Number((await Promise.race([printed(/^port (\d+)$/m), exited.then(() => { throw new Error('ferry-delta-server exited before listening'); })]))[1]);
   return {
     address: `${req.listen ?? '127.0.0.1'}:${port}`,
     async stop() {
@@ -543,11 +542,7 @@ export async function startDeltaServer(req: DeltaServerRequest): Promise<DeltaSe
     },
     async finish() {
       // The summary is the last thing it prints; its exit (unmapping the last round) is not waited for.
-      await Promise.race([exited, new Promise<void>((resolve) => {
-        const look = (): void => { if (/^done$/m.test(out)) { child.stdout.off('data', look); resolve(); } };
-        child.stdout.on('data', look);
-        look();
-      })]);
+      await Promise.race([exited, printed(/^done$/m)]);
       let [pagesTotal, pagesChanged] = [0, 0];
       for (const [, type, id, k, present, changed] of out.matchAll(/^map (\d+) (\d+) (\d+) (\d+) (\d+)$/gm)) {
         const bin = await readFile(join(req.out, `entries-${k}.bin`));

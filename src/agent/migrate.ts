@@ -164,8 +164,6 @@ export class MigrationAgent {
     this.d = d;
   }
 
-  /** Source: the host-local volumes a migration moves (removed here once it has succeeded). */
-  private readonly outgoingVolumes = new Map<string, readonly string[]>();
   /** Target: host-local volume directories a migration put in place (removed if it rolls back). */
   private readonly movedVolumes = new Map<string, string[]>();
   /** Target, pre-copy: the round being made flat in the background, by migration id. */
@@ -279,8 +277,8 @@ export class MigrationAgent {
     let bytes = 0;
     const sources: [string, string][] = [[UPPER_KEY, join(this.d.records.containerDir(rec.runtimeId), 'upper')], ...volumes.map((v): [string, string] => [v, this.localVolume(v)])];
     for (const [key, dir] of sources) bytes += await packBase(dir, this.snapshot(id, key), join(vd, 'base', `${key}.tar`));
-    this.outgoingVolumes.set(id, [...volumes]);
-    // Kept on disk too: a source agent that restarts before the Cleanup still knows what moved away.
+    // The host-local volumes it moves away (removed here once it has succeeded), on disk: a source
+    // agent that restarts before the Cleanup still knows them.
     await writeFile(join(vd, OUTGOING_FILE), JSON.stringify({ container: name, volumes }));
     this.d.log(`migration ${id}: packed the writable layer and ${volumes.length} local volume(s) of ${name} (${bytes} bytes)`);
     return { bytes };
@@ -370,8 +368,7 @@ export class MigrationAgent {
     // the helper: a full dump into rounds/final/full, then the delta from files.
     const finalDir = join(dir, 'rounds', 'final');
     const ready = this.deltaServers.get(id);
-    const deltaServer = preCopyRound === undefined ? undefined : ready?.round === preCopyRound ? ready.server : (await this.stopDeltaServer(id), this.startDeltaServer(id, preCopyRound));
-    const delta = await deltaServer;
+    const delta = preCopyRound === undefined ? undefined : ready?.round === preCopyRound ? await ready.server : (await this.stopDeltaServer(id), await this.startDeltaServer(id, preCopyRound));
     if (preCopyRound !== undefined && !delta) await rm(finalDir, { recursive: true, force: true });
     await mkdir(preCopyRound === undefined ? join(dir, 'image') : finalDir, { recursive: true, mode: 0o755 });
     try {
@@ -466,8 +463,7 @@ export class MigrationAgent {
     if (ports.length > 0 && rec.ip) await this.d.network.publish(rec.runtimeId, rec.ip, ports);
     rec.outgoing = undefined;
     await this.d.records.save(rec);
-    this.outgoingVolumes.delete(id); // they stay: the container runs on here
-    await rm(join(this.volumesDir(id), OUTGOING_FILE), { force: true });
+    await rm(join(this.volumesDir(id), OUTGOING_FILE), { force: true }); // they stay: the container runs on here
     await this.removeFiles(id);
   }
 
@@ -867,7 +863,7 @@ export class MigrationAgent {
     }
   }
 
-  /** Source: the host-local volumes migration `id` moves away, as packVolumes wrote them down (none when it did not). */
+  /** Source: the host-local volumes migration `id` moves away, as packVolumes wrote them down (none when it did not, or after a rollback). */
   private async outgoingOnDisk(id: string): Promise<readonly string[]> {
     const raw = await readFile(join(this.volumesDir(id), OUTGOING_FILE), 'utf8').catch(() => undefined);
     if (raw === undefined) return [];
@@ -906,10 +902,9 @@ export class MigrationAgent {
     this.lazySources.delete(id);
     this.movedVolumes.delete(id);
     // Source, after the switch: the host-local volumes live on the target now; this copy is stale.
-    const outgoing = this.outgoingVolumes.get(id) ?? await this.outgoingOnDisk(id);
+    const outgoing = await this.outgoingOnDisk(id);
     if (outgoing.length > 0) failpoint('migrate:source-cleanup');
     await this.removeMovedAway(id, outgoing);
-    this.outgoingVolumes.delete(id);
     await this.removeFiles(id);
     return p;
   }
