@@ -118,15 +118,17 @@ describe('images and bad input through the CLI', { skip: skipUnlessReady(TOOLS) 
     ];
     const rev = async (): Promise<string> => JSON.stringify((await f.client.containers.list()).map((v) => [v.container.metadata.name, v.container.metadata.generation]));
     const before = await rev();
-    for (const [args, code, message] of cases) {
+    // Every case is refused, so they may run side by side: four CLI processes at a time.
+    const check = async ([args, code, message]: (typeof cases)[number]): Promise<void> => {
       const r = await f.cli(args);
       assert.equal(r.code, code, `ferry ${args.join(' ')} → ${r.code}: ${r.stderr}`);
       assert.match(r.stderr, message, `ferry ${args.join(' ')}`);
       const j = await f.cli(['-o', 'json', ...args]);
       if (code !== 2 || /^(run|inspect|logs|exec|stop|rm|update|image)$/.test(args[0]!)) {
-        assert.equal(j.code, code);
+        assert.equal(j.code, code, `ferry -o json ${args.join(' ')} → ${j.code}: ${j.stderr}`);
       }
-    }
+    };
+    for (let i = 0; i < cases.length; i += 4) await Promise.all(cases.slice(i, i + 4).map(check));
     assert.equal(await rev(), before, 'no container was created or changed');
     const jsonErr = await f.cli(['-o', 'json', 'inspect', 'ghost']);
     assert.equal(JSON.parse(jsonErr.stderr).error.code, 'FERRY_ERR_CONTAINER_NOT_FOUND');
