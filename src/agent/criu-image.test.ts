@@ -241,7 +241,7 @@ test('startDeltaServer: the image it writes from a streamed dump is the one make
   }
 });
 
-test('startDeltaServer without a previous round receives a plain image, the big pagemap\'s pages written into the allocated pool', async (t) => {
+test('startDeltaServer without a previous round receives a plain image, the big pagemap\'s pages written into the allocated pool (one that holds them, and one they overflow)', async (t) => {
   if (!deltaServerBuilt(t)) return;
   const base = mkdtempSync(join(tmpdir(), 'ferry-delta-'));
   t.after(() => rmSync(base, { recursive: true, force: true }));
@@ -258,19 +258,24 @@ test('startDeltaServer without a previous round receives a plain image, the big 
     writeFileSync(join(base, `src/pagemap-${id}.img`), encodePagemap({ pagesId: id }, runs.map((r) => ({ vaddr: BigInt(r.at) * P, nrPages: r.pages.length, flags: r.flags }))));
     writeFileSync(join(base, `src/pages-${id}.img`), Buffer.concat(runs.filter((r) => r.flags & PE_PRESENT).flatMap((r) => r.pages)));
   }
-  const server = await startDeltaServer({ out: join(base, 'out'), poolBytes: 24 << 20 });
-  assert.ok(server);
-  assert.ok(existsSync(join(base, 'out/.pool')), 'the pool is allocated before CRIU connects');
-  await streamLikeCriu(server.address, join(base, 'src'), { ids: procs.map(([id]) => id) });
-  const stats = await server.finish();
-  assert.equal(stats.pagesChanged, stats.pagesTotal, 'without a previous round every page is kept');
-  assert.equal(stats.pagesTotal, 3 + 4120 + 2);
-  for (const [id] of procs) {
-    const [want, got] = [await readPagemap(join(base, `src/pagemap-${id}.img`)), await readPagemap(join(base, `out/pagemap-${id}.img`))];
-    assert.deepEqual(got.entries, want.entries, `pagemap ${id}`);
-    assert.ok(readFileSync(join(base, `out/pages-${got.head.pagesId}.img`)).equals(readFileSync(join(base, `src/pages-${id}.img`))), `the pages of ${id}`);
+  // 24 MiB holds the big pagemap; 12 MiB and 5 pages does not (the rest is written after what was
+  // received into the mapped pool, from a chunk that does not fit whole).
+  for (const poolBytes of [24 << 20, (12 << 20) + 5 * PAGE_SIZE]) {
+    const out = join(base, `out-${poolBytes}`);
+    const server = await startDeltaServer({ out, poolBytes });
+    assert.ok(server);
+    assert.ok(existsSync(join(out, '.pool')), 'the pool is allocated before CRIU connects');
+    await streamLikeCriu(server.address, join(base, 'src'), { ids: procs.map(([id]) => id) });
+    const stats = await server.finish();
+    assert.equal(stats.pagesChanged, stats.pagesTotal, 'without a previous round every page is kept');
+    assert.equal(stats.pagesTotal, 3 + 4120 + 2);
+    for (const [id] of procs) {
+      const [want, got] = [await readPagemap(join(base, `src/pagemap-${id}.img`)), await readPagemap(join(out, `pagemap-${id}.img`))];
+      assert.deepEqual(got.entries, want.entries, `pool ${poolBytes}: pagemap ${id}`);
+      assert.ok(readFileSync(join(out, `pages-${got.head.pagesId}.img`)).equals(readFileSync(join(base, `src/pages-${id}.img`))), `pool ${poolBytes}: the pages of ${id}`);
+    }
+    assert.ok(!readdirSync(out).some((n) => n === '.pool' || n === 'parent' || n.startsWith('entries-')), 'no pool, parent link or working file is left');
   }
-  assert.ok(!readdirSync(join(base, 'out')).some((n) => n === '.pool' || n === 'parent' || n.startsWith('entries-')), 'no pool, parent link or working file is left');
 });
 
 test('startDeltaServer: a dump that ends without its flush fails, stop() ends a waiting server, bad inputs are refused', async (t) => {
