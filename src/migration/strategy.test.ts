@@ -51,7 +51,9 @@ test('auto today: stop-copy while small, post-copy when large and the target all
   assert.equal(autoStrategy({ memoryBytes: 64 * MiB, postCopyAllowed: true }).strategy, 'stop-copy');
   assert.equal(autoStrategy({ memoryBytes: 256 * MiB, postCopyAllowed: true }).strategy, 'stop-copy');
   const big = autoStrategy({ memoryBytes: 1024 * MiB, postCopyAllowed: true });
-  assert.deepEqual([big.strategy, /1024 MiB/.test(big.reason)], ['post-copy', true]);
+  assert.deepEqual([big.strategy, /auto: 1 GiB in memory/.test(big.reason)], ['post-copy', true]);
+  // A container of a few hundred KiB is not "0 MiB".
+  assert.match(autoStrategy({ memoryBytes: 423 * 1024, postCopyAllowed: true }).reason, /^auto: 423 KiB in memory: stop-copy/);
   assert.match(autoStrategy({ memoryBytes: 1024 * MiB, postCopyAllowed: false }).reason, /does not allow userfaultfd/);
   assert.equal(autoStrategy({ memoryBytes: 1024 * MiB, postCopyAllowed: false }).strategy, 'stop-copy');
   assert.match(autoStrategy({ postCopyAllowed: true }).reason, /unknown/);

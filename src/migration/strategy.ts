@@ -4,6 +4,10 @@
  * The constants come from the measurements in shared/notes/live-migration-facts.md.
  */
 import type { Strategy } from './phases.ts';
+import { formatBytes } from '../model/index.ts';
+
+/** A size for a reason line: "423 KiB", "1.5 GiB". */
+const size = (b: number): string => formatBytes(b).replace(/([0-9.])([KMGT]?i?B)$/, '$1 $2');
 
 /** What auto decides from. */
 export interface WorkloadFacts {
@@ -47,22 +51,21 @@ export function preCopyFreezeMs(f: WorkloadFacts): number {
 /** Picks a strategy for `f`, saying why. */
 export function chooseStrategy(f: WorkloadFacts): StrategyChoice {
   const estimatesMs = { 'stop-copy': Math.round(stopCopyFreezeMs(f)), 'pre-copy': Math.round(preCopyFreezeMs(f)), 'post-copy': POSTCOPY_FREEZE_MS };
-  const mib = (b: number): string => `${Math.round(b / 1024 / 1024)} MiB`;
   if (f.memoryBytes <= SMALL_BYTES) {
-    return { strategy: 'stop-copy', estimatesMs, reason: `${mib(f.memoryBytes)} is small: stop-copy freezes ~${estimatesMs['stop-copy']} ms and cannot lose pages` };
+    return { strategy: 'stop-copy', estimatesMs, reason: `${size(f.memoryBytes)} is small: stop-copy freezes ~${estimatesMs['stop-copy']} ms and cannot lose pages` };
   }
   const dirtyShare = f.dirtyBytesPerSec === undefined ? undefined : f.dirtyBytesPerSec / f.memoryBytes;
   const converges = f.dirtyBytesPerSec !== undefined && f.dirtyBytesPerSec < f.bandwidthBytesPerSec / 2;
   if (converges && estimatesMs['pre-copy'] <= Math.max(POSTCOPY_FREEZE_MS, 300)) {
-    return { strategy: 'pre-copy', estimatesMs, reason: `dirty rate ${mib(f.dirtyBytesPerSec!)}/s is well under the link (${mib(f.bandwidthBytesPerSec)}/s): pre-copy converges, final delta ~${estimatesMs['pre-copy']} ms, and the source stays whole until the switch` };
+    return { strategy: 'pre-copy', estimatesMs, reason: `dirty rate ${size(f.dirtyBytesPerSec!)}/s is well under the link (${size(f.bandwidthBytesPerSec)}/s): pre-copy converges, final delta ~${estimatesMs['pre-copy']} ms, and the source stays whole until the switch` };
   }
   if (dirtyShare !== undefined && dirtyShare <= POSTCOPY_MAX_DIRTY_SHARE_PER_SEC) {
-    return { strategy: 'post-copy', estimatesMs, reason: `${mib(f.memoryBytes)} with few writes (${(dirtyShare * 100).toFixed(2)} %/s): post-copy freezes ~${POSTCOPY_FREEZE_MS} ms whatever the size` };
+    return { strategy: 'post-copy', estimatesMs, reason: `${size(f.memoryBytes)} with few writes (${(dirtyShare * 100).toFixed(2)} %/s): post-copy freezes ~${POSTCOPY_FREEZE_MS} ms whatever the size` };
   }
   if (converges) {
     return { strategy: 'pre-copy', estimatesMs, reason: `writes too heavy for post-copy's page faults (${((dirtyShare ?? 1) * 100).toFixed(2)} %/s) but pre-copy converges: final delta ~${estimatesMs['pre-copy']} ms` };
   }
-  return { strategy: 'stop-copy', estimatesMs, reason: f.dirtyBytesPerSec === undefined ? 'dirty rate unknown: stop-copy is the safe choice' : `memory is rewritten faster than the link can follow (${mib(f.dirtyBytesPerSec)}/s): only stop-copy terminates` };
+  return { strategy: 'stop-copy', estimatesMs, reason: f.dirtyBytesPerSec === undefined ? 'dirty rate unknown: stop-copy is the safe choice' : `memory is rewritten faster than the link can follow (${size(f.dirtyBytesPerSec)}/s): only stop-copy terminates` };
 }
 
 /** Up to this much memory, stop-copy (with pages streamed during the dump) freezes about as briefly as post-copy. */
@@ -75,13 +78,12 @@ export const AUTO_STOP_COPY_MAX_BYTES = 256 * 1024 * 1024;
  * 256 MiB and grows with size (6 s at 1 GiB); post-copy froze 0.45–0.7 s at every size.
  */
 export function autoStrategy(f: { memoryBytes?: number; postCopyAllowed: boolean }): { strategy: Strategy; reason: string } {
-  const mib = (b: number): string => `${Math.round(b / 1024 / 1024)} MiB`;
   if (f.memoryBytes === undefined) return { strategy: 'stop-copy', reason: 'auto: memory size unknown, stop-copy cannot lose state' };
   if (f.memoryBytes <= AUTO_STOP_COPY_MAX_BYTES) {
-    return { strategy: 'stop-copy', reason: `auto: ${mib(f.memoryBytes)} in memory: stop-copy freezes about as briefly as post-copy and has no window in which the source's failure loses the container` };
+    return { strategy: 'stop-copy', reason: `auto: ${size(f.memoryBytes)} in memory: stop-copy freezes about as briefly as post-copy and has no window in which the source's failure loses the container` };
   }
-  if (!f.postCopyAllowed) return { strategy: 'stop-copy', reason: `auto: ${mib(f.memoryBytes)} in memory would favour post-copy, but the target does not allow userfaultfd` };
-  return { strategy: 'post-copy', reason: `auto: ${mib(f.memoryBytes)} in memory: post-copy's freeze does not grow with size (stop-copy's would); the pages follow within seconds` };
+  if (!f.postCopyAllowed) return { strategy: 'stop-copy', reason: `auto: ${size(f.memoryBytes)} in memory would favour post-copy, but the target does not allow userfaultfd` };
+  return { strategy: 'post-copy', reason: `auto: ${size(f.memoryBytes)} in memory: post-copy's freeze does not grow with size (stop-copy's would); the pages follow within seconds` };
 }
 
 /** One completed pre-copy round. */

@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { Migration } from '../../model/index.ts';
-import { progressLine } from './migrations.ts';
+import { progressLine, report } from './migrations.ts';
 
 const MiB = 1024 * 1024;
 function mig(phase: string, progress?: Migration['status']['progress'], round = 0): Migration {
@@ -18,4 +18,25 @@ test('progress: phase, bytes, share of the estimate, ETA from the rate', () => {
   assert.match(progressLine(mig('Freeze', { bytes: 10 * MiB, updatedAt: 'x' }, 2), undefined)!, /Freeze round 2 \[-+\] 10MiB$/, 'no estimate: bytes only');
   assert.equal(progressLine(mig('Switch', { bytes: 10 * MiB, updatedAt: 'x' }), 1), undefined, 'nothing once memory has moved');
   assert.equal(progressLine(mig('Freeze'), 1), undefined, 'nothing before the first bytes');
+});
+
+test('report: a --check run says nothing moved and lists every check; a real one its figures and only the failed checks', () => {
+  const checks = [{ check: 'target-capacity', ok: true, reason: 'b has room' }, { check: 'dumpable', ok: false, reason: 'an inotify watch' }];
+  const checked = { ...mig('Succeeded'), spec: { ...mig('Succeeded').spec, checkOnly: true } };
+  checked.status = { ...checked.status, strategyReason: 'asked for', checks: [checks[0]!] };
+  const ok = report(checked);
+  assert.match(ok, /^Check mig-1: web a → b: every precheck passed; nothing moved \(--check\)$/m);
+  assert.match(ok, /^ {2}ok {9}target-capacity: b has room$/m);
+  assert.doesNotMatch(ok, /freeze|bytes|rounds/, 'no figures for a run that moved nothing');
+  const refused = { ...checked, status: { ...checked.status, phase: 'Failed' as const, checks, error: 'prechecks failed' } };
+  assert.match(report(refused), /: 1 precheck\(s\) failed; nothing moved/);
+  assert.match(report(refused), /^ {2}FAIL {7}dumpable: an inotify watch$/m);
+  const moved = mig('Succeeded');
+  moved.status = { ...moved.status, freezeMs: 512.4, totalMs: 1300, bytes: 2 * MiB, round: 1, checks };
+  const r = report(moved);
+  assert.match(r, /^Migration mig-1: web a → b: Succeeded$/m);
+  assert.match(r, /^ {2}freeze {5}512 ms$/m);
+  assert.match(r, /^ {2}bytes {6}2MiB$/m);
+  assert.doesNotMatch(r, /target-capacity/, 'passed checks are not listed after a real run');
+  assert.match(r, /FAIL {7}dumpable/);
 });

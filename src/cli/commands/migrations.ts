@@ -8,8 +8,21 @@ import { table, printJson, age } from '../output.ts';
 import type { Ctx } from './containers.ts';
 
 
-function report(m: Migration): string {
+/** The report `ferry migrate` ends with (and `migrations inspect` starts with). */
+export function report(m: Migration): string {
   const s = m.status;
+  if (m.spec.checkOnly) {
+    // Prechecks only: nothing moved, so no freeze, time or bytes; say what a real run would do.
+    const failed = s.checks.filter((c) => !c.ok).length;
+    const verdict = s.phase === 'Succeeded' ? 'every precheck passed' : failed > 0 ? `${failed} precheck(s) failed` : `${s.phase.toLowerCase()}`;
+    const lines = [
+      `Check ${m.metadata.name}: ${m.spec.container} ${m.spec.from} → ${m.spec.to}: ${verdict}; nothing moved (--check)`,
+      `  strategy   ${s.strategy} (${s.strategyReason})`,
+    ];
+    if (s.error && failed === 0) lines.push(`  error      ${s.error}`);
+    lines.push(...s.checks.map((c) => `  ${c.ok ? 'ok  ' : 'FAIL'}       ${c.check}: ${c.reason}`));
+    return lines.join('\n');
+  }
   const lines = [
     `Migration ${m.metadata.name}: ${m.spec.container} ${m.spec.from} → ${m.spec.to}: ${s.phase}`,
     `  strategy   ${s.strategy} (${s.strategyReason})`,
@@ -19,9 +32,8 @@ function report(m: Migration): string {
     `  rounds     ${s.round}`,
   ];
   if (s.error) lines.push(`  error      ${s.error}${s.failedIn ? ` (in ${s.failedIn})` : ''}`);
-  // A --check run lists every check; otherwise only the failed ones are worth a line.
-  const shown = m.spec.checkOnly ? s.checks : s.checks.filter((c) => !c.ok);
-  lines.push(...shown.map((c) => `  ${c.ok ? 'ok  ' : 'FAIL'}       ${c.check}: ${c.reason}`));
+  // Only the failed checks are worth a line here (a --check run lists them all, above).
+  lines.push(...s.checks.filter((c) => !c.ok).map((c) => `  FAIL       ${c.check}: ${c.reason}`));
   return lines.join('\n');
 }
 
@@ -83,7 +95,8 @@ export function migrationCommands(program: Command, ctx: Ctx): void {
         container: name, ...(o.to ? { to: o.to } : {}), strategy: o.strategy as 'auto', check: o.check, ...(bandwidthBytesPerSec ? { bandwidthBytesPerSec } : {}),
       });
       const seen = new Set<string>();
-      const t0 = Date.now();
+      // Phase times count from the migration's first phase, on the manager's clock (as its history is).
+      const t0 = m.status.history[0] ? Date.parse(m.status.history[0].at) : Date.now();
       const bar = progressBar(ctx.format() !== 'json');
       for (;;) {
         for (const h of m.status.history) {
@@ -109,7 +122,7 @@ export function migrationCommands(program: Command, ctx: Ctx): void {
     const all = await ctx.client().migrations.list();
     if (ctx.format() === 'json') return printJson(all);
     process.stdout.write(`${table(['ID', 'CONTAINER', 'FROM', 'TO', 'PHASE', 'STRATEGY', 'FREEZE', 'TOTAL', 'STARTED'], all.map((m) => [
-      m.metadata.name, m.spec.container, m.spec.from, m.spec.to, m.status.phase, m.status.strategy,
+      m.metadata.name, m.spec.container, m.spec.from, m.spec.to, m.spec.checkOnly ? `${m.status.phase} (check)` : m.status.phase, m.status.strategy,
       m.status.freezeMs !== undefined ? `${Math.round(m.status.freezeMs)}ms` : '-', m.status.totalMs !== undefined ? formatDuration(m.status.totalMs) : '-',
       age(m.metadata.createdAt),
     ]))}\n`);
