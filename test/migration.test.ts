@@ -151,7 +151,7 @@ describe('live migration between two nodes (stop-copy)', { skip: skipUnlessReady
     const sum = (await c.ok(['exec', 'vol', '--', 'md5sum', '/data/big'])).split(' ')[0];
     const m = await c.json<Migration>(['migrate', 'vol', '--to', b.node]);
     assert.equal(m.status.phase, 'Succeeded', m.status.error ?? '');
-    assert.ok(m.status.history.some((h) => /local volumes vdata: \d+ bytes copied/.test(h.message ?? '')), 'the base was copied while it ran');
+    assert.ok(m.status.history.some((h) => /local volumes vdata: [\d.]+[KMG]?i?B copied/.test(h.message ?? '')), 'the base was copied while it ran');
     assert.ok(m.status.checks.some((k) => k.check === 'volumes' && /local volumes \(vdata\) move with it/.test(k.reason)));
     assert.equal((await c.ok(['exec', 'vol', '--', 'cat', '/data/a'])).trim(), 'kept');
     assert.equal((await c.ok(['exec', 'vol', '--', 'stat', '-c', '%u', '/data/a'])).trim(), '65534', 'ownership kept (as the container sees it)');

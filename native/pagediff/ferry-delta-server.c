@@ -24,6 +24,8 @@
  * CRIU's flush and close. For the K-th pagemap CRIU sends (K from 1) it writes OUT/pages-K.img (the
  * changed pages, in order) and OUT/entries-K.bin (per run: u64 vaddr, u32 pages, u32 PE_* flags,
  * little-endian; equal pages as PE_PARENT runs), and prints "map TYPE ID K PRESENT CHANGED".
+ * While pages arrive it prints "got BYTES" (the page bytes received so far) every 16 MiB or so, for a
+ * progress bar: a pool's file size says nothing about how much of it is written.
  * Protocol: criu/page-xfer.c: page_server_iov { u32 cmd; u32 nr_pages; u64 vaddr; u64 dst_id } (24
  * bytes) in older CRIU, { u32 cmd; u64 nr_pages; u64 vaddr; u64 dst_id } (32 bytes, padded) in 4.2;
  * the PE_* flags in cmd's upper 16 bits, page bytes after a PE_PRESENT add. The first command (an open,
@@ -182,6 +184,10 @@ static const unsigned char *prev_page(const struct prev *p, uint64_t pg, size_t 
 static struct out *outs;
 static size_t nouts;
 
+/* Page bytes received so far, and when "got" was last printed. */
+static uint64_t got_bytes, got_printed;
+#define GOT_EVERY (16ULL << 20)
+
 /* Gives the pool's first `bytes` (a small pagemap's pages) a file of their own; the pool is free again. */
 static void leave_pool(struct out *o) {
   char path[4200];
@@ -246,6 +252,12 @@ static void add(int sk, struct out *o, const struct psi *pi, uint32_t flags) {
     if (kept) full_write(o->pages_fd, buf, kept, "pages file");
     o->changed += kept / PAGE;
     done += n;
+    got_bytes += n * PAGE;
+    if (got_bytes - got_printed >= GOT_EVERY) {
+      printf("got %llu\n", (unsigned long long)got_bytes);
+      fflush(stdout);
+      got_printed = got_bytes;
+    }
   }
 }
 

@@ -269,6 +269,8 @@ test('startDeltaServer without a previous round receives a plain image, the big 
     const stats = await server.finish();
     assert.equal(stats.pagesChanged, stats.pagesTotal, 'without a previous round every page is kept');
     assert.equal(stats.pagesTotal, 3 + 4120 + 2);
+    // The pool's file size says nothing while it fills; the server's "got" lines do (every 16 MiB).
+    assert.ok(server.received() >= 16 << 20 && server.received() <= stats.pagesTotal * PAGE_SIZE, `received ${server.received()}`);
     for (const [id] of procs) {
       const [want, got] = [await readPagemap(join(base, `src/pagemap-${id}.img`)), await readPagemap(join(out, `pagemap-${id}.img`))];
       assert.deepEqual(got.entries, want.entries, `pool ${poolBytes}: pagemap ${id}`);

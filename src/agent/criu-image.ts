@@ -478,6 +478,8 @@ export interface DeltaServerRequest {
 export interface DeltaServer {
   /** `host:port` to give CRIU (runc checkpoint --page-server). */
   readonly address: string;
+  /** Page bytes received so far (reported every 16 MiB or so; a pool's file size does not say it). */
+  received(): number;
   /** After the dump returned: waits for the server, writes the pagemaps and `parent`; `out` is then makeIncremental's image. */
   finish(): Promise<IncrementalStats>;
   /** Ends the server (the dump failed); `out` stays for the caller to remove. */
@@ -518,7 +520,13 @@ export async function startDeltaServer(req: DeltaServerRequest): Promise<DeltaSe
   const args = [...(req.listen ? ['--listen', req.listen] : []), ...(req.poolBytes ? ['--pool', String(Math.ceil(req.poolBytes / PAGE_SIZE) * PAGE_SIZE)] : []), req.out];
   const child = spawn(helper, args, { stdio: ['pipe', 'pipe', 'pipe'] });
   let [out, err] = ['', ''];
-  child.stdout.on('data', (b: Buffer) => { out += b.toString(); });
+  let received = 0; // page bytes, from its "got" lines
+  child.stdout.on('data', (b: Buffer) => {
+    const text = b.toString();
+    out += text;
+    // What just arrived, with the start of a line it may have finished.
+    for (const m of out.slice(-(text.length + 32)).matchAll(/^got (\d+)\n/gm)) received = Math.max(received, Number(m[1]));
+  });
   child.stderr.on('data', (b: Buffer) => { err += b.toString(); });
   const exited = new Promise<void>((resolve, reject) => {
     child.on('error', reject);
@@ -536,6 +544,7 @@ export async function startDeltaServer(req: DeltaServerRequest): Promise<DeltaSe
   const port = Number((await Promise.race([printed(/^port (\d+)$/m), exited.then(() => { throw new Error('ferry-delta-server exited before listening'); })]))[1]);
   return {
     address: `${req.listen ?? '127.0.0.1'}:${port}`,
+    received: () => received,
     async stop() {
       if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
       await exited.catch(() => undefined);

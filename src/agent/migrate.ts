@@ -11,7 +11,7 @@ import { existsSync, readFileSync, statfsSync } from 'node:fs';
 import { chmod, chown, mkdir, readdir, readFile, rename, rm, rmdir, statfs, symlink, writeFile } from 'node:fs/promises';
 import { createServer, isIPv4 } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { createHash, randomBytes } from 'node:crypto';
 import type { Assignment } from '../model/index.ts';
@@ -156,7 +156,7 @@ export class MigrationAgent {
   /** Target: fetches in progress, by migration id (a rollback ends them). */
   private readonly fetches = new Map<string, AbortController>();
   /** Target side of streamed stop-copy: the page server receiving the dump, by migration id. */
-  private readonly pageServers = new Map<string, { readonly done: Promise<void>; readonly name: string; stop(): Promise<void> }>();
+  private readonly pageServers = new Map<string, { readonly done: Promise<void>; readonly name: string; received?(): number; stop(): Promise<void> }>();
   /** Target side of post-copy migrations: the lazy-pages daemon, by migration id. */
   private readonly lazyTargets = new Map<string, LazyTarget>();
 
@@ -586,7 +586,7 @@ export class MigrationAgent {
     if (own) {
       const done = own.finish().then(() => undefined);
       done.catch(() => undefined); // restore() awaits it
-      this.pageServers.set(id, { done, name: 'ferry-delta-server', stop: () => own.stop() });
+      this.pageServers.set(id, { done, name: 'ferry-delta-server', received: () => own.received(), stop: () => own.stop() });
       return { pageServer: own.address };
     }
     const port = await freePort(pc.host);
@@ -800,7 +800,12 @@ export class MigrationAgent {
 
   /** Target: bytes of migration `id` on this node so far (streamed pages and fetched files). */
   async received(id: string): Promise<{ bytes: number }> {
-    return { bytes: await sizeOf(this.dir(id)).catch(() => 0) };
+    // ferry-delta-server's pool is allocated whole before the freeze: while it is there, what it
+    // holds is what the server says it received, not the pool's size (at the end it becomes a pages file).
+    const files = await listFiles(this.dir(id)).catch(() => []);
+    const isPool = (f: { path: string }): boolean => basename(f.path) === '.pool';
+    const onDisk = files.filter((f) => !isPool(f)).reduce((sum, f) => sum + f.size, 0);
+    return { bytes: onDisk + (files.some(isPool) ? (this.pageServers.get(id)?.received?.() ?? 0) : 0) };
   }
 
   /**

@@ -10,7 +10,7 @@ import { mutate, put, remove } from '../store/index.ts';
 import { AgentClient } from '../client/index.ts';
 import { failpoint } from '../errors/index.ts';
 import type { Assignment, Container, ContainerStatus, Migration, Node, NodeImages } from '../model/index.ts';
-import { keys, findImage } from '../model/index.ts';
+import { keys, findImage, formatBytes } from '../model/index.ts';
 import { autoStrategy, precopyDone, step, recover, TERMINAL, precheck, blocking, localVolumeNames, volumeCheck, type RoundReport, type MachineState, type MigrationEvent, type MigrationPhase } from '../migration/index.ts';
 import { assignmentOf, nodeSnapshots } from './containers.ts';
 import { startLoop, type Loop } from './loop.ts';
@@ -139,7 +139,7 @@ async function perform(d: MigrationDeps, m: Migration, t: DriveState): Promise<M
       const got = await dst.client.migrateFetchVolumes(m.metadata.name, src.url, volumes, m.spec.bandwidthBytesPerSec);
       if (volumes.length > 0) {
         await save(d, m.metadata.name, (x) => {
-          x.status.history.push({ phase: 'Prepare', at: new Date().toISOString(), message: `writable layer and local volumes ${volumes.join(', ')}: ${got.bytes} bytes copied to ${m.spec.to} (${packed.bytes} packed)` });
+          x.status.history.push({ phase: 'Prepare', at: new Date().toISOString(), message: `writable layer and local volumes ${volumes.join(', ')}: ${formatBytes(got.bytes)} copied to ${m.spec.to} (${formatBytes(packed.bytes)} packed)` });
         });
       }
       // The container's memory (measured at Precheck) lets the target put the image on its tmpfs.
@@ -167,7 +167,7 @@ async function perform(d: MigrationDeps, m: Migration, t: DriveState): Promise<M
       const verdict = precopyDone(t.rounds, { targetFreezeMs: PRECOPY_TARGET_FREEZE_MS, bandwidthBytesPerSec: Math.max(1, rate), maxRounds: PRECOPY_MAX_ROUNDS });
       await save(d, m.metadata.name, (x) => {
         x.status.bytes += r.sentBytes;
-        x.status.history.push({ phase: 'Copy', at: new Date().toISOString(), message: `round ${round}: ${r.sentBytes} bytes${r.pagesChanged !== undefined ? ` (${r.pagesChanged} pages changed)` : ''}; ${verdict.reason}` });
+        x.status.history.push({ phase: 'Copy', at: new Date().toISOString(), message: `round ${round + 1}: ${formatBytes(r.sentBytes)}${r.pagesChanged !== undefined ? ` (${r.pagesChanged} pages changed)` : ''}; ${verdict.reason}` });
       });
       return { type: 'round-done', converged: verdict.done };
     }
@@ -346,7 +346,7 @@ async function drive(d: MigrationDeps, id: string, recovering: boolean): Promise
       }
     }
     let ev: MigrationEvent;
-    const stopProgress = m.status.phase === 'Freeze' || m.status.phase === 'Restore' ? watchProgress(d, m) : undefined;
+    const stopProgress = ['Copy', 'Freeze', 'Restore'].includes(m.status.phase) ? watchProgress(d, m) : undefined;
     try {
       ev = await perform(d, m, t);
     } catch (e) {

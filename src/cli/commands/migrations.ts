@@ -37,16 +37,21 @@ export function report(m: Migration): string {
   return lines.join('\n');
 }
 
-/** The progress line while memory moves: phase, round, bytes, %, ETA (redrawn on a terminal, else every 2 s). */
+/**
+ * The progress line while memory moves: phase, round, bytes the target holds, %, ETA (redrawn on a
+ * terminal, else every 2 s). Pre-copy's first round copies the whole memory while the container
+ * runs, so it gets a bar too; later rounds move only what changed (their history line says how much).
+ */
 export function progressLine(m: Migration, rate: number | undefined): string | undefined {
   const p = m.status.progress;
-  if (!p || p.bytes === 0 || !['Freeze', 'Transfer', 'Restore'].includes(m.status.phase)) return undefined;
+  const firstRound = m.status.phase === 'Copy' && m.status.round === 0;
+  if (!p || p.bytes === 0 || !(firstRound || ['Freeze', 'Transfer', 'Restore'].includes(m.status.phase))) return undefined;
   const total = p.totalBytes && p.totalBytes > p.bytes ? p.totalBytes : undefined;
   const pct = total ? Math.min(99, Math.floor((100 * p.bytes) / total)) : undefined;
   const width = 24;
   const filled = pct === undefined ? 0 : Math.round((width * pct) / 100);
   const eta = total && rate && rate > 0 ? ` ETA ${formatDuration(Math.max(0, (1000 * (total - p.bytes)) / rate))}` : '';
-  const round = m.status.round > 0 ? ` round ${m.status.round}` : '';
+  const round = m.status.phase === 'Copy' ? ` round ${m.status.round + 1}` : m.status.round > 0 ? ` after round ${m.status.round}` : '';
   return `  ${m.status.phase}${round} [${'#'.repeat(filled)}${'-'.repeat(width - filled)}] ${formatBytes(p.bytes)}${total ? ` / ~${formatBytes(total)} ${pct}%` : ''}${eta}`;
 }
 
