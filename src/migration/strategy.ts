@@ -4,7 +4,7 @@
  * The constants come from the measurements in shared/notes/live-migration-facts.md.
  */
 import type { Strategy } from './phases.ts';
-import { formatBytes } from '../model/index.ts';
+import { formatBytes } from '../model/text.ts';
 
 /** A size for a reason line: "423 KiB", "1.5 GiB". */
 const size = (b: number): string => formatBytes(b).replace(/([0-9.])([KMGT]?i?B)$/, '$1 $2');
