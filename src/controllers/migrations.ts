@@ -36,7 +36,7 @@ function untilCancelled(d: MigrationDeps, id: string): { promise: Promise<'cance
   return { promise, stop: () => { stopped = true; clearTimeout(timer); } };
 }
 
-/** How often the bytes received by the target are recorded during Freeze and Restore. */
+/** How often the bytes received by the target are recorded during Copy, Freeze and Restore. */
 const PROGRESS_MS = 300;
 /** How often Cleanup asks whether a post-copy transfer has finished. */
 const CLEANUP_POLL_MS = 200;
