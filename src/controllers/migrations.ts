@@ -11,7 +11,7 @@ import { AgentClient } from '../client/index.ts';
 import { failpoint } from '../errors/index.ts';
 import type { Assignment, Container, ContainerStatus, Migration, Node, NodeImages } from '../model/index.ts';
 import { keys, findImage, formatBytes } from '../model/index.ts';
-import { autoStrategy, precopyDone, step, recover, TERMINAL, precheck, blocking, localVolumeNames, volumeCheck, type RoundReport, type MachineState, type MigrationEvent, type MigrationPhase } from '../migration/index.ts';
+import { autoStrategy, precopyDone, step, recover, TERMINAL, movesMemory, precheck, blocking, localVolumeNames, volumeCheck, type RoundReport, type MachineState, type MigrationEvent, type MigrationPhase } from '../migration/index.ts';
 import { assignmentOf, nodeSnapshots } from './containers.ts';
 import { startLoop, type Loop } from './loop.ts';
 import { holdAtEntryPoints, releaseHold } from './holds.ts';
@@ -36,7 +36,7 @@ function untilCancelled(d: MigrationDeps, id: string): { promise: Promise<'cance
   return { promise, stop: () => { stopped = true; clearTimeout(timer); } };
 }
 
-/** How often the bytes received by the target are recorded during Copy, Freeze and Restore. */
+/** How often the bytes received by the target are recorded while memory moves (movesMemory). */
 const PROGRESS_MS = 300;
 /** How often Cleanup asks whether a post-copy transfer has finished. */
 const CLEANUP_POLL_MS = 200;
@@ -346,7 +346,7 @@ async function drive(d: MigrationDeps, id: string, recovering: boolean): Promise
       }
     }
     let ev: MigrationEvent;
-    const stopProgress = ['Copy', 'Freeze', 'Restore'].includes(m.status.phase) ? watchProgress(d, m) : undefined;
+    const stopProgress = movesMemory(m.status) ? watchProgress(d, m) : undefined;
     try {
       ev = await perform(d, m, t);
     } catch (e) {

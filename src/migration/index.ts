@@ -3,7 +3,7 @@
  * strategy. The executor that drives runc/CRIU between agents builds on this (issue 3).
  */
 export type { MigrationPhase, Strategy } from './phases.ts';
-export { FORWARD, TERMINAL, runsOn, pastPointOfNoReturn } from './phases.ts';
+export { FORWARD, TERMINAL, movesMemory, runsOn, pastPointOfNoReturn } from './phases.ts';
 export type { MachineState, MigrationEvent, MigrationAction, StepResult } from './machine.ts';
 export { initial, step, recover, ENTRY_ACTIONS } from './machine.ts';
 export type { WorkloadFacts, StrategyChoice, RoundReport, ConvergenceGoal } from './strategy.ts';

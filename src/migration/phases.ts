@@ -13,6 +13,15 @@ export const FORWARD: readonly MigrationPhase[] = [
   'Pending', 'Precheck', 'Prepare', 'Copy', 'Freeze', 'Transfer', 'Restore', 'Switch', 'Cleanup', 'Succeeded',
 ];
 
+/**
+ * Whether memory is on its way to the target in this phase, so a progress bar means something:
+ * pre-copy's first round (all of memory, while the container runs), the freeze, the transfer and
+ * the restore. Later rounds move only what changed.
+ */
+export function movesMemory(s: { readonly phase: MigrationPhase; readonly round: number }): boolean {
+  return (s.phase === 'Copy' && s.round === 0) || s.phase === 'Freeze' || s.phase === 'Transfer' || s.phase === 'Restore';
+}
+
 /** Phases after which nothing changes any more. */
 export const TERMINAL: ReadonlySet<MigrationPhase> = new Set(['Succeeded', 'RolledBack', 'Failed']);
 

@@ -94,7 +94,8 @@ export function MigratePanel(p: MigratePanelProps): JSX.Element {
   }
   const s = move?.status;
   // The bar measures what the target holds against the memory while memory moves: pre-copy's first
-  // round (all of it, while the container runs), then the freeze and restore (as `ferry migrate` does).
+  // round (all of it, while the container runs), then the freeze and restore. The dashboard keeps
+  // its own copy of the server's rules, as of TERMINAL: this one is movesMemory (src/migration/phases.ts).
   const moving = s !== undefined && ((s.phase === 'Copy' && s.round === 0) || ['Freeze', 'Transfer', 'Restore'].includes(s.phase));
   const pct = moving && s.progress?.totalBytes ? Math.min(100, Math.round((s.progress.bytes / s.progress.totalBytes) * 100)) : undefined;
   const stepsShown = STEPS.filter((x) => x !== 'Copy' || move?.status.strategy === 'pre-copy');

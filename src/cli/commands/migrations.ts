@@ -3,7 +3,7 @@ import type { Command } from 'commander';
 import type { Migration } from '../../model/index.ts';
 import { formatBytes, formatDuration, parseBandwidth } from '../../model/text.ts';
 import { FerryError } from '../../errors/index.ts';
-import { TERMINAL } from '../../migration/index.ts';
+import { TERMINAL, movesMemory } from '../../migration/index.ts';
 import { table, printJson, age } from '../output.ts';
 import type { Ctx } from './containers.ts';
 
@@ -11,6 +11,7 @@ import type { Ctx } from './containers.ts';
 /** The report `ferry migrate` ends with (and `migrations inspect` starts with). */
 export function report(m: Migration): string {
   const s = m.status;
+  const checkLine = (c: (typeof s.checks)[number]): string => `  ${c.ok ? 'ok  ' : 'FAIL'}       ${c.check}: ${c.reason}`;
   if (m.spec.checkOnly) {
     // Prechecks only: nothing moved, so no freeze, time or bytes; say what a real run would do.
     const failed = s.checks.filter((c) => !c.ok).length;
@@ -20,7 +21,7 @@ export function report(m: Migration): string {
       `  strategy   ${s.strategy} (${s.strategyReason})`,
     ];
     if (s.error && failed === 0) lines.push(`  error      ${s.error}`);
-    lines.push(...s.checks.map((c) => `  ${c.ok ? 'ok  ' : 'FAIL'}       ${c.check}: ${c.reason}`));
+    lines.push(...s.checks.map(checkLine));
     return lines.join('\n');
   }
   const lines = [
@@ -33,7 +34,7 @@ export function report(m: Migration): string {
   ];
   if (s.error) lines.push(`  error      ${s.error}${s.failedIn ? ` (in ${s.failedIn})` : ''}`);
   // Only the failed checks are worth a line here (a --check run lists them all, above).
-  lines.push(...s.checks.filter((c) => !c.ok).map((c) => `  FAIL       ${c.check}: ${c.reason}`));
+  lines.push(...s.checks.filter((c) => !c.ok).map(checkLine));
   return lines.join('\n');
 }
 
@@ -44,8 +45,7 @@ export function report(m: Migration): string {
  */
 export function progressLine(m: Migration, rate: number | undefined): string | undefined {
   const p = m.status.progress;
-  const firstRound = m.status.phase === 'Copy' && m.status.round === 0;
-  if (!p || p.bytes === 0 || !(firstRound || ['Freeze', 'Transfer', 'Restore'].includes(m.status.phase))) return undefined;
+  if (!p || p.bytes === 0 || !movesMemory(m.status)) return undefined;
   const total = p.totalBytes && p.totalBytes > p.bytes ? p.totalBytes : undefined;
   const pct = total ? Math.min(99, Math.floor((100 * p.bytes) / total)) : undefined;
   const width = 24;
