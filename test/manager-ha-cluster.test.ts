@@ -12,7 +12,7 @@ import { runcList } from './support/ferry.ts';
 import { skipUnlessReady } from './support/prereq.ts';
 import { until } from './support/wait.ts';
 import { MIGRATION_TOOLS, counterAt, ipOf, migrationEnd } from './support/two-nodes.ts';
-import { ETCD_BIN } from './support/etcd.ts';
+import { ETCD_BIN, raftLeader } from './support/etcd.ts';
 import type { ContainerView } from '../src/model/index.ts';
 
 const TOOLS = [...MIGRATION_TOOLS, ETCD_BIN];
@@ -36,15 +36,7 @@ function running(c: TestCluster, name: string, ms = 90_000): Promise<ContainerVi
 
 /** The etcd member that is raft leader now (the harshest one to lose), asked through the v3 gateway's status call. */
 async function etcdLeader(members: { name: string; clientUrl: string }[]): Promise<string> {
-  return until('an etcd leader', async () => {
-    for (const m of members) {
-      const r = await fetch(`${m.clientUrl}/v3/maintenance/status`, { method: 'POST', body: '{}', signal: AbortSignal.timeout(1000) }).catch(() => undefined);
-      if (!r?.ok) continue;
-      const s = (await r.json()) as { header?: { member_id?: string }; leader?: string };
-      if (s.leader !== undefined && s.header?.member_id === s.leader) return m.name;
-    }
-    return undefined;
-  }, 30_000);
+  return (members[await raftLeader(members.map((m) => m.clientUrl))] as { name: string }).name;
 }
 
 /** Every runc container on the two hosts, as `host: id`. */

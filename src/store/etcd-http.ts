@@ -36,6 +36,20 @@ export class EtcdAnswerError extends Error {
   }
 }
 
+/**
+ * A write whose request was cut off after it was sent (no answer in time, connection reset): etcd may
+ * or may not have applied it. The store turns it into STORE_UNAVAILABLE once it gives up.
+ */
+export class EtcdCutOffError extends Error {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'EtcdCutOffError';
+  }
+}
+
+/** gRPC UNAVAILABLE: no leader, leader changed, or "request timed out, possibly due to previous leader failure". */
+export const GRPC_UNAVAILABLE = 14;
+
 /** How long one unary request may take before the endpoint counts as failed. */
 const REQUEST_TIMEOUT_MS = 10_000;
 
@@ -113,10 +127,12 @@ export class EtcdEndpoints {
   /**
    * POSTs `body` to `path` and returns the parsed answer. A request that surely never reached an
    * endpoint is tried on the others; `idempotent` requests (reads) are also retried after timeouts
-   * and transport errors. Errors etcd answers with are thrown as EtcdAnswerError.
+   * and transport errors. Errors etcd answers with are thrown as EtcdAnswerError (so is "every member
+   * answered UNAVAILABLE"); a write cut off after it was sent as EtcdCutOffError.
    */
   async call<T>(path: string, body: unknown, idempotent = false): Promise<T> {
     let last = '';
+    let unavailableAnswer = false;
     for (let tries = 0; tries < this.urls.length; tries++) {
       const url = this.active;
       let res: Response;
@@ -132,7 +148,7 @@ export class EtcdEndpoints {
         last = `${url}: ${reason}`;
         this.advance(url);
         if (notSent || idempotent) continue;
-        throw this.unavailable(`${last} (the write may or may not have been applied)`, e);
+        throw new EtcdCutOffError(`${last} (the write may or may not have been applied)`, { cause: e });
       }
       const text = await res.text().catch((e: unknown) => {
         throw this.unavailable(`${url}: the answer broke off (${(e as Error).message})`, e);
@@ -147,8 +163,9 @@ export class EtcdEndpoints {
       if (res.status >= 400 || err.error !== undefined) {
         const message = err.message ?? err.error ?? `HTTP ${res.status}`;
         // gRPC UNAVAILABLE: this member lost its leader or is stopping; another member may serve reads.
-        if (err.code === 14 && idempotent) {
+        if (err.code === GRPC_UNAVAILABLE && idempotent) {
           last = `${url}: ${message}`;
+          unavailableAnswer = true;
           this.advance(url);
           continue;
         }
@@ -156,6 +173,8 @@ export class EtcdEndpoints {
       }
       return parsed as T;
     }
+    // Members that answer but cannot serve (an election is under way) are worth waiting for.
+    if (unavailableAnswer) throw new EtcdAnswerError(GRPC_UNAVAILABLE, `no member could serve it (last: ${last})`);
     throw this.unavailable(`no endpoint answered (last: ${last}); is etcd running there?`);
   }
 }

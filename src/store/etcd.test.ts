@@ -4,9 +4,9 @@ import { after, before, describe, it } from 'node:test';
 import { EtcdStore } from './etcd.ts';
 import { runStoreConformance } from './conformance.ts';
 import { Tap, rejectsWith, within } from './conformance-kit.ts';
-import { isFerryError } from '../errors/index.ts';
 import { freePort } from '../../test/support/net.ts';
-import { skipUnlessEtcd, startEtcd, type TestEtcd } from '../../test/support/etcd.ts';
+import { raftLeader, skipUnlessEtcd, startEtcd, type TestEtcd } from '../../test/support/etcd.ts';
+import { startFaultProxy } from '../../test/support/etcd-fault-proxy.ts';
 
 let etcd: TestEtcd | undefined;
 let n = 0;
@@ -52,6 +52,43 @@ describe('etcd backend (private etcd)', { skip: skipUnlessEtcd() }, () => {
         await rejectsWith(s.create('/x', 1), 'STORE_UNAVAILABLE', 503, 'ECONNREFUSED');
       } finally {
         await s.close();
+      }
+    });
+
+    it('a write whose answer an election lost is sent again and counts once; its key tells whether it landed', async () => {
+      const proxy = await startFaultProxy((etcd as TestEtcd).clientUrls[0] as string);
+      const prefix = `/lost-${randomBytes(4).toString('hex')}`;
+      const s = new EtcdStore({ endpoints: [proxy.url], keyPrefix: prefix });
+      const other = new EtcdStore({ endpoints: (etcd as TestEtcd).clientUrls, keyPrefix: prefix });
+      try {
+        // Applied, answer lost ("request timed out"): the second send's compare fails on our own value.
+        proxy.faults.push('applied-then-timeout');
+        const a = await s.create('/a', { uid: 'u1' });
+        assert.deepEqual([a.value, a.version, proxy.forwarded()], [{ uid: 'u1' }, 1, 2]);
+        assert.equal((await other.get('/a'))?.modRevision, a.modRevision);
+        // Applied, connection cut: the same for an update.
+        proxy.faults.push('applied-then-cut');
+        const a2 = await s.update('/a', { uid: 'u1', n: 2 }, a.modRevision);
+        assert.deepEqual([a2.value, a2.version, a2.createRevision], [{ uid: 'u1', n: 2 }, 2, a.createRevision]);
+        assert.equal((await other.get('/a'))?.modRevision, a2.modRevision);
+        // Refused twice before etcd saw it ("no leader"): applied by the third send, once.
+        proxy.faults.push('no-leader', 'no-leader');
+        const before = proxy.forwarded();
+        const b = await s.create('/b', 'v');
+        assert.deepEqual([b.version, proxy.forwarded() - before, (await other.get('/b'))?.version], [1, 1, 1]);
+        // Someone else's key is still someone else's after an uncertain send: EXISTS and CONFLICT as ever.
+        await other.create('/c', 'theirs');
+        proxy.faults.push('no-leader');
+        await rejectsWith(s.create('/c', 'mine'), 'STORE_EXISTS', 409, '/c');
+        proxy.faults.push('applied-then-timeout');
+        const c2 = await other.get('/c');
+        await other.update('/c', 'theirs again', c2?.modRevision as number);
+        await rejectsWith(s.update('/c', 'mine', c2?.modRevision as number), 'STORE_CONFLICT', 409, '/c');
+        assert.equal((await other.get('/c'))?.value, 'theirs again');
+      } finally {
+        await s.close();
+        await other.close();
+        await proxy.close();
       }
     });
 
@@ -110,28 +147,21 @@ describe('etcd backend on a 3-member cluster', { skip: skipUnlessEtcd() }, () =>
     assert.deepEqual((await cluster?.stop()) ?? [], []);
   });
 
-  it('keeps serving and watching without a gap when the member it talks to is killed', async () => {
+  it('keeps serving and watching without a gap when the raft leader is killed, and each write lands once', async () => {
     const c = cluster as TestEtcd;
     const s = new EtcdStore({ endpoints: c.clientUrls, keyPrefix: `/m3-${randomBytes(4).toString('hex')}` });
     const tap = new Tap<number>(s, '/n/');
     try {
       await s.create('/n/0', 0);
       assert.equal((await tap.next()).kv.value, 0);
-      // The store talks to the first member; kill it (the other two keep quorum).
-      process.kill(c.pids[0] as number, 'SIGKILL');
+      // Kill the leader (the other two keep quorum and elect another): writes sent meanwhile get
+      // "no leader" or lose their answers, and the store must settle each one itself.
+      const victim = await raftLeader(c.clientUrls);
+      process.kill(c.pids[victim] as number, 'SIGKILL');
       const written: number[] = [];
-      const deadline = Date.now() + 20_000;
       for (let i = 1; i <= 5; i++) {
-        for (;;) {
-          try {
-            await s.create(`/n/${i}`, i);
-            break;
-          } catch (e) {
-            // A write cut off mid-flight may have landed; a leader change fails it: both are retried.
-            if (isFerryError(e, 'STORE_EXISTS')) break;
-            if (!isFerryError(e, 'STORE_UNAVAILABLE') || Date.now() > deadline) throw e;
-          }
-        }
+        const kv = await s.create(`/n/${i}`, i);
+        assert.equal(kv.version, 1);
         written.push(i);
       }
       const seen: number[] = [];

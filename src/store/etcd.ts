@@ -11,7 +11,7 @@ import { isFerryError } from '../errors/index.ts';
 import { storeErrors } from './errors.ts';
 import { checkKey, checkLimit, checkPrefix, checkRevision, checkTtl, encodeValue } from './keyspace.ts';
 import { failedWatch } from './watch.ts';
-import { EtcdAnswerError, EtcdEndpoints, b64, int, rangeEnd, unb64 } from './etcd-http.ts';
+import { EtcdAnswerError, EtcdCutOffError, EtcdEndpoints, GRPC_UNAVAILABLE, b64, int, rangeEnd, unb64 } from './etcd-http.ts';
 import { watchEtcd } from './etcd-watch.ts';
 
 /** How to reach etcd. */
@@ -41,6 +41,13 @@ const LEASE_ID_MIN = 2 ** 32;
 const LEASE_ID_MAX = 2 ** 53 - 1;
 /** gRPC NOT_FOUND, which etcd answers for unknown leases. */
 const GRPC_NOT_FOUND = 5;
+/** How long a request keeps being sent again through a leader election or a lost member before it fails. */
+const WRITE_PATIENCE_MS = 20_000;
+
+/** Whether a failed write may have been cut off by an election or a lost member (rather than refused). */
+function transient(e: unknown): boolean {
+  return e instanceof EtcdCutOffError || (e instanceof EtcdAnswerError && e.grpcCode === GRPC_UNAVAILABLE);
+}
 
 /** A Store kept in an etcd cluster. */
 export class EtcdStore implements Store {
@@ -85,11 +92,13 @@ export class EtcdStore implements Store {
     const lease = options.lease ?? 0;
     checkRevision(lease, 'lease id');
     await this.writesMayStart();
-    const r = await this.txn({
+    const value64 = b64(json);
+    const { r, ours } = await this.casTxn({
       compare: [{ target: 'CREATE', key: this.k(key), create_revision: '0' }],
-      success: [{ request_put: { key: this.k(key), value: b64(json), lease: String(lease) } }],
+      success: [{ request_put: { key: this.k(key), value: value64, lease: String(lease) } }],
       failure: [{ request_range: { key: this.k(key) } }],
-    }, lease);
+    }, lease, (kv) => kv.value === value64 && int(kv.lease) === lease && int(kv.version) === 1);
+    if (ours) return this.decode<T>(ours);
     if (!r.succeeded) {
       const existing = r.responses?.[0]?.response_range?.kvs?.[0];
       throw storeErrors.STORE_EXISTS({ key, createRevision: int(existing?.create_revision) });
@@ -109,7 +118,12 @@ export class EtcdStore implements Store {
       ? { key: this.k(key), value: b64(json), prev_kv: true, ignore_lease: true }
       : { key: this.k(key), value: b64(json), prev_kv: true, lease: String(options.lease) };
     await this.writesMayStart();
-    const r = await this.txn({ compare: this.matches(key, modRevision), success: [{ request_put: put }], failure: [{ request_range: { key: this.k(key) } }] }, options.lease ?? 0);
+    const { r, ours } = await this.casTxn(
+      { compare: this.matches(key, modRevision), success: [{ request_put: put }], failure: [{ request_range: { key: this.k(key) } }] },
+      options.lease ?? 0,
+      (kv) => kv.value === put.value && (options.lease === undefined || int(kv.lease) === options.lease) && int(kv.mod_revision) > modRevision,
+    );
+    if (ours) return this.decode<T>(ours);
     if (!r.succeeded) throw this.mismatch(key, modRevision, r);
     const prev = r.responses?.[0]?.response_put?.prev_kv;
     const rev = int(r.header?.revision);
@@ -297,11 +311,52 @@ export class EtcdStore implements Store {
     }
   }
 
+  /**
+   * Runs a compare-and-swap transaction through a leader election or a lost member. After "request
+   * timed out" or a connection cut mid-request the write may or may not have been applied (etcd can
+   * still commit it later), so it is never repeated blindly: the same transaction is sent again, and
+   * its compare makes a second application impossible. When that compare fails because the key
+   * already holds exactly this write (`isOurs` of the key the failure branch read), the earlier send
+   * was applied and `ours` is the key as it stands. Other failures, and a failed compare after an
+   * answered first send, are the caller's to judge.
+   */
+  private async casTxn(body: unknown, lease: number, isOurs: (kv: RawKv) => boolean): Promise<{ r: RawTxn; ours?: RawKv }> {
+    let uncertain = false;
+    let r: RawTxn;
+    try {
+      r = await this.patiently(() => this.endpoints.call<RawTxn>('/v3/kv/txn', body), () => { uncertain = true; });
+    } catch (e) {
+      throw this.mapError(e, lease);
+    }
+    const current = r.responses?.[0]?.response_range?.kvs?.[0];
+    if (!r.succeeded && uncertain && current && isOurs(current)) return { r, ours: current };
+    return { r };
+  }
+
   private async call<T>(path: string, body: unknown, idempotent = false): Promise<T> {
     try {
-      return await this.endpoints.call<T>(path, body, idempotent);
+      // Reads may be repeated freely, so they wait out an election like writes do.
+      return idempotent ? await this.patiently(() => this.endpoints.call<T>(path, body, true)) : await this.endpoints.call<T>(path, body);
     } catch (e) {
       throw this.mapError(e, 0);
+    }
+  }
+
+  /**
+   * Calls `send` until it answers, while its failures are transient (no leader, a member lost) and
+   * WRITE_PATIENCE_MS has not passed; `onRetry` hears of each transient failure. Other errors, and
+   * the last transient one, are thrown as they came.
+   */
+  private async patiently<T>(send: () => Promise<T>, onRetry?: () => void): Promise<T> {
+    const deadline = Date.now() + WRITE_PATIENCE_MS;
+    for (let pause = 100; ; pause = Math.min(pause * 2, 1000)) {
+      try {
+        return await send();
+      } catch (e) {
+        if (!transient(e) || Date.now() + pause > deadline || this.closed) throw e;
+        onRetry?.();
+        await new Promise((resolve) => setTimeout(resolve, pause));
+      }
     }
   }
 

@@ -56,6 +56,20 @@ async function waitHealthy(url: string, child: ChildProcess, log: string): Promi
   }
 }
 
+/** The index in `urls` (client URLs) of the member that leads the raft group now; waits up to 20 s for one. */
+export async function raftLeader(urls: string[]): Promise<number> {
+  const deadline = Date.now() + 20_000;
+  while (Date.now() < deadline) {
+    for (const [i, url] of urls.entries()) {
+      const r = await fetch(`${url}/v3/maintenance/status`, { method: 'POST', body: '{}', signal: AbortSignal.timeout(1000) }).catch(() => undefined);
+      const status = r?.ok ? ((await r.json()) as { header?: { member_id?: string }; leader?: string }) : undefined;
+      if (status?.leader !== undefined && status.header?.member_id === status.leader) return i;
+    }
+    await sleep(100);
+  }
+  throw new Error('no etcd member led within 20 s');
+}
+
 /** Starts a private etcd of `members` members (1 or 3) and waits until every member is healthy. */
 export async function startEtcd(members = 1): Promise<TestEtcd> {
   const why = etcdMissing();
