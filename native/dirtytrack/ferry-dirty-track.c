@@ -1,0 +1,302 @@
+/*
+ * ferry-dirty-track: which pages of running processes were written since the last look, on a kernel
+ * without soft-dirty bits. It uses userfaultfd write-protection in asynchronous mode (Linux 6.7+,
+ * UFFD_FEATURE_WP_ASYNC) and the PAGEMAP_SCAN ioctl of /proc/PID/pagemap: a write to a protected page
+ * is let through by the kernel itself (no fault handler runs) and the page is marked written; a scan
+ * lists the written pages and protects them again, atomically.
+ *
+ * A userfaultfd always belongs to the memory of the process that created it, so the tracker makes each
+ * process create one: it stops one thread with ptrace, points it at a `syscall` instruction of its own
+ * vDSO, single-steps userfaultfd(2), and puts every register back (an interrupted system call restarts
+ * as if nothing happened; no code is written into the process). It then takes the descriptor over
+ * with pidfd_getfd(2) and closes the process's copy the same way, so the process holds nothing new
+ * (a checkpoint of it sees no userfaultfd). Registering ranges and scanning are done from here.
+ *
+ * Only what it can vouch for counts as unchanged: a mapping that is not write-protected when a scan
+ * runs (mapped, moved or replaced since the last scan, or the process exec'd) is reported whole as
+ * "u" and protected from then on; writable shared mappings are reported "u" at every scan (another
+ * process may write them). A process that is gone is reported "gone".
+ *
+ * Protocol: one command per line on stdin, answers on stdout.
+ *   track PID   -> "ok PID" | "err PID reason"        (start tracking; the first scan reports all)
+ *   scan        -> per tracked process "pid PID", then "w START END" (pages written) and "u START END"
+ *                  (not vouched for) lines in hex, or "gone"; finally "end PAGES" (written pages) and
+ *                  "untracked PAGES" on one line: "end W U"
+ *   quit        -> stops tracking (the write protection is removed) and exits
+ * Errors of the tool itself go to stderr with exit code 1.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/userfaultfd.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/ptrace.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
+#include <sys/user.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+/* Linux 6.7+ UAPI, absent from older headers. */
+#ifndef UFFD_FEATURE_WP_UNPOPULATED
+#define UFFD_FEATURE_WP_UNPOPULATED (1 << 13)
+#endif
+#ifndef UFFD_FEATURE_WP_ASYNC
+#define UFFD_FEATURE_WP_ASYNC (1 << 15)
+#endif
+struct ft_page_region { uint64_t start, end, categories; };
+struct ft_pm_scan_arg {
+  uint64_t size, flags, start, end, walk_end, vec, vec_len, max_pages, category_inverted, category_mask, category_anyof_mask, return_mask;
+};
+#define FT_PAGEMAP_SCAN _IOWR('f', 16, struct ft_pm_scan_arg)
+#define FT_PAGE_IS_WRITTEN (1 << 1)
+#define FT_PM_SCAN_WP_MATCHING (1 << 0)
+
+#define PAGE 4096UL
+#define MAX_PROCS 4096
+#define VEC 4096
+
+struct proc {
+  pid_t pid;
+  int uffd; /* ours, bound to the process's memory as it was when tracked */
+  int gone;
+  int fresh; /* nothing protected yet: the first scan protects every mapping */
+};
+static struct proc procs[MAX_PROCS];
+static int nprocs;
+static struct ft_page_region vec[VEC];
+
+static void die(const char *what) {
+  fprintf(stderr, "ferry-dirty-track: %s: %s\n", what, strerror(errno));
+  exit(1);
+}
+
+/* Address of a `syscall` instruction (0f 05) in the process's vDSO, or 0. */
+static unsigned long vdso_syscall(pid_t pid) {
+  char path[64], line[512];
+  snprintf(path, sizeof path, "/proc/%d/maps", pid);
+  FILE *f = fopen(path, "r");
+  if (!f) return 0;
+  unsigned long start = 0, end = 0;
+  while (fgets(line, sizeof line, f)) {
+    if (strstr(line, "[vdso]")) {
+      sscanf(line, "%lx-%lx", &start, &end);
+      break;
+    }
+  }
+  fclose(f);
+  if (!start || end - start > (1 << 20)) return 0;
+  size_t n = end - start;
+  unsigned char *buf = malloc(n);
+  if (!buf) return 0;
+  struct iovec local = {buf, n}, remote = {(void *)start, n};
+  unsigned long at = 0;
+  if (process_vm_readv(pid, &local, 1, &remote, 1, 0) == (ssize_t)n) {
+    for (size_t i = 0; i + 1 < n; i++) {
+      if (buf[i] == 0x0f && buf[i + 1] == 0x05) { at = start + i; break; }
+    }
+  }
+  free(buf);
+  return at;
+}
+
+/* Runs system call `nr` in stopped thread `pid` by single-stepping a `syscall` at `insn`; restores every register. */
+static long remote_syscall(pid_t pid, unsigned long insn, long nr, long a1, long a2, long a3, const char **err) {
+  struct user_regs_struct saved, r;
+  if (ptrace(PTRACE_GETREGS, pid, 0, &saved)) { *err = "PTRACE_GETREGS"; return -1; }
+  r = saved;
+  r.rax = nr; r.orig_rax = -1; r.rdi = a1; r.rsi = a2; r.rdx = a3; r.rip = insn;
+  if (ptrace(PTRACE_SETREGS, pid, 0, &r)) { *err = "PTRACE_SETREGS"; return -1; }
+  long ret = -1;
+  for (;;) {
+    if (ptrace(PTRACE_SINGLESTEP, pid, 0, 0)) { *err = "PTRACE_SINGLESTEP"; goto restore; }
+    int st;
+    if (waitpid(pid, &st, __WALL) < 0) { *err = "waitpid"; goto restore; }
+    if (!WIFSTOPPED(st)) { *err = "the process exited"; return -1; }
+    if (WSTOPSIG(st) == SIGTRAP) break;
+    /* Another signal arrived first: it stays pending (not delivered now) and the step is tried again. */
+  }
+  if (ptrace(PTRACE_GETREGS, pid, 0, &r)) { *err = "PTRACE_GETREGS"; goto restore; }
+  ret = (long)r.rax;
+  if (ret < 0 && ret > -4096) { errno = (int)-ret; *err = nr == SYS_userfaultfd ? "userfaultfd() in the process" : "close() in the process"; ret = -1; }
+restore:
+  if (ptrace(PTRACE_SETREGS, pid, 0, &saved)) { *err = "PTRACE_SETREGS (restore)"; return -1; }
+  return ret;
+}
+
+/* Makes `pid` create a userfaultfd, takes it over, closes the process's copy. Returns ours or -1 (err set). */
+static int steal_uffd(pid_t pid, const char **err) {
+  if (kill(pid, 0) < 0) { *err = "no such process"; return -1; }
+  unsigned long insn = vdso_syscall(pid);
+  if (!insn) { *err = "no vDSO syscall instruction found"; errno = ENOENT; return -1; }
+  if (ptrace(PTRACE_SEIZE, pid, 0, 0)) { *err = "PTRACE_SEIZE"; return -1; }
+  int fd = -1, ok = 0;
+  int st;
+  if (ptrace(PTRACE_INTERRUPT, pid, 0, 0)) { *err = "PTRACE_INTERRUPT"; goto out; }
+  if (waitpid(pid, &st, __WALL) < 0 || !WIFSTOPPED(st)) { *err = "waiting for the stop"; goto out; }
+  long tfd = remote_syscall(pid, insn, SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK, 0, 0, err);
+  if (tfd < 0) goto out;
+  int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+  if (pidfd >= 0) {
+    fd = (int)syscall(SYS_pidfd_getfd, pidfd, (int)tfd, 0);
+    if (fd < 0) *err = "pidfd_getfd";
+    close(pidfd);
+  } else {
+    *err = "pidfd_open";
+  }
+  int saved_errno = errno;
+  const char *close_err = NULL;
+  if (remote_syscall(pid, insn, SYS_close, tfd, 0, 0, &close_err) < 0 && fd >= 0) { *err = close_err; close(fd); fd = -1; }
+  else errno = saved_errno;
+  ok = fd >= 0;
+out:
+  saved_errno = errno;
+  ptrace(PTRACE_DETACH, pid, 0, 0);
+  errno = saved_errno;
+  if (!ok && fd >= 0) { close(fd); fd = -1; }
+  return fd;
+}
+
+/*
+ * What to do with mapping `name` (permissions `perms`): TRACK private ones; ALWAYS report writable
+ * shared ones (a write through another process's mapping would not show in this one's, so nothing here
+ * can vouch for them); SKIP the rest (special mappings, read-only shared files).
+ */
+enum { SKIP, TRACK, ALWAYS };
+static int kind(const char *perms, const char *name) {
+  if (!strcmp(name, "[vdso]") || !strcmp(name, "[vvar]") || !strcmp(name, "[vvar_vclock]") || !strcmp(name, "[vsyscall]")) return SKIP;
+  if (perms[3] == 'p') return TRACK;
+  return perms[1] == 'w' ? ALWAYS : SKIP;
+}
+
+/* Registers [s, e) for write protection through `uffd`. */
+static int protect(int uffd, unsigned long s, unsigned long e) {
+  struct uffdio_register reg = {.range = {s, e - s}, .mode = UFFDIO_REGISTER_MODE_WP};
+  return ioctl(uffd, UFFDIO_REGISTER, &reg);
+}
+
+/*
+ * Reports mappings of `p` that are not write-protected ("u", and protects them) and returns how many
+ * pages they span; -1 when the process is gone. A process whose protected mappings all vanished
+ * exec'd (or unmapped everything): it gets a new userfaultfd first.
+ */
+static long untracked(struct proc *p, unsigned long *pages) {
+  char path[64], line[512];
+  snprintf(path, sizeof path, "/proc/%d/smaps", p->pid);
+  FILE *f = fopen(path, "r");
+  if (!f) return -1;
+  /* Two passes over a snapshot: first find whether any mapping is still ours. */
+  static struct { unsigned long s, e; int ours, want; } m[65536];
+  int n = 0;
+  while (fgets(line, sizeof line, f)) {
+    unsigned long s, e;
+    char perms[8], name[256] = "";
+    if (sscanf(line, "%lx-%lx %7s %*s %*s %*s %255s", &s, &e, perms, name) >= 3 && strchr(line, '-') < strchr(line, ' ')) {
+      if (n == (int)(sizeof m / sizeof m[0])) break;
+      m[n].s = s; m[n].e = e; m[n].ours = 0; m[n].want = kind(perms, name);
+      n++;
+    } else if (n > 0 && strncmp(line, "VmFlags:", 8) == 0) {
+      m[n - 1].ours = strstr(line, " uw") != NULL;
+    }
+  }
+  fclose(f);
+  int any = 0;
+  /* (fresh is cleared below, once this scan has protected the mappings) */
+  for (int i = 0; i < n; i++) any |= m[i].ours;
+  if (!any && !p->fresh) {
+    const char *err = "";
+    int fd = steal_uffd(p->pid, &err);
+    if (fd < 0) return -1;
+    close(p->uffd);
+    p->uffd = fd;
+    struct uffdio_api api = {.api = UFFD_API, .features = UFFD_FEATURE_WP_ASYNC | UFFD_FEATURE_WP_UNPOPULATED};
+    if (ioctl(p->uffd, UFFDIO_API, &api)) return -1;
+  }
+  for (int i = 0; i < n; i++) {
+    if (m[i].want == SKIP || m[i].ours) continue;
+    printf("u %lx %lx\n", m[i].s, m[i].e);
+    *pages += (m[i].e - m[i].s) / PAGE;
+    if (m[i].want == ALWAYS) continue;
+    /* Mappings the kernel cannot protect (e.g. special ones) stay untracked: reported at every scan. */
+    protect(p->uffd, m[i].s, m[i].e);
+  }
+  p->fresh = 0;
+  return 0;
+}
+
+/* Lists the pages of `p` written since the last scan and protects them again. Returns pages, -1 if gone. */
+static long written(struct proc *p) {
+  char path[64];
+  snprintf(path, sizeof path, "/proc/%d/pagemap", p->pid);
+  int pm = open(path, O_RDONLY);
+  if (pm < 0) return -1;
+  long pages = 0;
+  uint64_t start = 0, end = 0x7ffffffff000ULL;
+  while (start < end) {
+    struct ft_pm_scan_arg a = {
+      .size = sizeof a, .flags = FT_PM_SCAN_WP_MATCHING, .start = start, .end = end, .vec = (uintptr_t)vec, .vec_len = VEC,
+      .category_mask = FT_PAGE_IS_WRITTEN, .return_mask = FT_PAGE_IS_WRITTEN,
+    };
+    long r = ioctl(pm, FT_PAGEMAP_SCAN, &a);
+    if (r < 0) { close(pm); return -1; }
+    for (long i = 0; i < r; i++) {
+      printf("w %llx %llx\n", (unsigned long long)vec[i].start, (unsigned long long)vec[i].end);
+      pages += (long)((vec[i].end - vec[i].start) / PAGE);
+    }
+    if (a.walk_end <= start) break;
+    start = a.walk_end;
+  }
+  close(pm);
+  return pages;
+}
+
+static void track(pid_t pid) {
+  if (nprocs == MAX_PROCS) { printf("err %d too many processes\n", pid); return; }
+  const char *err = "";
+  int fd = steal_uffd(pid, &err);
+  if (fd < 0) { printf("err %d %s: %s\n", pid, err, strerror(errno)); return; }
+  struct uffdio_api api = {.api = UFFD_API, .features = UFFD_FEATURE_WP_ASYNC | UFFD_FEATURE_WP_UNPOPULATED};
+  if (ioctl(fd, UFFDIO_API, &api)) {
+    printf("err %d UFFDIO_API (write-protect async needs Linux 6.7+): %s\n", pid, strerror(errno));
+    close(fd);
+    return;
+  }
+  procs[nprocs++] = (struct proc){.pid = pid, .uffd = fd, .fresh = 1};
+  printf("ok %d\n", pid);
+}
+
+static void scan(void) {
+  unsigned long w = 0, u = 0;
+  for (int i = 0; i < nprocs; i++) {
+    struct proc *p = &procs[i];
+    printf("pid %d\n", p->pid);
+    if (p->gone) { printf("gone\n"); continue; }
+    unsigned long up = 0;
+    long wp;
+    if (untracked(p, &up) < 0 || (wp = written(p)) < 0) { p->gone = 1; printf("gone\n"); continue; }
+    w += (unsigned long)wp;
+    u += up;
+  }
+  printf("end %lu %lu\n", w, u);
+}
+
+int main(void) {
+  signal(SIGPIPE, SIG_IGN);
+  setvbuf(stdout, NULL, _IOFBF, 1 << 16);
+  char line[128];
+  while (fgets(line, sizeof line, stdin)) {
+    int pid;
+    if (sscanf(line, "track %d", &pid) == 1) track(pid);
+    else if (strncmp(line, "scan", 4) == 0) scan();
+    else if (strncmp(line, "quit", 4) == 0) break;
+    else printf("err 0 unknown command: %s", line);
+    if (fflush(stdout)) die("stdout");
+  }
+  for (int i = 0; i < nprocs; i++) close(procs[i].uffd);
+  return 0;
+}

@@ -1,0 +1,121 @@
+/**
+ * Which pages of a container's processes were written between two looks, on kernels without
+ * soft-dirty bits (this one): native/dirtytrack/ferry-dirty-track, which uses userfaultfd
+ * write-protection in asynchronous mode and PAGEMAP_SCAN (Linux 6.7+). The building block for a
+ * pre-copy final round that reads only the pages written since the last round instead of all memory.
+ */
+import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+
+/** The helper scripts/setup builds. */
+export const DIRTY_TRACK_PATH = fileURLToPath(new URL('../../build/ferry-dirty-track', import.meta.url));
+
+/** A page range [start, end) in a process's address space. */
+export type Range = readonly [start: bigint, end: bigint];
+
+/** One process's part of a scan. */
+export interface ProcessScan {
+  readonly pid: number;
+  /** Pages written since the last scan (or since tracking began). */
+  readonly written: Range[];
+  /** Whole mappings nothing vouches for (new, moved, or the process exec'd): every page may have changed. */
+  readonly untracked: Range[];
+  /** The process exited (or can no longer be looked at): nothing is known of its memory. */
+  readonly gone: boolean;
+}
+
+/** What a scan found. */
+export interface Scan {
+  readonly processes: ProcessScan[];
+  /** Pages in `written` ranges, all processes. */
+  readonly writtenPages: number;
+  /** Pages spanned by `untracked` mappings, all processes. */
+  readonly untrackedPages: number;
+}
+
+/** Parses the helper's answer to `scan` (the lines up to and including `end W U`). */
+export function parseScan(text: string): Scan {
+  const processes: { pid: number; written: Range[]; untracked: Range[]; gone: boolean }[] = [];
+  for (const line of text.split('\n')) {
+    if (line === '') continue;
+    const [kind, a, b] = line.split(' ');
+    const cur = processes.at(-1);
+    if (kind === 'pid') processes.push({ pid: Number(a), written: [], untracked: [], gone: false });
+    else if (kind === 'gone' && cur) cur.gone = true;
+    else if ((kind === 'w' || kind === 'u') && cur && a && b) (kind === 'w' ? cur.written : cur.untracked).push([BigInt(`0x${a}`), BigInt(`0x${b}`)]);
+    else if (kind === 'end') return { processes, writtenPages: Number(a), untrackedPages: Number(b) };
+    else throw new Error(`ferry-dirty-track: unexpected line "${line}"`);
+  }
+  throw new Error('ferry-dirty-track: the scan ended without its "end" line');
+}
+
+/** A running tracker; `stop()` removes every write protection it set. */
+export class DirtyTracker {
+  private out = '';
+  private err = '';
+  private waiter: (() => void) | undefined;
+  private readonly exited: Promise<void>;
+  /** Commands answer in order: one at a time. */
+  private queue: Promise<unknown> = Promise.resolve();
+
+  private constructor(private readonly child: ChildProcessWithoutNullStreams) {
+    child.stdout.on('data', (b: Buffer) => { this.out += b.toString(); this.waiter?.(); });
+    child.stderr.on('data', (b: Buffer) => { this.err += b.toString(); });
+    child.stdin.on('error', () => undefined); // an early exit is reported by `exited`
+    this.exited = new Promise((resolve) => child.on('close', () => { resolve(); this.waiter?.(); }));
+  }
+
+  /** Whether the helper is built here. */
+  static available(helper = DIRTY_TRACK_PATH): boolean {
+    return existsSync(helper);
+  }
+
+  /** Starts the helper (tracking nothing yet). */
+  static start(helper = DIRTY_TRACK_PATH): DirtyTracker {
+    return new DirtyTracker(spawn(helper, [], { stdio: ['pipe', 'pipe', 'pipe'] }));
+  }
+
+  /** Sends `command` and returns its answer: the text up to and including the first line matching `last`. */
+  private ask(command: string, last: RegExp): Promise<string> {
+    const run = async (): Promise<string> => {
+      this.child.stdin.write(`${command}\n`);
+      for (;;) {
+        const m = last.exec(this.out);
+        if (m) {
+          const answer = this.out.slice(0, m.index + m[0].length);
+          this.out = this.out.slice(m.index + m[0].length);
+          return answer;
+        }
+        if (this.child.exitCode !== null || this.child.signalCode !== null) {
+          throw new Error(`ferry-dirty-track exited (${this.child.exitCode ?? this.child.signalCode}): ${this.err.trim() || 'no message'}`);
+        }
+        await new Promise<void>((resolve) => { this.waiter = resolve; });
+        this.waiter = undefined;
+      }
+    };
+    const p = this.queue.then(run, run);
+    this.queue = p.catch(() => undefined);
+    return p;
+  }
+
+  /** Starts tracking process `pid` (a thread-group leader); its first scan reports all its mappings as untracked. */
+  async track(pid: number): Promise<void> {
+    const answer = await this.ask(`track ${pid}`, /^(ok|err) .*\n/m);
+    const m = /^err \d+ (.*)$/m.exec(answer);
+    if (m) throw new Error(`cannot track the writes of process ${pid}: ${m[1]}`);
+  }
+
+  /** Pages written since the last scan, per process; protects them again. */
+  async scan(): Promise<Scan> {
+    return parseScan(await this.ask('scan', /^end \d+ \d+\n/m));
+  }
+
+  /** Ends tracking: the helper closes its userfaultfds (the kernel then drops every protection) and exits. */
+  async stop(): Promise<void> {
+    if (this.child.exitCode === null && this.child.signalCode === null) this.child.stdin.end('quit\n');
+    const killed = setTimeout(() => this.child.kill('SIGKILL'), 5000);
+    await this.exited;
+    clearTimeout(killed);
+  }
+}
