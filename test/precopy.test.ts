@@ -2,13 +2,15 @@
  * Pre-copy live migration between two simulated hosts: rounds of dumps taken while the
  * container runs, each sending only the pages that changed since the previous one (this kernel has
  * no soft-dirty tracking, so pages are compared by content), then a final delta inside the freeze,
- * restored from the chain of rounds. A cancel during a round leaves the container where it was.
+ * restored from the chain of rounds. The final delta holds the pages the write tracker saw written
+ * (ferry-dirty-track); when tracking fails, every page is compared instead. A cancel during a round
+ * leaves the container where it was.
  */
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { skipUnlessReady } from './support/prereq.ts';
 import { until } from './support/wait.ts';
-import { MIGRATION_TOOLS, migrationFilesOn, runCounter, runcIdsOn, twoNodes } from './support/two-nodes.ts';
+import { MIGRATION_TOOLS, migrationFilesOn, onSharedCluster, runCounter, runcIdsOn, twoNodes } from './support/two-nodes.ts';
 import type { ContainerView, Migration } from '../src/model/index.ts';
 
 describe('live migration between two nodes (pre-copy)', { skip: skipUnlessReady(MIGRATION_TOOLS) }, () => {
@@ -33,7 +35,10 @@ describe('live migration between two nodes (pre-copy)', { skip: skipUnlessReady(
       assert.equal(now, last + 1, 'the counter continued');
       last = now;
       assert.deepEqual(c.hosts.flatMap(runcIdsOn), [v.status!.runtimeId]);
-      process.stdout.write(`# pre-copy to ${to}: ${m.status.round} round(s), freeze ${m.status.freezeMs} ms, total ${m.status.totalMs} ms, ${m.status.bytes} bytes\n`);
+      // The final round read only the pages written since the last round began (the write tracker).
+      const final = m.status.history.find((h) => h.phase === 'Freeze' && h.message?.startsWith('final delta'))?.message ?? '';
+      assert.match(final, /^final delta after round \d+: \d+ of \d+ pages \(the pages written since it began, as the write tracker found them\)$/);
+      process.stdout.write(`# pre-copy to ${to}: ${m.status.round} round(s), freeze ${m.status.freezeMs} ms, total ${m.status.totalMs} ms, ${m.status.bytes} bytes; ${final}\n`);
     }
     for (const x of c.hosts) assert.deepEqual(migrationFilesOn(x), [], `no migration files left on ${x.node}`);
     await c.ok(['rm', '-f', 'pre']);
@@ -59,5 +64,22 @@ describe('live migration between two nodes (pre-copy)', { skip: skipUnlessReady(
     assert.deepEqual(runcIdsOn(b), []);
     await until('the migration files to go', () => (c.hosts.every((x) => migrationFilesOn(x).length === 0) ? true : undefined));
     await c.ok(['rm', '-f', 'slow']);
+  });
+
+  describe('the write tracker fails at the freeze (failpoint on the source)', () => {
+    onSharedCluster(n, { a: 'migrate:tracker-scan' });
+
+    it('the final round compares every page instead; the counter continues', async () => {
+      const { c, a, b } = n;
+      const count = await runCounter(c, 'untracked', a.node, ['-e', 'BALLAST_MB=64', '-e', 'DIRTY_PCT_PER_SEC=2']);
+      const before = await count();
+      const m = await c.json<Migration>(['migrate', 'untracked', '--to', b.node, '--strategy', 'pre-copy']);
+      assert.equal(m.status.phase, 'Succeeded', `${m.status.error ?? ''}`);
+      const final = m.status.history.find((h) => h.phase === 'Freeze' && h.message?.startsWith('final delta'))?.message ?? '';
+      assert.match(final, /^final delta after round \d+: \d+ of \d+ pages \(every page compared with it\)$/);
+      assert.equal(await count(), before + 1, 'the counter continued');
+      for (const x of c.hosts) assert.deepEqual(migrationFilesOn(x), [], `no migration files left on ${x.node}`);
+      await c.ok(['rm', '-f', 'untracked']);
+    });
   });
 });

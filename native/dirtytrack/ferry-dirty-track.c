@@ -12,10 +12,12 @@
  * with pidfd_getfd(2) and closes the process's copy the same way, so the process holds nothing new
  * (a checkpoint of it sees no userfaultfd). Registering ranges and scanning are done from here.
  *
- * Only what it can vouch for counts as unchanged: a mapping that is not write-protected when a scan
- * runs (mapped, moved or replaced since the last scan, or the process exec'd) is reported whole as
- * "u" and protected from then on; writable shared mappings are reported "u" at every scan (another
- * process may write them). A process that is gone is reported "gone".
+ * Only what it can vouch for counts as unchanged: an anonymous mapping that is not write-protected
+ * when a scan runs (mapped, moved or replaced since the last scan, or the process exec'd) is reported
+ * whole as "u" and protected from then on; private file-backed and writable shared mappings are
+ * reported "u" at every scan (see kind()). A process that is gone is reported "gone". Empty page-table
+ * slots are never marked (no UFFD_FEATURE_WP_UNPOPULATED, and see written()): a page that appears
+ * later has no protection, so it counts as written, and pagemap shows no markers as swapped pages.
  *
  * Protocol: one command per line on stdin, answers on stdout.
  *   track PID   -> "ok PID" | "err PID reason"        (start tracking; the first scan reports all)
@@ -43,9 +45,6 @@
 #include <unistd.h>
 
 /* Linux 6.7+ UAPI, absent from older headers. */
-#ifndef UFFD_FEATURE_WP_UNPOPULATED
-#define UFFD_FEATURE_WP_UNPOPULATED (1 << 13)
-#endif
 #ifndef UFFD_FEATURE_WP_ASYNC
 #define UFFD_FEATURE_WP_ASYNC (1 << 15)
 #endif
@@ -55,6 +54,9 @@ struct ft_pm_scan_arg {
 };
 #define FT_PAGEMAP_SCAN _IOWR('f', 16, struct ft_pm_scan_arg)
 #define FT_PAGE_IS_WRITTEN (1 << 1)
+#define FT_PAGE_IS_PRESENT (1 << 3)
+#define FT_PAGE_IS_SWAPPED (1 << 4)
+#define UFFD_USER_MODE_ONLY_FLAG 1 /* UFFD_USER_MODE_ONLY, Linux 5.11 */
 #define FT_PM_SCAN_WP_MATCHING (1 << 0)
 
 #define PAGE 4096UL
@@ -139,7 +141,9 @@ static int steal_uffd(pid_t pid, const char **err) {
   int st;
   if (ptrace(PTRACE_INTERRUPT, pid, 0, 0)) { *err = "PTRACE_INTERRUPT"; goto out; }
   if (waitpid(pid, &st, __WALL) < 0 || !WIFSTOPPED(st)) { *err = "waiting for the stop"; goto out; }
-  long tfd = remote_syscall(pid, insn, SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK, 0, 0, err);
+  /* User-mode-only needs no privilege (vm.unprivileged_userfaultfd=0 is the usual default) and is
+   * enough: asynchronous write-protection never hands a fault to a handler, whoever faults. */
+  long tfd = remote_syscall(pid, insn, SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK | UFFD_USER_MODE_ONLY_FLAG, 0, 0, err);
   if (tfd < 0) goto out;
   int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
   if (pidfd >= 0) {
@@ -163,14 +167,17 @@ out:
 }
 
 /*
- * What to do with mapping `name` (permissions `perms`): TRACK private ones; ALWAYS report writable
- * shared ones (a write through another process's mapping would not show in this one's, so nothing here
- * can vouch for them); SKIP the rest (special mappings, read-only shared files).
+ * What to do with a mapping: TRACK private anonymous ones (inode 0); ALWAYS report private
+ * file-backed ones (the kernel marks their empty page-table slots when it write-protects them, and
+ * /proc/PID/pagemap shows such markers as swapped pages, which CRIU would then dump as pages), and
+ * writable shared ones (a write through another process's mapping would not show in this one's);
+ * SKIP the rest (special mappings, read-only shared files). CRIU dumps only the copied-on-write pages
+ * of a private file mapping, so reporting it whole costs only those.
  */
 enum { SKIP, TRACK, ALWAYS };
-static int kind(const char *perms, const char *name) {
+static int kind(const char *perms, unsigned long inode, const char *name) {
   if (!strcmp(name, "[vdso]") || !strcmp(name, "[vvar]") || !strcmp(name, "[vvar_vclock]") || !strcmp(name, "[vsyscall]")) return SKIP;
-  if (perms[3] == 'p') return TRACK;
+  if (perms[3] == 'p') return inode == 0 ? TRACK : ALWAYS;
   return perms[1] == 'w' ? ALWAYS : SKIP;
 }
 
@@ -194,11 +201,11 @@ static long untracked(struct proc *p, unsigned long *pages) {
   static struct { unsigned long s, e; int ours, want; } m[65536];
   int n = 0;
   while (fgets(line, sizeof line, f)) {
-    unsigned long s, e;
+    unsigned long s, e, inode = 0;
     char perms[8], name[256] = "";
-    if (sscanf(line, "%lx-%lx %7s %*s %*s %*s %255s", &s, &e, perms, name) >= 3 && strchr(line, '-') < strchr(line, ' ')) {
+    if (sscanf(line, "%lx-%lx %7s %*s %*s %lu %255s", &s, &e, perms, &inode, name) >= 4 && strchr(line, '-') < strchr(line, ' ')) {
       if (n == (int)(sizeof m / sizeof m[0])) break;
-      m[n].s = s; m[n].e = e; m[n].ours = 0; m[n].want = kind(perms, name);
+      m[n].s = s; m[n].e = e; m[n].ours = 0; m[n].want = kind(perms, inode, name);
       n++;
     } else if (n > 0 && strncmp(line, "VmFlags:", 8) == 0) {
       m[n - 1].ours = strstr(line, " uw") != NULL;
@@ -214,7 +221,7 @@ static long untracked(struct proc *p, unsigned long *pages) {
     if (fd < 0) return -1;
     close(p->uffd);
     p->uffd = fd;
-    struct uffdio_api api = {.api = UFFD_API, .features = UFFD_FEATURE_WP_ASYNC | UFFD_FEATURE_WP_UNPOPULATED};
+    struct uffdio_api api = {.api = UFFD_API, .features = UFFD_FEATURE_WP_ASYNC};
     if (ioctl(p->uffd, UFFDIO_API, &api)) return -1;
   }
   for (int i = 0; i < n; i++) {
@@ -240,7 +247,12 @@ static long written(struct proc *p) {
   while (start < end) {
     struct ft_pm_scan_arg a = {
       .size = sizeof a, .flags = FT_PM_SCAN_WP_MATCHING, .start = start, .end = end, .vec = (uintptr_t)vec, .vec_len = VEC,
-      .category_mask = FT_PAGE_IS_WRITTEN, .return_mask = FT_PAGE_IS_WRITTEN,
+      /*
+       * Written pages that hold something (present or swapped). The "any of" mask also keeps the scan
+       * off the kernel's fast path for exactly {WRITTEN, WRITTEN}, which counts empty slots as written
+       * and plants markers in them (pagemap then shows each as a swapped page).
+       */
+      .category_mask = FT_PAGE_IS_WRITTEN, .category_anyof_mask = FT_PAGE_IS_PRESENT | FT_PAGE_IS_SWAPPED, .return_mask = FT_PAGE_IS_WRITTEN,
     };
     long r = ioctl(pm, FT_PAGEMAP_SCAN, &a);
     if (r < 0) { close(pm); return -1; }
@@ -260,7 +272,7 @@ static void track(pid_t pid) {
   const char *err = "";
   int fd = steal_uffd(pid, &err);
   if (fd < 0) { printf("err %d %s: %s\n", pid, err, strerror(errno)); return; }
-  struct uffdio_api api = {.api = UFFD_API, .features = UFFD_FEATURE_WP_ASYNC | UFFD_FEATURE_WP_UNPOPULATED};
+  struct uffdio_api api = {.api = UFFD_API, .features = UFFD_FEATURE_WP_ASYNC};
   if (ioctl(fd, UFFDIO_API, &api)) {
     printf("err %d UFFDIO_API (write-protect async needs Linux 6.7+): %s\n", pid, strerror(errno));
     close(fd);

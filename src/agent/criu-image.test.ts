@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { isFerryError } from '../errors/index.ts';
 import {
   decodePagemap, encodePagemap, readPagemap, writePagemap, makeIncremental, flattenImage,
-  PAGE_SIZE, PE_PARENT, PE_LAZY, PE_PRESENT, IMG_COMMON_MAGIC, PAGEMAP_MAGIC, PAGEDIFF_PATH, DELTA_SERVER_PATH, startDeltaServer, type PagemapEntry,
+  PAGE_SIZE, PE_PARENT, PE_LAZY, PE_PRESENT, IMG_COMMON_MAGIC, PAGEMAP_MAGIC, PAGEDIFF_PATH, DELTA_SERVER_PATH, startDeltaServer, type PagemapEntry, makeTrackedIncremental, type ChangedPages,
 } from './criu-image.ts';
 
 const CRIU = process.env.FERRY_CRIU ?? '/opt/ferry/bin/criu';
@@ -443,7 +443,7 @@ test('flattenImage: resolves a parent chain into one flat image; with consumePar
   writeImage(join(base, 'full4'), [...r3, { at: 0x40, pages: [page(6)] }]);
   await makeIncremental({ previous: join(base, 'full3'), current: join(base, 'full4'), out: join(base, 't/4'), parentLink: '../3.flat' });
   const p4 = await flattenImage(join(base, 't/4'), join(base, 't/4.flat'), { consumeParent: true });
-  assert.deepEqual(p4, { pages: 6, pagesWritten: 6, patchedParent: false });
+  assert.deepEqual(p4, { pages: 6, pagesWritten: 6, patchedParent: false, copiedWhy: 'pagemap-1.img: its pages 0x40000+1 against the parent\'s nothing (range 3 of 3 vs 2)' });
   assert.deepEqual(readFileSync(join(base, 't/4.flat/pages-1.img')), Buffer.concat([want(r3), page(6)]));
 
   // A chain with a page missing is refused, and nothing is left in `out`.
@@ -562,3 +562,51 @@ function mkdirP(dir: string): string {
   mkdirSync(dir, { recursive: true });
   return dir;
 }
+
+test('makeTrackedIncremental: written pages are read, the others become PE_PARENT runs; nothing is assumed', async (t) => {
+  const base = mkdtempSync(join(tmpdir(), 'ferry-tracked-'));
+  t.after(() => rmSync(base, { recursive: true, force: true }));
+  // The round the target holds: two runs. The lazy dump at the freeze: the same pages without bytes,
+  // one more page at 0x14 (new since), and a page CRIU kept itself (not lazy: its bytes are in the dump).
+  writeImage(join(base, 'prev'), [{ at: 0x10, pages: [page(1), page(2), page(3), page(4)] }, { at: 0x20, pages: [page(5)] }]);
+  const lazy = (n: number): Buffer[] => Array.from({ length: n }, () => Buffer.alloc(0));
+  writeImage(join(base, 'dump'), [
+    { at: 0x10, pages: lazy(5), flags: PE_LAZY },
+    { at: 0x20, pages: lazy(1), flags: PE_LAZY },
+    { at: 0x30, pages: [page(0x33)], flags: PE_PRESENT },
+  ]);
+  // Memory now: pages 0x11 and 0x14 were written (and 0x40, not in the dump: ignored).
+  const memory = new Map([[0x11, page(0x71)], [0x14, page(0x74)], [0x40, page(0x40)]]);
+  const reads: string[] = [];
+  const changed = (ranges: [number, number][]): Map<string, ChangedPages> => new Map([['1', {
+    ranges,
+    read(first: number, count: number, buf: Buffer) {
+      reads.push(`${first.toString(16)}+${count}`);
+      for (let i = 0; i < count; i++) (memory.get(first + i) ?? assert.fail(`page ${(first + i).toString(16)} read but not written`)).copy(buf, i * PAGE_SIZE);
+    },
+  }]]);
+  const stats = await makeTrackedIncremental({ dump: join(base, 'dump'), previous: join(base, 'prev'), out: join(base, 'send'), parentLink: '../prev', changed: changed([[0x11, 0x12], [0x14, 0x15], [0x40, 0x41]]) });
+  assert.deepEqual(reads, ['11+1', '14+1']);
+  assert.deepEqual([stats.pagesTotal, stats.pagesChanged], [7, 3]);
+  const pm = await readPagemap(join(base, 'send/pagemap-1.img'));
+  assert.equal(flat(pm.entries), `10:1:${PE_PARENT} 11:1:${PE_PRESENT | PE_LAZY} 12:2:${PE_PARENT} 14:1:${PE_PRESENT | PE_LAZY} 20:1:${PE_PARENT} 30:1:${PE_PRESENT}`);
+  assert.deepEqual(readFileSync(join(base, 'send/pages-1.img')), Buffer.concat([page(0x71), page(0x74), page(0x33)]));
+  assert.equal(readlinkSync(join(base, 'send/parent')), '../prev');
+  assert.equal(readFileSync(join(base, 'send/core-1.img'), 'utf8'), 'core');
+  // The target's flat image from it holds the pages as they are now.
+  const f = await flattenImage(join(base, 'send'), join(base, 'flat'));
+  assert.equal(f.pages, 7);
+  assert.deepEqual(readFileSync(join(base, 'flat/pages-1.img')), Buffer.concat([page(1), page(0x71), page(3), page(4), page(0x74), page(5), page(0x33)]));
+
+  // 0x14 not written and not in the previous round: refused, nothing left in `out`.
+  await assert.rejects(
+    makeTrackedIncremental({ dump: join(base, 'dump'), previous: join(base, 'prev'), out: join(base, 'send2'), parentLink: '../prev', changed: changed([[0x11, 0x12]]) }),
+    (e: unknown) => isFerryError(e, 'CRIU_IMAGE_MALFORMED') && /page 0x14000 was neither written since the previous round nor in it/.test((e as Error).message),
+  );
+  assert.equal(existsSync(join(base, 'send2')), false);
+  // A process the tracker did not follow: refused.
+  await assert.rejects(
+    makeTrackedIncremental({ dump: join(base, 'dump'), previous: join(base, 'prev'), out: join(base, 'send3'), parentLink: '../prev', changed: new Map() }),
+    (e: unknown) => isFerryError(e, 'CRIU_IMAGE_UNSUPPORTED') && /not tracked/.test((e as Error).message),
+  );
+});

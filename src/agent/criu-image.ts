@@ -262,7 +262,10 @@ class PageSource {
       const at = (s - first) * PAGE_SIZE;
       if (r.flags & PE_PRESENT) {
         const len = (e - s) * PAGE_SIZE;
-        const { bytesRead } = await this.pages.read(buf, at, len, r.offset + (s - r.first) * PAGE_SIZE);
+        // A few pages are read at once (a thread-pool round trip costs more than the read; see flattenPagemap).
+        const bytesRead = e - s <= SMALL_RUN_PAGES
+          ? readSync(this.pages.fd, buf, at, len, r.offset + (s - r.first) * PAGE_SIZE)
+          : (await this.pages.read(buf, at, len, r.offset + (s - r.first) * PAGE_SIZE)).bytesRead;
         if (bytesRead !== len) throw malformed(join(this.dir, this.name), `pages file ended early at page 0x${s.toString(16)}`);
         have.fill(1, s - first, e - first);
       } else if (r.flags & PE_PARENT) {
@@ -594,27 +597,43 @@ async function linkOthers(from: string, to: string, names: readonly string[]): P
  * `out` is removed.
  */
 export async function makeIncremental(req: IncrementalRequest): Promise<IncrementalStats> {
-  await mkdir(req.out, { recursive: true });
-  if ((await readdir(req.out)).length > 0) throw criuImageErrors.INCREMENTAL_OUT_NOT_EMPTY({ dir: req.out });
+  const progress = { done: 0, total: 0 };
+  return rewriteImage(req.current, req.out, req.parentLink, (heads) => {
+    progress.total = heads.flatMap((p) => p.entries).reduce((n, e) => n + (hasBytes(e) ? e.nrPages : 0), 0);
+    return (name) => rewritePagemap(req, name, progress);
+  });
+}
+
+/**
+ * The skeleton of an incremental image: writes into `out` (created, or must be empty) each pagemap
+ * of the image in `from` with its pages file as `begin`'s rewriter does (it returns [pages in the
+ * pagemap, pages written]), hard-links (or copies) the other files, and links `parent` to
+ * `parentLink`. On failure `out` is removed.
+ */
+async function rewriteImage(
+  from: string, out: string, parentLink: string,
+  begin: (heads: Pagemap[]) => (name: string, pm: Pagemap) => Promise<[number, number]>,
+): Promise<IncrementalStats> {
+  await mkdir(out, { recursive: true });
+  if ((await readdir(out)).length > 0) throw criuImageErrors.INCREMENTAL_OUT_NOT_EMPTY({ dir: out });
   try {
-    const names = await readdir(req.current);
+    const names = await readdir(from);
     const pagemaps = names.filter((n) => /^pagemap-.*\.img$/.test(n));
-    const heads = await Promise.all(pagemaps.map((n) => readPagemap(join(req.current, n))));
+    const heads = await Promise.all(pagemaps.map((n) => readPagemap(join(from, n))));
     const pagesFiles = new Set(heads.map((p) => `pages-${p.head.pagesId}.img`));
-    const progress = { done: 0, total: heads.flatMap((p) => p.entries).reduce((n, e) => n + (hasBytes(e) ? e.nrPages : 0), 0) };
-    let pagesTotal = 0;
-    let pagesChanged = 0;
-    for (const name of pagemaps) {
-      const [t, c] = await rewritePagemap(req, name, progress);
+    const rewrite = begin(heads);
+    let [pagesTotal, pagesChanged] = [0, 0];
+    for (const [k, name] of pagemaps.entries()) {
+      const [t, c] = await rewrite(name, heads[k]!);
       pagesTotal += t;
       pagesChanged += c;
     }
-    await linkOthers(req.current, req.out, names.filter((n) => n !== 'parent' && !pagemaps.includes(n) && !pagesFiles.has(n)));
-    await symlink(req.parentLink, join(req.out, 'parent'));
-    const bytesWritten = await treeBytes(req.out);
+    await linkOthers(from, out, names.filter((n) => n !== 'parent' && !pagemaps.includes(n) && !pagesFiles.has(n)));
+    await symlink(parentLink, join(out, 'parent'));
+    const bytesWritten = await treeBytes(out);
     return { pagesTotal, pagesChanged, pageBytesWritten: pagesChanged * PAGE_SIZE, bytesWritten };
   } catch (e) {
-    await rm(req.out, { recursive: true, force: true });
+    await rm(out, { recursive: true, force: true });
     throw e;
   }
 }
@@ -637,6 +656,8 @@ export interface FlattenStats {
   readonly pagesWritten: number;
   /** Whether the parent's pages file was taken over and patched (see flattenImage). */
   readonly patchedParent: boolean;
+  /** Why a pagemap could not take its parent's pages file over (the first such), when one could not. */
+  readonly copiedWhy?: string;
 }
 
 /** Page numbers an image's entries cover, as merged [first, count] ranges (flags ignored). */
@@ -650,10 +671,15 @@ function coverage(runs: readonly Run[]): [number, number][] {
   return out;
 }
 
-const sameCoverage = (a: readonly Run[], b: readonly Run[]): boolean => {
+/** Undefined when `a` and `b` cover the same pages, else where they first differ. */
+function coverageDiff(a: readonly Run[], b: readonly Run[]): string | undefined {
   const [x, y] = [coverage(a), coverage(b)];
-  return x.length === y.length && x.every(([f, c], i) => y[i]![0] === f && y[i]![1] === c);
-};
+  const hex = (r: [number, number] | undefined): string => (r ? `0x${(r[0] * PAGE_SIZE).toString(16)}+${r[1]}` : 'nothing');
+  for (let i = 0; i < Math.max(x.length, y.length); i++) {
+    if (x[i]?.[0] !== y[i]?.[0] || x[i]?.[1] !== y[i]?.[1]) return `its pages ${hex(x[i])} against the parent's ${hex(y[i])} (range ${i + 1} of ${x.length} vs ${y.length})`;
+  }
+  return undefined;
+}
 
 /**
  * Writes into `out` the image in `dir` with every page in its own pages file and no `parent` link:
@@ -675,21 +701,23 @@ export async function flattenImage(dir: string, out: string, o: { consumeParent?
     const heads = await Promise.all(pagemaps.map((n) => readPagemap(join(dir, n))));
     const pagesFiles = new Set(heads.map((p) => `pages-${p.head.pagesId}.img`));
     let [pages, pagesWritten, patchedParent] = [0, 0, false];
+    let copiedWhy: string | undefined;
     for (const [i, name] of pagemaps.entries()) {
       const r = await flattenPagemap(dir, out, name, heads[i]!, o.consumeParent === true);
       pages += r.pages;
       pagesWritten += r.written;
       patchedParent ||= r.patched;
+      copiedWhy ??= r.why && `${name}: ${r.why}`;
     }
     await linkOthers(dir, out, names.filter((n) => n !== 'parent' && !pagemaps.includes(n) && !pagesFiles.has(n)));
-    return { pages, pagesWritten, patchedParent };
+    return { pages, pagesWritten, patchedParent, ...(copiedWhy ? { copiedWhy } : {}) };
   } catch (e) {
     await rm(out, { recursive: true, force: true });
     throw e;
   }
 }
 
-async function flattenPagemap(dir: string, out: string, name: string, pm: Pagemap, consumeParent: boolean): Promise<{ pages: number; written: number; patched: boolean }> {
+async function flattenPagemap(dir: string, out: string, name: string, pm: Pagemap, consumeParent: boolean): Promise<{ pages: number; written: number; patched: boolean; why?: string }> {
   const file = join(dir, name);
   checkKnownFields(pm, file);
   const pagesFile = join(dir, `pages-${pm.head.pagesId}.img`);
@@ -704,7 +732,9 @@ async function flattenPagemap(dir: string, out: string, name: string, pm: Pagema
   const parent = consumeParent && runs.every((r) => r.flags & (PE_PRESENT | PE_PARENT))
     ? await readPagemap(join(parentDir, name)).catch(() => undefined) : undefined;
   const parentRuns = parent ? runsOf(parent, join(parentDir, name)) : undefined;
-  if (parent && parentRuns && parentRuns.every((r) => (r.flags & PE_PRESENT) && !(r.flags & PE_PARENT)) && sameCoverage(runs, parentRuns)) {
+  const parentFlat = parentRuns?.every((r) => (r.flags & PE_PRESENT) && !(r.flags & PE_PARENT));
+  const why = !consumeParent ? undefined : !parent ? 'no usable parent pagemap' : !parentFlat ? 'the parent is not flat' : coverageDiff(runs, parentRuns!);
+  if (consumeParent && why === undefined && parent && parentRuns) {
     const parentPages = join(parentDir, `pages-${parent.head.pagesId}.img`);
     await checkPagesFile(parent, join(parentDir, name), parentPages);
     let written = 0;
@@ -749,23 +779,162 @@ async function flattenPagemap(dir: string, out: string, name: string, pm: Pagema
     source = await PageSource.open(dir, name);
     dst = await open(outPages, 'wx');
     for (const r of runs) {
-      if (!(r.flags & (PE_PRESENT | PE_PARENT))) {
-        appendRun(entries, r.first, r.count, r.flags, r.first);
-        continue;
-      }
-      for (let done = 0; done < r.count; done += CHUNK_PAGES) {
-        const n = Math.min(CHUNK_PAGES, r.count - done);
+      appendRun(entries, r.first, r.count, r.flags & (PE_PRESENT | PE_PARENT) ? PE_PRESENT | (r.flags & PE_LAZY) : r.flags, r.first);
+    }
+    // The bytes go in address order, a contiguous stretch at a time whatever its runs (an image
+    // with scattered changed pages has thousands of runs; windows that span them keep reads big).
+    for (const [first, count] of coverage(runs.filter((r) => r.flags & (PE_PRESENT | PE_PARENT)))) {
+      for (let done = 0; done < count; done += CHUNK_PAGES) {
+        const n = Math.min(CHUNK_PAGES, count - done);
         have.fill(0);
-        await source!.fill(r.first + done, n, buf, have);
+        await source!.fill(first + done, n, buf, have);
         const missing = have.subarray(0, n).indexOf(0);
-        if (missing >= 0) throw malformed(file, `page 0x${(r.first + done + missing).toString(16)} is in no image of its parent chain`);
+        if (missing >= 0) throw malformed(file, `page 0x${(first + done + missing).toString(16)} is in no image of its parent chain`);
         await dst.write(buf, 0, n * PAGE_SIZE);
       }
-      appendRun(entries, r.first, r.count, PE_PRESENT | (r.flags & PE_LAZY), r.first);
     }
   } finally {
     await Promise.all([dst?.close(), source?.close()]);
   }
   await writePagemap(join(out, name), pm.head, entries, pm.magic);
-  return { pages: total, written: total, patched: false };
+  return { pages: total, written: total, patched: false, ...(why ? { why } : {}) };
+}
+
+/** Pages of one process written since the round the target holds began, and a way to read them now. */
+export interface ChangedPages {
+  /** Sorted, non-overlapping [firstPage, endPage) page numbers (vaddr / 4 KiB). */
+  readonly ranges: readonly (readonly [number, number])[];
+  /** Copies pages [first, first + count) as they are now into `buf` from offset 0. */
+  read(first: number, count: number, buf: Buffer): void;
+}
+
+/** What makeTrackedIncremental is given. */
+export interface TrackedIncrementalRequest {
+  /** A lazy dump (`--lazy-pages`) of the frozen process tree: its anonymous pages are PE_LAZY entries without bytes. */
+  readonly dump: string;
+  /** The plain dump of the round the target holds (kept on the source), taken after the tracker's scan that began it. */
+  readonly previous: string;
+  /** Directory to write; created, or must be empty. */
+  readonly out: string;
+  /** Target of the relative `parent` symlink as the target lays rounds out. */
+  readonly parentLink: string;
+  /** Written pages by pagemap id (the process's pid in the container's namespace). */
+  readonly changed: ReadonlyMap<string, ChangedPages>;
+}
+
+/** Index of the first range in sorted `ranges` that ends after page `p`. */
+function firstEndingAfter(ranges: readonly (readonly [number, number])[], p: number): number {
+  let lo = 0;
+  for (let hi = ranges.length; lo < hi;) {
+    const mid = (lo + hi) >>> 1;
+    if (ranges[mid]![1] <= p) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
+}
+
+/** The first page of [first, end) not in a PE_PRESENT run of the sorted, flat `runs`; undefined when all are. */
+function firstAbsent(runs: readonly Run[], first: number, end: number): number | undefined {
+  let lo = 0;
+  for (let hi = runs.length; lo < hi;) {
+    const mid = (lo + hi) >>> 1;
+    if (runs[mid]!.first + runs[mid]!.count <= first) lo = mid + 1;
+    else hi = mid;
+  }
+  for (let p = first, i = lo; p < end; i++) {
+    const r = runs[i];
+    if (!r || r.first > p || !(r.flags & PE_PRESENT)) return p;
+    p = r.first + r.count;
+  }
+  return undefined;
+}
+
+/**
+ * The final round of a pre-copy migration when a write tracker (dirty-track.ts) says which pages
+ * changed: writes into `out` the image of `dump` in which every lazy page written since `previous`
+ * began is present (read from the frozen process now) and every other one is a PE_PARENT entry, which
+ * `previous` must hold; pages the dump holds itself are copied. So the freeze reads the written pages
+ * only, not all of memory. A page that is neither written nor in `previous`, or a process the tracker
+ * did not follow, fails the call (and `out` is removed): nothing is ever assumed.
+ */
+export async function makeTrackedIncremental(req: TrackedIncrementalRequest): Promise<IncrementalStats> {
+  const buf = Buffer.allocUnsafe(CHUNK_PAGES * PAGE_SIZE);
+  return rewriteImage(req.dump, req.out, req.parentLink, () => async (name, pm) => {
+    let [pagesTotal, pagesChanged] = [0, 0];
+    const file = join(req.dump, name);
+    checkKnownFields(pm, file);
+    const pagesFile = join(req.dump, `pages-${pm.head.pagesId}.img`);
+    await checkPagesFile(pm, file, pagesFile);
+    const runs = runsOf(pm, file);
+    const lazy = runs.some((r) => (r.flags & PE_LAZY) && !(r.flags & PE_PRESENT));
+    const id = /^pagemap-(\d+)\.img$/.exec(name)?.[1];
+    const changed = id === undefined ? undefined : req.changed.get(id);
+    if (lazy && !changed) throw criuImageErrors.CRIU_IMAGE_UNSUPPORTED({ file, reason: 'its lazy pages belong to a process whose writes were not tracked' });
+    const prev = lazy ? await PageSource.open(req.previous, name) : undefined;
+    const prevRuns = prev?.flatRuns();
+    await prev?.close();
+    if (lazy && !prevRuns) throw criuImageErrors.CRIU_IMAGE_UNSUPPORTED({ file: join(req.previous, name), reason: 'the previous round has no flat image of this process' });
+    const entries: PagemapEntry[] = [];
+    const outFile = join(req.out, `pages-${pm.head.pagesId}.img`);
+    const [src, dst] = [await open(pagesFile, 'r'), await open(outFile, 'wx')];
+    try {
+      // Pages gather in `buf` and go out a chunk at a time (written pages come one or two at a time).
+      let used = 0;
+      const flush = (): void => {
+        if (used > 0 && writeSync(dst.fd, buf, 0, used * PAGE_SIZE) !== used * PAGE_SIZE) throw malformed(outFile, 'short write');
+        used = 0;
+      };
+      /** Appends pages [first, first + n) to the output; `fill` puts `count` pages from `first` into the buffer it is given. */
+      const copy = (first: number, n: number, flags: number, fill: (first: number, count: number, into: Buffer) => void): void => {
+        for (let done = 0; done < n;) {
+          if (used === CHUNK_PAGES) flush();
+          const c = Math.min(CHUNK_PAGES - used, n - done);
+          fill(first + done, c, buf.subarray(used * PAGE_SIZE, (used + c) * PAGE_SIZE));
+          used += c;
+          done += c;
+        }
+        appendRun(entries, first, n, flags, first);
+        pagesChanged += n;
+      };
+      for (const r of runs) {
+        if (r.flags & PE_PARENT) throw criuImageErrors.CRIU_IMAGE_UNSUPPORTED({ file, reason: 'the dump is already incremental (PE_PARENT entries)' });
+        if (r.flags & PE_PRESENT) {
+          copy(r.first, r.count, r.flags, (first, count, into) => {
+            const bytes = count * PAGE_SIZE;
+            if (readSync(src.fd, into, 0, bytes, r.offset + (first - r.first) * PAGE_SIZE) !== bytes) throw malformed(pagesFile, 'pages file ended early');
+          });
+          pagesTotal += r.count;
+          continue;
+        }
+        if (!(r.flags & PE_LAZY)) {
+          appendRun(entries, r.first, r.count, r.flags, r.first);
+          continue;
+        }
+        // A lazy run: written stretches are read now, the rest comes from the previous round.
+        const end = r.first + r.count;
+        const ranges = changed!.ranges;
+        for (let p = r.first, i = firstEndingAfter(ranges, r.first); p < end;) {
+          const w = ranges[i];
+          if (w && w[0] <= p) {
+            const stop = Math.min(end, w[1]);
+            copy(p, stop - p, PE_PRESENT | PE_LAZY, (first, count, into) => changed!.read(first, count, into));
+            p = stop;
+            i++;
+          } else {
+            const stop = Math.min(end, w ? w[0] : end);
+            const absent = firstAbsent(prevRuns!, p, stop);
+            if (absent !== undefined) throw malformed(file, `page 0x${(absent * PAGE_SIZE).toString(16)} was neither written since the previous round nor in it`);
+            appendRun(entries, p, stop - p, PE_PARENT, r.first);
+            p = stop;
+          }
+        }
+        pagesTotal += r.count;
+      }
+      flush();
+    } finally {
+      await Promise.all([src.close(), dst.close()]);
+    }
+    await writePagemap(join(req.out, name), pm.head, entries, pm.magic);
+    return [pagesTotal, pagesChanged];
+  });
 }

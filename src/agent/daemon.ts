@@ -217,6 +217,8 @@ export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
     node: o.name, volumes, runtime, images, network, records, idMap: ID_MAP, log, dataDir: o.dataDir, idPrefix: o.idPrefix, token: apiToken, reconciler,
     ...(scratchDir !== undefined ? { scratchDir } : {}),
     postCopy: { checkpoint: (id, co) => runtime.checkpointLazy(id, co), criuPath: o.criuPath, host: pageServerHost },
+    // FERRY_DIRTY_TRACK=0 turns pre-copy's write tracking off (bench/migration compares both).
+    ...(process.env.FERRY_DIRTY_TRACK === '0' ? { dirtyTrack: false } : {}),
   });
   const api: FastifyInstance = await buildAgentApi({
     node: o.name, token: [apiToken, o.token], runtime, images, spoolDir: join(o.dataDir, 'spool'),

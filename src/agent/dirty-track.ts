@@ -5,7 +5,7 @@
  * pre-copy final round that reads only the pages written since the last round instead of all memory.
  */
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { closeSync, existsSync, openSync, readFileSync, readSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 
 /** The helper scripts/setup builds. */
@@ -118,4 +118,71 @@ export class DirtyTracker {
     await this.exited;
     clearTimeout(killed);
   }
+}
+
+const PAGE = 4096;
+
+/** A process's written and untracked ranges of a scan as sorted, merged [firstPage, endPage) page numbers. */
+export function changedPageRanges(p: ProcessScan): [number, number][] {
+  const all = [...p.written, ...p.untracked].map(([s, e]): [number, number] => [Number(s / 4096n), Number((e + 4095n) / 4096n)]).sort((a, b) => a[0] - b[0]);
+  const out: [number, number][] = [];
+  for (const r of all) {
+    const last = out[out.length - 1];
+    if (last && r[0] <= last[1]) last[1] = Math.max(last[1], r[1]);
+    else out.push([r[0], r[1]]);
+  }
+  return out;
+}
+
+/** The pid of host process `pid` inside its own pid namespace (the NSpid line's last field). */
+export function namespacePid(pid: number): number {
+  const m = /^NSpid:\s+(.*)$/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  const ids = m?.[1]?.trim().split(/\s+/) ?? [];
+  const last = Number(ids[ids.length - 1]);
+  if (!Number.isInteger(last) || last <= 0) throw new Error(`process ${pid} has no NSpid line`);
+  return last;
+}
+
+/** Reads pages of process `pid` as they are now through /proc/PID/mem (freeze it first); close() when done. */
+export function openMemory(pid: number): { read(firstPage: number, count: number, buf: Buffer): void; close(): void } {
+  const fd = openSync(`/proc/${pid}/mem`, 'r');
+  return {
+    read(firstPage, count, buf) {
+      const bytes = count * PAGE;
+      let done = 0;
+      while (done < bytes) {
+        const n = readSync(fd, buf, done, bytes - done, firstPage * PAGE + done);
+        if (n <= 0) throw new Error(`process ${pid}: its memory at 0x${(firstPage * PAGE + done).toString(16)} could not be read`);
+        done += n;
+      }
+    },
+    close: () => closeSync(fd),
+  };
+}
+
+/** Reads pages as openMemory's `read` does. */
+export type PageReader = (firstPage: number, count: number, buf: Buffer) => void;
+
+/**
+ * Reads `ranges` (sorted [firstPage, endPage) page numbers) through `read` now and returns a reader
+ * that serves them from memory and anything else through `read`: the written pages can be taken while
+ * CRIU dumps the frozen process in parallel, and the image is written from them afterwards.
+ */
+export function prefetch(read: PageReader, ranges: readonly (readonly [number, number])[]): PageReader {
+  const held = ranges.map(([s, e]) => {
+    const buf = Buffer.allocUnsafe((e - s) * PAGE);
+    read(s, e - s, buf);
+    return { s, e, buf };
+  });
+  return (first, count, buf) => {
+    let lo = 0;
+    for (let hi = held.length; lo < hi;) {
+      const mid = (lo + hi) >>> 1;
+      if (held[mid]!.e <= first) lo = mid + 1;
+      else hi = mid;
+    }
+    const h = held[lo];
+    if (h && h.s <= first && first + count <= h.e) h.buf.copy(buf, 0, (first - h.s) * PAGE, (first - h.s + count) * PAGE);
+    else read(first, count, buf);
+  };
 }

@@ -15,9 +15,11 @@ import { basename, join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { createHash, randomBytes } from 'node:crypto';
 import type { Assignment } from '../model/index.ts';
+import type { FreezeResult } from '../client/index.ts';
 import { failoverRefusal } from '../model/index.ts';
 import { fetchFiles, listFiles, safePath, sendFiles, type SendOptions } from './transfer.ts';
-import { flattenImage, makeIncremental, startDeltaServer, type DeltaServer } from './criu-image.ts';
+import { flattenImage, makeIncremental, makeTrackedIncremental, startDeltaServer, type ChangedPages, type DeltaServer, type IncrementalStats } from './criu-image.ts';
+import { DirtyTracker, changedPageRanges, namespacePid, openMemory, prefetch, type PageReader } from './dirty-track.ts';
 import { packBase, packDelta, tar, unpack } from './volume-sync.ts';
 import type { LifecycleDeps } from './lifecycle.ts';
 import type { LazyDump, RuncRuntime } from './runtime/index.ts';
@@ -95,7 +97,16 @@ export interface MigrateDeps extends LifecycleDeps {
   /** Post-copy: CRIU's lazy dump, the CRIU binary (for the target's lazy-pages daemon), and the
    * address this node's page servers listen on (the one other agents reach this node by). */
   readonly postCopy?: { readonly checkpoint: RuncRuntime['checkpointLazy']; readonly criuPath: string; readonly host: string };
+  /**
+   * Pre-copy: follow which pages the container writes (ferry-dirty-track), so the final round reads
+   * only those instead of all memory. Default: when the helper is built. Without it, or when tracking
+   * fails, the final round compares every page (the delta server).
+   */
+  readonly dirtyTrack?: boolean;
 }
+
+/** Above this share of the container's pages written since the last round, tracking saves little: the final round compares every page. */
+const TRACKED_MAX_SHARE = 0.5;
 
 /** How a post-copy target's lazy phase is going. */
 interface LazyTarget {
@@ -173,6 +184,10 @@ export class MigrationAgent {
    * dumped so that mapping the round's pages (≈ 90 ms at 1 GiB) is no part of the freeze.
    */
   private readonly deltaServers = new Map<string, { round: number; server: Promise<DeltaServer | undefined> }>();
+  /** Source, pre-copy: the page-write tracker of each migration and the host pids it follows. */
+  private readonly trackers = new Map<string, { readonly tracker: DirtyTracker; readonly pids: Set<number> }>();
+  /** Source, pre-copy: trackers being ended (see stopTracking's `later`), by migration id. */
+  private readonly trackerStops = new Map<string, Promise<void>>();
   /** Which root each migration's files went to (see place); after a restart, where they are found. */
   private readonly placed = new Map<string, string>();
 
@@ -222,6 +237,7 @@ export class MigrationAgent {
    */
   private async removeFiles(id: string, o: { keepVolumes?: boolean } = {}): Promise<void> {
     await this.stopDeltaServer(id);
+    await this.stopTracking(id);
     // A round still being made flat would write into what is removed here.
     await this.flattening.get(id)?.done;
     this.flattening.delete(id);
@@ -250,6 +266,100 @@ export class MigrationAgent {
     const d = this.deltaServers.get(id);
     this.deltaServers.delete(id);
     await (await d?.server)?.stop();
+  }
+
+  /**
+   * Source, pre-copy, right before round `round`'s dump: the tracker's scan starts a new window, so
+   * what is written from here on (while CRIU reads this round, and after) is what the final round
+   * must send. Round 0 starts the tracker; processes new since the last round are followed from now
+   * (their first scan vouches for nothing: the dump after it holds their pages). Any failure ends
+   * tracking for this migration, and the final round compares every page instead.
+   */
+  private async trackWrites(id: string, rec: ContainerRecord, round: number): Promise<void> {
+    if (round === 0) {
+      await this.stopTracking(id);
+      if (!(this.d.dirtyTrack ?? DirtyTracker.available()) || !DirtyTracker.available() || !this.d.postCopy) return;
+      this.trackers.set(id, { tracker: DirtyTracker.start(), pids: new Set() });
+    }
+    const t = this.trackers.get(id);
+    if (!t) return;
+    try {
+      for (const pid of await this.d.runtime.pids(rec.runtimeId)) {
+        if (t.pids.has(pid)) continue;
+        await t.tracker.track(pid);
+        t.pids.add(pid);
+      }
+      for (const p of (await t.tracker.scan()).processes) if (p.gone) t.pids.delete(p.pid);
+    } catch (e) {
+      this.d.log(`migration ${id}: the writes of ${rec.name} cannot be tracked (${(e as Error).message}); its final round will compare every page`);
+      await this.stopTracking(id);
+    }
+  }
+
+  /**
+   * Source, pre-copy: ends migration `id`'s write tracking (the container's memory is left
+   * unprotected). With `later`, the helper is let go without waiting (its memory walk is ~40 ms at
+   * 1 GiB, and the frozen copy does not need it): removeFiles waits for it.
+   */
+  private async stopTracking(id: string, o: { later?: boolean } = {}): Promise<void> {
+    const t = this.trackers.get(id);
+    this.trackers.delete(id);
+    const stopping = t?.tracker.stop();
+    if (!stopping) return this.trackerStops.get(id);
+    const done = stopping.catch((e: Error) => this.d.log(`migration ${id}: the write tracker did not end cleanly: ${e.message}`)).finally(() => {
+      if (this.trackerStops.get(id) === done) this.trackerStops.delete(id);
+    });
+    this.trackerStops.set(id, done);
+    if (!o.later) await done;
+  }
+
+  /**
+   * Source, pre-copy final round, frozen: what the tracker says changed since round `round` began,
+   * by pagemap id, when it vouches for every process and for enough of memory to be worth it; else
+   * undefined (the caller compares every page). Readers stay open until `close`.
+   */
+  private async trackedChanges(id: string, rec: ContainerRecord): Promise<{ changed: Map<string, ChangedPages>; pages: number; prefetch(): void; close(): void } | undefined> {
+    const t = this.trackers.get(id);
+    if (!t) return undefined;
+    const readers: { close(): void }[] = [];
+    const close = (): void => { for (const r of readers) r.close(); };
+    try {
+      failpointThrow('migrate:tracker-scan');
+      const pids = await this.d.runtime.pids(rec.runtimeId);
+      const scan = await t.tracker.scan();
+      const live = new Map(scan.processes.filter((p) => !p.gone).map((p) => [p.pid, p]));
+      const untracked = pids.filter((p) => !t.pids.has(p) || !live.has(p));
+      if (untracked.length > 0) {
+        this.d.log(`migration ${id}: processes ${untracked.join(', ')} of ${rec.name} are not tracked; the final round compares every page`);
+        return undefined;
+      }
+      // Untracked mappings are not counted: of those only the pages the dump lists are read.
+      const mem = await this.memoryOf(rec);
+      const pages = scan.writtenPages;
+      if (mem !== undefined && pages * 4096 > mem * TRACKED_MAX_SHARE) {
+        this.d.log(`migration ${id}: ${pages} pages of ${rec.name} written since the last round; the final round compares every page`);
+        return undefined;
+      }
+      const changed = new Map<string, ChangedPages & { read: PageReader }>();
+      const written = new Map<string, [number, number][]>();
+      for (const pid of pids) {
+        const reader = openMemory(pid);
+        readers.push(reader);
+        const p = live.get(pid)!;
+        const key = String(namespacePid(pid));
+        changed.set(key, { ranges: changedPageRanges(p), read: reader.read });
+        written.set(key, changedPageRanges({ ...p, untracked: [] }));
+      }
+      /** Takes the written pages into memory now (see prefetch). */
+      const prefetchAll = (): void => {
+        for (const [key, c] of changed) c.read = prefetch(c.read, written.get(key)!);
+      };
+      return { changed, pages, prefetch: prefetchAll, close };
+    } catch (e) {
+      close();
+      this.d.log(`migration ${id}: the tracker's scan failed (${(e as Error).message}); the final round compares every page`);
+      return undefined;
+    }
   }
 
   /** Where migration `id` keeps its volume copies: always on disk (volumes may be larger than memory). */
@@ -343,12 +453,12 @@ export class MigrationAgent {
    * `postCopy` the dump leaves memory out and CRIU serves the pages from a page server whose address
    * is returned; the frozen container is then CRIU's until the target has every page.
    */
-  freeze(id: string, name: string, o: FreezeOptions = {}): Promise<{ bytes: number; dumpMs: number; pageServer?: string }> {
+  freeze(id: string, name: string, o: FreezeOptions = {}): Promise<FreezeResult> {
     // The reconcile loop stays away meanwhile: a re-scan must not publish the ports being closed.
     return this.d.reconciler.exclusive(name, () => this.freezeNow(id, name, o));
   }
 
-  private async freezeNow(id: string, name: string, o: FreezeOptions): Promise<{ bytes: number; dumpMs: number; pageServer?: string }> {
+  private async freezeNow(id: string, name: string, o: FreezeOptions): Promise<FreezeResult> {
     const { postCopy, streamTo, preCopyRound } = o;
     const rec = this.record(name);
     // runc's answer comes while the files are made ready (a runc run costs ~10 ms).
@@ -395,7 +505,16 @@ export class MigrationAgent {
       }
       times.lap('pause');
       let pageServer: string | undefined;
-      if (postCopy) {
+      // After pre-copy rounds with the writes tracked: only the written pages are read (see trackedFinal).
+      const tracked = preCopyRound !== undefined ? await this.trackedChanges(id, rec) : undefined;
+      let trackedStats: IncrementalStats | undefined;
+      if (tracked) {
+        try {
+          trackedStats = await this.trackedFinal(id, rec, finalDir, preCopyRound!, tracked, times);
+        } finally {
+          tracked.close();
+        }
+      } else if (postCopy) {
         const pc = this.d.postCopy;
         if (!pc) throw agentErrors.BAD_REQUEST({ reason: 'this agent has no CRIU configured for post-copy' });
         pageServer = `${pc.host}:${await freePort(pc.host)}`;
@@ -416,13 +535,19 @@ export class MigrationAgent {
         const pagesTo = streamTo ?? delta?.address;
         await this.d.runtime.checkpoint(rec.runtimeId, { imagePath, leaveRunning: true, tcpEstablished: true, ...(pagesTo ? { pageServer: pagesTo } : {}) });
       }
-      times.lap('dump');
+      if (!trackedStats) times.lap('dump');
       let sendDir = dir;
+      let finalDelta: FreezeResult['finalDelta'];
       if (preCopyRound !== undefined) {
         sendDir = join(finalDir, 'send');
         this.deltaServers.delete(id); // spent by this dump
-        const stats = delta ? await delta.finish() : await makeIncremental({ previous: join(dir, 'rounds', String(preCopyRound), 'full'), current: join(finalDir, 'full'), out: sendDir, parentLink: `../${preCopyRound}` });
-        times.lap(`delta (${stats.pagesChanged} of ${stats.pagesTotal} pages changed${delta ? ', compared while streamed' : ''})`);
+        void this.stopTracking(id, { later: true });
+        let stats = trackedStats;
+        if (!stats) {
+          stats = delta ? await delta.finish() : await makeIncremental({ previous: join(dir, 'rounds', String(preCopyRound), 'full'), current: join(finalDir, 'full'), out: sendDir, parentLink: `../${preCopyRound}` });
+          times.lap(`delta (${stats.pagesChanged} of ${stats.pagesTotal} pages changed${delta ? ', compared while streamed' : ''})`);
+        }
+        finalDelta = { pagesSent: stats.pagesChanged, pagesTotal: stats.pagesTotal, tracked: trackedStats !== undefined };
       }
       const dumpMs = performance.now() - t0;
       failpoint('migrate:after-dump');
@@ -434,9 +559,48 @@ export class MigrationAgent {
       times.lap('pack');
       const how = postCopy ? ' (post-copy)' : streamTo ? ` (pages streamed to ${streamTo})` : preCopyRound !== undefined ? ` (pre-copy, after round ${preCopyRound})` : '';
       this.d.log(`migration ${id}: ${name} frozen and dumped${how}: ${times.summary()}`);
-      return { bytes: await sizeOf(sendDir), dumpMs, ...(pageServer ? { pageServer } : {}) };
+      return { bytes: await sizeOf(sendDir), dumpMs, ...(pageServer ? { pageServer } : {}), ...(finalDelta ? { finalDelta } : {}) };
     } catch (e) {
       await this.stopDeltaServer(id); // a server still waiting for a dump that will not come
+      await this.stopTracking(id);
+      throw e;
+    }
+  }
+
+  /**
+   * Source, pre-copy final round with the writes tracked, frozen: CRIU dumps everything but the
+   * anonymous pages (a lazy dump: it only notes where they are), then the image the target restores
+   * is made from it — the pages written since round `round` began, read from the frozen processes,
+   * and PE_PARENT entries for all the others, which the target holds from that round. The freeze
+   * thus reads the written pages, not all of memory. CRIU's page server of the lazy dump is never
+   * asked for a page and is ended at once; the container stays frozen, as after any final dump.
+   */
+  private async trackedFinal(id: string, rec: ContainerRecord, finalDir: string, round: number, tracked: { changed: Map<string, ChangedPages>; prefetch(): void }, times: { lap(name: string): void }): Promise<IncrementalStats> {
+    const pc = this.d.postCopy!;
+    await this.stopDeltaServer(id);
+    await rm(finalDir, { recursive: true, force: true });
+    const [lazy, work] = [join(finalDir, 'lazy'), join(finalDir, 'work')];
+    await mkdir(lazy, { recursive: true, mode: 0o755 });
+    await mkdir(work, { recursive: true, mode: 0o755 });
+    const dumping = pc.checkpoint(rec.runtimeId, { imagePath: lazy, workPath: work, pageServer: `127.0.0.1:${await freePort('127.0.0.1')}`, tcpEstablished: true });
+    // While CRIU works (its own processes, the other CPU), the written pages are read here: the
+    // processes are frozen, so they are what the dump sees.
+    try {
+      tracked.prefetch();
+    } catch (e) {
+      await dumping.then((d) => d.stop(), () => undefined);
+      throw e;
+    }
+    const dump = await dumping;
+    try {
+      times.lap('dump without pages, written pages read meanwhile');
+      const stats = await makeTrackedIncremental({ dump: lazy, previous: join(this.dir(id), 'rounds', String(round), 'full'), out: join(finalDir, 'send'), parentLink: `../${round}`, changed: tracked.changed });
+      times.lap(`image (${stats.pagesChanged} of ${stats.pagesTotal} pages sent, tracked)`);
+      await dump.stop();
+      times.lap('CRIU ended');
+      return stats;
+    } catch (e) {
+      await dump.stop();
       throw e;
     }
   }
@@ -485,6 +649,7 @@ export class MigrationAgent {
     await this.stopDeltaServer(id); // it compares against the round before this one
     await mkdir(join(base, String(round)), { recursive: true, mode: 0o755 });
     const full = join(base, String(round), 'full');
+    await this.trackWrites(id, rec, round);
     const t0 = performance.now();
     await this.d.runtime.checkpoint(rec.runtimeId, { imagePath: full, leaveRunning: true, tcpEstablished: true });
     const dumpMs = performance.now() - t0;
@@ -538,7 +703,7 @@ export class MigrationAgent {
       await rm(dir, { recursive: true, force: true });
       await rename(flat, dir);
       await rm(join(base, String(round - 1)), { recursive: true, force: true });
-      this.d.log(`migration ${id}: round ${round} made flat (${s.pagesWritten} of ${s.pages} pages written${s.patchedParent ? ' into the previous round\'s' : ', copied'}) in ${Math.round(performance.now() - t0)} ms`);
+      this.d.log(`migration ${id}: round ${round} made flat (${s.pagesWritten} of ${s.pages} pages written${s.patchedParent ? ' into the previous round\'s' : ', copied'}) in ${Math.round(performance.now() - t0)} ms${s.copiedWhy ? `; copied because ${s.copiedWhy}` : ''}`);
     })().catch((e: unknown) => { state.error = (e as Error).message; });
     this.flattening.set(id, state);
   }
@@ -651,7 +816,7 @@ export class MigrationAgent {
       await rm(flat, { recursive: true, force: true });
       const s = await flattenImage(imageDir, flat, { consumeParent: true });
       imageDir = flat;
-      times.lap(`flatten (${s.pagesWritten} of ${s.pages} pages written)`);
+      times.lap(`flatten (${s.pagesWritten} of ${s.pages} pages written${s.copiedWhy ? `; copied because ${s.copiedWhy}` : ''})`);
     }
     const t0 = performance.now();
     const rec: ContainerRecord = {

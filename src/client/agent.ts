@@ -4,6 +4,16 @@ import type { Endpoint, ExecFrame } from './http.ts';
 import { ndjson, requestJson, send } from './http.ts';
 import type { LogLine } from './ferry.ts';
 
+/** What a freeze made: the archive's size, how long the dump took, and per strategy what else the manager needs. */
+export interface FreezeResult {
+  readonly bytes: number;
+  readonly dumpMs: number;
+  /** Post-copy: where the source's CRIU serves the pages. */
+  readonly pageServer?: string;
+  /** Pre-copy: the final delta's pages, and whether the write tracker found them (else every page was compared). */
+  readonly finalDelta?: { readonly pagesSent: number; readonly pagesTotal: number; readonly tracked: boolean };
+}
+
 /** Client of one agent. */
 export class AgentClient {
   /** Where the agent is. */
@@ -54,7 +64,7 @@ export class AgentClient {
   }
 
   /** Migration, source: freeze and dump `name`, leaving it frozen. */
-  migrateFreeze(id: string, name: string, o: { postCopy?: boolean; streamTo?: string; preCopyRound?: number; volumes?: string[] } = {}): Promise<{ bytes: number; dumpMs: number; pageServer?: string }> {
+  migrateFreeze(id: string, name: string, o: { postCopy?: boolean; streamTo?: string; preCopyRound?: number; volumes?: string[] } = {}): Promise<FreezeResult> {
     return requestJson(this.endpoint, 'POST', `v1/migrate/${id}/freeze`, { body: { name, ...o } });
   }
 

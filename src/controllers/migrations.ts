@@ -185,7 +185,14 @@ async function perform(d: MigrationDeps, m: Migration, t: DriveState): Promise<M
         ...(preCopyRound !== undefined ? { preCopyRound } : {}), ...volumesOf(c),
       });
       t.pageServer = r.pageServer;
-      await save(d, m.metadata.name, (x) => { x.status.bytes = r.bytes; });
+      const fd = r.finalDelta;
+      await save(d, m.metadata.name, (x) => {
+        x.status.bytes = r.bytes;
+        if (fd) {
+          const how = fd.tracked ? 'the pages written since it began, as the write tracker found them' : 'every page compared with it';
+          x.status.history.push({ phase: 'Freeze', at: new Date().toISOString(), message: `final delta after round ${m.status.round}: ${fd.pagesSent} of ${fd.pagesTotal} pages (${how})` });
+        }
+      });
       return { type: 'frozen' };
     }
     case 'Transfer':
