@@ -232,6 +232,19 @@ describe('ferry-dirty-track (uffd-wp async + PAGEMAP_SCAN on real processes)', {
     assert.doesNotMatch(readFileSync(`/proc/${pid}/smaps`, 'utf8'), /^VmFlags:.* uw/m);
   });
 
+  it('a scan of frozen processes reports one that exec\'d as gone (it could not be made to create a userfaultfd)', async () => {
+    const pid = await workload('d');
+    const tracker = DirtyTracker.start();
+    trackers.push(tracker);
+    await tracker.track(pid);
+    await tracker.scan();
+    process.kill(pid, 'SIGUSR1');
+    await until('the exec', async () => existsSync(join(dir, 'd.exec')) || undefined, 10_000);
+    const scan = await tracker.scan({ frozen: true });
+    assert.deepEqual(scan.processes.map((p) => [p.pid, p.gone]), [[pid, true]]);
+    await tracker.stop();
+  });
+
   it('a process that exits is reported gone; a pid that does not exist is refused with the reason', async () => {
     const pid = await workload('c');
     const tracker = DirtyTracker.start();

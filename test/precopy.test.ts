@@ -10,7 +10,7 @@ import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { skipUnlessReady } from './support/prereq.ts';
 import { until } from './support/wait.ts';
-import { MIGRATION_TOOLS, migrationFilesOn, onSharedCluster, runCounter, runcIdsOn, twoNodes } from './support/two-nodes.ts';
+import { MIGRATION_TOOLS, counterAt, ipOf, migrationFilesOn, onSharedCluster, runCounter, runcIdsOn, twoNodes } from './support/two-nodes.ts';
 import type { ContainerView, Migration } from '../src/model/index.ts';
 
 describe('live migration between two nodes (pre-copy)', { skip: skipUnlessReady(MIGRATION_TOOLS) }, () => {
@@ -64,6 +64,28 @@ describe('live migration between two nodes (pre-copy)', { skip: skipUnlessReady(
     assert.deepEqual(runcIdsOn(b), []);
     await until('the migration files to go', () => (c.hosts.every((x) => migrationFilesOn(x).length === 0) ? true : undefined));
     await c.ok(['rm', '-f', 'slow']);
+  });
+
+  it('two processes of uid 999 (a PostgreSQL-like tree): each one\'s written pages are tracked; both counters continue', async () => {
+    const { c, a, b } = n;
+    await c.ok(['run', '--name', 'tree', '--node', a.node, '--user', '999:999', '-e', 'BALLAST_MB=32', '-e', 'DIRTY_PCT_PER_SEC=2',
+      '--entrypoint', '/bin/sh', 'sample', '--', '-c', 'PORT=8081 /app/sample-app & PORT=8080 exec /app/sample-app']);
+    const ip = await ipOf(c, 'tree');
+    const counts = async (): Promise<number[]> => [await counterAt(c, `${ip}:8080`), await counterAt(c, `${ip}:8081`)];
+    let last = await counts();
+    for (const to of [b.node, a.node]) {
+      const m = await c.json<Migration>(['migrate', 'tree', '--to', to, '--strategy', 'pre-copy']);
+      assert.equal(m.status.phase, 'Succeeded', `${m.status.error ?? ''}`);
+      const final = m.status.history.find((h) => h.phase === 'Freeze' && h.message?.startsWith('final delta'))?.message ?? '';
+      assert.match(final, /as the write tracker found them/);
+      const now = await counts();
+      assert.deepEqual(now, last.map((x) => x + 1), 'both counters continued');
+      last = now;
+      const who = await c.ok(['exec', 'tree', '--', 'sh', '-c', 'for p in /proc/[0-9]*; do [ "$(cat $p/comm)" = sample-app ] && stat -c %u $p; done']);
+      assert.deepEqual(who.trim().split('\n'), ['999', '999'], 'two sample apps, both still uid 999');
+      process.stdout.write(`# two processes to ${to}: freeze ${m.status.freezeMs} ms; ${final}\n`);
+    }
+    await c.ok(['rm', '-f', 'tree']);
   });
 
   describe('the write tracker fails at the freeze (failpoint on the source)', () => {

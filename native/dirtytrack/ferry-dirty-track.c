@@ -24,6 +24,9 @@
  *   scan        -> per tracked process "pid PID", then "w START END" (pages written) and "u START END"
  *                  (not vouched for) lines in hex, or "gone"; finally "end PAGES" (written pages) and
  *                  "untracked PAGES" on one line: "end W U"
+ *   scan frozen -> the same for processes that are frozen (cgroup freezer): one that exec'd is
+ *                  reported "gone" instead of being made to create a new userfaultfd (it never
+ *                  stops for ptrace while frozen)
  *   quit        -> stops tracking (the write protection is removed) and exits
  * Errors of the tool itself go to stderr with exit code 1.
  */
@@ -192,7 +195,7 @@ static int protect(int uffd, unsigned long s, unsigned long e) {
  * pages they span; -1 when the process is gone. A process whose protected mappings all vanished
  * exec'd (or unmapped everything): it gets a new userfaultfd first.
  */
-static long untracked(struct proc *p, unsigned long *pages) {
+static long untracked(struct proc *p, unsigned long *pages, int frozen) {
   char path[64], line[512];
   snprintf(path, sizeof path, "/proc/%d/smaps", p->pid);
   FILE *f = fopen(path, "r");
@@ -216,6 +219,8 @@ static long untracked(struct proc *p, unsigned long *pages) {
   /* (fresh is cleared below, once this scan has protected the mappings) */
   for (int i = 0; i < n; i++) any |= m[i].ours;
   if (!any && !p->fresh) {
+    /* A frozen process never reaches a ptrace stop: it cannot be made to create a new userfaultfd. */
+    if (frozen) return -1;
     const char *err = "";
     int fd = steal_uffd(p->pid, &err);
     if (fd < 0) return -1;
@@ -282,7 +287,7 @@ static void track(pid_t pid) {
   printf("ok %d\n", pid);
 }
 
-static void scan(void) {
+static void scan(int frozen) {
   unsigned long w = 0, u = 0;
   for (int i = 0; i < nprocs; i++) {
     struct proc *p = &procs[i];
@@ -290,7 +295,7 @@ static void scan(void) {
     if (p->gone) { printf("gone\n"); continue; }
     unsigned long up = 0;
     long wp;
-    if (untracked(p, &up) < 0 || (wp = written(p)) < 0) { p->gone = 1; printf("gone\n"); continue; }
+    if (untracked(p, &up, frozen) < 0 || (wp = written(p)) < 0) { p->gone = 1; printf("gone\n"); continue; }
     w += (unsigned long)wp;
     u += up;
   }
@@ -304,7 +309,8 @@ int main(void) {
   while (fgets(line, sizeof line, stdin)) {
     int pid;
     if (sscanf(line, "track %d", &pid) == 1) track(pid);
-    else if (strncmp(line, "scan", 4) == 0) scan();
+    else if (strncmp(line, "scan frozen", 11) == 0) scan(1);
+    else if (strncmp(line, "scan", 4) == 0) scan(0);
     else if (strncmp(line, "quit", 4) == 0) break;
     else printf("err 0 unknown command: %s", line);
     if (fflush(stdout)) die("stdout");

@@ -106,9 +106,13 @@ export class DirtyTracker {
     if (m) throw new Error(`cannot track the writes of process ${pid}: ${m[1]}`);
   }
 
-  /** Pages written since the last scan, per process; protects them again. */
-  async scan(): Promise<Scan> {
-    return parseScan(await this.ask('scan', /^end \d+ \d+\n/m));
+  /**
+   * Pages written since the last scan, per process; protects them again. With `frozen` (the
+   * processes are in a frozen cgroup), one that exec'd is reported gone rather than tracked again:
+   * that needs a ptrace stop, which a frozen process never reaches.
+   */
+  async scan(o: { frozen?: boolean } = {}): Promise<Scan> {
+    return parseScan(await this.ask(o.frozen ? 'scan frozen' : 'scan', /^end \d+ \d+\n/m));
   }
 
   /** Ends tracking: the helper closes its userfaultfds (the kernel then drops every protection) and exits. */

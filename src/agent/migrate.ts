@@ -326,7 +326,7 @@ export class MigrationAgent {
     try {
       failpointThrow('migrate:tracker-scan');
       const pids = await this.d.runtime.pids(rec.runtimeId);
-      const scan = await t.tracker.scan();
+      const scan = await t.tracker.scan({ frozen: true });
       const live = new Map(scan.processes.filter((p) => !p.gone).map((p) => [p.pid, p]));
       const untracked = pids.filter((p) => !t.pids.has(p) || !live.has(p));
       if (untracked.length > 0) {
