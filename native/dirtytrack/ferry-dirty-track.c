@@ -110,6 +110,20 @@ static unsigned long vdso_syscall(pid_t pid) {
   return at;
 }
 
+/*
+ * Signals that arrived for the process while it was held: a signal-delivery stop resumed with 0
+ * would discard its signal, so each is noted here and sent again once the process is let go.
+ */
+static int held_signals[16];
+static int nheld;
+
+/* Notes the signal of a signal-delivery stop (`st` from waitpid), once. */
+static void hold_signal(int st) {
+  if ((st >> 16) != 0 || nheld == (int)(sizeof held_signals / sizeof held_signals[0])) return;
+  for (int i = 0; i < nheld; i++) if (held_signals[i] == WSTOPSIG(st)) return;
+  held_signals[nheld++] = WSTOPSIG(st);
+}
+
 /* Runs system call `nr` in stopped thread `pid` by single-stepping a `syscall` at `insn`; restores every register. */
 static long remote_syscall(pid_t pid, unsigned long insn, long nr, long a1, long a2, long a3, const char **err) {
   struct user_regs_struct saved, r;
@@ -123,8 +137,9 @@ static long remote_syscall(pid_t pid, unsigned long insn, long nr, long a1, long
     int st;
     if (waitpid(pid, &st, __WALL) < 0) { *err = "waitpid"; goto restore; }
     if (!WIFSTOPPED(st)) { *err = "the process exited"; return -1; }
-    if (WSTOPSIG(st) == SIGTRAP) break;
-    /* Another signal arrived first: it stays pending (not delivered now) and the step is tried again. */
+    if (WSTOPSIG(st) == SIGTRAP && (st >> 16) == 0) break;
+    /* A signal arrived first: noted for later (see held_signals), and the step is tried again. */
+    hold_signal(st);
   }
   if (ptrace(PTRACE_GETREGS, pid, 0, &r)) { *err = "PTRACE_GETREGS"; goto restore; }
   ret = (long)r.rax;
@@ -144,6 +159,7 @@ static int steal_uffd(pid_t pid, const char **err) {
   int st;
   if (ptrace(PTRACE_INTERRUPT, pid, 0, 0)) { *err = "PTRACE_INTERRUPT"; goto out; }
   if (waitpid(pid, &st, __WALL) < 0 || !WIFSTOPPED(st)) { *err = "waiting for the stop"; goto out; }
+  hold_signal(st); /* the stop may be a signal's rather than the interrupt's */
   /* User-mode-only needs no privilege (vm.unprivileged_userfaultfd=0 is the usual default) and is
    * enough: asynchronous write-protection never hands a fault to a handler, whoever faults. */
   long tfd = remote_syscall(pid, insn, SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK | UFFD_USER_MODE_ONLY_FLAG, 0, 0, err);
@@ -164,6 +180,8 @@ static int steal_uffd(pid_t pid, const char **err) {
 out:
   saved_errno = errno;
   ptrace(PTRACE_DETACH, pid, 0, 0);
+  for (int i = 0; i < nheld; i++) syscall(SYS_tgkill, pid, pid, held_signals[i]);
+  nheld = 0;
   errno = saved_errno;
   if (!ok && fd >= 0) { close(fd); fd = -1; }
   return fd;
