@@ -8,7 +8,7 @@ import { after, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, existsSync, openSync, readFileSync, readSync, readdirSync, readlinkSync } from 'node:fs';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -243,6 +243,42 @@ describe('ferry-dirty-track (uffd-wp async + PAGEMAP_SCAN on real processes)', {
     const scan = await tracker.scan({ frozen: true });
     assert.deepEqual(scan.processes.map((p) => [p.pid, p.gone]), [[pid, true]]);
     await tracker.stop();
+  });
+
+  it('a process that never stops for ptrace (in a frozen cgroup) makes track fail within its time limit, and is left as it was', async (t) => {
+    const freezer = '/sys/fs/cgroup/freezer';
+    if (!existsSync(`${freezer}/freezer.state`) && !existsSync(`${freezer}/tasks`)) {
+      if (IN_CI) throw new Error('prerequisite missing under CI: the cgroup-v1 freezer at /sys/fs/cgroup/freezer');
+      t.skip('no cgroup-v1 freezer');
+      return;
+    }
+    const pid = await workload('f');
+    const group = join(freezer, `ferry-dirtytrack-${process.pid}-${Date.now()}`);
+    mkdirSync(group);
+    const tracker = DirtyTracker.start();
+    trackers.push(tracker);
+    try {
+      writeFileSync(join(group, 'cgroup.procs'), String(pid));
+      writeFileSync(join(group, 'freezer.state'), 'FROZEN');
+      await until('the group to freeze', async () => readFileSync(join(group, 'freezer.state'), 'utf8').trim() === 'FROZEN' || undefined, 10_000);
+      await assert.rejects(tracker.track(pid, { timeoutMs: 1000 }), /ferry-dirty-track gave no answer to "track \d+" within 1 s .*it was ended/);
+      await assert.rejects(tracker.scan(), /ferry-dirty-track exited/);
+      writeFileSync(join(group, 'freezer.state'), 'THAWED');
+      await until('the group to thaw', async () => readFileSync(join(group, 'freezer.state'), 'utf8').trim() === 'THAWED' || undefined, 10_000);
+      const ticks = (): number => Number(readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ')[11]);
+      const before = ticks();
+      await until('the workload to run again', async () => ticks() > before || undefined, 10_000);
+      const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+      assert.match(status, /^TracerPid:\s+0$/m, 'no tracer left on the process');
+      assert.doesNotMatch(readFileSync(`/proc/${pid}/smaps`, 'utf8'), /^VmFlags:.* uw/m);
+    } finally {
+      if (existsSync(group)) {
+        writeFileSync(join(group, 'freezer.state'), 'THAWED');
+        try { writeFileSync(join(freezer, 'cgroup.procs'), String(pid)); } catch { /* it has exited */ }
+        await until('the group to empty', async () => readFileSync(join(group, 'cgroup.procs'), 'utf8').trim() === '' || undefined, 10_000);
+        rmdirSync(group);
+      }
+    }
   });
 
   it('a process that exits is reported gone; a pid that does not exist is refused with the reason', async () => {

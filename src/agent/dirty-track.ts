@@ -11,6 +11,9 @@ import { fileURLToPath } from 'node:url';
 /** The helper scripts/setup builds. */
 export const DIRTY_TRACK_PATH = fileURLToPath(new URL('../../build/ferry-dirty-track', import.meta.url));
 
+/** How long the helper may take to answer one command (a scan of a big process takes milliseconds). */
+const ASK_TIMEOUT_MS = 15_000;
+
 /** A page range [start, end) in a process's address space. */
 export type Range = readonly [start: bigint, end: bigint];
 
@@ -76,22 +79,24 @@ export class DirtyTracker {
     return new DirtyTracker(spawn(helper, [], { stdio: ['pipe', 'pipe', 'pipe'] }));
   }
 
-  /** Sends `command` and returns its answer: the text up to and including the first line matching `last`. */
-  private ask(command: string, last: RegExp): Promise<string> {
+  /**
+   * Sends `command` and returns its answer: the text up to and including the first line matching
+   * `last`. When none comes within `timeoutMs` (a process that never stops for ptrace, e.g. one in a
+   * frozen cgroup, holds the helper in waitpid), the helper is killed — the kernel then lets the
+   * process go — and the call fails.
+   */
+  private ask(command: string, last: RegExp, timeoutMs = ASK_TIMEOUT_MS): Promise<string> {
     const run = async (): Promise<string> => {
       this.child.stdin.write(`${command}\n`);
-      for (;;) {
-        const m = last.exec(this.out);
-        if (m) {
-          const answer = this.out.slice(0, m.index + m[0].length);
-          this.out = this.out.slice(m.index + m[0].length);
-          return answer;
-        }
-        if (this.child.exitCode !== null || this.child.signalCode !== null) {
-          throw new Error(`ferry-dirty-track exited (${this.child.exitCode ?? this.child.signalCode}): ${this.err.trim() || 'no message'}`);
-        }
-        await new Promise<void>((resolve) => { this.waiter = resolve; });
-        this.waiter = undefined;
+      let late = false;
+      const timer = setTimeout(() => { late = true; this.child.kill('SIGKILL'); }, timeoutMs);
+      try {
+        return await this.answer(last);
+      } catch (e) {
+        if (late) throw new Error(`ferry-dirty-track gave no answer to "${command}" within ${timeoutMs / 1000} s (a process that never stops for ptrace?); it was ended`, { cause: e });
+        throw e;
+      } finally {
+        clearTimeout(timer);
       }
     };
     const p = this.queue.then(run, run);
@@ -99,9 +104,26 @@ export class DirtyTracker {
     return p;
   }
 
+  /** The helper's output up to and including the first line matching `last`, once it is there. */
+  private async answer(last: RegExp): Promise<string> {
+    for (;;) {
+      const m = last.exec(this.out);
+      if (m) {
+        const answer = this.out.slice(0, m.index + m[0].length);
+        this.out = this.out.slice(m.index + m[0].length);
+        return answer;
+      }
+      if (this.child.exitCode !== null || this.child.signalCode !== null) {
+        throw new Error(`ferry-dirty-track exited (${this.child.exitCode ?? this.child.signalCode}): ${this.err.trim() || 'no message'}`);
+      }
+      await new Promise<void>((resolve) => { this.waiter = resolve; });
+      this.waiter = undefined;
+    }
+  }
+
   /** Starts tracking process `pid` (a thread-group leader); its first scan reports all its mappings as untracked. */
-  async track(pid: number): Promise<void> {
-    const answer = await this.ask(`track ${pid}`, /^(ok|err) .*\n/m);
+  async track(pid: number, o: { timeoutMs?: number } = {}): Promise<void> {
+    const answer = await this.ask(`track ${pid}`, /^(ok|err) .*\n/m, o.timeoutMs);
     const m = /^err \d+ (.*)$/m.exec(answer);
     if (m) throw new Error(`cannot track the writes of process ${pid}: ${m[1]}`);
   }
