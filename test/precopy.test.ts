@@ -29,6 +29,7 @@ describe('live migration between two nodes (pre-copy)', { skip: skipUnlessReady(
       assert.ok(m.status.round >= 1, `at least one round copied (${m.status.round})`);
       const rounds = m.status.history.filter((h) => h.phase === 'Copy' && h.message?.startsWith('round '));
       assert.equal(rounds.length, m.status.round, 'one history line per round');
+      for (const r of rounds) assert.match(r.message ?? '', /, read while it ran \(write tracker\);/, 'no round paused the container');
       const v = await c.json<ContainerView>(['inspect', 'pre']);
       assert.deepEqual([v.container.placement?.node, v.status?.phase], [to, 'running']);
       const now = await count();
@@ -86,6 +87,28 @@ describe('live migration between two nodes (pre-copy)', { skip: skipUnlessReady(
       process.stdout.write(`# two processes to ${to}: freeze ${m.status.freezeMs} ms; ${final}\n`);
     }
     await c.ok(['rm', '-f', 'tree']);
+  });
+
+  describe('a round cannot be read while the container runs (failpoint on the source)', () => {
+    onSharedCluster(n, { a: 'migrate:tracked-round' });
+
+    it('that round and the next are dumped, the final round compares every page; the counter continues', async () => {
+      const { c, a, b } = n;
+      const count = await runCounter(c, 'dumped', a.node, ['-e', 'BALLAST_MB=64', '-e', 'DIRTY_PCT_PER_SEC=2']);
+      const before = await count();
+      // A low bandwidth makes round 1 needed (round 0's 64 MiB would not fit the freeze goal).
+      const m = await c.json<Migration>(['migrate', 'dumped', '--to', b.node, '--strategy', 'pre-copy', '--bandwidth', '100M']);
+      assert.equal(m.status.phase, 'Succeeded', `${m.status.error ?? ''}`);
+      const rounds = m.status.history.filter((h) => h.phase === 'Copy' && h.message?.startsWith('round ')).map((h) => h.message ?? '');
+      assert.ok(rounds.length >= 2, `two rounds or more: ${rounds.join(' | ')}`);
+      assert.match(rounds[0]!, /, read while it ran \(write tracker\);/);
+      for (const r of rounds.slice(1)) assert.match(r, /, dumped \(paused while CRIU read it\);/);
+      const final = m.status.history.find((h) => h.phase === 'Freeze' && h.message?.startsWith('final delta'))?.message ?? '';
+      assert.match(final, /^final delta after round \d+: \d+ of \d+ pages \(every page compared with it\)$/);
+      assert.equal(await count(), before + 1, 'the counter continued');
+      for (const x of c.hosts) assert.deepEqual(migrationFilesOn(x), [], `no migration files left on ${x.node}`);
+      await c.ok(['rm', '-f', 'dumped']);
+    });
   });
 
   describe('the write tracker fails at the freeze (failpoint on the source)', () => {

@@ -40,6 +40,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/ptrace.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
@@ -320,7 +321,25 @@ static void scan(int frozen) {
   printf("end %lu %lu\n", w, u);
 }
 
-int main(void) {
+/* `ferry-dirty-track zero-pfn`: prints the page frame number of the kernel's shared zero page (what a
+ * read of a never-written anonymous page maps; a checkpoint leaves such pages out), read from this
+ * process's own pagemap (root sees frame numbers). */
+static int zero_pfn(void) {
+  volatile unsigned char *p = mmap(NULL, 4096, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (p == MAP_FAILED) die("mmap");
+  (void)p[0];
+  int fd = open("/proc/self/pagemap", O_RDONLY);
+  if (fd < 0) die("/proc/self/pagemap");
+  uint64_t e;
+  if (pread(fd, &e, 8, (off_t)((uintptr_t)p / 4096) * 8) != 8) die("pagemap");
+  uint64_t pfn = e & ((1ULL << 55) - 1);
+  if (!(e & (1ULL << 63)) || pfn == 0) { fprintf(stderr, "ferry-dirty-track: no frame number in pagemap (not root?)\n"); return 1; }
+  printf("%llu\n", (unsigned long long)pfn);
+  return 0;
+}
+
+int main(int argc, char **argv) {
+  if (argc == 2 && strcmp(argv[1], "zero-pfn") == 0) return zero_pfn();
   signal(SIGPIPE, SIG_IGN);
   setvbuf(stdout, NULL, _IOFBF, 1 << 16);
   char line[128];

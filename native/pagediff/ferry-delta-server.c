@@ -61,6 +61,7 @@
 #define PS_IOV_FLUSH 0x1023
 #define PS_IOV_FLUSH_N_CLOSE 0x1024
 #define PE_PARENT 1
+#define PE_LAZY 2
 #define PE_PRESENT 4
 
 struct psi { uint32_t cmd; uint64_t nr_pages, vaddr, dst_id; };
@@ -244,7 +245,7 @@ static void add(int sk, struct out *o, const struct psi *pi, uint32_t flags) {
       uint64_t va = pi->vaddr + (uint64_t)(done + i) * PAGE;
       const unsigned char *old = prev_page(o->prev, va / PAGE, &cursor);
       int same = old && memcmp(old, buf + i * PAGE, PAGE) == 0;
-      add_entry(o, va, 1, same ? PE_PARENT : flags, start);
+      add_entry(o, va, 1, same ? PE_PARENT | (flags & PE_LAZY) : flags, start); /* lazy stays lazy */
       if (same) continue;
       if (kept != i * PAGE) memmove(buf + kept, buf + i * PAGE, PAGE);
       kept += PAGE;

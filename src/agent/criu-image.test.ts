@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { isFerryError } from '../errors/index.ts';
 import {
   decodePagemap, encodePagemap, readPagemap, writePagemap, makeIncremental, flattenImage,
-  PAGE_SIZE, PE_PARENT, PE_LAZY, PE_PRESENT, IMG_COMMON_MAGIC, PAGEMAP_MAGIC, PAGEDIFF_PATH, DELTA_SERVER_PATH, startDeltaServer, type PagemapEntry, makeTrackedIncremental, type ChangedPages,
+  PAGE_SIZE, PE_PARENT, PE_LAZY, PE_PRESENT, IMG_COMMON_MAGIC, PAGEMAP_MAGIC, PAGEDIFF_PATH, DELTA_SERVER_PATH, startDeltaServer, type PagemapEntry, makeTrackedIncremental, type ChangedPages, writeMemoryImage, type ProcessPages,
 } from './criu-image.ts';
 
 const CRIU = process.env.FERRY_CRIU ?? '/opt/ferry/bin/criu';
@@ -89,7 +89,7 @@ test('makeIncremental: unchanged pages become PE_PARENT runs, changed ones keep 
   const stats = await makeIncremental({ previous: join(base, 'r1'), current: join(base, 'r2'), out: join(base, 'inc'), parentLink: '../r1' });
 
   const pm = await readPagemap(join(base, 'inc/pagemap-1.img'));
-  assert.equal(flat(pm.entries), '10:1:1 11:1:6 12:2:1 14:1:6 30:1:6 900:1:2');
+  assert.equal(flat(pm.entries), '10:1:3 11:1:6 12:2:3 14:1:6 30:1:6 900:1:2', 'unchanged lazy pages stay lazy (PE_PARENT | PE_LAZY)');
   assert.deepEqual(readFileSync(join(base, 'inc/pages-1.img')), Buffer.concat([page(7), page(8), page(6)]));
   assert.equal(readlinkSync(join(base, 'inc/parent')), '../r1');
   assert.equal(readFileSync(join(base, 'inc/core-1.img'), 'utf8'), 'core');
@@ -309,13 +309,13 @@ test('makeIncremental: an incremental previous is read through its own parent ch
   await makeIncremental({ previous: join(base, 'r1'), current: join(base, 'r2'), out: join(base, 'i2'), parentLink: '../r1' });
   writeImage(join(base, 'r3'), [{ at: 0x10, pages: [page(1), page(5), page(6)] }]);
   const stats = await makeIncremental({ previous: join(base, 'i2'), current: join(base, 'r3'), out: join(base, 'i3'), parentLink: '../i2' });
-  assert.equal(flat((await readPagemap(join(base, 'i3/pagemap-1.img'))).entries), '10:2:1 12:1:6');
+  assert.equal(flat((await readPagemap(join(base, 'i3/pagemap-1.img'))).entries), '10:2:3 12:1:6');
   assert.equal(stats.pagesChanged, 1);
 
   // A previous whose parent chain is not on this host: its PE_PARENT pages count as changed.
   rmSync(join(base, 'i2/parent'));
   await makeIncremental({ previous: join(base, 'i2'), current: join(base, 'r3'), out: join(base, 'i3b'), parentLink: '../i2' });
-  assert.equal(flat((await readPagemap(join(base, 'i3b/pagemap-1.img'))).entries), '10:1:6 11:1:1 12:1:6');
+  assert.equal(flat((await readPagemap(join(base, 'i3b/pagemap-1.img'))).entries), '10:1:6 11:1:3 12:1:6');
 });
 
 test('makeIncremental: refuses bad inputs and leaves no half-written output', async (t) => {
@@ -589,7 +589,7 @@ test('makeTrackedIncremental: written pages are read, the others become PE_PAREN
   assert.deepEqual(reads, ['11+1', '14+1']);
   assert.deepEqual([stats.pagesTotal, stats.pagesChanged], [7, 3]);
   const pm = await readPagemap(join(base, 'send/pagemap-1.img'));
-  assert.equal(flat(pm.entries), `10:1:${PE_PARENT} 11:1:${PE_PRESENT | PE_LAZY} 12:2:${PE_PARENT} 14:1:${PE_PRESENT | PE_LAZY} 20:1:${PE_PARENT} 30:1:${PE_PRESENT}`);
+  assert.equal(flat(pm.entries), `10:1:${PE_PARENT | PE_LAZY} 11:1:${PE_PRESENT | PE_LAZY} 12:2:${PE_PARENT | PE_LAZY} 14:1:${PE_PRESENT | PE_LAZY} 20:1:${PE_PARENT | PE_LAZY} 30:1:${PE_PRESENT}`);
   assert.deepEqual(readFileSync(join(base, 'send/pages-1.img')), Buffer.concat([page(0x71), page(0x74), page(0x33)]));
   assert.equal(readlinkSync(join(base, 'send/parent')), '../prev');
   assert.equal(readFileSync(join(base, 'send/core-1.img'), 'utf8'), 'core');
@@ -609,4 +609,104 @@ test('makeTrackedIncremental: written pages are read, the others become PE_PAREN
     makeTrackedIncremental({ dump: join(base, 'dump'), previous: join(base, 'prev'), out: join(base, 'send3'), parentLink: '../prev', changed: new Map() }),
     (e: unknown) => isFerryError(e, 'CRIU_IMAGE_UNSUPPORTED') && /not tracked/.test((e as Error).message),
   );
+});
+
+test('writeMemoryImage: rounds read from running memory, over a flat previous, flatten into what memory holds', async (t) => {
+  const base = mkdtempSync(join(tmpdir(), 'ferry-memimage-'));
+  t.after(() => rmSync(base, { recursive: true, force: true }));
+  const memory = new Map<number, Buffer>();
+  const unreadable = new Set<number>();
+  const proc = (ranges: [number, number][]): ProcessPages => ({
+    ranges,
+    read(first, count, buf) {
+      for (let i = 0; i < count; i++) {
+        if (unreadable.has(first + i)) throw new Error(`page ${(first + i).toString(16)} unmapped`);
+        (memory.get(first + i) ?? assert.fail(`page ${(first + i).toString(16)} read but not in memory`)).copy(buf, i * PAGE_SIZE);
+      }
+    },
+  });
+  // Round 0: two processes, everything they hold.
+  for (const p of [0x10, 0x11, 0x12, 0x13, 0x20, 0x21]) memory.set(p, page(p));
+  memory.set(0x50, page(0x50));
+  const r0 = await writeMemoryImage({ out: join(base, '0'), processes: new Map([['1', proc([[0x10, 0x14], [0x20, 0x22]])], ['7', proc([[0x50, 0x51]])]]) });
+  assert.deepEqual([r0.pagesTotal, r0.pagesChanged, r0.pagesUnreadable], [7, 7, 0]);
+  assert.equal(flat((await readPagemap(join(base, '0/pagemap-1.img'))).entries), `10:4:${PE_PRESENT} 20:2:${PE_PRESENT}`);
+  assert.deepEqual(readFileSync(join(base, '0/pages-1.img')), Buffer.concat([0x10, 0x11, 0x12, 0x13, 0x20, 0x21].map(page)));
+  assert.equal(existsSync(join(base, '0/parent')), false);
+
+  // Round 1: 0x11 and 0x21 written, a new page 0x30 (beyond what round 0 covered) and 0x12, which
+  // went away while it was read; process 7 wrote nothing.
+  memory.set(0x11, page(0x71)); memory.set(0x21, page(0x81)); memory.set(0x30, page(0x30));
+  unreadable.add(0x12);
+  const r1 = await writeMemoryImage({ out: join(base, '1'), previous: join(base, '0'), parentLink: '../0', processes: new Map([['1', proc([[0x11, 0x13], [0x21, 0x22], [0x30, 0x31]])], ['7', proc([])]]) });
+  assert.deepEqual([r1.pagesTotal, r1.pagesChanged, r1.pagesUnreadable], [8, 3, 1]);
+  assert.equal(flat((await readPagemap(join(base, '1/pagemap-1.img'))).entries), `10:1:${PE_PARENT} 11:1:${PE_PRESENT} 12:2:${PE_PARENT} 20:1:${PE_PARENT} 21:1:${PE_PRESENT} 30:1:${PE_PRESENT}`);
+  assert.equal(flat((await readPagemap(join(base, '1/pagemap-7.img'))).entries), `50:1:${PE_PARENT}`);
+  assert.equal(readlinkSync(join(base, '1/parent')), '../0');
+  // Flattened (the layout grew: copied), it holds memory as it is now; the page that could not be read keeps its old bytes.
+  const f1 = await flattenImage(join(base, '1'), join(base, '1.flat'), { consumeParent: true });
+  assert.match(f1.copiedWhy ?? '', /^pagemap-1.img: its pages/);
+  assert.deepEqual(readFileSync(join(base, '1.flat/pages-1.img')), Buffer.concat([page(0x10), page(0x71), page(0x12), page(0x13), page(0x20), page(0x81), page(0x30)]));
+  assert.deepEqual(readFileSync(join(base, '1.flat/pages-7.img')), page(0x50));
+
+  // Round 2 over the flat round 1, inside its layout: the parent's pages file is patched in place.
+  memory.set(0x13, page(0x93));
+  rmSync(join(base, '0'), { recursive: true });
+  cpSync(join(base, '1.flat'), join(base, '0'), { recursive: true });
+  const r2 = await writeMemoryImage({ out: join(base, '2'), previous: join(base, '0'), parentLink: '../0', processes: new Map([['1', proc([[0x13, 0x14]])]]) });
+  assert.deepEqual([r2.pagesTotal, r2.pagesChanged], [7, 1]);
+  const f2 = await flattenImage(join(base, '2'), join(base, '2.flat'), { consumeParent: true });
+  assert.equal(f2.patchedParent, true);
+  assert.deepEqual(readFileSync(join(base, '2.flat/pages-1.img')), Buffer.concat([page(0x10), page(0x71), page(0x12), page(0x93), page(0x20), page(0x81), page(0x30)]));
+
+  // Bad input: not a pid id, a previous that is not flat, a non-empty out; nothing is left half-written.
+  await assert.rejects(writeMemoryImage({ out: join(base, 'x'), processes: new Map([['a', proc([])]]) }), /pagemap id "a" is not a number/);
+  assert.equal(existsSync(join(base, 'x')), false);
+  await assert.rejects(writeMemoryImage({ out: join(base, 'y'), previous: join(base, '1'), parentLink: '../1', processes: new Map([['1', proc([])]]) }), /the previous round is not flat/);
+  await assert.rejects(writeMemoryImage({ out: join(base, '2'), processes: new Map() }), (e: unknown) => isFerryError(e, 'INCREMENTAL_OUT_NOT_EMPTY'));
+});
+
+test('flattenImage with overlay: the image\'s pages go into its flat parent where it has them, the rest stay its own; nothing is copied', async (t) => {
+  const base = mkdtempSync(join(tmpdir(), 'ferry-overlay-'));
+  t.after(() => rmSync(base, { recursive: true, force: true }));
+  // The last round: pages 0x10–0x13 and 0x20–0x21. The final image: 0x08 (new, lazy), 0x11 changed,
+  // 0x10 and 0x12 unchanged, 0x13 gone, 0x20–0x21 unchanged, 0x22 new; a run without bytes kept as is.
+  writeImage(join(base, '2'), [{ at: 0x10, pages: [page(1), page(2), page(3), page(4)], flags: PE_PRESENT }, { at: 0x20, pages: [page(5), page(6)], flags: PE_PRESENT }]);
+  writeImage(join(base, 'final'), [
+    { at: 0x08, pages: [page(0x88)], flags: PE_PRESENT | PE_LAZY },
+    { at: 0x10, pages: [Buffer.alloc(0)], flags: PE_PARENT | PE_LAZY },
+    { at: 0x11, pages: [page(0x91)], flags: PE_PRESENT | PE_LAZY },
+    { at: 0x12, pages: [Buffer.alloc(0)], flags: PE_PARENT | PE_LAZY },
+    { at: 0x20, pages: [page(0xa0), page(0xa1), page(0xa2)], flags: PE_PRESENT },
+    { at: 0x30, pages: [Buffer.alloc(0)], flags: 0 },
+  ], '../2');
+  const s = await flattenImage(join(base, 'final'), join(base, 'final.flat'), { consumeParent: true, overlay: true });
+  assert.deepEqual([s.pages, s.pagesWritten, s.patchedParent, s.overlaid], [7, 5, true, true]);
+  assert.equal(readlinkSync(join(base, 'final.flat/parent')), '../2');
+  assert.equal(flat((await readPagemap(join(base, 'final.flat/pagemap-1.img'))).entries), `8:1:${PE_PRESENT | PE_LAZY} 10:3:${PE_PARENT | PE_LAZY} 20:2:${PE_PARENT} 22:1:${PE_PRESENT} 30:1:0`);
+  assert.deepEqual(readFileSync(join(base, 'final.flat/pages-1.img')), Buffer.concat([page(0x88), page(0xa2)]));
+  assert.deepEqual(readFileSync(join(base, '2/pages-1.img')), Buffer.concat([page(1), page(0x91), page(3), page(4), page(0xa0), page(0xa1)]));
+  assert.equal(readFileSync(join(base, 'final.flat/core-1.img'), 'utf8'), 'core');
+  // Resolved through its parent, it holds the final image's memory.
+  const f = await flattenImage(join(base, 'final.flat'), join(base, 'resolved'));
+  assert.deepEqual(readFileSync(join(base, 'resolved/pages-1.img')), Buffer.concat([page(0x88), page(1), page(0x91), page(3), page(0xa0), page(0xa1), page(0xa2)]));
+  assert.equal(f.pages, 7);
+
+  // 'when-layout-changed' overlays only when the layout changed (it did here), else patches as consumeParent does.
+  rmSync(join(base, 'final.flat'), { recursive: true });
+  const w = await flattenImage(join(base, 'final'), join(base, 'final.flat'), { consumeParent: true, overlay: 'when-layout-changed' });
+  assert.equal(w.overlaid, true);
+  assert.match(w.copiedWhy ?? '', /^pagemap-1.img: runs without bytes/);
+  writeImage(join(base, '3'), [{ at: 0x10, pages: [page(1), page(2)], flags: PE_PRESENT }]);
+  writeImage(join(base, 'same'), [{ at: 0x10, pages: [Buffer.alloc(0)], flags: PE_PARENT | PE_LAZY }, { at: 0x11, pages: [page(0x92)], flags: PE_PRESENT | PE_LAZY }], '../3');
+  const same = await flattenImage(join(base, 'same'), join(base, 'same.flat'), { consumeParent: true, overlay: 'when-layout-changed' });
+  assert.deepEqual([same.overlaid, same.patchedParent, same.copiedWhy], [undefined, true, undefined]);
+  assert.equal(flat((await readPagemap(join(base, 'same.flat/pagemap-1.img'))).entries), `10:2:${PE_PRESENT | PE_LAZY}`, 'flat, lazy as the image says (the parent had no lazy flags)');
+  assert.deepEqual(readFileSync(join(base, 'same.flat/pages-1.img')), Buffer.concat([page(1), page(0x92)]));
+  assert.equal(existsSync(join(base, 'same.flat/parent')), false);
+
+  // A PE_PARENT page the parent does not hold: refused, nothing left.
+  writeImage(join(base, 'bad'), [{ at: 0x40, pages: [Buffer.alloc(0)], flags: PE_PARENT }], '../2');
+  await assert.rejects(flattenImage(join(base, 'bad'), join(base, 'bad.flat'), { consumeParent: true, overlay: true }), /page 0x40000 is in no image of its parent chain/);
+  assert.equal(existsSync(join(base, 'bad.flat')), false);
 });

@@ -13,7 +13,7 @@
  */
 import { link, copyFile, cp, lstat, mkdir, open, readFile, readdir, readlink, rename, rm, stat, symlink, writeFile } from 'node:fs/promises';
 import type { FileHandle } from 'node:fs/promises';
-import { existsSync, readSync, writeSync } from 'node:fs';
+import { closeSync, existsSync, openSync, readSync, writeSync } from 'node:fs';
 import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { join } from 'node:path';
@@ -433,7 +433,7 @@ async function rewritePagemap(req: IncrementalRequest, name: string, progress: {
         let kept = 0; // changed pages are packed to the front of curBuf, then written at once
         for (let i = 0, j = 1; i < n; i = j, j = i + 1) {
           while (j < n && same[j] === same[i]) j++;
-          appendRun(entries, r.first + done + i, j - i, same[i] ? PE_PARENT : r.flags, r.first);
+          appendRun(entries, r.first + done + i, j - i, same[i] ? PE_PARENT | (r.flags & PE_LAZY) : r.flags, r.first); // a lazy page stays lazy
           if (same[i]) continue;
           if (known) {
             // Only the changed pages are read (the chunk was not).
@@ -656,8 +656,10 @@ export interface FlattenStats {
   readonly pagesWritten: number;
   /** Whether the parent's pages file was taken over and patched (see flattenImage). */
   readonly patchedParent: boolean;
-  /** Why a pagemap could not take its parent's pages file over (the first such), when one could not. */
+  /** Why a pagemap could not take its parent's pages file over (the first such), when one could not (with `overlay: 'when-layout-changed'`: why it was overlaid). */
   readonly copiedWhy?: string;
+  /** With `overlay`: the image keeps its `parent` link (see flattenImage). */
+  readonly overlaid?: boolean;
 }
 
 /** Page numbers an image's entries cover, as merged [first, count] ranges (flags ignored). */
@@ -691,8 +693,17 @@ function coverageDiff(a: readonly Run[], b: readonly Run[]): string | undefined 
  * file over: `dir`'s own pages are written into it at their places and it moves into `out`, so the
  * cost is the changed pages, not the image. The parent is spent afterwards (its pages are the new
  * ones): the caller removes it. Other pagemaps are copied page by page. On failure `out` is removed.
+ *
+ * With `overlay` (for an image restored at once, whose parent goes with it), nothing is copied even
+ * when the memory layout changed: the image's pages that the flat parent covers are written into the
+ * parent's pages file at their places and become PE_PARENT runs, the others stay in `out`'s own pages
+ * file, and `out/parent` links to the parent. The restore reads a chain one deep whose parent runs are
+ * long (not the thousands of scattered runs an incremental image has), and the cost is the image's
+ * own pages whatever the layout. CRIU's lazy-pages daemon serves no pages from a parent: restore
+ * such an image without --lazy-pages. `'when-layout-changed'`: overlay only when some pagemap cannot
+ * take its parent's pages file over, else patch as consumeParent does.
  */
-export async function flattenImage(dir: string, out: string, o: { consumeParent?: boolean } = {}): Promise<FlattenStats> {
+export async function flattenImage(dir: string, out: string, o: { consumeParent?: boolean; overlay?: boolean | 'when-layout-changed' } = {}): Promise<FlattenStats> {
   await mkdir(out, { recursive: true });
   if ((await readdir(out)).length > 0) throw criuImageErrors.INCREMENTAL_OUT_NOT_EMPTY({ dir: out });
   try {
@@ -702,6 +713,24 @@ export async function flattenImage(dir: string, out: string, o: { consumeParent?
     const pagesFiles = new Set(heads.map((p) => `pages-${p.head.pagesId}.img`));
     let [pages, pagesWritten, patchedParent] = [0, 0, false];
     let copiedWhy: string | undefined;
+    if (o.overlay === 'when-layout-changed') {
+      for (const [i, name] of pagemaps.entries()) {
+        const why = await whyNotPatched(dir, name, heads[i]!);
+        if (why !== undefined) { copiedWhy = `${name}: ${why}`; break; }
+      }
+    }
+    if (o.overlay === true || (o.overlay === 'when-layout-changed' && copiedWhy !== undefined)) {
+      const link = await readlink(join(dir, 'parent'));
+      for (const [i, name] of pagemaps.entries()) {
+        const r = await overlayPagemap(dir, out, name, heads[i]!);
+        pages += r.pages;
+        pagesWritten += r.written;
+        patchedParent ||= r.patched;
+      }
+      await linkOthers(dir, out, names.filter((n) => n !== 'parent' && !pagemaps.includes(n) && !pagesFiles.has(n)));
+      await symlink(link, join(out, 'parent'));
+      return { pages, pagesWritten, patchedParent, overlaid: true, ...(copiedWhy ? { copiedWhy } : {}) };
+    }
     for (const [i, name] of pagemaps.entries()) {
       const r = await flattenPagemap(dir, out, name, heads[i]!, o.consumeParent === true);
       pages += r.pages;
@@ -715,6 +744,17 @@ export async function flattenImage(dir: string, out: string, o: { consumeParent?
     await rm(out, { recursive: true, force: true });
     throw e;
   }
+}
+
+/** Why flattenPagemap with consumeParent could not patch the parent's pages file for `name`, or undefined when it can. */
+async function whyNotPatched(dir: string, name: string, pm: Pagemap): Promise<string | undefined> {
+  const runs = runsOf(pm, join(dir, name));
+  if (!runs.every((r) => r.flags & (PE_PRESENT | PE_PARENT))) return 'runs without bytes';
+  const parent = await readPagemap(join(dir, 'parent', name)).catch(() => undefined);
+  if (!parent) return 'no usable parent pagemap';
+  const parentRuns = runsOf(parent, join(dir, 'parent', name));
+  if (!parentRuns.every((r) => (r.flags & PE_PRESENT) && !(r.flags & PE_PARENT))) return 'the parent is not flat';
+  return coverageDiff(runs, parentRuns);
 }
 
 async function flattenPagemap(dir: string, out: string, name: string, pm: Pagemap, consumeParent: boolean): Promise<{ pages: number; written: number; patched: boolean; why?: string }> {
@@ -768,7 +808,11 @@ async function flattenPagemap(dir: string, out: string, name: string, pm: Pagema
       await Promise.all([src.close(), dst.close()]);
     }
     await rename(parentPages, outPages);
-    await writePagemap(join(out, name), pm.head, parent.entries, pm.magic);
+    // The same pages in the same order: the image's own runs, all present, lazy where the image says
+    // (a parent written from memory has no lazy flags; the restore needs them).
+    const entries: PagemapEntry[] = [];
+    for (const r of runs) appendRun(entries, r.first, r.count, PE_PRESENT | (r.flags & PE_LAZY), 0);
+    await writePagemap(join(out, name), pm.head, entries, pm.magic);
     return { pages: total, written, patched: true };
   }
 
@@ -798,6 +842,84 @@ async function flattenPagemap(dir: string, out: string, name: string, pm: Pagema
   }
   await writePagemap(join(out, name), pm.head, entries, pm.magic);
   return { pages: total, written: total, patched: false, ...(why ? { why } : {}) };
+}
+
+/** flattenImage's overlay: one pagemap of `dir` over its flat parent (see flattenImage). */
+async function overlayPagemap(dir: string, out: string, name: string, pm: Pagemap): Promise<{ pages: number; written: number; patched: boolean }> {
+  const file = join(dir, name);
+  checkKnownFields(pm, file);
+  const pagesFile = join(dir, `pages-${pm.head.pagesId}.img`);
+  await checkPagesFile(pm, file, pagesFile);
+  const runs = runsOf(pm, file);
+  const parentDir = join(dir, 'parent');
+  const parent = await readPagemap(join(parentDir, name)).catch((e: NodeJS.ErrnoException) => { if (e.code === 'ENOENT') return undefined; throw e; });
+  const parentRuns = parent ? runsOf(parent, join(parentDir, name)) : [];
+  if (parentRuns.some((r) => !(r.flags & PE_PRESENT) || (r.flags & PE_PARENT))) throw criuImageErrors.CRIU_IMAGE_UNSUPPORTED({ file: join(parentDir, name), reason: 'the parent is not flat' });
+  const parentPages = parent ? join(parentDir, `pages-${parent.head.pagesId}.img`) : undefined;
+  if (parent) await checkPagesFile(parent, join(parentDir, name), parentPages!);
+  const entries: PagemapEntry[] = [];
+  const buf = Buffer.allocUnsafe(CHUNK_PAGES * PAGE_SIZE);
+  let [total, written, own, small] = [0, 0, 0, 0];
+  const [src, dst, mine] = [await open(pagesFile, 'r'), parentPages ? await open(parentPages, 'r+') : undefined, await open(join(out, `pages-${pm.head.pagesId}.img`), 'wx')];
+  try {
+    /** Copies `n` pages at `from` in this image's pages file to `to` in `fd`. */
+    const move = async (from: number, to: number, n: number, fd: FileHandle, where: string): Promise<void> => {
+      for (let done = 0; done < n; done += CHUNK_PAGES) {
+        const c = Math.min(CHUNK_PAGES, n - done);
+        const bytes = c * PAGE_SIZE;
+        if (c <= SMALL_RUN_PAGES) {
+          if (readSync(src.fd, buf, 0, bytes, from + done * PAGE_SIZE) !== bytes) throw malformed(pagesFile, 'pages file ended early');
+          if (writeSync(fd.fd, buf, 0, bytes, to + done * PAGE_SIZE) !== bytes) throw malformed(where, 'short write');
+          if (++small % 256 === 0) await new Promise((res) => setImmediate(res));
+        } else {
+          if ((await src.read(buf, 0, bytes, from + done * PAGE_SIZE)).bytesRead !== bytes) throw malformed(pagesFile, 'pages file ended early');
+          await fd.write(buf, 0, bytes, to + done * PAGE_SIZE);
+        }
+      }
+    };
+    for (const r of runs) {
+      if (!(r.flags & (PE_PRESENT | PE_PARENT))) {
+        appendRun(entries, r.first, r.count, r.flags, r.first);
+        continue;
+      }
+      total += r.count;
+      // Walk the run against the parent's runs: covered stretches go into (or are already in) the parent.
+      const end = r.first + r.count;
+      let lo = 0;
+      for (let hi = parentRuns.length; lo < hi;) {
+        const mid = (lo + hi) >>> 1;
+        if (parentRuns[mid]!.first + parentRuns[mid]!.count <= r.first) lo = mid + 1;
+        else hi = mid;
+      }
+      for (let p = r.first; p < end;) {
+        const q = parentRuns[lo];
+        const inside = q !== undefined && q.first <= p;
+        const stop = inside ? Math.min(end, q.first + q.count) : Math.min(end, q ? q.first : end);
+        const n = stop - p;
+        if (inside) {
+          if (r.flags & PE_PRESENT) {
+            await move(r.offset + (p - r.first) * PAGE_SIZE, q.offset + (p - q.first) * PAGE_SIZE, n, dst!, parentPages!);
+            written += n;
+          }
+          // Long parent runs, across the image's own entries; a lazy run stays lazy (the restore skips it and
+          // the lazy-pages daemon serves it), as the image says: a flat parent written from memory has no such flags.
+          appendRun(entries, p, n, PE_PARENT | (r.flags & PE_LAZY), 0);
+        } else {
+          if (!(r.flags & PE_PRESENT)) throw malformed(file, `page 0x${(p * PAGE_SIZE).toString(16)} is in no image of its parent chain`);
+          await move(r.offset + (p - r.first) * PAGE_SIZE, own * PAGE_SIZE, n, mine, join(out, `pages-${pm.head.pagesId}.img`));
+          own += n;
+          written += n;
+          appendRun(entries, p, n, PE_PRESENT | (r.flags & PE_LAZY), r.first);
+        }
+        p = stop;
+        if (inside && stop === q.first + q.count) lo++;
+      }
+    }
+  } finally {
+    await Promise.all([src.close(), dst?.close(), mine.close()]);
+  }
+  await writePagemap(join(out, name), pm.head, entries, pm.magic);
+  return { pages: total, written, patched: parent !== undefined };
 }
 
 /** Pages of one process written since the round the target holds began, and a way to read them now. */
@@ -924,7 +1046,7 @@ export async function makeTrackedIncremental(req: TrackedIncrementalRequest): Pr
             const stop = Math.min(end, w ? w[0] : end);
             const absent = firstAbsent(prevRuns!, p, stop);
             if (absent !== undefined) throw malformed(file, `page 0x${(absent * PAGE_SIZE).toString(16)} was neither written since the previous round nor in it`);
-            appendRun(entries, p, stop - p, PE_PARENT, r.first);
+            appendRun(entries, p, stop - p, PE_PARENT | PE_LAZY, r.first);
             p = stop;
           }
         }
@@ -937,4 +1059,134 @@ export async function makeTrackedIncremental(req: TrackedIncrementalRequest): Pr
     await writePagemap(join(req.out, name), pm.head, entries, pm.magic);
     return [pagesTotal, pagesChanged];
   });
+}
+
+/** One process's pages for writeMemoryImage. */
+export interface ProcessPages {
+  /** Sorted, non-overlapping [firstPage, endPage) page numbers to take now. */
+  readonly ranges: readonly (readonly [number, number])[];
+  /** Copies pages [first, first + count) as they are now into `buf`; throws for pages it cannot read. */
+  read(first: number, count: number, buf: Buffer): void;
+}
+
+/** What writeMemoryImage is given. */
+export interface MemoryImageRequest {
+  /** Directory to write; created, or must be empty. */
+  readonly out: string;
+  /** Pages to take, by pagemap id (the process's pid in the container's namespace). */
+  readonly processes: ReadonlyMap<string, ProcessPages>;
+  /**
+   * A flat image (every page present) this one adds to: its pages not taken now become PE_PARENT
+   * entries, and `out/parent` → `parentLink`. Without it every pagemap holds only what was taken.
+   */
+  readonly previous?: string;
+  readonly parentLink?: string;
+}
+
+/** What writeMemoryImage wrote. */
+export interface MemoryImageStats extends IncrementalStats {
+  /** Pages that could not be read (their mapping went away meanwhile): left out. */
+  readonly pagesUnreadable: number;
+}
+
+/**
+ * A pre-copy round taken from the memory of running processes instead of a CRIU dump (no pause):
+ * writes into `out` a pagemap and pages file for each process holding the pages of its `ranges`,
+ * read now, over `previous` when given. The image holds memory only (no core, mm or file images):
+ * it is a parent for the frozen final round's dump, which brings everything else. A page that cannot
+ * be read is left out (a mapping removed since its ranges were found; whatever is mapped there later
+ * is new to the write tracker, which reports it). On failure `out` is removed.
+ */
+export async function writeMemoryImage(req: MemoryImageRequest): Promise<MemoryImageStats> {
+  if ((req.previous === undefined) !== (req.parentLink === undefined)) throw new Error('writeMemoryImage: previous and parentLink go together');
+  await mkdir(req.out, { recursive: true });
+  if ((await readdir(req.out)).length > 0) throw criuImageErrors.INCREMENTAL_OUT_NOT_EMPTY({ dir: req.out });
+  const buf = Buffer.allocUnsafe(CHUNK_PAGES * PAGE_SIZE);
+  let [pagesTotal, pagesChanged, pagesUnreadable] = [0, 0, 0];
+  try {
+    for (const [id, proc] of req.processes) {
+      if (!/^\d+$/.test(id)) throw new Error(`writeMemoryImage: pagemap id "${id}" is not a number`);
+      const name = `pagemap-${id}.img`;
+      let base: readonly Run[] = [];
+      if (req.previous !== undefined) {
+        const prev = await PageSource.open(req.previous, name);
+        await prev?.close();
+        const flat = prev?.flatRuns();
+        if (prev && !flat) throw criuImageErrors.CRIU_IMAGE_UNSUPPORTED({ file: join(req.previous, name), reason: 'the previous round is not flat' });
+        base = flat ?? [];
+      }
+      // Read first: the present runs are what could be read.
+      const present: [number, number][] = [];
+      const pagesFile = join(req.out, `pages-${id}.img`);
+      const fd = openSync(pagesFile, 'wx');
+      try {
+        let used = 0;
+        const flush = (): void => {
+          if (used > 0 && writeSync(fd, buf, 0, used * PAGE_SIZE) !== used * PAGE_SIZE) throw malformed(pagesFile, 'short write');
+          used = 0;
+        };
+        const took = (first: number, n: number): void => {
+          const last = present[present.length - 1];
+          if (last && last[1] === first) last[1] += n;
+          else present.push([first, first + n]);
+          used += n;
+        };
+        for (const [s, e] of proc.ranges) {
+          for (let p = s; p < e;) {
+            if (used === CHUNK_PAGES) flush();
+            const n = Math.min(CHUNK_PAGES - used, e - p);
+            try {
+              proc.read(p, n, buf.subarray(used * PAGE_SIZE, (used + n) * PAGE_SIZE));
+              took(p, n);
+              // A big round takes a while: the agent's other work gets a turn every chunk.
+              if (used === CHUNK_PAGES) await new Promise((res) => setImmediate(res));
+            } catch {
+              for (let q = p; q < p + n; q++) {
+                try {
+                  proc.read(q, 1, buf.subarray(used * PAGE_SIZE, (used + 1) * PAGE_SIZE));
+                  took(q, 1);
+                } catch {
+                  pagesUnreadable++;
+                }
+              }
+            }
+            p += n;
+          }
+        }
+        flush();
+      } finally {
+        closeSync(fd);
+      }
+      const entries = overlayRuns(base, present);
+      await writePagemap(join(req.out, name), { pagesId: Number(id) }, entries);
+      const taken = present.reduce((n, [s, e]) => n + e - s, 0);
+      pagesChanged += taken;
+      pagesTotal += entries.reduce((n, e) => n + e.nrPages, 0);
+    }
+    if (req.parentLink !== undefined) await symlink(req.parentLink, join(req.out, 'parent'));
+    return { pagesTotal, pagesChanged, pageBytesWritten: pagesChanged * PAGE_SIZE, bytesWritten: await treeBytes(req.out), pagesUnreadable };
+  } catch (e) {
+    await rm(req.out, { recursive: true, force: true });
+    throw e;
+  }
+}
+
+/** Pagemap entries: `present` ranges as PE_PRESENT, the rest of `base`'s pages as PE_PARENT, in address order. */
+function overlayRuns(base: readonly Run[], present: readonly (readonly [number, number])[]): PagemapEntry[] {
+  const entries: PagemapEntry[] = [];
+  const cov = coverage(base).map(([s, n]): [number, number] => [s, s + n]);
+  let i = 0;
+  for (const [s, e] of present) {
+    for (; i < cov.length && cov[i]![0] < s; i++) {
+      const [cs, ce] = cov[i]!;
+      appendRun(entries, cs, Math.min(ce, s) - cs, PE_PARENT, cs);
+      if (ce > s) { cov[i] = [s, ce]; break; }
+    }
+    appendRun(entries, s, e - s, PE_PRESENT, s);
+    for (; i < cov.length && cov[i]![0] < e; i++) {
+      if (cov[i]![1] > e) { cov[i] = [e, cov[i]![1]]; break; }
+    }
+  }
+  for (; i < cov.length; i++) appendRun(entries, cov[i]![0], cov[i]![1] - cov[i]![0], PE_PARENT, cov[i]![0]);
+  return entries;
 }

@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { changedPageRanges, parseScan, prefetch, type PageReader } from './dirty-track.ts';
+import { changedPageRanges, intersectPageRanges, mergePageRanges, parseScan, prefetch, type PageReader } from './dirty-track.ts';
 
 test('parseScan: written and untracked ranges per process, gone processes, the totals', () => {
   const scan = parseScan('pid 10\nu 7f0000000000 7f0000002000\nw 400000 402000\nw 7f0000001000 7f0000002000\npid 11\ngone\nend 3 2\n');
@@ -22,6 +22,12 @@ test('parseScan: a line it does not know, or an answer without its end, is an er
 test('changedPageRanges: written and untracked ranges as sorted, merged page numbers', () => {
   const p = { pid: 1, gone: false, written: [[0x5000n, 0x7000n], [0x1000n, 0x2000n]] as [bigint, bigint][], untracked: [[0x6000n, 0x9000n]] as [bigint, bigint][] };
   assert.deepEqual(changedPageRanges(p), [[1, 2], [5, 9]]);
+});
+
+test('mergePageRanges and intersectPageRanges: sorted, merged, adjacent ranges joined, empty ones dropped', () => {
+  assert.deepEqual(mergePageRanges([[9, 12], [1, 3]], [[3, 4], [10, 15], [20, 20]]), [[1, 4], [9, 15]]);
+  assert.deepEqual(intersectPageRanges([[1, 4], [9, 15]], [[0, 2], [3, 10], [14, 30]]), [[1, 2], [3, 4], [9, 10], [14, 15]]);
+  assert.deepEqual(intersectPageRanges([[1, 4]], []), []);
 });
 
 test('prefetch: the ranges are read once, now; reads inside them come from memory, others go through', () => {

@@ -4,7 +4,7 @@
  * write-protection in asynchronous mode and PAGEMAP_SCAN (Linux 6.7+). The building block for a
  * pre-copy final round that reads only the pages written since the last round instead of all memory.
  */
-import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { closeSync, existsSync, openSync, readFileSync, readSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 
@@ -148,16 +148,14 @@ export class DirtyTracker {
 
 const PAGE = 4096;
 
+/** Byte ranges as [firstPage, endPage) page numbers (partial pages included). */
+export function pageRangesOf(ranges: readonly Range[]): [number, number][] {
+  return ranges.map(([s, e]): [number, number] => [Number(s / 4096n), Number((e + 4095n) / 4096n)]);
+}
+
 /** A process's written and untracked ranges of a scan as sorted, merged [firstPage, endPage) page numbers. */
 export function changedPageRanges(p: ProcessScan): [number, number][] {
-  const all = [...p.written, ...p.untracked].map(([s, e]): [number, number] => [Number(s / 4096n), Number((e + 4095n) / 4096n)]).sort((a, b) => a[0] - b[0]);
-  const out: [number, number][] = [];
-  for (const r of all) {
-    const last = out[out.length - 1];
-    if (last && r[0] <= last[1]) last[1] = Math.max(last[1], r[1]);
-    else out.push([r[0], r[1]]);
-  }
-  return out;
+  return mergePageRanges(pageRangesOf(p.written), pageRangesOf(p.untracked));
 }
 
 /** The pid of host process `pid` inside its own pid namespace (the NSpid line's last field). */
@@ -211,4 +209,102 @@ export function prefetch(read: PageReader, ranges: readonly (readonly [number, n
     if (h && h.s <= first && first + count <= h.e) h.buf.copy(buf, 0, (first - h.s) * PAGE, (first - h.s + count) * PAGE);
     else read(first, count, buf);
   };
+}
+
+/** Merges sorted-or-not [firstPage, endPage) ranges into sorted, non-overlapping ones (adjacent ones joined). */
+export function mergePageRanges(...lists: (readonly (readonly [number, number])[])[]): [number, number][] {
+  const all = lists.flat().filter(([s, e]) => e > s).map(([s, e]): [number, number] => [s, e]).sort((a, b) => a[0] - b[0]);
+  const out: [number, number][] = [];
+  for (const r of all) {
+    const last = out[out.length - 1];
+    if (last && r[0] <= last[1]) last[1] = Math.max(last[1], r[1]);
+    else out.push(r);
+  }
+  return out;
+}
+
+/** Special mappings a checkpoint never takes pages of (the vDSO it always takes, whole). */
+const NEVER_DUMPED = /^\[(vvar|vvar_vclock|vsyscall)\]$/;
+
+/** pagemap bits: the page is present, swapped, or a file page / shared anonymous page; the frame number. */
+const PM_PRESENT = 1n << 63n;
+const PM_SWAPPED = 1n << 62n;
+const PM_FILE_OR_SHARED = 1n << 61n;
+const PM_PFN = (1n << 55n) - 1n;
+
+let zeroPfnCache: bigint | undefined;
+
+/** The frame number of the kernel's zero page (ferry-dirty-track zero-pfn), which a checkpoint leaves out. */
+export function zeroPfn(helper = DIRTY_TRACK_PATH): bigint {
+  if (zeroPfnCache === undefined) {
+    const r = spawnSync(helper, ['zero-pfn'], { encoding: 'utf8' });
+    if (r.status !== 0 || !/^\d+\n$/.test(r.stdout)) throw new Error(`ferry-dirty-track zero-pfn failed: ${r.error?.message ?? (r.stderr.trim() || `exit ${r.status}`)}`);
+    zeroPfnCache = BigInt(r.stdout.trim());
+  }
+  return zeroPfnCache;
+}
+
+/**
+ * The pages of process `pid` a checkpoint takes into its pagemap, as sorted [firstPage, endPage)
+ * ranges, by CRIU's rule (should_dump_page): in private mappings, the pages present or swapped that
+ * are anonymous (a file mapping's pages not yet written are the file's; shared memory is dumped
+ * apart) and not the zero page, limited to `within` when given; and always the whole vDSO and the
+ * page CRIU's parasite injection makes private (so the layouts of a round and of the final dump
+ * match, see flattenImage). Read from
+ * /proc/PID/maps and /proc/PID/pagemap while the process runs: a page it maps or first writes
+ * afterwards is the tracker's to report.
+ */
+export function anonPageRanges(pid: number, within?: readonly (readonly [number, number])[]): [number, number][] {
+  const zero = zeroPfn();
+  const spans: [number, number][] = [];
+  const whole: [number, number][] = [];
+  let firstExec = false;
+  for (const line of readFileSync(`/proc/${pid}/maps`, 'utf8').split('\n')) {
+    const m = /^([0-9a-f]+)-([0-9a-f]+) (\S{4})\s+\S+\s+\S+\s+\S+\s*(.*)$/.exec(line);
+    if (!m || m[3]![3] !== 'p' || NEVER_DUMPED.test(m[4]!)) continue;
+    const span: [number, number] = [Number(BigInt(`0x${m[1]}`) / 4096n), Number(BigInt(`0x${m[2]}`) / 4096n)];
+    (m[4] === '[vdso]' ? whole : spans).push(span);
+    // CRIU injects its parasite by writing at the start of the first executable mapping (and putting
+    // the bytes back): from its first dump on, that page is a private copy, which it dumps.
+    if (m[3]![2] === 'x' && !firstExec) {
+      firstExec = true;
+      whole.push([span[0], span[0] + 1]);
+    }
+  }
+  const limit = (r: [number, number][]): [number, number][] => (within ? intersectPageRanges(r, mergePageRanges(within)) : r);
+  const wanted = limit(spans);
+  const out: [number, number][] = [];
+  const fd = openSync(`/proc/${pid}/pagemap`, 'r');
+  try {
+    const CHUNK = 65536; // pages per read: 512 KiB of pagemap
+    const buf = Buffer.allocUnsafe(CHUNK * 8);
+    for (const [s, e] of wanted) {
+      for (let p = s; p < e; p += CHUNK) {
+        const n = Math.min(CHUNK, e - p);
+        const got = readSync(fd, buf, 0, n * 8, p * 8) / 8;
+        for (let i = 0; i < got; i++) {
+          const v = buf.readBigUInt64LE(i * 8);
+          if (!(v & (PM_PRESENT | PM_SWAPPED)) || (v & PM_FILE_OR_SHARED) || ((v & PM_PRESENT) && (v & PM_PFN) === zero)) continue;
+          const last = out[out.length - 1];
+          if (last && last[1] === p + i) last[1]++;
+          else out.push([p + i, p + i + 1]);
+        }
+      }
+    }
+  } finally {
+    closeSync(fd);
+  }
+  return mergePageRanges(out, whole);
+}
+
+/** The pages in both sorted, non-overlapping range lists. */
+export function intersectPageRanges(a: readonly (readonly [number, number])[], b: readonly (readonly [number, number])[]): [number, number][] {
+  const out: [number, number][] = [];
+  for (let i = 0, j = 0; i < a.length && j < b.length;) {
+    const [s, e] = [Math.max(a[i]![0], b[j]![0]), Math.min(a[i]![1], b[j]![1])];
+    if (s < e) out.push([s, e]);
+    if (a[i]![1] < b[j]![1]) i++;
+    else j++;
+  }
+  return out;
 }

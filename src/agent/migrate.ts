@@ -18,8 +18,8 @@ import type { Assignment } from '../model/index.ts';
 import type { FreezeResult } from '../client/index.ts';
 import { failoverRefusal } from '../model/index.ts';
 import { fetchFiles, listFiles, safePath, sendFiles, type SendOptions } from './transfer.ts';
-import { flattenImage, makeIncremental, makeTrackedIncremental, startDeltaServer, type ChangedPages, type DeltaServer, type IncrementalStats } from './criu-image.ts';
-import { DirtyTracker, changedPageRanges, namespacePid, openMemory, prefetch, type PageReader } from './dirty-track.ts';
+import { flattenImage, makeIncremental, makeTrackedIncremental, startDeltaServer, writeMemoryImage, type ChangedPages, type DeltaServer, type IncrementalStats, type ProcessPages } from './criu-image.ts';
+import { DirtyTracker, anonPageRanges, changedPageRanges, namespacePid, openMemory, prefetch, type PageReader, type Scan } from './dirty-track.ts';
 import { packBase, packDelta, tar, unpack } from './volume-sync.ts';
 import type { LifecycleDeps } from './lifecycle.ts';
 import type { LazyDump, RuncRuntime } from './runtime/index.ts';
@@ -275,25 +275,80 @@ export class MigrationAgent {
    * (their first scan vouches for nothing: the dump after it holds their pages). Any failure ends
    * tracking for this migration, and the final round compares every page instead.
    */
-  private async trackWrites(id: string, rec: ContainerRecord, round: number): Promise<void> {
+  private async trackWrites(id: string, rec: ContainerRecord, round: number): Promise<Scan | undefined> {
     if (round === 0) {
       await this.stopTracking(id);
-      if (!(this.d.dirtyTrack ?? DirtyTracker.available()) || !DirtyTracker.available() || !this.d.postCopy) return;
+      if (!(this.d.dirtyTrack ?? DirtyTracker.available()) || !DirtyTracker.available() || !this.d.postCopy) return undefined;
       this.trackers.set(id, { tracker: DirtyTracker.start(), pids: new Set() });
     }
     const t = this.trackers.get(id);
-    if (!t) return;
+    if (!t) return undefined;
     try {
+      failpointThrow('migrate:tracker-round');
       for (const pid of await this.d.runtime.pids(rec.runtimeId)) {
         if (t.pids.has(pid)) continue;
         await t.tracker.track(pid);
         t.pids.add(pid);
       }
-      for (const p of (await t.tracker.scan()).processes) if (p.gone) t.pids.delete(p.pid);
+      const scan = await t.tracker.scan();
+      for (const p of scan.processes) if (p.gone) t.pids.delete(p.pid);
+      return scan;
     } catch (e) {
-      this.d.log(`migration ${id}: the writes of ${rec.name} cannot be tracked (${(e as Error).message}); its final round will compare every page`);
+      this.d.log(`migration ${id}: the writes of ${rec.name} cannot be tracked (${(e as Error).message}); its rounds are dumped and its final round will compare every page`);
       await this.stopTracking(id);
+      return undefined;
     }
+  }
+
+  /**
+   * Source, pre-copy round `round` with the writes tracked: no dump, no pause. The pages the scan
+   * that began this round found written since the last one, and the anonymous pages of the mappings
+   * it could not vouch for (every mapping in round 0, and new ones), are read from the running
+   * processes into an image of memory only (writeMemoryImage): rounds/0/full, or rounds/N/send over
+   * rounds/N-1/full, which the source then makes flat into rounds/N/full as the target does with
+   * what it fetches. A page written after the scan is the next round's (or the final round's).
+   */
+  private async trackedRound(id: string, rec: ContainerRecord, round: number, scan: Scan): Promise<{ sentBytes: number; dumpMs: number; pagesChanged?: number; tracked: true }> {
+    if (round > 0) failpointThrow('migrate:tracked-round');
+    const t = this.trackers.get(id)!;
+    const pids = await this.d.runtime.pids(rec.runtimeId);
+    const live = new Map(scan.processes.filter((p) => !p.gone).map((p) => [p.pid, p]));
+    const untracked = pids.filter((p) => !t.pids.has(p) || !live.has(p));
+    if (untracked.length > 0) throw new Error(`processes ${untracked.join(', ')} are not tracked`);
+    const base = join(this.dir(id), 'rounds');
+    const dir = join(base, String(round));
+    const t0 = performance.now();
+    const readers: { close(): void }[] = [];
+    let stats: IncrementalStats & { pagesUnreadable: number };
+    try {
+      const processes = new Map<string, ProcessPages>();
+      for (const pid of pids) {
+        const p = live.get(pid)!;
+        const reader = openMemory(pid);
+        readers.push(reader);
+        // Written pages too go through CRIU's rule (a page only read maps the zero page, which CRIU leaves out).
+        processes.set(String(namespacePid(pid)), { ranges: anonPageRanges(pid, changedPageRanges(p)), read: reader.read });
+      }
+      stats = round === 0
+        ? await writeMemoryImage({ out: join(dir, 'full'), processes })
+        : await writeMemoryImage({ out: join(dir, 'send'), previous: join(base, String(round - 1), 'full'), parentLink: `../${round - 1}`, processes });
+    } finally {
+      for (const r of readers) r.close();
+    }
+    const readMs = performance.now() - t0;
+    failpoint('migrate:during-copy');
+    if (round > 0) {
+      // send/parent (../N-1, as the target lays rounds out) resolves here through rounds/N/N-1.
+      await symlink(`../${round - 1}/full`, join(dir, String(round - 1)));
+      const f = await flattenImage(join(dir, 'send'), join(dir, 'full'), { consumeParent: true });
+      await rm(join(dir, String(round - 1)));
+      await rm(join(base, String(round - 1), 'full'), { recursive: true, force: true });
+      this.d.log(`migration ${id}: round ${round} of ${rec.name}: ${stats.pagesChanged} pages written or new read while it ran in ${Math.round(readMs)} ms${stats.pagesUnreadable ? ` (${stats.pagesUnreadable} gone meanwhile)` : ''}; made flat (${f.pagesWritten} of ${f.pages} pages written${f.copiedWhy ? `, copied because ${f.copiedWhy}` : ''}) in ${Math.round(performance.now() - t0 - readMs)} ms`);
+    } else {
+      this.d.log(`migration ${id}: round 0 of ${rec.name}: ${stats.pagesChanged} pages read while it ran in ${Math.round(readMs)} ms`);
+    }
+    void this.startDeltaServer(id, round);
+    return { sentBytes: stats.bytesWritten, dumpMs: readMs, ...(round > 0 ? { pagesChanged: stats.pagesChanged } : {}), tracked: true };
   }
 
   /**
@@ -637,7 +692,7 @@ export class MigrationAgent {
    * the previous round's as PE_PARENT entries: only changed pages travel). This kernel has no
    * soft-dirty tracking, so every round dumps everything and compares content.
    */
-  async copyRound(id: string, name: string, round: number): Promise<{ sentBytes: number; dumpMs: number; pagesChanged?: number }> {
+  async copyRound(id: string, name: string, round: number): Promise<{ sentBytes: number; dumpMs: number; pagesChanged?: number; tracked?: boolean }> {
     const rec = this.record(name);
     if (round === 0) {
       await this.removeFiles(id, { keepVolumes: true });
@@ -649,7 +704,17 @@ export class MigrationAgent {
     await this.stopDeltaServer(id); // it compares against the round before this one
     await mkdir(join(base, String(round)), { recursive: true, mode: 0o755 });
     const full = join(base, String(round), 'full');
-    await this.trackWrites(id, rec, round);
+    const scan = await this.trackWrites(id, rec, round);
+    if (scan) {
+      try {
+        return await this.trackedRound(id, rec, round, scan);
+      } catch (e) {
+        this.d.log(`migration ${id}: round ${round} of ${name} could not be read while it ran (${(e as Error).message}); it is dumped, and the final round will compare every page`);
+        await this.stopTracking(id);
+        await rm(join(base, String(round)), { recursive: true, force: true });
+        await mkdir(join(base, String(round)), { recursive: true, mode: 0o755 });
+      }
+    }
     const t0 = performance.now();
     await this.d.runtime.checkpoint(rec.runtimeId, { imagePath: full, leaveRunning: true, tcpEstablished: true });
     const dumpMs = performance.now() - t0;
@@ -792,6 +857,10 @@ export class MigrationAgent {
     // Where the image is: the migration's image/ (stop-copy, post-copy) or, after pre-copy rounds,
     // rounds/final whose unchanged pages live in the earlier rounds (its `parent` chain).
     let imageDir = o.preCopyRound !== undefined ? join(dir, 'rounds', 'final') : join(dir, 'image');
+    /** The image's memory, its parent's pages included (an overlaid pre-copy image holds few itself). */
+    let memoryBytes: number | undefined;
+    /** The image has pages in its parent: no lazy restore. */
+    let eager = false;
     if (ps) {
       await ps.done;
       this.pageServers.delete(id);
@@ -809,14 +878,20 @@ export class MigrationAgent {
     });
     times.lap(`fetch${got.resumes > 0 ? ` (${got.resumes} resumes)` : ''}`);
     if (o.preCopyRound !== undefined) {
-      // CRIU reads a parent chain run by run; a flat image (the last round's pages file patched with
-      // the final delta's pages) restores as fast as a plain dump.
+      // CRIU reads a parent chain run by run: a flat image (the last round's pages file patched with
+      // the final delta's pages) restores as fast as a plain dump, lazily when big. When the memory
+      // layout changed since that round (a process's mappings, or pages CRIU's own first dump of it
+      // made private), making it flat would copy every page; the delta's pages go into the last
+      // round's file where it has them instead (an image one deep with long parent runs), restored
+      // at once: CRIU's lazy-pages daemon serves no pages from a parent.
       await this.flattened(id);
       const flat = join(dir, 'rounds', 'final.flat');
       await rm(flat, { recursive: true, force: true });
-      const s = await flattenImage(imageDir, flat, { consumeParent: true });
+      const s = await flattenImage(imageDir, flat, { consumeParent: true, overlay: 'when-layout-changed' });
       imageDir = flat;
-      times.lap(`flatten (${s.pagesWritten} of ${s.pages} pages written${s.copiedWhy ? `; copied because ${s.copiedWhy}` : ''})`);
+      if (s.overlaid) eager = true;
+      else memoryBytes = s.pages * 4096;
+      times.lap(`${s.overlaid ? 'overlay' : 'flatten'} (${s.pagesWritten} of ${s.pages} pages written${s.copiedWhy ? `; the layout changed, ${s.copiedWhy}` : ''})`);
     }
     const t0 = performance.now();
     const rec: ContainerRecord = {
@@ -869,7 +944,7 @@ export class MigrationAgent {
       // A big image already here (stop-copy, pre-copy) is restored the same way from this node's own
       // copy: the processes get their memory as they touch it and in the background, instead of the
       // freeze waiting while all of it is filled (see lazyRestoreFits).
-      const local = o.pageServer === undefined && this.d.postCopy !== undefined && lazyRestoreFits(await pageBytes(imageDir));
+      const local = o.pageServer === undefined && this.d.postCopy !== undefined && !eager && lazyRestoreFits(memoryBytes ?? await pageBytes(imageDir));
       const lazy = o.pageServer !== undefined || local ? await this.startLazyPages(id, a.name, o.pageServer, imageDir) : undefined;
       const st = await this.d.runtime.restore(withCriuConfig(bundle, criuConf), lazy
         ? { imagePath: imageDir, workPath: imageDir, extraArgs: ['--lazy-pages'] }

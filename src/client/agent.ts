@@ -68,8 +68,11 @@ export class AgentClient {
     return requestJson(this.endpoint, 'POST', `v1/migrate/${id}/freeze`, { body: { name, ...o } });
   }
 
-  /** Migration, source, pre-copy: dump round `round` while the container runs; returns what changed. */
-  migrateRound(id: string, name: string, round: number): Promise<{ sentBytes: number; dumpMs: number; pagesChanged?: number }> {
+  /**
+   * Migration, source, pre-copy: take round `round` while the container runs; returns what changed.
+   * `tracked`: read from its running memory as the write tracker directed (no pause), else a dump.
+   */
+  migrateRound(id: string, name: string, round: number): Promise<{ sentBytes: number; dumpMs: number; pagesChanged?: number; tracked?: boolean }> {
     return requestJson(this.endpoint, 'POST', `v1/migrate/${id}/round`, { body: { name, round } });
   }
 

@@ -167,7 +167,7 @@ async function perform(d: MigrationDeps, m: Migration, t: DriveState): Promise<M
       const verdict = precopyDone(t.rounds, { targetFreezeMs: PRECOPY_TARGET_FREEZE_MS, bandwidthBytesPerSec: Math.max(1, rate), maxRounds: PRECOPY_MAX_ROUNDS });
       await save(d, m.metadata.name, (x) => {
         x.status.bytes += r.sentBytes;
-        x.status.history.push({ phase: 'Copy', at: new Date().toISOString(), message: `round ${round + 1}: ${formatBytes(r.sentBytes)}${r.pagesChanged !== undefined ? ` (${r.pagesChanged} pages changed)` : ''}; ${verdict.reason}` });
+        x.status.history.push({ phase: 'Copy', at: new Date().toISOString(), message: `round ${round + 1}: ${formatBytes(r.sentBytes)}${r.pagesChanged !== undefined ? ` (${r.pagesChanged} pages changed)` : ''}, ${r.tracked ? 'read while it ran (write tracker)' : 'dumped (paused while CRIU read it)'}; ${verdict.reason}` });
       });
       return { type: 'round-done', converged: verdict.done };
     }
