@@ -347,7 +347,7 @@ export class MigrationAgent {
     } else {
       this.d.log(`migration ${id}: round 0 of ${rec.name}: ${stats.pagesChanged} pages read while it ran in ${Math.round(readMs)} ms`);
     }
-    void this.startDeltaServer(id, round);
+    // No delta server: the final round reads the written pages (should that fail, it compares files).
     return { sentBytes: stats.bytesWritten, dumpMs: readMs, ...(round > 0 ? { pagesChanged: stats.pagesChanged } : {}), tracked: true };
   }
 
@@ -533,7 +533,9 @@ export class MigrationAgent {
     // the helper: a full dump into rounds/final/full, then the delta from files.
     const finalDir = join(dir, 'rounds', 'final');
     const ready = this.deltaServers.get(id);
-    const delta = preCopyRound === undefined ? undefined : ready?.round === preCopyRound ? await ready.server : (await this.stopDeltaServer(id), await this.startDeltaServer(id, preCopyRound));
+    // While the writes are tracked none waits, and none is started (the tracked final round needs none).
+    const delta = preCopyRound === undefined ? undefined : ready?.round === preCopyRound ? await ready.server
+      : this.trackers.has(id) ? undefined : (await this.stopDeltaServer(id), await this.startDeltaServer(id, preCopyRound));
     if (preCopyRound !== undefined && !delta) await rm(finalDir, { recursive: true, force: true });
     await mkdir(preCopyRound === undefined ? join(dir, 'image') : finalDir, { recursive: true, mode: 0o755 });
     try {
@@ -747,15 +749,20 @@ export class MigrationAgent {
     const t0 = performance.now();
     const got = await this.fetch(id, sourceUrl, dir, { bytesPerSec, subdir: `rounds/${round}/${round === 0 ? 'full' : 'send'}` });
     const ms = performance.now() - t0;
-    if (round > 0) this.flattenRound(id, round);
+    if (round > 0) {
+      // Made flat before the round counts as done: the freeze that may follow must not wait for it
+      // (the restore needs it), nor share the CPUs with it.
+      this.flattenRound(id, round);
+      await this.flattened(id);
+    }
     return { bytes: got.bytes, ms };
   }
 
   /**
    * Target, pre-copy, while the source still runs: makes round `round` a flat image (its changed
    * pages written into round N-1's pages file, see flattenImage) and drops round N-1, so the chain
-   * the final restore reads is one flat image deep whatever the number of rounds. Runs in the
-   * background; the next round and the restore wait for it (flattened).
+   * the final restore reads is one flat image deep whatever the number of rounds. fetchRound waits
+   * for it before it answers; the restore and the next round check it is done (flattened).
    */
   private flattenRound(id: string, round: number): void {
     const base = join(this.dir(id), 'rounds');
