@@ -18,7 +18,7 @@ import { until } from './support/wait.ts';
 
 const PAGE = 4096;
 
-/** A workload: 32 MiB written at random spots, 1 MiB mappings made and dropped (five kept), exec of itself on a signal. */
+/** A workload: 32 MiB written at random spots, 1 MiB mappings made and dropped (five kept), exec of itself on SIGUSR1, SIGUSR2 counted into a file. */
 const WORKLOAD = `
 import mmap, os, random, signal, sys, time
 big = bytearray(32 << 20)
@@ -26,6 +26,12 @@ for i in range(0, len(big), 4096): big[i] = 1
 maps = []
 def again(*_): os.execv(sys.executable, [sys.executable, sys.argv[0], sys.argv[1] + '.exec'])
 signal.signal(signal.SIGUSR1, again)
+got = 0
+def count(*_):
+    global got
+    got += 1
+    open(sys.argv[1] + '.usr2', 'w').write(str(got))
+signal.signal(signal.SIGUSR2, count)
 open(sys.argv[1], 'w').write('ready')
 n = 0
 while True:
@@ -279,6 +285,24 @@ describe('ferry-dirty-track (uffd-wp async + PAGEMAP_SCAN on real processes)', {
         rmdirSync(group);
       }
     }
+  });
+
+  it('a signal that reaches a process while the tracker holds it is delivered, not lost', async () => {
+    const pid = await workload('s');
+    const handled = (): number => { try { return Number(readFileSync(join(dir, 's.usr2'), 'utf8')) || 0; } catch { return 0; } };
+    // One signal at a time, each sent 0–3 ms after tracking began (before the tracker stops the
+    // process, or while it holds it): a signal the tracker swallowed would never be counted.
+    for (let i = 1; i <= 40; i++) {
+      const tracker = DirtyTracker.start();
+      trackers.push(tracker);
+      const tracking = tracker.track(pid);
+      await sleep(i % 4);
+      process.kill(pid, 'SIGUSR2');
+      await tracking;
+      await until(`signal ${i} to be handled`, async () => handled() >= i || undefined, 5000);
+      await tracker.stop();
+    }
+    assert.equal(handled(), 40);
   });
 
   it('a process that exits is reported gone; a pid that does not exist is refused with the reason', async () => {
