@@ -248,13 +248,7 @@ class PageSource {
   /** Fills `buf` with pages [first, first+count) where known and marks them in `have`; unknown pages stay unmarked. */
   async fill(first: number, count: number, buf: Buffer, have: Uint8Array): Promise<void> {
     const end = first + count;
-    let lo = 0;
-    for (let hi = this.runs.length; lo < hi;) {
-      const mid = (lo + hi) >>> 1;
-      if (this.runs[mid]!.first + this.runs[mid]!.count <= first) lo = mid + 1;
-      else hi = mid;
-    }
-    for (let i = lo; i < this.runs.length && this.runs[i]!.first < end; i++) {
+    for (let i = firstEndingAfter(this.runs, runEnd, first); i < this.runs.length && this.runs[i]!.first < end; i++) {
       const r = this.runs[i]!;
       const s = Math.max(first, r.first);
       const e = Math.min(end, r.first + r.count);
@@ -712,13 +706,10 @@ export async function flattenImage(dir: string, out: string, o: { consumeParent?
     const heads = await Promise.all(pagemaps.map((n) => readPagemap(join(dir, n))));
     const pagesFiles = new Set(heads.map((p) => `pages-${p.head.pagesId}.img`));
     let [pages, pagesWritten, patchedParent] = [0, 0, false];
-    let copiedWhy: string | undefined;
-    if (o.overlay === 'when-layout-changed') {
-      for (const [i, name] of pagemaps.entries()) {
-        const why = await whyNotPatched(dir, name, heads[i]!);
-        if (why !== undefined) { copiedWhy = `${name}: ${why}`; break; }
-      }
-    }
+    // Which pagemaps can take their parent's pages file over, read once for the choice and the work.
+    const plans = o.consumeParent ? await Promise.all(pagemaps.map((name, i) => patchPlan(dir, name, runsOf(heads[i]!, join(dir, name))))) : undefined;
+    const whyIndex = plans?.findIndex((pl) => 'why' in pl) ?? -1;
+    const copiedWhy = whyIndex < 0 ? undefined : `${pagemaps[whyIndex]}: ${(plans![whyIndex] as { why: string }).why}`;
     if (o.overlay === true || (o.overlay === 'when-layout-changed' && copiedWhy !== undefined)) {
       const link = await readlink(join(dir, 'parent'));
       for (const [i, name] of pagemaps.entries()) {
@@ -729,14 +720,13 @@ export async function flattenImage(dir: string, out: string, o: { consumeParent?
       }
       await linkOthers(dir, out, names.filter((n) => n !== 'parent' && !pagemaps.includes(n) && !pagesFiles.has(n)));
       await symlink(link, join(out, 'parent'));
-      return { pages, pagesWritten, patchedParent, overlaid: true, ...(copiedWhy ? { copiedWhy } : {}) };
+      return { pages, pagesWritten, patchedParent, overlaid: true, ...(o.overlay === 'when-layout-changed' && copiedWhy ? { copiedWhy } : {}) };
     }
     for (const [i, name] of pagemaps.entries()) {
-      const r = await flattenPagemap(dir, out, name, heads[i]!, o.consumeParent === true);
+      const r = await flattenPagemap(dir, out, name, heads[i]!, plans?.[i]);
       pages += r.pages;
       pagesWritten += r.written;
       patchedParent ||= r.patched;
-      copiedWhy ??= r.why && `${name}: ${r.why}`;
     }
     await linkOthers(dir, out, names.filter((n) => n !== 'parent' && !pagemaps.includes(n) && !pagesFiles.has(n)));
     return { pages, pagesWritten, patchedParent, ...(copiedWhy ? { copiedWhy } : {}) };
@@ -746,18 +736,49 @@ export async function flattenImage(dir: string, out: string, o: { consumeParent?
   }
 }
 
-/** Why flattenPagemap with consumeParent could not patch the parent's pages file for `name`, or undefined when it can. */
-async function whyNotPatched(dir: string, name: string, pm: Pagemap): Promise<string | undefined> {
-  const runs = runsOf(pm, join(dir, name));
-  if (!runs.every((r) => r.flags & (PE_PRESENT | PE_PARENT))) return 'runs without bytes';
+/** The flat parent pagemap whose pages file an image's pagemap (with `runs`) can take over, or why it cannot. */
+type PatchPlan = { readonly parent: Pagemap; readonly parentRuns: readonly Run[] } | { readonly why: string };
+
+/** See PatchPlan: the parent must be flat and cover exactly the same pages, and every run must hold pages. */
+async function patchPlan(dir: string, name: string, runs: readonly Run[]): Promise<PatchPlan> {
+  if (!runs.every((r) => r.flags & (PE_PRESENT | PE_PARENT))) return { why: 'runs without bytes' };
   const parent = await readPagemap(join(dir, 'parent', name)).catch(() => undefined);
-  if (!parent) return 'no usable parent pagemap';
+  if (!parent) return { why: 'no usable parent pagemap' };
   const parentRuns = runsOf(parent, join(dir, 'parent', name));
-  if (!parentRuns.every((r) => (r.flags & PE_PRESENT) && !(r.flags & PE_PARENT))) return 'the parent is not flat';
-  return coverageDiff(runs, parentRuns);
+  if (!parentRuns.every((r) => (r.flags & PE_PRESENT) && !(r.flags & PE_PARENT))) return { why: 'the parent is not flat' };
+  const why = coverageDiff(runs, parentRuns);
+  return why === undefined ? { parent, parentRuns } : { why };
 }
 
-async function flattenPagemap(dir: string, out: string, name: string, pm: Pagemap, consumeParent: boolean): Promise<{ pages: number; written: number; patched: boolean; why?: string }> {
+/**
+ * Copies pages out of `src` (file `srcFile`) through `buf`: `copy(from, dst, dstFile, to, count)`
+ * copies `count` pages at byte `from` to byte `to` of `dst`.
+ */
+function pageCopier(src: FileHandle, srcFile: string, buf: Buffer): { copy(from: number, dst: FileHandle, dstFile: string, to: number, count: number): Promise<void> } {
+  let small = 0;
+  return {
+    async copy(from, dst, dstFile, to, count) {
+      for (let done = 0; done < count; done += CHUNK_PAGES) {
+        const n = Math.min(CHUNK_PAGES, count - done);
+        const [bytes, at, into] = [n * PAGE_SIZE, from + done * PAGE_SIZE, to + done * PAGE_SIZE];
+        if (n <= SMALL_RUN_PAGES) {
+          // Changed pages come scattered, often one by one (2,610 runs at 1 GiB): a thread-pool
+          // round trip each took 0.6 s; a synchronous pread/pwrite of a page is microseconds.
+          // The event loop gets a turn every few hundred, for the agent's other work.
+          if (readSync(src.fd, buf, 0, bytes, at) !== bytes) throw malformed(srcFile, 'pages file ended early');
+          if (writeSync(dst.fd, buf, 0, bytes, into) !== bytes) throw malformed(dstFile, 'short write');
+          if (++small % 256 === 0) await new Promise((res) => setImmediate(res));
+        } else {
+          if ((await src.read(buf, 0, bytes, at)).bytesRead !== bytes) throw malformed(srcFile, 'pages file ended early');
+          await dst.write(buf, 0, bytes, into);
+        }
+      }
+    },
+  };
+}
+
+/** One pagemap of flattenImage: over the parent `plan` names (consumeParent), else copied page by page. */
+async function flattenPagemap(dir: string, out: string, name: string, pm: Pagemap, plan: PatchPlan | undefined): Promise<{ pages: number; written: number; patched: boolean }> {
   const file = join(dir, name);
   checkKnownFields(pm, file);
   const pagesFile = join(dir, `pages-${pm.head.pagesId}.img`);
@@ -769,38 +790,19 @@ async function flattenPagemap(dir: string, out: string, name: string, pm: Pagema
 
   // Fast path: a flat parent with the same pages, whose pages file becomes this one.
   const parentDir = join(dir, 'parent');
-  const parent = consumeParent && runs.every((r) => r.flags & (PE_PRESENT | PE_PARENT))
-    ? await readPagemap(join(parentDir, name)).catch(() => undefined) : undefined;
-  const parentRuns = parent ? runsOf(parent, join(parentDir, name)) : undefined;
-  const parentFlat = parentRuns?.every((r) => (r.flags & PE_PRESENT) && !(r.flags & PE_PARENT));
-  const why = !consumeParent ? undefined : !parent ? 'no usable parent pagemap' : !parentFlat ? 'the parent is not flat' : coverageDiff(runs, parentRuns!);
-  if (consumeParent && why === undefined && parent && parentRuns) {
+  if (plan && 'parent' in plan) {
+    const { parent } = plan;
     const parentPages = join(parentDir, `pages-${parent.head.pagesId}.img`);
     await checkPagesFile(parent, join(parentDir, name), parentPages);
     let written = 0;
     const [src, dst] = [await open(pagesFile, 'r'), await open(parentPages, 'r+')];
     try {
+      const copier = pageCopier(src, pagesFile, buf);
       let index = 0; // the run's first page's place in the (shared) page order
-      let small = 0;
       for (const r of runs) {
         if (r.flags & PE_PRESENT) {
-          for (let done = 0; done < r.count; done += CHUNK_PAGES) {
-            const n = Math.min(CHUNK_PAGES, r.count - done);
-            const [bytes, from, to] = [n * PAGE_SIZE, r.offset + done * PAGE_SIZE, (index + done) * PAGE_SIZE];
-            if (n <= SMALL_RUN_PAGES) {
-              // Changed pages come scattered, often one by one (2,610 runs at 1 GiB): a thread-pool
-              // round trip each took 0.6 s; a synchronous pread/pwrite of a page is microseconds.
-              // The event loop gets a turn every few hundred, for the agent's other work.
-              if (readSync(src.fd, buf, 0, bytes, from) !== bytes) throw malformed(pagesFile, 'pages file ended early');
-              if (writeSync(dst.fd, buf, 0, bytes, to) !== bytes) throw malformed(parentPages, 'short write');
-              if (++small % 256 === 0) await new Promise((res) => setImmediate(res));
-            } else {
-              const { bytesRead } = await src.read(buf, 0, bytes, from);
-              if (bytesRead !== bytes) throw malformed(pagesFile, 'pages file ended early');
-              await dst.write(buf, 0, bytes, to);
-            }
-            written += n;
-          }
+          await copier.copy(r.offset, dst, parentPages, index * PAGE_SIZE, r.count);
+          written += r.count;
         }
         index += r.count;
       }
@@ -841,7 +843,7 @@ async function flattenPagemap(dir: string, out: string, name: string, pm: Pagema
     await Promise.all([dst?.close(), source?.close()]);
   }
   await writePagemap(join(out, name), pm.head, entries, pm.magic);
-  return { pages: total, written: total, patched: false, ...(why ? { why } : {}) };
+  return { pages: total, written: total, patched: false };
 }
 
 /** flattenImage's overlay: one pagemap of `dir` over its flat parent (see flattenImage). */
@@ -859,24 +861,11 @@ async function overlayPagemap(dir: string, out: string, name: string, pm: Pagema
   if (parent) await checkPagesFile(parent, join(parentDir, name), parentPages!);
   const entries: PagemapEntry[] = [];
   const buf = Buffer.allocUnsafe(CHUNK_PAGES * PAGE_SIZE);
-  let [total, written, own, small] = [0, 0, 0, 0];
-  const [src, dst, mine] = [await open(pagesFile, 'r'), parentPages ? await open(parentPages, 'r+') : undefined, await open(join(out, `pages-${pm.head.pagesId}.img`), 'wx')];
+  let [total, written, own] = [0, 0, 0];
+  const ownPages = join(out, `pages-${pm.head.pagesId}.img`);
+  const [src, dst, mine] = [await open(pagesFile, 'r'), parentPages ? await open(parentPages, 'r+') : undefined, await open(ownPages, 'wx')];
   try {
-    /** Copies `n` pages at `from` in this image's pages file to `to` in `fd`. */
-    const move = async (from: number, to: number, n: number, fd: FileHandle, where: string): Promise<void> => {
-      for (let done = 0; done < n; done += CHUNK_PAGES) {
-        const c = Math.min(CHUNK_PAGES, n - done);
-        const bytes = c * PAGE_SIZE;
-        if (c <= SMALL_RUN_PAGES) {
-          if (readSync(src.fd, buf, 0, bytes, from + done * PAGE_SIZE) !== bytes) throw malformed(pagesFile, 'pages file ended early');
-          if (writeSync(fd.fd, buf, 0, bytes, to + done * PAGE_SIZE) !== bytes) throw malformed(where, 'short write');
-          if (++small % 256 === 0) await new Promise((res) => setImmediate(res));
-        } else {
-          if ((await src.read(buf, 0, bytes, from + done * PAGE_SIZE)).bytesRead !== bytes) throw malformed(pagesFile, 'pages file ended early');
-          await fd.write(buf, 0, bytes, to + done * PAGE_SIZE);
-        }
-      }
-    };
+    const copier = pageCopier(src, pagesFile, buf);
     for (const r of runs) {
       if (!(r.flags & (PE_PRESENT | PE_PARENT))) {
         appendRun(entries, r.first, r.count, r.flags, r.first);
@@ -885,12 +874,7 @@ async function overlayPagemap(dir: string, out: string, name: string, pm: Pagema
       total += r.count;
       // Walk the run against the parent's runs: covered stretches go into (or are already in) the parent.
       const end = r.first + r.count;
-      let lo = 0;
-      for (let hi = parentRuns.length; lo < hi;) {
-        const mid = (lo + hi) >>> 1;
-        if (parentRuns[mid]!.first + parentRuns[mid]!.count <= r.first) lo = mid + 1;
-        else hi = mid;
-      }
+      let lo = firstEndingAfter(parentRuns, runEnd, r.first);
       for (let p = r.first; p < end;) {
         const q = parentRuns[lo];
         const inside = q !== undefined && q.first <= p;
@@ -898,7 +882,7 @@ async function overlayPagemap(dir: string, out: string, name: string, pm: Pagema
         const n = stop - p;
         if (inside) {
           if (r.flags & PE_PRESENT) {
-            await move(r.offset + (p - r.first) * PAGE_SIZE, q.offset + (p - q.first) * PAGE_SIZE, n, dst!, parentPages!);
+            await copier.copy(r.offset + (p - r.first) * PAGE_SIZE, dst!, parentPages!, q.offset + (p - q.first) * PAGE_SIZE, n);
             written += n;
           }
           // Long parent runs, across the image's own entries; a lazy run stays lazy (the restore skips it and
@@ -906,7 +890,7 @@ async function overlayPagemap(dir: string, out: string, name: string, pm: Pagema
           appendRun(entries, p, n, PE_PARENT | (r.flags & PE_LAZY), 0);
         } else {
           if (!(r.flags & PE_PRESENT)) throw malformed(file, `page 0x${(p * PAGE_SIZE).toString(16)} is in no image of its parent chain`);
-          await move(r.offset + (p - r.first) * PAGE_SIZE, own * PAGE_SIZE, n, mine, join(out, `pages-${pm.head.pagesId}.img`));
+          await copier.copy(r.offset + (p - r.first) * PAGE_SIZE, mine, ownPages, own * PAGE_SIZE, n);
           own += n;
           written += n;
           appendRun(entries, p, n, PE_PRESENT | (r.flags & PE_LAZY), r.first);
@@ -944,26 +928,23 @@ export interface TrackedIncrementalRequest {
   readonly changed: ReadonlyMap<string, ChangedPages>;
 }
 
-/** Index of the first range in sorted `ranges` that ends after page `p`. */
-function firstEndingAfter(ranges: readonly (readonly [number, number])[], p: number): number {
+/** Index of the first of sorted, non-overlapping `items` that ends after page `p` (`end` gives an item's end page). */
+function firstEndingAfter<T>(items: readonly T[], end: (item: T) => number, p: number): number {
   let lo = 0;
-  for (let hi = ranges.length; lo < hi;) {
+  for (let hi = items.length; lo < hi;) {
     const mid = (lo + hi) >>> 1;
-    if (ranges[mid]![1] <= p) lo = mid + 1;
+    if (end(items[mid]!) <= p) lo = mid + 1;
     else hi = mid;
   }
   return lo;
 }
 
+/** A run's end page. */
+const runEnd = (r: Run): number => r.first + r.count;
+
 /** The first page of [first, end) not in a PE_PRESENT run of the sorted, flat `runs`; undefined when all are. */
 function firstAbsent(runs: readonly Run[], first: number, end: number): number | undefined {
-  let lo = 0;
-  for (let hi = runs.length; lo < hi;) {
-    const mid = (lo + hi) >>> 1;
-    if (runs[mid]!.first + runs[mid]!.count <= first) lo = mid + 1;
-    else hi = mid;
-  }
-  for (let p = first, i = lo; p < end; i++) {
+  for (let p = first, i = firstEndingAfter(runs, runEnd, first); p < end; i++) {
     const r = runs[i];
     if (!r || r.first > p || !(r.flags & PE_PRESENT)) return p;
     p = r.first + r.count;
@@ -1035,7 +1016,7 @@ export async function makeTrackedIncremental(req: TrackedIncrementalRequest): Pr
         // A lazy run: written stretches are read now, the rest comes from the previous round.
         const end = r.first + r.count;
         const ranges = changed!.ranges;
-        for (let p = r.first, i = firstEndingAfter(ranges, r.first); p < end;) {
+        for (let p = r.first, i = firstEndingAfter(ranges, (w) => w[1], r.first); p < end;) {
           const w = ranges[i];
           if (w && w[0] <= p) {
             const stop = Math.min(end, w[1]);

@@ -149,7 +149,7 @@ export class DirtyTracker {
 const PAGE = 4096;
 
 /** Byte ranges as [firstPage, endPage) page numbers (partial pages included). */
-export function pageRangesOf(ranges: readonly Range[]): [number, number][] {
+function pageRangesOf(ranges: readonly Range[]): [number, number][] {
   return ranges.map(([s, e]): [number, number] => [Number(s / 4096n), Number((e + 4095n) / 4096n)]);
 }
 

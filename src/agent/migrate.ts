@@ -18,8 +18,8 @@ import type { Assignment } from '../model/index.ts';
 import type { FreezeResult } from '../client/index.ts';
 import { failoverRefusal } from '../model/index.ts';
 import { fetchFiles, listFiles, safePath, sendFiles, type SendOptions } from './transfer.ts';
-import { flattenImage, makeIncremental, makeTrackedIncremental, startDeltaServer, writeMemoryImage, type ChangedPages, type DeltaServer, type IncrementalStats, type ProcessPages } from './criu-image.ts';
-import { DirtyTracker, anonPageRanges, changedPageRanges, namespacePid, openMemory, prefetch, type PageReader, type Scan } from './dirty-track.ts';
+import { flattenImage, makeIncremental, makeTrackedIncremental, startDeltaServer, writeMemoryImage, type ChangedPages, type DeltaServer, type IncrementalStats, type MemoryImageStats, type ProcessPages } from './criu-image.ts';
+import { DirtyTracker, anonPageRanges, changedPageRanges, namespacePid, openMemory, prefetch, type PageReader, type ProcessScan, type Scan } from './dirty-track.ts';
 import { packBase, packDelta, tar, unpack } from './volume-sync.ts';
 import type { LifecycleDeps } from './lifecycle.ts';
 import type { LazyDump, RuncRuntime } from './runtime/index.ts';
@@ -147,6 +147,15 @@ function userfaultfdAllowed(): boolean {
   } catch {
     return false;
   }
+}
+
+/**
+ * Of a scan, the container's processes (`pids`) it vouches for, by pid, and those it does not: not
+ * tracked (`tracked`), or reported gone.
+ */
+function vouchedFor(tracked: ReadonlySet<number>, pids: readonly number[], scan: Scan): { live: Map<number, ProcessScan>; untracked: number[] } {
+  const live = new Map(scan.processes.filter((p) => !p.gone).map((p) => [p.pid, p]));
+  return { live, untracked: pids.filter((p) => !tracked.has(p) || !live.has(p)) };
 }
 
 /** Bytes of memory pages in the CRIU image in `dir` (its pages-*.img files). */
@@ -284,7 +293,6 @@ export class MigrationAgent {
     const t = this.trackers.get(id);
     if (!t) return undefined;
     try {
-      failpointThrow('migrate:tracker-round');
       for (const pid of await this.d.runtime.pids(rec.runtimeId)) {
         if (t.pids.has(pid)) continue;
         await t.tracker.track(pid);
@@ -312,14 +320,13 @@ export class MigrationAgent {
     if (round > 0) failpointThrow('migrate:tracked-round');
     const t = this.trackers.get(id)!;
     const pids = await this.d.runtime.pids(rec.runtimeId);
-    const live = new Map(scan.processes.filter((p) => !p.gone).map((p) => [p.pid, p]));
-    const untracked = pids.filter((p) => !t.pids.has(p) || !live.has(p));
+    const { live, untracked } = vouchedFor(t.pids, pids, scan);
     if (untracked.length > 0) throw new Error(`processes ${untracked.join(', ')} are not tracked`);
     const base = join(this.dir(id), 'rounds');
     const dir = join(base, String(round));
     const t0 = performance.now();
     const readers: { close(): void }[] = [];
-    let stats: IncrementalStats & { pagesUnreadable: number };
+    let stats: MemoryImageStats;
     try {
       const processes = new Map<string, ProcessPages>();
       for (const pid of pids) {
@@ -382,8 +389,7 @@ export class MigrationAgent {
       failpointThrow('migrate:tracker-scan');
       const pids = await this.d.runtime.pids(rec.runtimeId);
       const scan = await t.tracker.scan({ frozen: true });
-      const live = new Map(scan.processes.filter((p) => !p.gone).map((p) => [p.pid, p]));
-      const untracked = pids.filter((p) => !t.pids.has(p) || !live.has(p));
+      const { live, untracked } = vouchedFor(t.pids, pids, scan);
       if (untracked.length > 0) {
         this.d.log(`migration ${id}: processes ${untracked.join(', ')} of ${rec.name} are not tracked; the final round compares every page`);
         return undefined;
