@@ -7,6 +7,8 @@
  * leaves the container where it was.
  */
 import { describe, it } from 'node:test';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import assert from 'node:assert/strict';
 import { skipUnlessReady } from './support/prereq.ts';
 import { until } from './support/wait.ts';
@@ -38,7 +40,8 @@ describe('live migration between two nodes (pre-copy)', { skip: skipUnlessReady(
       assert.deepEqual(c.hosts.flatMap(runcIdsOn), [v.status!.runtimeId]);
       // The final round read only the pages written since the last round began (the write tracker).
       const final = m.status.history.find((h) => h.phase === 'Freeze' && h.message?.startsWith('final delta'))?.message ?? '';
-      assert.match(final, /^final delta after round \d+: \d+ of \d+ pages \(the pages written since it began, as the write tracker found them\)$/);
+      // …and CRIU's dump left the others out (the clean-pages shim scripts/setup installs).
+      assert.match(final, /^final delta after round \d+: \d+ of \d+ pages \(the pages written since it began, as the write tracker found them; CRIU dumped only those\)$/);
       process.stdout.write(`# pre-copy to ${to}: ${m.status.round} round(s), freeze ${m.status.freezeMs} ms, total ${m.status.totalMs} ms, ${m.status.bytes} bytes; ${final}\n`);
     }
     for (const x of c.hosts) assert.deepEqual(migrationFilesOn(x), [], `no migration files left on ${x.node}`);
@@ -78,7 +81,7 @@ describe('live migration between two nodes (pre-copy)', { skip: skipUnlessReady(
       const m = await c.json<Migration>(['migrate', 'tree', '--to', to, '--strategy', 'pre-copy']);
       assert.equal(m.status.phase, 'Succeeded', `${m.status.error ?? ''}`);
       const final = m.status.history.find((h) => h.phase === 'Freeze' && h.message?.startsWith('final delta'))?.message ?? '';
-      assert.match(final, /as the write tracker found them/);
+      assert.match(final, /as the write tracker found them; CRIU dumped only those\)$/);
       const now = await counts();
       assert.deepEqual(now, last.map((x) => x + 1), 'both counters continued');
       last = now;
@@ -108,6 +111,25 @@ describe('live migration between two nodes (pre-copy)', { skip: skipUnlessReady(
       assert.equal(await count(), before + 1, 'the counter continued');
       for (const x of c.hosts) assert.deepEqual(migrationFilesOn(x), [], `no migration files left on ${x.node}`);
       await c.ok(['rm', '-f', 'dumped']);
+    });
+  });
+
+  describe('CRIU fails the dump that leaves the unchanged pages out (failpoint on the source)', () => {
+    onSharedCluster(n, { a: 'migrate:clean-pages-dump' });
+
+    it('the container, still frozen and whole, is dumped again with every page pinned; the counter continues', async () => {
+      const { c, a, b } = n;
+      const count = await runCounter(c, 'pinned', a.node, ['-e', 'BALLAST_MB=64', '-e', 'DIRTY_PCT_PER_SEC=2']);
+      const before = await count();
+      const m = await c.json<Migration>(['migrate', 'pinned', '--to', b.node, '--strategy', 'pre-copy']);
+      assert.equal(m.status.phase, 'Succeeded', `${m.status.error ?? ''}`);
+      const final = m.status.history.find((h) => h.phase === 'Freeze' && h.message?.startsWith('final delta'))?.message ?? '';
+      assert.match(final, /as the write tracker found them; CRIU pinned every page\)$/);
+      assert.equal(await count(), before + 1, 'the counter continued');
+      const log = readFileSync(join(c.home, 'logs', `agent-${a.node}.log`), 'utf8');
+      assert.match(log, /the final dump without the unchanged pages failed \([\s\S]*?Pid-reuse detection failed: no parent inventory/, 'CRIU itself refused it');
+      for (const x of c.hosts) assert.deepEqual(migrationFilesOn(x), [], `no migration files left on ${x.node}`);
+      await c.ok(['rm', '-f', 'pinned']);
     });
   });
 

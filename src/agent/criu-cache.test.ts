@@ -4,7 +4,7 @@ import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { CRIU_CACHE_FILE, CRIU_RUN_DIR, primeCriuCache } from './criu-cache.ts';
+import { CRIU_CACHE_FILE, CRIU_CLEAN_CACHE_FILE, CRIU_RUN_DIR, cleanPagesSupported, primeCriuCache } from './criu-cache.ts';
 import { isTmpfs } from './migrate.ts';
 
 const CRIU = process.env.FERRY_CRIU ?? '/opt/ferry/bin/criu';
@@ -70,6 +70,39 @@ test('real CRIU: after primeCriuCache, CRIU loads its kernel facts from /run ins
   }
 });
 
+test('real CRIU: with the clean-pages switch CRIU keeps a cache of its own, which says "dirty tracking"', async (t) => {
+  const missing = process.getuid?.() !== 0 ? 'needs root' : !existsSync(CRIU) ? `needs CRIU at ${CRIU} (scripts/setup)` : undefined;
+  if (missing) {
+    if (process.env.CI === 'true') assert.fail(`CRIU cache test cannot run: ${missing}`);
+    return t.skip(missing);
+  }
+  if (!readFileSync(CRIU, 'utf8').includes('/criu-root/')) return t.skip('a system CRIU is in use (no private root, no shim)');
+  const dir = mkdtempSync(join(tmpdir(), 'ferry-kdat-test-'));
+  try {
+    assert.equal(await cleanPagesSupported(CRIU), true);
+    const r = await primeCriuCache(CRIU, { cleanPages: true });
+    if (!isTmpfs(CRIU_RUN_DIR)) {
+      assert.equal(r.status, 'written', JSON.stringify(r));
+      assert.equal(statSync(CRIU_CLEAN_CACHE_FILE).size, (r as { bytes: number }).bytes);
+    }
+    await primeCriuCache(CRIU);
+    // Each kind of run loads its own file: the switched-on one says the kernel tracks dirty pages, the plain one does not.
+    const ask = (env: NodeJS.ProcessEnv): { status: number | null; log: string } => {
+      const log = join(dir, `check-${Object.keys(env).length}.log`);
+      const c = spawnSync(CRIU, ['check', '--feature', 'mem_dirty_track', '-v4', '-o', log], { encoding: 'utf8', env });
+      return { status: c.status, log: readFileSync(log, 'utf8') };
+    };
+    const on = ask({ ...process.env, FERRY_CRIU_CLEAN: '/dev/null' });
+    const off = ask({ ...process.env, FERRY_CRIU_CLEAN: '' });
+    assert.equal(on.status, 0, on.log.slice(-1500));
+    assert.notEqual(off.status, 0, 'the plain run still knows better');
+    for (const x of [on, off]) assert.match(x.log, /Loaded kdat cache from/, 'no probing: the cache was found');
+    assert.deepEqual(readdirSync(CRIU_RUN_DIR).filter((n) => n.includes('.ferry-')), [], 'no temporary left');
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
 test('real CRIU: the wrapper scripts/setup writes runs CRIU with Ferry\'s recv() shim preloaded', (t) => {
   const missing = !existsSync(CRIU) ? `needs CRIU at ${CRIU} (scripts/setup)` : undefined;
   if (missing) {
@@ -79,7 +112,7 @@ test('real CRIU: the wrapper scripts/setup writes runs CRIU with Ferry\'s recv()
   const shim = '/opt/ferry/lib/ferry-criu-uncork.so';
   const wrapper = readFileSync(CRIU, 'utf8');
   if (!wrapper.includes('/criu-root/')) return t.skip('a system CRIU is in use (no private root, no shim)');
-  assert.ok(wrapper.includes(`--preload "${shim}"`), wrapper);
+  assert.ok(wrapper.includes(`--preload "${shim}:/opt/ferry/lib/ferry-criu-clean.so"`), wrapper);
   const symbols = spawnSync('nm', ['-D', '--defined-only', shim], { encoding: 'utf8' });
   assert.equal(symbols.status, 0, symbols.stderr);
   assert.match(symbols.stdout, /\bT recv\b/, 'the shim defines recv()');

@@ -14,7 +14,7 @@
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { chmod, rename, rm, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { promisify } from 'node:util';
 import { isTmpfs } from './migrate.ts';
 
@@ -23,6 +23,13 @@ const run = promisify(execFile);
 /** Where CRIU (run as root) looks for its cache; compiled into CRIU, not configurable. */
 export const CRIU_RUN_DIR = '/run';
 export const CRIU_CACHE_FILE = join(CRIU_RUN_DIR, 'criu.kdat');
+/**
+ * The cache of CRIU runs with Ferry's clean-pages shim active (native/criu/clean-pages.c redirects
+ * CRIU's own name to it): there the kernel "tracks dirty pages", which must not reach other runs.
+ */
+export const CRIU_CLEAN_CACHE_FILE = join(CRIU_RUN_DIR, 'criu-ferry-clean.kdat');
+/** The shim's switch: a file of clean pages; /dev/null vouches for none (for checks). */
+const CLEAN_ENV = { FERRY_CRIU_CLEAN: '/dev/null' };
 
 export type CriuCacheResult =
   | { readonly status: 'criu-writes-it' }
@@ -34,20 +41,23 @@ export type CriuCacheResult =
  * (CRIU keeps the file there itself); otherwise the file is written anew. Never throws: without the
  * cache CRIU only runs slower.
  */
-export async function primeCriuCache(criuPath: string, o: { runDir?: string } = {}): Promise<CriuCacheResult> {
+export async function primeCriuCache(criuPath: string, o: { runDir?: string; cleanPages?: boolean } = {}): Promise<CriuCacheResult> {
   const runDir = o.runDir ?? CRIU_RUN_DIR;
   if (isTmpfs(runDir)) return { status: 'criu-writes-it' };
+  const name = basename(o.cleanPages ? CRIU_CLEAN_CACHE_FILE : CRIU_CACHE_FILE);
   let kdat: Buffer;
   try {
     // unshare(1) makes the new mount namespace's mounts private, so the tmpfs stays in it.
-    const script = 'mount -t tmpfs -o size=1m,mode=0755 ferry-criu-kdat /run && "$0" check >/dev/null 2>&1; cat /run/criu.kdat';
-    ({ stdout: kdat } = await run('unshare', ['--mount', '--propagation', 'private', 'sh', '-c', script, criuPath], { encoding: 'buffer', timeout: 30_000 }));
+    const script = `mount -t tmpfs -o size=1m,mode=0755 ferry-criu-kdat /run && "$0" check >/dev/null 2>&1; cat /run/${name}`;
+    ({ stdout: kdat } = await run('unshare', ['--mount', '--propagation', 'private', 'sh', '-c', script, criuPath], {
+      encoding: 'buffer', timeout: 30_000, ...(o.cleanPages ? { env: { ...process.env, ...CLEAN_ENV } } : {}),
+    }));
   } catch (e) {
     return { status: 'failed', reason: `criu check in a private /run: ${(e as Error).message.split('\n')[0]}` };
   }
-  if (kdat.length === 0) return { status: 'failed', reason: `${criuPath} check wrote no cache` };
-  const file = join(runDir, 'criu.kdat');
-  const tmp = join(runDir, `.criu.kdat.ferry-${randomBytes(4).toString('hex')}`);
+  if (kdat.length === 0) return { status: 'failed', reason: `${criuPath} check wrote no cache${o.cleanPages ? ' (no clean-pages shim?)' : ''}` };
+  const file = join(runDir, name);
+  const tmp = join(runDir, `.${name}.ferry-${randomBytes(4).toString('hex')}`);
   try {
     await writeFile(tmp, kdat, { mode: 0o600 });
     await chmod(tmp, 0o600);
@@ -57,4 +67,18 @@ export async function primeCriuCache(criuPath: string, o: { runDir?: string } = 
     return { status: 'failed', reason: `writing ${file}: ${(e as Error).message}` };
   }
   return { status: 'written', bytes: kdat.length };
+}
+
+/**
+ * Whether CRIU at `criuPath` runs with Ferry's clean-pages shim (native/criu/clean-pages.c, preloaded
+ * by the wrapper scripts/setup writes): then an incremental dump can leave out the pages the write
+ * tracker vouches for. Asks CRIU itself (`check --feature mem_dirty_track` with the shim switched on).
+ */
+export async function cleanPagesSupported(criuPath: string): Promise<boolean> {
+  try {
+    await run(criuPath, ['check', '--feature', 'mem_dirty_track'], { timeout: 30_000, env: { ...process.env, ...CLEAN_ENV } });
+    return true;
+  } catch {
+    return false;
+  }
 }

@@ -184,6 +184,30 @@ export function encodePagemap(head: PagemapHead, entries: readonly PagemapEntry[
   return buf;
 }
 
+/** The only word before an inventory image's message (CRIU writes no common magic there). */
+export const INVENTORY_MAGIC = 0x58313116;
+/** The image version CRIU 4.x writes (InventoryEntry.img_version). */
+const CRIU_IMAGES_VERSION = 2;
+
+/**
+ * Writes `dir`/inventory.img for a memory-only round image (writeMemoryImage) that a CRIU dump is to
+ * name as its parent: CRIU reads the parent's inventory for the time it was taken (dump_uptime, µs
+ * since boot) and takes from the parent only pages of processes that began before it (its pid-reuse
+ * check); without the file the dump fails. `uptimeUs` must be after every process of the image began.
+ */
+export async function writeParentInventory(dir: string, uptimeUs: number): Promise<void> {
+  const body: number[] = [0x08];
+  pushVarint(body, CRIU_IMAGES_VERSION);
+  body.push(0x40); // field 8, dump_uptime
+  pushVarint(body, BigInt(Math.floor(uptimeUs)));
+  const out: number[] = [];
+  pushMessage(out, body);
+  const buf = Buffer.alloc(4 + out.length);
+  buf.writeUInt32LE(INVENTORY_MAGIC, 0);
+  buf.set(out, 4);
+  await writeFile(join(dir, 'inventory.img'), buf);
+}
+
 /** Reads and decodes one pagemap-*.img. */
 export async function readPagemap(file: string): Promise<Pagemap> {
   return decodePagemap(await readFile(file), file);
@@ -926,6 +950,13 @@ export interface TrackedIncrementalRequest {
   readonly parentLink: string;
   /** Written pages by pagemap id (the process's pid in the container's namespace). */
   readonly changed: ReadonlyMap<string, ChangedPages>;
+  /**
+   * When the dump itself left pages out as PE_PARENT entries (CRIU told which pages are unchanged,
+   * native/criu/clean-pages.c): those pages by pagemap id, as sorted [firstPage, endPage) ranges. A
+   * PE_PARENT entry inside them is lazy (they are pages of private anonymous mappings, no stack
+   * pointer's page); one outside them stays eager.
+   */
+  readonly clean?: ReadonlyMap<string, readonly (readonly [number, number])[]>;
 }
 
 /** Index of the first of sorted, non-overlapping `items` that ends after page `p` (`end` gives an item's end page). */
@@ -973,10 +1004,11 @@ export async function makeTrackedIncremental(req: TrackedIncrementalRequest): Pr
     const id = /^pagemap-(\d+)\.img$/.exec(name)?.[1];
     const changed = id === undefined ? undefined : req.changed.get(id);
     if (lazy && !changed) throw criuImageErrors.CRIU_IMAGE_UNSUPPORTED({ file, reason: 'its lazy pages belong to a process whose writes were not tracked' });
-    const prev = lazy ? await PageSource.open(req.previous, name) : undefined;
+    const holes = runs.some((r) => r.flags & PE_PARENT);
+    const prev = lazy || holes ? await PageSource.open(req.previous, name) : undefined;
     const prevRuns = prev?.flatRuns();
     await prev?.close();
-    if (lazy && !prevRuns) throw criuImageErrors.CRIU_IMAGE_UNSUPPORTED({ file: join(req.previous, name), reason: 'the previous round has no flat image of this process' });
+    if ((lazy || holes) && !prevRuns) throw criuImageErrors.CRIU_IMAGE_UNSUPPORTED({ file: join(req.previous, name), reason: 'the previous round has no flat image of this process' });
     const entries: PagemapEntry[] = [];
     const outFile = join(req.out, `pages-${pm.head.pagesId}.img`);
     const [src, dst] = [await open(pagesFile, 'r'), await open(outFile, 'wx')];
@@ -999,8 +1031,25 @@ export async function makeTrackedIncremental(req: TrackedIncrementalRequest): Pr
         appendRun(entries, first, n, flags, first);
         pagesChanged += n;
       };
+      const clean = id === undefined ? undefined : req.clean?.get(id);
       for (const r of runs) {
-        if (r.flags & PE_PARENT) throw criuImageErrors.CRIU_IMAGE_UNSUPPORTED({ file, reason: 'the dump is already incremental (PE_PARENT entries)' });
+        if (r.flags & PE_PARENT) {
+          // Left out by the dump (unchanged, see `clean`): the previous round must hold every page.
+          const end = r.first + r.count;
+          const absent = firstAbsent(prevRuns!, r.first, end);
+          if (absent !== undefined) throw malformed(file, `page 0x${(absent * PAGE_SIZE).toString(16)} is a PE_PARENT entry of the dump but not in the previous round`);
+          const ranges = clean ?? [];
+          for (let p = r.first, i = firstEndingAfter(ranges, (c) => c[1], r.first); p < end;) {
+            const c = ranges[i];
+            const inside = c !== undefined && c[0] <= p;
+            const stop = inside ? Math.min(end, c[1]) : Math.min(end, c ? c[0] : end);
+            appendRun(entries, p, stop - p, PE_PARENT | (inside ? PE_LAZY : r.flags & PE_LAZY), r.first);
+            p = stop;
+            if (inside) i++;
+          }
+          pagesTotal += r.count;
+          continue;
+        }
         if (r.flags & PE_PRESENT) {
           copy(r.first, r.count, r.flags, (first, count, into) => {
             const bytes = count * PAGE_SIZE;

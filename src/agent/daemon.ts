@@ -16,7 +16,7 @@ import { createNodeNetwork } from './network/index.ts';
 import { RecordStore } from './records.ts';
 import { Reconciler } from './reconciler.ts';
 import { MigrationAgent, defaultScratchDir, freePort, type MigrationOutcome } from './migrate.ts';
-import { CRIU_CACHE_FILE, primeCriuCache } from './criu-cache.ts';
+import { CRIU_CACHE_FILE, cleanPagesSupported, primeCriuCache } from './criu-cache.ts';
 import type { OverlayConfig } from './network/index.ts';
 import type { NodeRegistered, NodeRegistration } from '../client/index.ts';
 import { AgentClient } from '../client/index.ts';
@@ -156,9 +156,18 @@ export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
   const listenHost = o.host === '0.0.0.0' ? '127.0.0.1' : o.host;
   const port = o.port === 0 ? await freePort(listenHost) : o.port;
   const url = o.advertiseUrl ?? `http://${listenHost}:${port}`;
-  const [facts, kdat] = await Promise.all([readFacts(o.runcPath, o.criuPath), primeCriuCache(o.criuPath)]);
+  // With the clean-pages shim a pre-copy final dump leaves out what the write tracker vouches for;
+  // its CRIU runs keep a cache of their own (see criu-cache.ts).
+  const cleanPages = (async (): Promise<boolean> => {
+    if (!await cleanPagesSupported(o.criuPath)) return false;
+    const r = await primeCriuCache(o.criuPath, { cleanPages: true });
+    if (r.status === 'failed') log(`CRIU kernel-facts cache for clean-pages dumps not written: ${r.reason}`);
+    return true;
+  })();
+  const [facts, kdat, criuCleanPages] = await Promise.all([readFacts(o.runcPath, o.criuPath), primeCriuCache(o.criuPath), cleanPages]);
   if (kdat.status === 'written') log(`CRIU kernel-facts cache written to ${CRIU_CACHE_FILE} (/run is not a tmpfs, so CRIU would probe the kernel on every run)`);
   if (kdat.status === 'failed') log(`CRIU kernel-facts cache not written (every CRIU run probes the kernel, 30-60 ms): ${kdat.reason}`);
+  if (!criuCleanPages) log(`CRIU at ${o.criuPath} runs without Ferry's clean-pages shim: a pre-copy final dump pins every page`);
   const registration = (): NodeRegistration => ({
     name: o.name, address: url, labels: o.labels, capacity: readCapacity(), facts, agentVersion: o.version,
     network: o.underlayIp ? { underlayIp: o.underlayIp } : { subnet: o.subnet },
@@ -219,6 +228,8 @@ export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
     postCopy: { checkpoint: (id, co) => runtime.checkpointLazy(id, co), criuPath: o.criuPath, host: pageServerHost },
     // FERRY_DIRTY_TRACK=0 turns pre-copy's write tracking off (bench/migration compares both).
     ...(process.env.FERRY_DIRTY_TRACK === '0' ? { dirtyTrack: false } : {}),
+    // FERRY_CRIU_CLEAN_PAGES=0 turns the clean-pages final dump off (bench/migration can compare both).
+    criuCleanPages: criuCleanPages && process.env.FERRY_CRIU_CLEAN_PAGES !== '0',
   });
   const api: FastifyInstance = await buildAgentApi({
     node: o.name, token: [apiToken, o.token], runtime, images, spoolDir: join(o.dataDir, 'spool'),

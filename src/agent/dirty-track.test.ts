@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { changedPageRanges, intersectPageRanges, mergePageRanges, parseScan, prefetch, type PageReader } from './dirty-track.ts';
+import { changedPageRanges, intersectPageRanges, mergePageRanges, parseScan, prefetch, subtractPageRanges, type PageReader } from './dirty-track.ts';
 
 test('parseScan: written and untracked ranges per process, gone processes, the totals', () => {
   const scan = parseScan('pid 10\nu 7f0000000000 7f0000002000\nw 400000 402000\nw 7f0000001000 7f0000002000\npid 11\ngone\nend 3 2\n');
@@ -28,6 +28,14 @@ test('mergePageRanges and intersectPageRanges: sorted, merged, adjacent ranges j
   assert.deepEqual(mergePageRanges([[9, 12], [1, 3]], [[3, 4], [10, 15], [20, 20]]), [[1, 4], [9, 15]]);
   assert.deepEqual(intersectPageRanges([[1, 4], [9, 15]], [[0, 2], [3, 10], [14, 30]]), [[1, 2], [3, 4], [9, 10], [14, 15]]);
   assert.deepEqual(intersectPageRanges([[1, 4]], []), []);
+});
+
+test('subtractPageRanges: what of the first list the second does not cover', () => {
+  assert.deepEqual(subtractPageRanges([[1, 10], [20, 30]], [[0, 2], [4, 5], [9, 21], [25, 26], [29, 40]]), [[2, 4], [5, 9], [21, 25], [26, 29]]);
+  assert.deepEqual(subtractPageRanges([[1, 10]], []), [[1, 10]]);
+  assert.deepEqual(subtractPageRanges([], [[1, 10]]), []);
+  assert.deepEqual(subtractPageRanges([[1, 3], [5, 7]], [[1, 7]]), []);
+  assert.deepEqual(subtractPageRanges([[1, 3], [5, 7]], [[3, 5]]), [[1, 3], [5, 7]], 'touching is not overlapping');
 });
 
 test('prefetch: the ranges are read once, now; reads inside them come from memory, others go through', () => {

@@ -5,7 +5,7 @@
  * pre-copy final round that reads only the pages written since the last round instead of all memory.
  */
 import { spawn, spawnSync, type ChildProcessWithoutNullStreams } from 'node:child_process';
-import { closeSync, existsSync, openSync, readFileSync, readSync } from 'node:fs';
+import { closeSync, existsSync, openSync, readdirSync, readFileSync, readSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 
 /** The helper scripts/setup builds. */
@@ -307,4 +307,48 @@ export function intersectPageRanges(a: readonly (readonly [number, number])[], b
     else j++;
   }
   return out;
+}
+
+/** The pages of sorted, non-overlapping `a` that are not in sorted, non-overlapping `b`. */
+export function subtractPageRanges(a: readonly (readonly [number, number])[], b: readonly (readonly [number, number])[]): [number, number][] {
+  const out: [number, number][] = [];
+  let j = 0;
+  for (const [s0, e] of a) {
+    let s = s0;
+    while (j < b.length && b[j]![1] <= s) j++;
+    for (let k = j; k < b.length && b[k]![0] < e && s < e; k++) {
+      if (b[k]![0] > s) out.push([s, b[k]![0]]);
+      s = Math.max(s, b[k]![1]);
+    }
+    if (s < e) out.push([s, e]);
+  }
+  return out;
+}
+
+/**
+ * The pages of frozen process `pid` a final dump may take from the previous round, as sorted
+ * [firstPage, endPage) ranges: the private anonymous mappings the tracker protects (those it names
+ * in neither `written` nor `untracked` are unchanged, see native/dirtytrack) minus `changed`, minus
+ * the page each thread's stack pointer is in (CRIU dumps those eagerly, never as lazy pages, so they
+ * must stay its own). Undefined — nothing vouched for — when the process has locked memory (CRIU
+ * treats locked mappings apart) or a thread's stack pointer cannot be read.
+ */
+export function cleanPageRanges(pid: number, changed: readonly (readonly [number, number])[]): [number, number][] | undefined {
+  if (/^VmLck:\s+[1-9]/m.test(readFileSync(`/proc/${pid}/status`, 'utf8'))) return undefined;
+  const tracked: [number, number][] = [];
+  for (const line of readFileSync(`/proc/${pid}/maps`, 'utf8').split('\n')) {
+    // The tracker's own rule (kind() in ferry-dirty-track.c): private, no file (inode 0), not a special mapping.
+    const m = /^([0-9a-f]+)-([0-9a-f]+) (\S{4}) \S+ \S+ (\d+)\s*(.*)$/.exec(line);
+    if (!m || m[3]![3] !== 'p' || m[4] !== '0' || m[5] === '[vdso]' || NEVER_DUMPED.test(m[5]!)) continue;
+    tracked.push([Number(BigInt(`0x${m[1]}`) / 4096n), Number(BigInt(`0x${m[2]}`) / 4096n)]);
+  }
+  const stacks: [number, number][] = [];
+  for (const tid of readdirSync(`/proc/${pid}/task`)) {
+    // "NR ARGS… SP PC" in a system call, "-1 SP PC" outside one, "running" when it runs (not frozen).
+    const f = readFileSync(`/proc/${pid}/task/${tid}/syscall`, 'utf8').trim().split(' ');
+    if (f.length < 3) return undefined;
+    const sp = Number(BigInt(f[f.length - 2]!) / 4096n);
+    stacks.push([sp, sp + 1]);
+  }
+  return subtractPageRanges(subtractPageRanges(mergePageRanges(tracked), mergePageRanges(changed)), mergePageRanges(stacks));
 }

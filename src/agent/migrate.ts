@@ -11,15 +11,15 @@ import { existsSync, readFileSync, statfsSync } from 'node:fs';
 import { chmod, chown, mkdir, readdir, readFile, rename, rm, rmdir, statfs, symlink, writeFile } from 'node:fs/promises';
 import { createServer, isIPv4 } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { basename, join } from 'node:path';
+import { basename, join, relative } from 'node:path';
 import type { Readable } from 'node:stream';
 import { createHash, randomBytes } from 'node:crypto';
 import type { Assignment } from '../model/index.ts';
 import type { FreezeResult } from '../client/index.ts';
 import { failoverRefusal } from '../model/index.ts';
 import { fetchFiles, listFiles, safePath, sendFiles, type SendOptions } from './transfer.ts';
-import { flattenImage, makeIncremental, makeTrackedIncremental, startDeltaServer, writeMemoryImage, type ChangedPages, type DeltaServer, type IncrementalStats, type MemoryImageStats, type ProcessPages } from './criu-image.ts';
-import { DirtyTracker, anonPageRanges, changedPageRanges, namespacePid, openMemory, prefetch, type PageReader, type ProcessScan, type Scan } from './dirty-track.ts';
+import { flattenImage, makeIncremental, makeTrackedIncremental, startDeltaServer, writeMemoryImage, writeParentInventory, type ChangedPages, type DeltaServer, type IncrementalStats, type MemoryImageStats, type ProcessPages } from './criu-image.ts';
+import { DirtyTracker, anonPageRanges, changedPageRanges, cleanPageRanges, namespacePid, openMemory, prefetch, type PageReader, type ProcessScan, type Scan } from './dirty-track.ts';
 import { packBase, packDelta, tar, unpack } from './volume-sync.ts';
 import type { LifecycleDeps } from './lifecycle.ts';
 import type { LazyDump, RuncRuntime } from './runtime/index.ts';
@@ -30,7 +30,7 @@ import type { ContainerRecord } from './records.ts';
 import { bundleSpec } from './spec.ts';
 import { prepareVolumes } from './volumes.ts';
 import { agentErrors } from './errors.ts';
-import { failpoint, failpointThrow } from '../errors/index.ts';
+import { failpoint, failpointEnabled, failpointThrow } from '../errors/index.ts';
 
 /** Room a migration on the scratch tmpfs leaves free beyond its expected size (CRIU's other files, a margin). */
 const SCRATCH_SPARE_BYTES = 64 * 1048576;
@@ -103,10 +103,32 @@ export interface MigrateDeps extends LifecycleDeps {
    * fails, the final round compares every page (the delta server).
    */
   readonly dirtyTrack?: boolean;
+  /**
+   * CRIU runs with the clean-pages shim (criu-cache.ts cleanPagesSupported): a tracked final round's
+   * dump then leaves the unchanged pages out as PE_PARENT entries instead of pinning all of memory.
+   */
+  readonly criuCleanPages?: boolean;
 }
 
 /** Above this share of the container's pages written since the last round, tracking saves little: the final round compares every page. */
 const TRACKED_MAX_SHARE = 0.5;
+
+/** What the tracker says changed in a frozen container since the last round (see trackedChanges). */
+interface TrackedChanges {
+  /** Written pages by pagemap id, and a way to read them. */
+  readonly changed: Map<string, ChangedPages>;
+  readonly pages: number;
+  /** Pages vouched for as unchanged, by host pid and by pagemap id; absent when the dump cannot use them. */
+  readonly clean?: { readonly byPid: Map<number, [number, number][]>; readonly byKey: Map<string, [number, number][]> };
+  /** Takes the written pages into memory now. */
+  prefetch(): void;
+  close(): void;
+}
+
+/** Microseconds since boot (/proc/uptime), the clock of CRIU's inventory. */
+function uptimeMicros(): number {
+  return Math.floor(Number(readFileSync('/proc/uptime', 'utf8').split(' ')[0]) * 1e6);
+}
 
 /** How a post-copy target's lazy phase is going. */
 interface LazyTarget {
@@ -380,7 +402,7 @@ export class MigrationAgent {
    * by pagemap id, when it vouches for every process and for enough of memory to be worth it; else
    * undefined (the caller compares every page). Readers stay open until `close`.
    */
-  private async trackedChanges(id: string, rec: ContainerRecord): Promise<{ changed: Map<string, ChangedPages>; pages: number; prefetch(): void; close(): void } | undefined> {
+  private async trackedChanges(id: string, rec: ContainerRecord): Promise<TrackedChanges | undefined> {
     const t = this.trackers.get(id);
     if (!t) return undefined;
     const readers: { close(): void }[] = [];
@@ -403,19 +425,27 @@ export class MigrationAgent {
       }
       const changed = new Map<string, ChangedPages & { read: PageReader }>();
       const written = new Map<string, [number, number][]>();
+      const clean = this.d.criuCleanPages ? { byPid: new Map<number, [number, number][]>(), byKey: new Map<string, [number, number][]>() } : undefined;
       for (const pid of pids) {
         const reader = openMemory(pid);
         readers.push(reader);
         const p = live.get(pid)!;
         const key = String(namespacePid(pid));
-        changed.set(key, { ranges: changedPageRanges(p), read: reader.read });
+        const ranges = changedPageRanges(p);
+        changed.set(key, { ranges, read: reader.read });
         written.set(key, changedPageRanges({ ...p, untracked: [] }));
+        // The pages the final dump may leave out (a process without them is dumped whole).
+        const unchanged = clean ? cleanPageRanges(pid, ranges) : undefined;
+        if (clean && unchanged) {
+          clean.byPid.set(pid, unchanged);
+          clean.byKey.set(key, unchanged);
+        }
       }
       /** Takes the written pages into memory now (see prefetch). */
       const prefetchAll = (): void => {
         for (const [key, c] of changed) c.read = prefetch(c.read, written.get(key)!);
       };
-      return { changed, pages, prefetch: prefetchAll, close };
+      return { changed, pages, prefetch: prefetchAll, close, ...(clean && clean.byPid.size > 0 ? { clean } : {}) };
     } catch (e) {
       close();
       this.d.log(`migration ${id}: the tracker's scan failed (${(e as Error).message}); the final round compares every page`);
@@ -570,7 +600,7 @@ export class MigrationAgent {
       let pageServer: string | undefined;
       // After pre-copy rounds with the writes tracked: only the written pages are read (see trackedFinal).
       const tracked = preCopyRound !== undefined ? await this.trackedChanges(id, rec) : undefined;
-      let trackedStats: IncrementalStats | undefined;
+      let trackedStats: (IncrementalStats & { unchangedLeftOut: boolean }) | undefined;
       if (tracked) {
         try {
           trackedStats = await this.trackedFinal(id, rec, finalDir, preCopyRound!, tracked, times);
@@ -605,12 +635,12 @@ export class MigrationAgent {
         sendDir = join(finalDir, 'send');
         this.deltaServers.delete(id); // spent by this dump
         void this.stopTracking(id, { later: true });
-        let stats = trackedStats;
+        let stats: IncrementalStats | undefined = trackedStats;
         if (!stats) {
           stats = delta ? await delta.finish() : await makeIncremental({ previous: join(dir, 'rounds', String(preCopyRound), 'full'), current: join(finalDir, 'full'), out: sendDir, parentLink: `../${preCopyRound}` });
           times.lap(`delta (${stats.pagesChanged} of ${stats.pagesTotal} pages changed${delta ? ', compared while streamed' : ''})`);
         }
-        finalDelta = { pagesSent: stats.pagesChanged, pagesTotal: stats.pagesTotal, tracked: trackedStats !== undefined };
+        finalDelta = { pagesSent: stats.pagesChanged, pagesTotal: stats.pagesTotal, tracked: trackedStats !== undefined, ...(trackedStats ? { unchangedLeftOut: trackedStats.unchangedLeftOut } : {}) };
       }
       const dumpMs = performance.now() - t0;
       failpoint('migrate:after-dump');
@@ -638,14 +668,53 @@ export class MigrationAgent {
    * thus reads the written pages, not all of memory. CRIU's page server of the lazy dump is never
    * asked for a page and is ended at once; the container stays frozen, as after any final dump.
    */
-  private async trackedFinal(id: string, rec: ContainerRecord, finalDir: string, round: number, tracked: { changed: Map<string, ChangedPages>; prefetch(): void }, times: { lap(name: string): void }): Promise<IncrementalStats> {
-    const pc = this.d.postCopy!;
+  private async trackedFinal(id: string, rec: ContainerRecord, finalDir: string, round: number, tracked: TrackedChanges, times: { lap(name: string): void }): Promise<IncrementalStats & { unchangedLeftOut: boolean }> {
     await this.stopDeltaServer(id);
+    if (tracked.clean) {
+      try {
+        return { ...await this.trackedFinalDump(id, rec, finalDir, round, tracked, times, tracked.clean), unchangedLeftOut: true };
+      } catch (e) {
+        // The container is still frozen and whole (--leave-running): the plain way is still open.
+        this.d.log(`migration ${id}: the final dump without the unchanged pages failed (${(e as Error).message}); dumping again with every page pinned`);
+        times.lap('dump without the unchanged pages failed');
+      }
+    }
+    return { ...await this.trackedFinalDump(id, rec, finalDir, round, tracked, times), unchangedLeftOut: false };
+  }
+
+  /**
+   * One attempt of trackedFinal. With `clean` (the pages the tracker vouches for as unchanged since
+   * round `round`, by host pid and by pagemap id) CRIU's dump is incremental over that round's image
+   * (native/criu/clean-pages.c tells it which pages are clean): those pages become PE_PARENT entries
+   * it neither pins nor copies, and only the written ones are lazy pages. Without it every anonymous
+   * page is a lazy page CRIU pins (the walk of all of memory: 263–278 ms at 1 GiB).
+   */
+  private async trackedFinalDump(
+    id: string, rec: ContainerRecord, finalDir: string, round: number, tracked: TrackedChanges, times: { lap(name: string): void },
+    clean?: NonNullable<TrackedChanges['clean']>,
+  ): Promise<IncrementalStats> {
+    const pc = this.d.postCopy!;
     await rm(finalDir, { recursive: true, force: true });
     const [lazy, work] = [join(finalDir, 'lazy'), join(finalDir, 'work')];
     await mkdir(lazy, { recursive: true, mode: 0o755 });
     await mkdir(work, { recursive: true, mode: 0o755 });
-    const dumping = pc.checkpoint(rec.runtimeId, { imagePath: lazy, workPath: work, pageServer: `127.0.0.1:${await freePort('127.0.0.1')}`, tcpEstablished: true });
+    const previous = join(this.dir(id), 'rounds', String(round), 'full');
+    let incremental: { parentPath: string; cleanPages: string } | undefined;
+    if (clean) {
+      const file = join(work, 'clean-pages');
+      const lines: string[] = [];
+      for (const [pid, ranges] of clean.byPid) {
+        lines.push(`p ${pid}`);
+        for (const [s, e] of ranges) lines.push(`c ${(s * 4096).toString(16)} ${(e * 4096).toString(16)}`);
+      }
+      await writeFile(file, `${lines.join('\n')}\n`);
+      // CRIU takes from a parent only the pages of processes begun before it was taken. (The
+      // failpoint leaves the file out: CRIU's dump then fails for real, and the plain one follows.)
+      if (failpointEnabled('migrate:clean-pages-dump')) await rm(join(previous, 'inventory.img'), { force: true });
+      else await writeParentInventory(previous, uptimeMicros());
+      incremental = { parentPath: relative(lazy, previous), cleanPages: file };
+    }
+    const dumping = pc.checkpoint(rec.runtimeId, { imagePath: lazy, workPath: work, pageServer: `127.0.0.1:${await freePort('127.0.0.1')}`, tcpEstablished: true, ...incremental });
     // While CRIU works (its own processes, the other CPU), the written pages are read here: the
     // processes are frozen, so they are what the dump sees.
     try {
@@ -656,8 +725,8 @@ export class MigrationAgent {
     }
     const dump = await dumping;
     try {
-      times.lap('dump without pages, written pages read meanwhile');
-      const stats = await makeTrackedIncremental({ dump: lazy, previous: join(this.dir(id), 'rounds', String(round), 'full'), out: join(finalDir, 'send'), parentLink: `../${round}`, changed: tracked.changed });
+      times.lap(clean ? 'dump of the written pages only (the rest unchanged), written pages read meanwhile' : 'dump without pages, written pages read meanwhile');
+      const stats = await makeTrackedIncremental({ dump: lazy, previous, out: join(finalDir, 'send'), parentLink: `../${round}`, changed: tracked.changed, ...(clean ? { clean: clean.byKey } : {}) });
       times.lap(`image (${stats.pagesChanged} of ${stats.pagesTotal} pages sent, tracked)`);
       await dump.stop();
       times.lap('CRIU ended');

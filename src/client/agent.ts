@@ -11,7 +11,11 @@ export interface FreezeResult {
   /** Post-copy: where the source's CRIU serves the pages. */
   readonly pageServer?: string;
   /** Pre-copy: the final delta's pages, and whether the write tracker found them (else every page was compared). */
-  readonly finalDelta?: { readonly pagesSent: number; readonly pagesTotal: number; readonly tracked: boolean };
+  /**
+   * After pre-copy rounds: the final delta. `unchangedLeftOut` (tracked only): CRIU's dump left the
+   * pages the tracker vouched for out (clean-pages shim) instead of pinning every page.
+   */
+  readonly finalDelta?: { readonly pagesSent: number; readonly pagesTotal: number; readonly tracked: boolean; readonly unchangedLeftOut?: boolean };
 }
 
 /** Client of one agent. */

@@ -189,7 +189,8 @@ async function perform(d: MigrationDeps, m: Migration, t: DriveState): Promise<M
       await save(d, m.metadata.name, (x) => {
         x.status.bytes = r.bytes;
         if (fd) {
-          const how = fd.tracked ? 'the pages written since it began, as the write tracker found them' : 'every page compared with it';
+          const how = !fd.tracked ? 'every page compared with it'
+            : `the pages written since it began, as the write tracker found them; ${fd.unchangedLeftOut ? 'CRIU dumped only those' : 'CRIU pinned every page'}`;
           x.status.history.push({ phase: 'Freeze', at: new Date().toISOString(), message: `final delta after round ${m.status.round}: ${fd.pagesSent} of ${fd.pagesTotal} pages (${how})` });
         }
       });

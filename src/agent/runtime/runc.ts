@@ -73,7 +73,15 @@ export interface RuncRuntime extends ContainerRuntime {
    * and the server listens; `done` settles when CRIU has finished. The container is left as it was
    * (frozen by the caller), never destroyed here.
    */
-  checkpointLazy(id: string, o: { imagePath: string; workPath: string; pageServer: string; tcpEstablished?: boolean }): Promise<LazyDump>;
+  checkpointLazy(id: string, o: {
+    imagePath: string; workPath: string; pageServer: string; tcpEstablished?: boolean;
+    /**
+     * An incremental dump over the image at this path (relative to imagePath): the pages listed in
+     * the `cleanPages` file (native/criu/clean-pages.c) are PE_PARENT entries, neither dumped nor
+     * pinned. Needs the CRIU wrapper of scripts/setup (the shim preloaded).
+     */
+    parentPath?: string; cleanPages?: string;
+  }): Promise<LazyDump>;
 }
 
 /** A running post-copy dump (see checkpointLazy). */
@@ -360,13 +368,15 @@ export function createRuncRuntime(options: RuncRuntimeOptions): RuncRuntime {
         ...globalArgs(cmd), '--criu', cmd.criu, 'checkpoint', '--image-path', o.imagePath, '--work-path', o.workPath,
         // --leave-running: once every page is served the container stays as it was (frozen), not
         // destroyed — it goes only after the switch is recorded, exactly like a stop-copy source.
-        '--lazy-pages', '--leave-running', '--page-server', o.pageServer, '--status-fd', '3', ...(o.tcpEstablished ? ['--tcp-established'] : []), id,
+        '--lazy-pages', '--leave-running', '--page-server', o.pageServer, '--status-fd', '3', ...(o.tcpEstablished ? ['--tcp-established'] : []),
+        ...(o.parentPath !== undefined ? ['--parent-path', o.parentPath] : []), id,
       ];
       // Fd 3 gets one byte from CRIU once the images are written and the page server listens. runc
       // accepts only an O_WRONLY status fd, and Node's pipes are read-write socket pairs, so a shell
       // pipe carries the byte (`cat` passes it on); pipefail keeps runc's exit status. Its own group,
       // so stop() reaches runc too.
-      const child = spawn('bash', ['-c', 'set -o pipefail; "$@" 3>&1 >/dev/null | cat', 'bash', cmd.bin, ...args], { stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+      const env = o.cleanPages !== undefined ? { ...process.env, FERRY_CRIU_CLEAN: o.cleanPages } : process.env;
+      const child = spawn('bash', ['-c', 'set -o pipefail; "$@" 3>&1 >/dev/null | cat', 'bash', cmd.bin, ...args], { stdio: ['ignore', 'pipe', 'pipe'], detached: true, env });
       let stderr = '';
       child.stderr!.on('data', (b: Buffer) => { stderr += b.toString(); });
       const failure = async (code: number | null): Promise<Error> => {
