@@ -48,6 +48,29 @@ describe('live migration between two nodes (pre-copy)', { skip: skipUnlessReady(
     await c.ok(['rm', '-f', 'pre']);
   });
 
+  it('auto measures the writes and the link first: a 320 MiB container writing 1 %/s goes pre-copy, and says why', async () => {
+    const { c, a, b } = n;
+    const count = await runCounter(c, 'auto', a.node, ['-e', 'BALLAST_MB=320', '-e', 'DIRTY_PCT_PER_SEC=1']);
+    try {
+    const before = await count();
+    // --check decides the same way without moving anything.
+    const check = await c.json<Migration>(['migrate', 'auto', '--to', b.node, '--check']);
+    assert.equal(check.status.phase, 'Succeeded', `${check.status.error ?? ''}`);
+    assert.equal(check.status.strategy, 'pre-copy', check.status.strategyReason);
+    const m = await c.json<Migration>(['migrate', 'auto', '--to', b.node]);
+    assert.equal(m.status.phase, 'Succeeded', `${m.status.error ?? ''}`);
+    assert.equal(m.status.strategy, 'pre-copy', m.status.strategyReason);
+    assert.match(m.status.strategyReason ?? '', /^auto: \d+(\.\d+)? MiB in memory, written at [\d.]+ [KM]iB\/s, well under the link \([\d.]+ [MG]iB\/s\): pre-copy converges, freeze ~\d+ ms, and the source stays whole until the switch$/);
+    const measured = m.status.history.find((h) => h.phase === 'Precheck' && h.message?.startsWith('auto measured'))?.message ?? '';
+    assert.match(measured, /^auto measured: writes [\d.]+[KM]iB\/s \(\d+ pages written in \d+ ms\); link [\d.]+[MG]iB\/s \(32MiB fetched in \d+ ms\)$/);
+    assert.equal(await count(), before + 1, 'the counter continued');
+    for (const x of c.hosts) assert.deepEqual(migrationFilesOn(x), [], `no migration files (nor the probe) left on ${x.node}`);
+    process.stdout.write(`# auto: ${m.status.strategyReason}; ${measured}; freeze ${m.status.freezeMs} ms\n`);
+    } finally {
+      await c.ok(['rm', '-f', 'auto']);
+    }
+  });
+
   it('a cancel during a round rolls back at once: the container runs on where it was', async () => {
     const { c, a, b } = n;
     const count = await runCounter(c, 'slow', a.node, ['-e', 'BALLAST_MB=64']);

@@ -68,6 +68,8 @@ export function fitsScratch(freeBytes: number, expectBytes: number | undefined):
 
 /** Beside a migration's directory (always on disk): its volume copies. */
 const VOLUMES_SUFFIX = '.volumes';
+/** Suffix of the directory of auto's link probe (see layProbe). */
+const PROBE_SUFFIX = '.probe';
 /** In a migration's volumes directory on the source: which host-local volumes it moves away. */
 const OUTGOING_FILE = 'outgoing.json';
 
@@ -79,6 +81,8 @@ const UPPER_KEY = '.upper';
 const deltaFile = (key: string): string => (key === UPPER_KEY ? 'upper.delta.tar' : `volume-${key}.delta.tar`);
 /** The `files` subdir a target asks for to get the volume bases. */
 const VOLUMES_SUBDIR = 'volumes';
+/** The files subdir (and the volume-copies subdir) of the link probe of `--strategy auto`. */
+const PROBE_SUBDIR = 'probe';
 
 /** How long open connections through a published port may take to finish before the freeze. */
 const DRAIN_MS = 500;
@@ -274,6 +278,8 @@ export class MigrationAgent {
     this.flattening.delete(id);
     await rm(this.dir(id), { recursive: true, force: true });
     await rm(`${this.dir(id)}.work`, { recursive: true, force: true });
+    await rm(this.probeDir(id), { recursive: true, force: true });
+    await rm(`${this.probeDir(id)}-in`, { recursive: true, force: true });
     if (!o.keepVolumes) await rm(this.volumesDir(id), { recursive: true, force: true });
     this.placed.delete(id);
   }
@@ -453,6 +459,12 @@ export class MigrationAgent {
     }
   }
 
+  /** Where auto's link probe of migration `id` is laid (source) or fetched to (target, `-in`): on disk, beside the volume copies. */
+  private probeDir(id: string): string {
+    this.dir(id); // checks the id
+    return join(this.diskRoot(), `${id}${PROBE_SUFFIX}`);
+  }
+
   /** Where migration `id` keeps its volume copies: always on disk (volumes may be larger than memory). */
   private volumesDir(id: string): string {
     this.dir(id); // checks the id
@@ -463,6 +475,59 @@ export class MigrationAgent {
   private localVolume(name: string): string {
     if (!/^[A-Za-z0-9][A-Za-z0-9_.-]*$/.test(name)) throw agentErrors.BAD_REQUEST({ reason: `bad volume name "${name}"` });
     return join(this.d.volumes.local, name, 'data');
+  }
+
+  /**
+   * Source, Precheck of `--strategy auto`: how fast container `name` writes its memory, from the
+   * write tracker (ferry-dirty-track): every anonymous page protected, the pages written in the next
+   * `windowMs` counted, the protection removed again. `why` instead when it cannot be measured here.
+   */
+  async measureWrites(id: string, name: string, windowMs: number): Promise<{ bytesPerSec?: number; pages?: number; ms?: number; why?: string }> {
+    this.dir(id); // checks the id
+    const rec = this.record(name);
+    if (!(this.d.dirtyTrack ?? DirtyTracker.available()) || !DirtyTracker.available()) return { why: 'the write tracker is not available on this node' };
+    const tracker = DirtyTracker.start();
+    try {
+      for (const pid of await this.d.runtime.pids(rec.runtimeId)) await tracker.track(pid);
+      await tracker.scan(); // protects every mapping
+      const t0 = performance.now();
+      await sleep(windowMs);
+      const scan = await tracker.scan();
+      const ms = performance.now() - t0;
+      return { bytesPerSec: Math.round((scan.writtenPages * 4096 * 1000) / ms), pages: scan.writtenPages, ms: Math.round(ms) };
+    } catch (e) {
+      return { why: (e as Error).message };
+    } finally {
+      await tracker.stop().catch((e: Error) => this.d.log(`migration ${id}: the write tracker did not end cleanly: ${e.message}`));
+    }
+  }
+
+  /**
+   * Source, Precheck of `--strategy auto`: `bytes` random bytes for the target to fetch the way the
+   * migration's files travel (measureLink); removed once sent, or with the migration's files.
+   */
+  async layProbe(id: string, bytes: number): Promise<{ bytes: number }> {
+    const dir = this.probeDir(id);
+    await rm(dir, { recursive: true, force: true });
+    await mkdir(dir, { recursive: true, mode: 0o700 });
+    // Random, so that nothing on the way could make it cheaper than memory pages.
+    await writeFile(join(dir, 'probe'), randomBytes(bytes));
+    return { bytes };
+  }
+
+  /** Target, Precheck of `--strategy auto`: fetches the source's probe (layProbe); the link's speed as the migration's files would see it. */
+  async measureLink(id: string, sourceUrl: string): Promise<{ bytes: number; ms: number; bytesPerSec: number }> {
+    const dir = `${this.probeDir(id)}-in`;
+    await rm(dir, { recursive: true, force: true });
+    await mkdir(dir, { recursive: true, mode: 0o700 });
+    try {
+      const t0 = performance.now();
+      const got = await this.fetch(id, sourceUrl, dir, { bytesPerSec: 0, subdir: PROBE_SUBDIR });
+      const ms = Math.max(1, performance.now() - t0);
+      return { bytes: got.bytes, ms: Math.round(ms), bytesPerSec: Math.round((got.bytes * 1000) / ms) };
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
   }
 
   /**
@@ -740,6 +805,11 @@ export class MigrationAgent {
   /** Source: the files of migration `id` (CRIU image + writable layer) for the target, from `resume` on. */
   files(id: string, o: SendOptions, subdir?: string): Readable {
     if (subdir === VOLUMES_SUBDIR) return sendFiles(join(this.volumesDir(id), 'base'), o);
+    if (subdir === PROBE_SUBDIR) {
+      // Sent once, then gone (a --check migration has no Cleanup to remove it).
+      const dir = this.probeDir(id);
+      return sendFiles(dir, o).once('close', () => void rm(dir, { recursive: true, force: true }));
+    }
     return sendFiles(subdir ? join(this.dir(id), safePath(subdir)) : this.dir(id), o);
   }
 
@@ -1175,7 +1245,7 @@ export class MigrationAgent {
     for (const root of [this.diskRoot(), ...(this.d.scratchDir !== undefined ? [this.d.scratchDir] : [])]) {
       for (const name of await readdir(root).catch(() => [] as string[])) {
         if (name === SCRATCH_OWNER_FILE && root === this.d.scratchDir) continue;
-        const id = name.replace(/\.work$/, '').replace(VOLUMES_SUFFIX, '');
+        const id = name.replace(/\.(work|probe|probe-in)$/, '').replace(VOLUMES_SUFFIX, '');
         if (this.lazySources.has(id) || this.lazyTargets.has(id) || this.pageServers.has(id) || this.fetches.has(id) || this.flattening.has(id)) continue;
         const o = await outcome(id);
         if (o === 'active') continue;

@@ -149,6 +149,16 @@ export async function buildAgentApi(deps: AgentApiDeps): Promise<FastifyInstance
   app.post('/v1/migrate/:id/fetch-volumes', {
     schema: { params: Mid, body: Type.Object({ source: Type.String(), volumes: VolumeNames, bytesPerSec: Type.Optional(Type.Integer({ minimum: 0 })) }) },
   }, async (req) => deps.migrations.fetchVolumes(req.params.id, req.body.source, req.body.volumes, req.body.bytesPerSec));
+  // --strategy auto: the container's write rate (source) and the link's speed (a probe the target fetches).
+  app.post('/v1/migrate/:id/measure-writes', {
+    schema: { params: Mid, body: Type.Object({ name: Type.String(), windowMs: Type.Integer({ minimum: 100, maximum: 10_000 }) }) },
+  }, async (req) => deps.migrations.measureWrites(req.params.id, req.body.name, req.body.windowMs));
+  app.post('/v1/migrate/:id/probe', {
+    schema: { params: Mid, body: Type.Object({ bytes: Type.Integer({ minimum: 4096, maximum: 256 * 1024 * 1024 }) }) },
+  }, async (req) => deps.migrations.layProbe(req.params.id, req.body.bytes));
+  app.post('/v1/migrate/:id/measure-link', {
+    schema: { params: Mid, body: Type.Object({ source: Type.String() }) },
+  }, async (req) => deps.migrations.measureLink(req.params.id, req.body.source));
   app.post('/v1/migrate/:id/prepare', {
     schema: { params: Mid, body: Type.Optional(Type.Object({ expectBytes: Expect })) },
   }, async (req) => deps.migrations.prepare(req.params.id, req.body?.expectBytes));

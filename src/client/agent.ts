@@ -91,6 +91,21 @@ export class AgentClient {
     return requestJson(this.endpoint, 'GET', `v1/migrate/${id}/received`);
   }
 
+  /** Migration, source (`--strategy auto`): how fast container `name` writes its memory, over `windowMs`; `why` when it cannot tell. */
+  migrateMeasureWrites(id: string, name: string, windowMs: number): Promise<{ bytesPerSec?: number; pages?: number; ms?: number; why?: string }> {
+    return requestJson(this.endpoint, 'POST', `v1/migrate/${id}/measure-writes`, { body: { name, windowMs } });
+  }
+
+  /** Migration, source (`--strategy auto`): lays `bytes` random bytes for the target's link probe. */
+  migrateLayProbe(id: string, bytes: number): Promise<{ bytes: number }> {
+    return requestJson(this.endpoint, 'POST', `v1/migrate/${id}/probe`, { body: { bytes } });
+  }
+
+  /** Migration, target (`--strategy auto`): fetches the source's probe; the link's speed. */
+  migrateMeasureLink(id: string, source: string): Promise<{ bytes: number; ms: number; bytesPerSec: number }> {
+    return requestJson(this.endpoint, 'POST', `v1/migrate/${id}/measure-link`, { body: { source } });
+  }
+
   /** Migration, target, before the freeze: a CRIU page server for the dump's pages; its host:port. `expectBytes`: the container's memory, where known. */
   migratePrepare(id: string, expectBytes?: number): Promise<{ pageServer: string }> {
     return requestJson(this.endpoint, 'POST', `v1/migrate/${id}/prepare`, { body: expectBytes !== undefined ? { expectBytes: Math.ceil(expectBytes) } : {} });

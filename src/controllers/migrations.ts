@@ -11,7 +11,7 @@ import { AgentClient } from '../client/index.ts';
 import { failpoint } from '../errors/index.ts';
 import type { Assignment, Container, ContainerStatus, Migration, Node, NodeImages } from '../model/index.ts';
 import { keys, findImage, formatBytes } from '../model/index.ts';
-import { autoStrategy, precopyDone, step, recover, TERMINAL, movesMemory, precheck, blocking, localVolumeNames, volumeCheck, type RoundReport, type MachineState, type MigrationEvent, type MigrationPhase } from '../migration/index.ts';
+import { AUTO_PROBE_BYTES, AUTO_STOP_COPY_MAX_BYTES, AUTO_WRITE_WINDOW_MS, autoStrategy, precopyDone, step, recover, TERMINAL, movesMemory, precheck, blocking, localVolumeNames, volumeCheck, type RoundReport, type MachineState, type MigrationEvent, type MigrationPhase } from '../migration/index.ts';
 import { assignmentOf, nodeSnapshots } from './containers.ts';
 import { startLoop, type Loop } from './loop.ts';
 import { holdAtEntryPoints, releaseHold } from './holds.ts';
@@ -40,6 +40,34 @@ function untilCancelled(d: MigrationDeps, id: string): { promise: Promise<'cance
 const PROGRESS_MS = 300;
 /** How often Cleanup asks whether a post-copy transfer has finished. */
 const CLEANUP_POLL_MS = 200;
+
+/**
+ * `--strategy auto` for a container above AUTO_STOP_COPY_MAX_BYTES: how fast it writes its memory
+ * (the source's write tracker over AUTO_WRITE_WINDOW_MS) and how fast the link is (`--bandwidth`, else
+ * AUTO_PROBE_BYTES the target fetches from the source the way the migration's files travel), with
+ * the history line that says so. What cannot be measured is left out, and the line says why.
+ */
+async function measureForAuto(d: MigrationDeps, m: Migration, name: string): Promise<{ facts: { dirtyBytesPerSec?: number; bandwidthBytesPerSec?: number }; line: string }> {
+  const id = m.metadata.name;
+  const [src, dst] = [await agent(d, m.spec.from), await agent(d, m.spec.to)];
+  const w = await src.client.migrateMeasureWrites(id, name, AUTO_WRITE_WINDOW_MS).catch((e: Error) => ({ why: e.message, bytesPerSec: undefined, pages: undefined, ms: undefined }));
+  let link = m.spec.bandwidthBytesPerSec;
+  let how = '--bandwidth';
+  if (!link) {
+    try {
+      await src.client.migrateLayProbe(id, AUTO_PROBE_BYTES);
+      const r = await dst.client.migrateMeasureLink(id, src.url);
+      [link, how] = [r.bytesPerSec, `${formatBytes(r.bytes)} fetched in ${r.ms} ms`];
+    } catch (e) {
+      how = `not measured: ${(e as Error).message}`;
+    }
+  }
+  const writes = w.bytesPerSec !== undefined ? `${formatBytes(w.bytesPerSec)}/s (${w.pages} pages written in ${w.ms} ms)` : `not measured (${w.why})`;
+  return {
+    facts: { ...(w.bytesPerSec !== undefined ? { dirtyBytesPerSec: w.bytesPerSec } : {}), ...(link ? { bandwidthBytesPerSec: link } : {}) },
+    line: `auto measured: writes ${writes}; link ${link ? `${formatBytes(link)}/s (${how})` : `(${how})`}`,
+  };
+}
 
 /** What one drive of a migration remembers between phases (not persisted: a restart before the switch rolls back). */
 interface DriveState {
@@ -110,9 +138,15 @@ async function perform(d: MigrationDeps, m: Migration, t: DriveState): Promise<M
         ? await (await agent(d, m.spec.from)).client.stats(st.runtimeId).then((s) => Number(s.memoryDumpBytes ?? s.memoryUsageBytes) || undefined, () => undefined) : undefined;
       let strategy = m.status.strategy;
       if (m.spec.strategy === 'auto') {
-        const pick = autoStrategy({ memoryBytes: usage, postCopyAllowed: to.facts.userfaultfd === true });
+        // Above the size where stop-copy wins anyway, auto decides by what it measures now.
+        const measured = usage !== undefined && usage > AUTO_STOP_COPY_MAX_BYTES ? await measureForAuto(d, m, name) : undefined;
+        const pick = autoStrategy({ memoryBytes: usage, postCopyAllowed: to.facts.userfaultfd === true, ...measured?.facts });
         strategy = pick.strategy;
-        await save(d, m.metadata.name, (x) => { x.status.strategy = pick.strategy; x.status.strategyReason = pick.reason; });
+        await save(d, m.metadata.name, (x) => {
+          x.status.strategy = pick.strategy;
+          x.status.strategyReason = pick.reason;
+          if (measured) x.status.history.push({ phase: 'Precheck', at: new Date().toISOString(), message: measured.line });
+        });
       }
       await save(d, m.metadata.name, (x) => { x.status.progress = { bytes: 0, ...(usage ? { totalBytes: usage } : {}), updatedAt: new Date().toISOString() }; });
       const image = findImage(from.images, c.spec.image);

@@ -7,6 +7,6 @@ export { FORWARD, TERMINAL, movesMemory, runsOn, pastPointOfNoReturn } from './p
 export type { MachineState, MigrationEvent, MigrationAction, StepResult } from './machine.ts';
 export { initial, step, recover, ENTRY_ACTIONS } from './machine.ts';
 export type { WorkloadFacts, StrategyChoice, RoundReport, ConvergenceGoal } from './strategy.ts';
-export { autoStrategy, chooseStrategy, precopyDone, stopCopyFreezeMs, preCopyFreezeMs, AUTO_STOP_COPY_MAX_BYTES } from './strategy.ts';
+export { autoStrategy, chooseStrategy, precopyDone, stopCopyFreezeMs, preCopyFreezeMs, AUTO_STOP_COPY_MAX_BYTES, AUTO_WRITE_WINDOW_MS, AUTO_PROBE_BYTES } from './strategy.ts';
 export type { NodeCheckFacts, ContainerCheckFacts, CheckResult } from './prechecks.ts';
 export { precheck, blocking, missingCpuFlags, localVolumeNames, volumeCheck } from './prechecks.ts';

@@ -46,12 +46,26 @@ test('pre-copy stops on the freeze goal, the round limit, or when deltas stop sh
   assert.match(precopyDone(many, goal).reason, /round limit/);
 });
 
-test('auto today: stop-copy while small, post-copy when large and the target allows it', () => {
+test('auto with measured writes and link: pre-copy when it converges (safer), post-copy on a slow link, stop-copy when nothing else ends', () => {
+  const quiet = autoStrategy({ memoryBytes: GiB, postCopyAllowed: true, dirtyBytesPerSec: 1 * MiB, bandwidthBytesPerSec: link });
+  assert.equal(quiet.strategy, 'pre-copy');
+  assert.match(quiet.reason, /^auto: 1 GiB in memory, written at 1 MiB\/s, well under the link \(1000 MiB\/s\): pre-copy converges, freeze ~551 ms/);
+  const slow = autoStrategy({ memoryBytes: 4 * GiB, postCopyAllowed: true, dirtyBytesPerSec: 8 * MiB, bandwidthBytesPerSec: 50 * MiB });
+  assert.equal(slow.strategy, 'post-copy', slow.reason);
+  // The same on a target without userfaultfd: pre-copy still converges.
+  assert.equal(autoStrategy({ memoryBytes: 4 * GiB, postCopyAllowed: false, dirtyBytesPerSec: 8 * MiB, bandwidthBytesPerSec: 50 * MiB }).strategy, 'pre-copy');
+  const heavy = autoStrategy({ memoryBytes: GiB, postCopyAllowed: true, dirtyBytesPerSec: 600 * MiB, bandwidthBytesPerSec: link });
+  assert.deepEqual([heavy.strategy, /faster than the link can follow/.test(heavy.reason)], ['stop-copy', true]);
+  // Small ones are not measured at all: stop-copy.
+  assert.equal(autoStrategy({ memoryBytes: 200 * MiB, postCopyAllowed: true, dirtyBytesPerSec: 600 * MiB, bandwidthBytesPerSec: link }).strategy, 'stop-copy');
+});
+
+test('auto without measurements: stop-copy while small, post-copy when large and the target allows it', () => {
   const MiB = 1024 * 1024;
   assert.equal(autoStrategy({ memoryBytes: 64 * MiB, postCopyAllowed: true }).strategy, 'stop-copy');
   assert.equal(autoStrategy({ memoryBytes: 256 * MiB, postCopyAllowed: true }).strategy, 'stop-copy');
   const big = autoStrategy({ memoryBytes: 1024 * MiB, postCopyAllowed: true });
-  assert.deepEqual([big.strategy, /auto: 1 GiB in memory/.test(big.reason)], ['post-copy', true]);
+  assert.deepEqual([big.strategy, /auto: 1 GiB in memory, its writes not measured/.test(big.reason)], ['post-copy', true]);
   // A container of a few hundred KiB is not "0 MiB".
   assert.match(autoStrategy({ memoryBytes: 423 * 1024, postCopyAllowed: true }).reason, /^auto: 423 KiB in memory: stop-copy/);
   assert.match(autoStrategy({ memoryBytes: 1024 * MiB, postCopyAllowed: false }).reason, /does not allow userfaultfd/);

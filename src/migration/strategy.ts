@@ -26,21 +26,31 @@ export interface StrategyChoice {
   readonly estimatesMs: Readonly<Record<Strategy, number>>;
 }
 
-/** Dump + restore work that does not depend on memory size (measured 0.2–0.3 s). */
-const FIXED_FREEZE_MS = 250;
-/** Post-copy freezes only for the non-memory dump and a lazy restore (measured 0.22–0.29 s, any size). */
-const POSTCOPY_FREEZE_MS = 280;
+/**
+ * The freeze's part that does not depend on memory size: two runc+CRIU runs (the dump without pages,
+ * the lazy restore), the files between them and the switch. Measured here at 1 GiB: post-copy
+ * 0.55–0.76 s; pre-copy with tracked writes 0.61–0.70 s, of which the final delta's pages a few ms.
+ */
+const FIXED_FREEZE_MS = 550;
+/** Post-copy freezes for the fixed part only, whatever the size. */
+const POSTCOPY_FREEZE_MS = FIXED_FREEZE_MS;
+/** Stop-copy dumps its pages into the target's page server at about this rate (1 GiB: ≈ 0.7 s on top). */
+const STOPCOPY_DUMP_BYTES_PER_SEC = 1.5 * 1024 * 1024 * 1024;
 /** Above this share of memory rewritten per second, post-copy's fault handling stalls the workload. */
 const POSTCOPY_MAX_DIRTY_SHARE_PER_SEC = 0.005;
-/** Below this size stop-copy's freeze is already short and it has no failure mode of its own. */
-const SMALL_BYTES = 128 * 1024 * 1024;
+/**
+ * Pre-copy is taken over post-copy when its freeze is expected to be at most this much longer: its
+ * source stays whole until the switch (post-copy loses the container if the source dies before every
+ * page has arrived), and heavy writes cannot stall it.
+ */
+const PRECOPY_SAFETY_MARGIN_MS = 200;
 
-/** Estimated freeze of stop-copy: everything crosses the link inside the freeze. */
+/** Estimated freeze of stop-copy: every page crosses inside the freeze, at the slower of the link and the dump. */
 export function stopCopyFreezeMs(f: WorkloadFacts): number {
-  return FIXED_FREEZE_MS + (1000 * f.memoryBytes) / f.bandwidthBytesPerSec;
+  return FIXED_FREEZE_MS + (1000 * f.memoryBytes) / Math.min(f.bandwidthBytesPerSec, STOPCOPY_DUMP_BYTES_PER_SEC);
 }
 
-/** Estimated freeze of pre-copy: only what is dirtied during one final round crosses inside the freeze. */
+/** Estimated freeze of pre-copy: only what is written during one final round crosses inside the freeze. */
 export function preCopyFreezeMs(f: WorkloadFacts): number {
   const dirty = f.dirtyBytesPerSec ?? f.memoryBytes; // unknown = assume the worst
   const roundSec = f.memoryBytes / f.bandwidthBytesPerSec;
@@ -48,42 +58,61 @@ export function preCopyFreezeMs(f: WorkloadFacts): number {
   return FIXED_FREEZE_MS + (1000 * lastDelta) / f.bandwidthBytesPerSec;
 }
 
-/** Picks a strategy for `f`, saying why. */
-export function chooseStrategy(f: WorkloadFacts): StrategyChoice {
+/** Picks a strategy for `f` (above AUTO_STOP_COPY_MAX_BYTES, see autoStrategy), saying why. */
+export function chooseStrategy(f: WorkloadFacts, postCopyAllowed = true): StrategyChoice {
   const estimatesMs = { 'stop-copy': Math.round(stopCopyFreezeMs(f)), 'pre-copy': Math.round(preCopyFreezeMs(f)), 'post-copy': POSTCOPY_FREEZE_MS };
-  if (f.memoryBytes <= SMALL_BYTES) {
+  if (f.memoryBytes <= AUTO_STOP_COPY_MAX_BYTES) {
     return { strategy: 'stop-copy', estimatesMs, reason: `${size(f.memoryBytes)} is small: stop-copy freezes ~${estimatesMs['stop-copy']} ms and cannot lose pages` };
   }
+  const rate = f.dirtyBytesPerSec === undefined ? 'unknown' : `${size(f.dirtyBytesPerSec)}/s`;
   const dirtyShare = f.dirtyBytesPerSec === undefined ? undefined : f.dirtyBytesPerSec / f.memoryBytes;
   const converges = f.dirtyBytesPerSec !== undefined && f.dirtyBytesPerSec < f.bandwidthBytesPerSec / 2;
-  if (converges && estimatesMs['pre-copy'] <= Math.max(POSTCOPY_FREEZE_MS, 300)) {
-    return { strategy: 'pre-copy', estimatesMs, reason: `dirty rate ${size(f.dirtyBytesPerSec!)}/s is well under the link (${size(f.bandwidthBytesPerSec)}/s): pre-copy converges, final delta ~${estimatesMs['pre-copy']} ms, and the source stays whole until the switch` };
+  const quiet = postCopyAllowed && dirtyShare !== undefined && dirtyShare <= POSTCOPY_MAX_DIRTY_SHARE_PER_SEC;
+  if (converges && (!quiet || estimatesMs['pre-copy'] <= POSTCOPY_FREEZE_MS + PRECOPY_SAFETY_MARGIN_MS)) {
+    return { strategy: 'pre-copy', estimatesMs, reason: `${size(f.memoryBytes)} in memory, written at ${rate}, well under the link (${size(f.bandwidthBytesPerSec)}/s): pre-copy converges, freeze ~${estimatesMs['pre-copy']} ms, and the source stays whole until the switch` };
   }
-  if (dirtyShare !== undefined && dirtyShare <= POSTCOPY_MAX_DIRTY_SHARE_PER_SEC) {
-    return { strategy: 'post-copy', estimatesMs, reason: `${size(f.memoryBytes)} with few writes (${(dirtyShare * 100).toFixed(2)} %/s): post-copy freezes ~${POSTCOPY_FREEZE_MS} ms whatever the size` };
+  if (quiet) {
+    return { strategy: 'post-copy', estimatesMs, reason: `${size(f.memoryBytes)} with few writes (${(dirtyShare! * 100).toFixed(2)} %/s) over a link of ${size(f.bandwidthBytesPerSec)}/s: post-copy freezes ~${POSTCOPY_FREEZE_MS} ms whatever the size` };
   }
-  if (converges) {
-    return { strategy: 'pre-copy', estimatesMs, reason: `writes too heavy for post-copy's page faults (${((dirtyShare ?? 1) * 100).toFixed(2)} %/s) but pre-copy converges: final delta ~${estimatesMs['pre-copy']} ms` };
-  }
-  return { strategy: 'stop-copy', estimatesMs, reason: f.dirtyBytesPerSec === undefined ? 'dirty rate unknown: stop-copy is the safe choice' : `memory is rewritten faster than the link can follow (${size(f.dirtyBytesPerSec)}/s): only stop-copy terminates` };
+  return { strategy: 'stop-copy', estimatesMs, reason: f.dirtyBytesPerSec === undefined ? 'dirty rate unknown: stop-copy is the safe choice' : `memory is rewritten faster than the link can follow (${rate}, link ${size(f.bandwidthBytesPerSec)}/s): only stop-copy terminates` };
 }
 
 /** Up to this much memory, stop-copy (with pages streamed during the dump) freezes about as briefly as post-copy. */
 export const AUTO_STOP_COPY_MAX_BYTES = 256 * 1024 * 1024;
+/** How long auto watches a container's writes before it decides (the Precheck takes that much longer). */
+export const AUTO_WRITE_WINDOW_MS = 1000;
+/** What auto's link probe sends: enough for a rate, little next to the memory it is about to move. */
+export const AUTO_PROBE_BYTES = 32 * 1024 * 1024;
+
+/** What autoStrategy decides from: measured before anything moves (see the Precheck of controllers/migrations.ts). */
+export interface AutoFacts {
+  /** The container's memory a checkpoint writes; undefined = unknown. */
+  readonly memoryBytes?: number;
+  /** Whether the target can take a post-copy restore (userfaultfd). */
+  readonly postCopyAllowed: boolean;
+  /** How fast the container writes its memory (the source's write tracker over a second); undefined = not measured. */
+  readonly dirtyBytesPerSec?: number;
+  /** The link between the agents (`--bandwidth`, else a probe the target fetched); undefined = not measured. */
+  readonly bandwidthBytesPerSec?: number;
+}
 
 /**
- * What `--strategy auto` runs today, from what is known before anything moves: the container's
- * memory and whether the target can take a post-copy restore. (chooseStrategy above needs a measured
- * dirty rate, which only pre-copy rounds would give.) Measured here: stop-copy freezes 0.4–1.2 s up to
- * 256 MiB and grows with size (6 s at 1 GiB); post-copy froze 0.45–0.7 s at every size.
+ * `--strategy auto`. Up to AUTO_STOP_COPY_MAX_BYTES stop-copy (as brief as the others, nothing to
+ * lose); above, by the measured write rate and link (chooseStrategy); when those could not be
+ * measured, post-copy where the target allows it. Measured here: stop-copy freezes 0.4–1.2 s up to
+ * 256 MiB and grows with size (1.1–1.4 s at 1 GiB); post-copy and pre-copy froze 0.55–0.76 s at 1 GiB.
  */
-export function autoStrategy(f: { memoryBytes?: number; postCopyAllowed: boolean }): { strategy: Strategy; reason: string } {
+export function autoStrategy(f: AutoFacts): { strategy: Strategy; reason: string } {
   if (f.memoryBytes === undefined) return { strategy: 'stop-copy', reason: 'auto: memory size unknown, stop-copy cannot lose state' };
   if (f.memoryBytes <= AUTO_STOP_COPY_MAX_BYTES) {
     return { strategy: 'stop-copy', reason: `auto: ${size(f.memoryBytes)} in memory: stop-copy freezes about as briefly as post-copy and has no window in which the source's failure loses the container` };
   }
+  if (f.dirtyBytesPerSec !== undefined && f.bandwidthBytesPerSec !== undefined && f.bandwidthBytesPerSec > 0) {
+    const c = chooseStrategy({ memoryBytes: f.memoryBytes, dirtyBytesPerSec: f.dirtyBytesPerSec, bandwidthBytesPerSec: f.bandwidthBytesPerSec }, f.postCopyAllowed);
+    return { strategy: c.strategy, reason: `auto: ${c.reason}` };
+  }
   if (!f.postCopyAllowed) return { strategy: 'stop-copy', reason: `auto: ${size(f.memoryBytes)} in memory would favour post-copy, but the target does not allow userfaultfd` };
-  return { strategy: 'post-copy', reason: `auto: ${size(f.memoryBytes)} in memory: post-copy's freeze does not grow with size (stop-copy's would); the pages follow within seconds` };
+  return { strategy: 'post-copy', reason: `auto: ${size(f.memoryBytes)} in memory, its writes not measured: post-copy's freeze does not grow with size (stop-copy's would); the pages follow within seconds` };
 }
 
 /** One completed pre-copy round. */
