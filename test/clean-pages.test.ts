@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { cleanPageRanges } from '../src/agent/dirty-track.ts';
 import { PE_PARENT, PE_PRESENT, readPagemap, writeParentInventory } from '../src/agent/criu-image.ts';
-import { cleanPagesSupported } from '../src/agent/criu-cache.ts';
+import { CRIU_CLEAN_CACHE_FILE, cleanPagesSupported, primeCriuCache } from '../src/agent/criu-cache.ts';
 import { freePort } from '../src/agent/migrate.ts';
 import { skipUnlessReady } from './support/prereq.ts';
 import { until } from './support/wait.ts';
@@ -42,6 +42,8 @@ describe('CRIU with the clean-pages shim', { skip: skipUnlessReady([CRIU, SAMPLE
   let app: ChildProcess | undefined;
 
   before(async () => {
+    // As the agent does at its start: CRIU's kernel facts for runs with the switch on, so none probes.
+    await primeCriuCache(CRIU, { cleanPages: true });
     dir = mkdtempSync('/tmp/ferry-cleanpages-');
     // Its own session (CRIU dumps a tree whose root leads its session), 32 MiB written once.
     app = spawn(SAMPLE, [], { env: { PORT: String(await freePort('127.0.0.1')), BALLAST_MB: '32', DIRTY_PCT_PER_SEC: '0' }, stdio: 'ignore', detached: true });
@@ -113,5 +115,6 @@ describe('CRIU with the clean-pages shim', { skip: skipUnlessReady([CRIU, SAMPLE
       process.kill(pid, 'SIGCONT');
     }
     assert.ok(existsSync(`/proc/${pid}`), 'the process ran on through every dump');
+    assert.ok(!existsSync(`${CRIU_CLEAN_CACHE_FILE}.tmp`), 'no CRIU run probed the kernel (which leaves a temporary file on a /run that is not a tmpfs)');
   });
 });

@@ -58,6 +58,7 @@ test('real CRIU: after primeCriuCache, CRIU loads its kernel facts from /run ins
       assert.equal(st.mode & 0o777, 0o600, 'root-only, as CRIU makes it');
       assert.equal(st.size, (r as { bytes: number }).bytes);
       assert.deepEqual(readdirSync(CRIU_RUN_DIR).filter((n) => n.startsWith('.criu.kdat.ferry-')), [], 'no temporary left');
+      assert.ok(!existsSync(`${CRIU_CACHE_FILE}.tmp`), 'nor the empty one a probing CRIU leaves');
     }
     const log = checkLog(dir);
     assert.match(log, /Loaded kdat cache from \/run\/criu\.kdat/);
@@ -79,8 +80,8 @@ test('real CRIU: with the clean-pages switch CRIU keeps a cache of its own, whic
   if (!readFileSync(CRIU, 'utf8').includes('/criu-root/')) return t.skip('a system CRIU is in use (no private root, no shim)');
   const dir = mkdtempSync(join(tmpdir(), 'ferry-kdat-test-'));
   try {
-    assert.equal(await cleanPagesSupported(CRIU), true);
     const r = await primeCriuCache(CRIU, { cleanPages: true });
+    assert.equal(await cleanPagesSupported(CRIU), true);
     if (!isTmpfs(CRIU_RUN_DIR)) {
       assert.equal(r.status, 'written', JSON.stringify(r));
       assert.equal(statSync(CRIU_CLEAN_CACHE_FILE).size, (r as { bytes: number }).bytes);
@@ -97,6 +98,7 @@ test('real CRIU: with the clean-pages switch CRIU keeps a cache of its own, whic
     assert.equal(on.status, 0, on.log.slice(-1500));
     assert.notEqual(off.status, 0, 'the plain run still knows better');
     for (const x of [on, off]) assert.match(x.log, /Loaded kdat cache from/, 'no probing: the cache was found');
+    assert.ok(!existsSync(`${CRIU_CLEAN_CACHE_FILE}.tmp`), 'nothing left in /run by a probing CRIU');
     assert.deepEqual(readdirSync(CRIU_RUN_DIR).filter((n) => n.includes('.ferry-')), [], 'no temporary left');
   } finally {
     rmSync(dir, { recursive: true, force: true });

@@ -13,6 +13,7 @@
  */
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { existsSync, statSync } from 'node:fs';
 import { chmod, rename, rm, writeFile } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import { promisify } from 'node:util';
@@ -66,6 +67,10 @@ export async function primeCriuCache(criuPath: string, o: { runDir?: string; cle
     await rm(tmp, { force: true });
     return { status: 'failed', reason: `writing ${file}: ${(e as Error).message}` };
   }
+  // A CRIU that probed here before (e.g. `criu check` in scripts/setup) opened `<name>.tmp` to save
+  // its facts, found /run not a tmpfs and left the file, empty: nothing else would ever remove it.
+  const stale = `${file}.tmp`;
+  if (existsSync(stale) && statSync(stale).size === 0) await rm(stale, { force: true });
   return { status: 'written', bytes: kdat.length };
 }
 

@@ -961,7 +961,11 @@ export interface ChangedPages {
 
 /** What makeTrackedIncremental is given. */
 export interface TrackedIncrementalRequest {
-  /** A lazy dump (`--lazy-pages`) of the frozen process tree: its anonymous pages are PE_LAZY entries without bytes. */
+  /**
+   * A lazy dump (`--lazy-pages`) of the frozen process tree: its anonymous pages are PE_LAZY entries
+   * without bytes — or, when it was incremental over `previous` (see `clean`), PE_PARENT entries for
+   * the unchanged ones and PE_LAZY entries for the rest.
+   */
   readonly dump: string;
   /** The plain dump of the round the target holds (kept on the source), taken after the tracker's scan that began it. */
   readonly previous: string;
@@ -1008,9 +1012,10 @@ function firstAbsent(runs: readonly Run[], first: number, end: number): number |
  * The final round of a pre-copy migration when a write tracker (dirty-track.ts) says which pages
  * changed: writes into `out` the image of `dump` in which every lazy page written since `previous`
  * began is present (read from the frozen process now) and every other one is a PE_PARENT entry, which
- * `previous` must hold; pages the dump holds itself are copied. So the freeze reads the written pages
- * only, not all of memory. A page that is neither written nor in `previous`, or a process the tracker
- * did not follow, fails the call (and `out` is removed): nothing is ever assumed.
+ * `previous` must hold; pages the dump holds itself are copied, and its own PE_PARENT entries stay
+ * (lazy inside `clean`). So the freeze reads the written pages only, not all of memory. A page that
+ * is neither written nor in `previous`, or a process the tracker did not follow, fails the call (and
+ * `out` is removed): nothing is ever assumed.
  */
 export async function makeTrackedIncremental(req: TrackedIncrementalRequest): Promise<IncrementalStats> {
   const buf = Buffer.allocUnsafe(CHUNK_PAGES * PAGE_SIZE);

@@ -158,9 +158,11 @@ export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
   const url = o.advertiseUrl ?? `http://${listenHost}:${port}`;
   // With the clean-pages shim a pre-copy final dump leaves out what the write tracker vouches for;
   // its CRIU runs keep a cache of their own (see criu-cache.ts).
+  // The cache first: the check then finds it (a CRIU that probes on a /run that is not a tmpfs
+  // leaves an empty temporary file there).
   const cleanPages = (async (): Promise<boolean> => {
-    if (!await cleanPagesSupported(o.criuPath)) return false;
     const r = await primeCriuCache(o.criuPath, { cleanPages: true });
+    if (!await cleanPagesSupported(o.criuPath)) return false;
     if (r.status === 'failed') log(`CRIU kernel-facts cache for clean-pages dumps not written: ${r.reason}`);
     return true;
   })();

@@ -81,7 +81,7 @@ const UPPER_KEY = '.upper';
 const deltaFile = (key: string): string => (key === UPPER_KEY ? 'upper.delta.tar' : `volume-${key}.delta.tar`);
 /** The `files` subdir a target asks for to get the volume bases. */
 const VOLUMES_SUBDIR = 'volumes';
-/** The files subdir (and the volume-copies subdir) of the link probe of `--strategy auto`. */
+/** The `files` subdir a target asks for to get the link probe of `--strategy auto` (see layProbe). */
 const PROBE_SUBDIR = 'probe';
 
 /** How long open connections through a published port may take to finish before the freeze. */
