@@ -12,8 +12,28 @@ import { join } from 'node:path';
 import assert from 'node:assert/strict';
 import { skipUnlessReady } from './support/prereq.ts';
 import { until } from './support/wait.ts';
-import { MIGRATION_TOOLS, counterAt, ipOf, migrationFilesOn, onSharedCluster, runCounter, runcIdsOn, twoNodes } from './support/two-nodes.ts';
+import { MIGRATION_TOOLS, counterAt, ipOf, migrationFilesOn, onSharedCluster, runCounter, runcIdsOn, twoNodes, type TwoNodes } from './support/two-nodes.ts';
 import type { ContainerView, Migration } from '../src/model/index.ts';
+
+/** The Freeze history line that says how the final delta was made ('' when there is none). */
+const finalLine = (m: Migration): string => m.status.history.find((h) => h.phase === 'Freeze' && h.message?.startsWith('final delta'))?.message ?? '';
+
+/**
+ * A failpoint describe's move: a 64 MiB counter `name` on host A goes to host B by pre-copy (`more`
+ * flags added); it must succeed, `check` then sees the migration, the counter must have continued and
+ * no migration file may stay.
+ */
+async function preCopyOnce(n: TwoNodes, name: string, check: (m: Migration) => void, more: string[] = []): Promise<void> {
+  const { c, a, b } = n;
+  const count = await runCounter(c, name, a.node, ['-e', 'BALLAST_MB=64', '-e', 'DIRTY_PCT_PER_SEC=2']);
+  const before = await count();
+  const m = await c.json<Migration>(['migrate', name, '--to', b.node, '--strategy', 'pre-copy', ...more]);
+  assert.equal(m.status.phase, 'Succeeded', `${m.status.error ?? ''}`);
+  check(m);
+  assert.equal(await count(), before + 1, 'the counter continued');
+  for (const x of c.hosts) assert.deepEqual(migrationFilesOn(x), [], `no migration files left on ${x.node}`);
+  await c.ok(['rm', '-f', name]);
+}
 
 describe('live migration between two nodes (pre-copy)', { skip: skipUnlessReady(MIGRATION_TOOLS) }, () => {
   const n = twoNodes();
@@ -39,7 +59,7 @@ describe('live migration between two nodes (pre-copy)', { skip: skipUnlessReady(
       last = now;
       assert.deepEqual(c.hosts.flatMap(runcIdsOn), [v.status!.runtimeId]);
       // The final round read only the pages written since the last round began (the write tracker).
-      const final = m.status.history.find((h) => h.phase === 'Freeze' && h.message?.startsWith('final delta'))?.message ?? '';
+      const final = finalLine(m);
       // …and CRIU's dump left the others out (the clean-pages shim scripts/setup installs).
       assert.match(final, /^final delta after round \d+: \d+ of \d+ pages \(the pages written since it began, as the write tracker found them; CRIU dumped only those\)$/);
       process.stdout.write(`# pre-copy to ${to}: ${m.status.round} round(s), freeze ${m.status.freezeMs} ms, total ${m.status.totalMs} ms, ${m.status.bytes} bytes; ${final}\n`);
@@ -103,7 +123,7 @@ describe('live migration between two nodes (pre-copy)', { skip: skipUnlessReady(
     for (const to of [b.node, a.node]) {
       const m = await c.json<Migration>(['migrate', 'tree', '--to', to, '--strategy', 'pre-copy']);
       assert.equal(m.status.phase, 'Succeeded', `${m.status.error ?? ''}`);
-      const final = m.status.history.find((h) => h.phase === 'Freeze' && h.message?.startsWith('final delta'))?.message ?? '';
+      const final = finalLine(m);
       assert.match(final, /as the write tracker found them; CRIU dumped only those\)$/);
       const now = await counts();
       assert.deepEqual(now, last.map((x) => x + 1), 'both counters continued');
@@ -119,21 +139,14 @@ describe('live migration between two nodes (pre-copy)', { skip: skipUnlessReady(
     onSharedCluster(n, { a: 'migrate:tracked-round' });
 
     it('that round and the next are dumped, the final round compares every page; the counter continues', async () => {
-      const { c, a, b } = n;
-      const count = await runCounter(c, 'dumped', a.node, ['-e', 'BALLAST_MB=64', '-e', 'DIRTY_PCT_PER_SEC=2']);
-      const before = await count();
       // A low bandwidth makes round 1 needed (round 0's 64 MiB would not fit the freeze goal).
-      const m = await c.json<Migration>(['migrate', 'dumped', '--to', b.node, '--strategy', 'pre-copy', '--bandwidth', '100M']);
-      assert.equal(m.status.phase, 'Succeeded', `${m.status.error ?? ''}`);
-      const rounds = m.status.history.filter((h) => h.phase === 'Copy' && h.message?.startsWith('round ')).map((h) => h.message ?? '');
-      assert.ok(rounds.length >= 2, `two rounds or more: ${rounds.join(' | ')}`);
-      assert.match(rounds[0]!, /, read while it ran \(write tracker\);/);
-      for (const r of rounds.slice(1)) assert.match(r, /, dumped \(paused while CRIU read it\);/);
-      const final = m.status.history.find((h) => h.phase === 'Freeze' && h.message?.startsWith('final delta'))?.message ?? '';
-      assert.match(final, /^final delta after round \d+: \d+ of \d+ pages \(every page compared with it\)$/);
-      assert.equal(await count(), before + 1, 'the counter continued');
-      for (const x of c.hosts) assert.deepEqual(migrationFilesOn(x), [], `no migration files left on ${x.node}`);
-      await c.ok(['rm', '-f', 'dumped']);
+      await preCopyOnce(n, 'dumped', (m) => {
+        const rounds = m.status.history.filter((h) => h.phase === 'Copy' && h.message?.startsWith('round ')).map((h) => h.message ?? '');
+        assert.ok(rounds.length >= 2, `two rounds or more: ${rounds.join(' | ')}`);
+        assert.match(rounds[0]!, /, read while it ran \(write tracker\);/);
+        for (const r of rounds.slice(1)) assert.match(r, /, dumped \(paused while CRIU read it\);/);
+        assert.match(finalLine(m), /^final delta after round \d+: \d+ of \d+ pages \(every page compared with it\)$/);
+      }, ['--bandwidth', '100M']);
     });
   });
 
@@ -141,18 +154,11 @@ describe('live migration between two nodes (pre-copy)', { skip: skipUnlessReady(
     onSharedCluster(n, { a: 'migrate:clean-pages-dump' });
 
     it('the container, still frozen and whole, is dumped again with every page pinned; the counter continues', async () => {
-      const { c, a, b } = n;
-      const count = await runCounter(c, 'pinned', a.node, ['-e', 'BALLAST_MB=64', '-e', 'DIRTY_PCT_PER_SEC=2']);
-      const before = await count();
-      const m = await c.json<Migration>(['migrate', 'pinned', '--to', b.node, '--strategy', 'pre-copy']);
-      assert.equal(m.status.phase, 'Succeeded', `${m.status.error ?? ''}`);
-      const final = m.status.history.find((h) => h.phase === 'Freeze' && h.message?.startsWith('final delta'))?.message ?? '';
-      assert.match(final, /as the write tracker found them; CRIU pinned every page\)$/);
-      assert.equal(await count(), before + 1, 'the counter continued');
-      const log = readFileSync(join(c.home, 'logs', `agent-${a.node}.log`), 'utf8');
-      assert.match(log, /the final dump without the unchanged pages failed \([\s\S]*?Pid-reuse detection failed: no parent inventory/, 'CRIU itself refused it');
-      for (const x of c.hosts) assert.deepEqual(migrationFilesOn(x), [], `no migration files left on ${x.node}`);
-      await c.ok(['rm', '-f', 'pinned']);
+      await preCopyOnce(n, 'pinned', (m) => {
+        assert.match(finalLine(m), /as the write tracker found them; CRIU pinned every page\)$/);
+        const log = readFileSync(join(n.c.home, 'logs', `agent-${n.a.node}.log`), 'utf8');
+        assert.match(log, /the final dump without the unchanged pages failed \([\s\S]*?Pid-reuse detection failed: no parent inventory/, 'CRIU itself refused it');
+      });
     });
   });
 
@@ -160,16 +166,9 @@ describe('live migration between two nodes (pre-copy)', { skip: skipUnlessReady(
     onSharedCluster(n, { a: 'migrate:tracker-scan' });
 
     it('the final round compares every page instead; the counter continues', async () => {
-      const { c, a, b } = n;
-      const count = await runCounter(c, 'untracked', a.node, ['-e', 'BALLAST_MB=64', '-e', 'DIRTY_PCT_PER_SEC=2']);
-      const before = await count();
-      const m = await c.json<Migration>(['migrate', 'untracked', '--to', b.node, '--strategy', 'pre-copy']);
-      assert.equal(m.status.phase, 'Succeeded', `${m.status.error ?? ''}`);
-      const final = m.status.history.find((h) => h.phase === 'Freeze' && h.message?.startsWith('final delta'))?.message ?? '';
-      assert.match(final, /^final delta after round \d+: \d+ of \d+ pages \(every page compared with it\)$/);
-      assert.equal(await count(), before + 1, 'the counter continued');
-      for (const x of c.hosts) assert.deepEqual(migrationFilesOn(x), [], `no migration files left on ${x.node}`);
-      await c.ok(['rm', '-f', 'untracked']);
+      await preCopyOnce(n, 'untracked', (m) => {
+        assert.match(finalLine(m), /^final delta after round \d+: \d+ of \d+ pages \(every page compared with it\)$/);
+      });
     });
   });
 });

@@ -172,15 +172,26 @@ static int kind_of(int fd) {
   return fds[fd].kind;
 }
 
+/*
+ * The stretch of [s, e) that begins at `s`: where it ends, and whether it is clean. `*i` walks the
+ * ranges of `c` (NULL: nothing is clean) forward; start it at first_after(c, s).
+ */
+static uint64_t stretch(const struct clean *c, size_t *i, uint64_t s, uint64_t e, int *clean) {
+  while (c && *i < c->n && c->r[*i].e <= s) (*i)++;
+  *clean = c && *i < c->n && c->r[*i].s <= s;
+  if (*clean) return c->r[*i].e < e ? c->r[*i].e : e;
+  return c && *i < c->n && c->r[*i].s < e ? c->r[*i].s : e;
+}
+
 /* Sets or clears the soft-dirty bit of `n` pagemap entries for pages from `first` on. */
 static void mark_entries(pid_t pid, uint64_t first, uint64_t *e, size_t n) {
   const struct clean *c = clean_of(pid);
   size_t i = c ? first_after(c, first * PAGE) : 0;
-  for (size_t k = 0; k < n; k++) {
-    uint64_t addr = (first + k) * PAGE;
-    while (c && i < c->n && c->r[i].e <= addr) i++;
-    if (c && i < c->n && c->r[i].s <= addr) e[k] &= ~PME_SOFT_DIRTY;
-    else e[k] |= PME_SOFT_DIRTY;
+  for (uint64_t s = first * PAGE, end = (first + n) * PAGE; s < end;) {
+    int clean;
+    uint64_t stop = stretch(c, &i, s, end, &clean);
+    for (uint64_t k = s / PAGE - first; k < stop / PAGE - first; k++) e[k] = clean ? e[k] & ~PME_SOFT_DIRTY : e[k] | PME_SOFT_DIRTY;
+    s = stop;
   }
 }
 
@@ -203,16 +214,10 @@ static long mark_scan(pid_t pid, struct ft_pm_scan_arg *a, long got) {
   const struct clean *c = clean_of(pid);
   size_t n = 0, i = c ? first_after(c, v[0].start) : 0;
   for (long k = 0; k < got; k++) {
-    uint64_t s = v[k].start, e = v[k].end, cat = v[k].categories;
-    while (s < e) {
-      while (c && i < c->n && c->r[i].e <= s) i++;
-      uint64_t stop = e, flags = cat | FT_PAGE_IS_SOFT_DIRTY;
-      if (c && i < c->n && c->r[i].s <= s) {
-        stop = c->r[i].e < e ? c->r[i].e : e;
-        flags = cat & ~FT_PAGE_IS_SOFT_DIRTY;
-      } else if (c && i < c->n && c->r[i].s < e) {
-        stop = c->r[i].s;
-      }
+    for (uint64_t s = v[k].start; s < v[k].end;) {
+      int clean;
+      uint64_t stop = stretch(c, &i, s, v[k].end, &clean);
+      uint64_t flags = clean ? v[k].categories & ~FT_PAGE_IS_SOFT_DIRTY : v[k].categories | FT_PAGE_IS_SOFT_DIRTY;
       if (n > 0 && out[n - 1].end == s && out[n - 1].categories == flags) {
         out[n - 1].end = stop;
       } else {

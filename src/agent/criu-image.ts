@@ -13,7 +13,7 @@
  */
 import { link, copyFile, cp, lstat, mkdir, open, readFile, readdir, readlink, rename, rm, stat, symlink, writeFile } from 'node:fs/promises';
 import type { FileHandle } from 'node:fs/promises';
-import { closeSync, existsSync, openSync, readSync, writeSync } from 'node:fs';
+import { closeSync, existsSync, openSync, readFileSync, readSync, writeSync } from 'node:fs';
 import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { join } from 'node:path';
@@ -214,13 +214,14 @@ const CRIU_IMAGES_VERSION = 2;
  * Writes `dir`/inventory.img for a memory-only round image (writeMemoryImage) that a CRIU dump is to
  * name as its parent: CRIU reads the parent's inventory for the time it was taken (dump_uptime, µs
  * since boot) and takes from the parent only pages of processes that began before it (its pid-reuse
- * check); without the file the dump fails. `uptimeUs` must be after every process of the image began.
+ * check); without the file the dump fails. It says "now", after every process of the image began.
  */
-export async function writeParentInventory(dir: string, uptimeUs: number): Promise<void> {
+export async function writeParentInventory(dir: string): Promise<void> {
+  const uptimeUs = Math.floor(Number(readFileSync('/proc/uptime', 'utf8').split(' ')[0]) * 1e6);
   const body: number[] = [0x08];
   pushVarint(body, CRIU_IMAGES_VERSION);
   body.push(0x40); // field 8, dump_uptime
-  pushVarint(body, BigInt(Math.floor(uptimeUs)));
+  pushVarint(body, uptimeUs);
   const out: number[] = [];
   pushMessage(out, body);
   const buf = Buffer.alloc(4 + out.length);

@@ -223,6 +223,25 @@ export function mergePageRanges(...lists: (readonly (readonly [number, number])[
   return out;
 }
 
+/** One line of /proc/PID/maps: pages [first, end), the permissions ("rw-p"), the inode ("0" for none) and the name ('' for none). */
+interface Mapping {
+  readonly first: number;
+  readonly end: number;
+  readonly perms: string;
+  readonly inode: string;
+  readonly name: string;
+}
+
+/** The mappings of process `pid` now. */
+function mappings(pid: number): Mapping[] {
+  const out: Mapping[] = [];
+  for (const line of readFileSync(`/proc/${pid}/maps`, 'utf8').split('\n')) {
+    const m = /^([0-9a-f]+)-([0-9a-f]+) (\S{4}) \S+ \S+ (\d+)\s*(.*)$/.exec(line);
+    if (m) out.push({ first: Number(BigInt(`0x${m[1]}`) / 4096n), end: Number(BigInt(`0x${m[2]}`) / 4096n), perms: m[3]!, inode: m[4]!, name: m[5]! });
+  }
+  return out;
+}
+
 /** Special mappings a checkpoint never takes pages of (the vDSO it always takes, whole). */
 const NEVER_DUMPED = /^\[(vvar|vvar_vclock|vsyscall)\]$/;
 
@@ -259,14 +278,13 @@ export function anonPageRanges(pid: number, within?: readonly (readonly [number,
   const spans: [number, number][] = [];
   const whole: [number, number][] = [];
   let firstExec = false;
-  for (const line of readFileSync(`/proc/${pid}/maps`, 'utf8').split('\n')) {
-    const m = /^([0-9a-f]+)-([0-9a-f]+) (\S{4})\s+\S+\s+\S+\s+\S+\s*(.*)$/.exec(line);
-    if (!m || m[3]![3] !== 'p' || NEVER_DUMPED.test(m[4]!)) continue;
-    const span: [number, number] = [Number(BigInt(`0x${m[1]}`) / 4096n), Number(BigInt(`0x${m[2]}`) / 4096n)];
-    (m[4] === '[vdso]' ? whole : spans).push(span);
+  for (const m of mappings(pid)) {
+    if (m.perms[3] !== 'p' || NEVER_DUMPED.test(m.name)) continue;
+    const span: [number, number] = [m.first, m.end];
+    (m.name === '[vdso]' ? whole : spans).push(span);
     // CRIU injects its parasite by writing at the start of the first executable mapping (and putting
     // the bytes back): from its first dump on, that page is a private copy, which it dumps.
-    if (m[3]![2] === 'x' && !firstExec) {
+    if (m.perms[2] === 'x' && !firstExec) {
       firstExec = true;
       whole.push([span[0], span[0] + 1]);
     }
@@ -335,13 +353,9 @@ export function subtractPageRanges(a: readonly (readonly [number, number])[], b:
  */
 export function cleanPageRanges(pid: number, changed: readonly (readonly [number, number])[]): [number, number][] | undefined {
   if (/^VmLck:\s+[1-9]/m.test(readFileSync(`/proc/${pid}/status`, 'utf8'))) return undefined;
-  const tracked: [number, number][] = [];
-  for (const line of readFileSync(`/proc/${pid}/maps`, 'utf8').split('\n')) {
-    // The tracker's own rule (kind() in ferry-dirty-track.c): private, no file (inode 0), not a special mapping.
-    const m = /^([0-9a-f]+)-([0-9a-f]+) (\S{4}) \S+ \S+ (\d+)\s*(.*)$/.exec(line);
-    if (!m || m[3]![3] !== 'p' || m[4] !== '0' || m[5] === '[vdso]' || NEVER_DUMPED.test(m[5]!)) continue;
-    tracked.push([Number(BigInt(`0x${m[1]}`) / 4096n), Number(BigInt(`0x${m[2]}`) / 4096n)]);
-  }
+  // The tracker's own rule (kind() in ferry-dirty-track.c): private, no file (inode 0), not a special mapping.
+  const tracked = mappings(pid).filter((m) => m.perms[3] === 'p' && m.inode === '0' && m.name !== '[vdso]' && !NEVER_DUMPED.test(m.name))
+    .map((m): [number, number] => [m.first, m.end]);
   const stacks: [number, number][] = [];
   for (const tid of readdirSync(`/proc/${pid}/task`)) {
     // "NR ARGS… SP PC" in a system call, "-1 SP PC" outside one, "running" when it runs (not frozen).

@@ -129,11 +129,6 @@ interface TrackedChanges {
   close(): void;
 }
 
-/** Microseconds since boot (/proc/uptime), the clock of CRIU's inventory. */
-function uptimeMicros(): number {
-  return Math.floor(Number(readFileSync('/proc/uptime', 'utf8').split(' ')[0]) * 1e6);
-}
-
 /** How a post-copy target's lazy phase is going. */
 interface LazyTarget {
   readonly name: string;
@@ -315,7 +310,7 @@ export class MigrationAgent {
   private async trackWrites(id: string, rec: ContainerRecord, round: number): Promise<Scan | undefined> {
     if (round === 0) {
       await this.stopTracking(id);
-      if (!(this.d.dirtyTrack ?? DirtyTracker.available()) || !DirtyTracker.available() || !this.d.postCopy) return undefined;
+      if (!this.writesTrackable() || !this.d.postCopy) return undefined;
       this.trackers.set(id, { tracker: DirtyTracker.start(), pids: new Set() });
     }
     const t = this.trackers.get(id);
@@ -477,6 +472,11 @@ export class MigrationAgent {
     return join(this.d.volumes.local, name, 'data');
   }
 
+  /** Whether this agent may follow a container's writes (ferry-dirty-track built, not turned off). */
+  private writesTrackable(): boolean {
+    return this.d.dirtyTrack !== false && DirtyTracker.available();
+  }
+
   /**
    * Source, Precheck of `--strategy auto`: how fast container `name` writes its memory, from the
    * write tracker (ferry-dirty-track): every anonymous page protected, the pages written in the next
@@ -485,7 +485,7 @@ export class MigrationAgent {
   async measureWrites(id: string, name: string, windowMs: number): Promise<{ bytesPerSec?: number; pages?: number; ms?: number; why?: string }> {
     this.dir(id); // checks the id
     const rec = this.record(name);
-    if (!(this.d.dirtyTrack ?? DirtyTracker.available()) || !DirtyTracker.available()) return { why: 'the write tracker is not available on this node' };
+    if (!this.writesTrackable()) return { why: 'the write tracker is not available on this node' };
     const tracker = DirtyTracker.start();
     try {
       for (const pid of await this.d.runtime.pids(rec.runtimeId)) await tracker.track(pid);
@@ -776,7 +776,7 @@ export class MigrationAgent {
       // CRIU takes from a parent only the pages of processes begun before it was taken. (The
       // failpoint leaves the file out: CRIU's dump then fails for real, and the plain one follows.)
       if (failpointEnabled('migrate:clean-pages-dump')) await rm(join(previous, 'inventory.img'), { force: true });
-      else await writeParentInventory(previous, uptimeMicros());
+      else await writeParentInventory(previous);
       incremental = { parentPath: relative(lazy, previous), cleanPages: file };
     }
     const dumping = pc.checkpoint(rec.runtimeId, { imagePath: lazy, workPath: work, pageServer: `127.0.0.1:${await freePort('127.0.0.1')}`, tcpEstablished: true, ...incremental });
