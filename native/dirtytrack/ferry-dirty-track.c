@@ -57,6 +57,7 @@ struct ft_pm_scan_arg {
   uint64_t size, flags, start, end, walk_end, vec, vec_len, max_pages, category_inverted, category_mask, category_anyof_mask, return_mask;
 };
 #define FT_PAGEMAP_SCAN _IOWR('f', 16, struct ft_pm_scan_arg)
+#define FT_PAGE_IS_WPALLOWED (1 << 0)
 #define FT_PAGE_IS_WRITTEN (1 << 1)
 #define FT_PAGE_IS_PRESENT (1 << 3)
 #define FT_PAGE_IS_SWAPPED (1 << 4)
@@ -210,30 +211,64 @@ static int protect(int uffd, unsigned long s, unsigned long e) {
 }
 
 /*
+ * Marks in `m` (sorted by start) the mappings registered for write protection through `p`'s
+ * userfaultfd: the kernel's own answer (PAGEMAP_SCAN's PAGE_IS_WPALLOWED, a property of the mapping),
+ * the same as the " uw" of /proc/PID/smaps but read in ~4 ms instead of ~24 ms for 1 GiB (smaps
+ * counts every page of every mapping). Returns -1 when the process is gone.
+ */
+struct mapping { unsigned long s, e; int ours, want; };
+static int registered(pid_t pid, struct mapping *m, int n) {
+  char path[64];
+  snprintf(path, sizeof path, "/proc/%d/pagemap", pid);
+  int pm = open(path, O_RDONLY);
+  if (pm < 0) return -1;
+  uint64_t start = 0, end = 0x7ffffffff000ULL;
+  int i = 0;
+  while (start < end) {
+    struct ft_pm_scan_arg a = {
+      .size = sizeof a, .start = start, .end = end, .vec = (uintptr_t)vec, .vec_len = VEC,
+      .category_mask = FT_PAGE_IS_WPALLOWED, .return_mask = FT_PAGE_IS_WPALLOWED,
+    };
+    long r = ioctl(pm, FT_PAGEMAP_SCAN, &a);
+    if (r < 0) { close(pm); return -1; }
+    /* Regions come sorted, adjacent registered mappings merged into one: a mapping is ours when a region holds it. */
+    for (long k = 0; k < r; k++) {
+      while (i < n && m[i].e <= vec[k].start) i++;
+      for (int j = i; j < n && m[j].s < vec[k].end; j++) {
+        if (m[j].s >= vec[k].start && m[j].e <= vec[k].end) m[j].ours = 1;
+      }
+    }
+    if (a.walk_end <= start) break;
+    start = a.walk_end;
+  }
+  close(pm);
+  return 0;
+}
+
+/*
  * Reports mappings of `p` that are not write-protected ("u", and protects them) and returns how many
  * pages they span; -1 when the process is gone. A process whose protected mappings all vanished
  * exec'd (or unmapped everything): it gets a new userfaultfd first.
  */
 static long untracked(struct proc *p, unsigned long *pages, int frozen) {
   char path[64], line[512];
-  snprintf(path, sizeof path, "/proc/%d/smaps", p->pid);
+  snprintf(path, sizeof path, "/proc/%d/maps", p->pid);
   FILE *f = fopen(path, "r");
   if (!f) return -1;
-  /* Two passes over a snapshot: first find whether any mapping is still ours. */
-  static struct { unsigned long s, e; int ours, want; } m[65536];
+  /* A snapshot of the mappings, then which of them are still ours. */
+  static struct mapping m[65536];
   int n = 0;
   while (fgets(line, sizeof line, f)) {
     unsigned long s, e, inode = 0;
     char perms[8], name[256] = "";
-    if (sscanf(line, "%lx-%lx %7s %*s %*s %lu %255s", &s, &e, perms, &inode, name) >= 4 && strchr(line, '-') < strchr(line, ' ')) {
+    if (sscanf(line, "%lx-%lx %7s %*s %*s %lu %255s", &s, &e, perms, &inode, name) >= 4) {
       if (n == (int)(sizeof m / sizeof m[0])) break;
       m[n].s = s; m[n].e = e; m[n].ours = 0; m[n].want = kind(perms, inode, name);
       n++;
-    } else if (n > 0 && strncmp(line, "VmFlags:", 8) == 0) {
-      m[n - 1].ours = strstr(line, " uw") != NULL;
     }
   }
   fclose(f);
+  if (registered(p->pid, m, n) < 0) return -1;
   int any = 0;
   /* (fresh is cleared below, once this scan has protected the mappings) */
   for (int i = 0; i < n; i++) any |= m[i].ours;

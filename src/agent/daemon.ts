@@ -28,6 +28,7 @@ import { agentErrors } from './errors.ts';
 import { isFerryError } from '../errors/index.ts';
 import { TERMINAL } from '../migration/index.ts';
 import { startNameService } from './dns/index.ts';
+import { startSpares, stopSpares } from './spawn-ahead.ts';
 
 /** How to run an agent. */
 export interface AgentOptions {
@@ -42,6 +43,8 @@ export interface AgentOptions {
   readonly runcPath: string;
   readonly criuPath: string;
   readonly shimPath: string;
+  /** native/exec/ferry-exec: commands run through spares started ahead (see spawn-ahead.ts); without it, plain spawns. */
+  readonly execPath?: string;
   readonly sampleAppPath: string;
   /** Prefix of runtime ids, cgroup parent and network names (unique per simulated node / test run). */
   readonly idPrefix: string;
@@ -140,6 +143,7 @@ export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
     onFenced: () => onFenced(), onUnfenced: () => onUnfenced(),
   });
   await fence.start();
+  if (o.execPath && !startSpares(o.execPath)) log(`${o.execPath} is missing: every command forks this process (~15 ms each; run scripts/setup)`);
   const runtime = createRuncRuntime({
     stateDir: join(o.dataDir, 'runtime'), runcRoot: join(o.dataDir, 'runc'), shimPath: o.shimPath,
     runcPath: o.runcPath, criuPath: o.criuPath, cgroupParent: o.cgroupParent, log,
@@ -341,6 +345,7 @@ export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
       await migrations.close();
       reporter.close();
       runtime.close();
+      stopSpares();
       await api.close();
     },
   };

@@ -7,6 +7,7 @@
  * switch is recorded and is then killed without ever being thawed.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import { spawnAhead } from './spawn-ahead.ts';
 import { existsSync, readFileSync, statfsSync } from 'node:fs';
 import { chmod, chown, mkdir, readdir, readFile, rename, rm, rmdir, statfs, symlink, writeFile } from 'node:fs/promises';
 import { createServer, isIPv4 } from 'node:net';
@@ -23,6 +24,7 @@ import { DirtyTracker, anonPageRanges, changedPageRanges, cleanPageRanges, names
 import { packBase, packDelta, tar, unpack } from './volume-sync.ts';
 import type { LifecycleDeps } from './lifecycle.ts';
 import type { LazyDump, RuncRuntime } from './runtime/index.ts';
+import type { Attachment } from './network/index.ts';
 import { criuLogErrors } from './runtime/index.ts';
 import { attachOptions, teardown, writeCriuConfig, withCriuConfig, DUMP_CRIU_OPTIONS } from './lifecycle.ts';
 import type { Reconciler } from './reconciler.ts';
@@ -411,6 +413,7 @@ export class MigrationAgent {
     try {
       failpointThrow('migrate:tracker-scan');
       const pids = await this.d.runtime.pids(rec.runtimeId);
+      const memory = this.memoryOf(rec); // (runc's answer comes during the scan)
       const scan = await t.tracker.scan({ frozen: true });
       const { live, untracked } = vouchedFor(t.pids, pids, scan);
       if (untracked.length > 0) {
@@ -418,7 +421,7 @@ export class MigrationAgent {
         return undefined;
       }
       // Untracked mappings are not counted: of those only the pages the dump lists are read.
-      const mem = await this.memoryOf(rec);
+      const mem = await memory;
       const pages = scan.writtenPages;
       if (mem !== undefined && pages * 4096 > mem * TRACKED_MAX_SHARE) {
         this.d.log(`migration ${id}: ${pages} pages of ${rec.name} written since the last round; the final round compares every page`);
@@ -639,6 +642,7 @@ export class MigrationAgent {
       : this.trackers.has(id) ? undefined : (await this.stopDeltaServer(id), await this.startDeltaServer(id, preCopyRound));
     if (preCopyRound !== undefined && !delta) await rm(finalDir, { recursive: true, force: true });
     await mkdir(preCopyRound === undefined ? join(dir, 'image') : finalDir, { recursive: true, mode: 0o755 });
+    let packing: Promise<void> | undefined;
     try {
       const st = await stateNow;
       if (st?.status !== 'running' && st?.status !== 'paused') throw agentErrors.BAD_REQUEST({ reason: `${name} is ${st?.status ?? 'gone'}, not running` });
@@ -662,9 +666,15 @@ export class MigrationAgent {
         if (this.d.network.cluster) await this.d.network.isolate(rec.runtimeId);
       }
       times.lap('pause');
+      // The writable layer and the host-local volumes are frozen with it: they are packed (aside, as a
+      // dump may clear the directory it writes) while CRIU dumps, on the other CPU.
+      const packDir = join(dir, 'packing');
+      packing = this.packFrozen(id, upper, packDir, o.volumes ?? []);
+      packing.catch(() => undefined); // awaited after the dump, or in the catch below
       let pageServer: string | undefined;
       // After pre-copy rounds with the writes tracked: only the written pages are read (see trackedFinal).
       const tracked = preCopyRound !== undefined ? await this.trackedChanges(id, rec) : undefined;
+      if (tracked) times.lap("the write tracker's list");
       let trackedStats: (IncrementalStats & { unchangedLeftOut: boolean }) | undefined;
       if (tracked) {
         try {
@@ -709,20 +719,32 @@ export class MigrationAgent {
       }
       const dumpMs = performance.now() - t0;
       failpoint('migrate:after-dump');
-      // The writable layer: what changed since its base was packed (packVolumes), else all of it.
-      if (existsSync(this.snapshot(id, UPPER_KEY))) await packDelta(upper, this.snapshot(id, UPPER_KEY), join(sendDir, deltaFile(UPPER_KEY)));
-      else await tar(['-c', '--numeric-owner', '--xattrs', '--xattrs-include=*', '-f', join(sendDir, 'upper.tar'), '-C', upper, '.']);
-      // Host-local volumes: what changed since their base was packed.
-      for (const v of o.volumes ?? []) await packDelta(this.localVolume(v), this.snapshot(id, v), join(sendDir, deltaFile(v)));
-      times.lap('pack');
+      await packing;
+      await mkdir(sendDir, { recursive: true, mode: 0o755 });
+      for (const f of await readdir(packDir)) await rename(join(packDir, f), join(sendDir, f));
+      await rmdir(packDir);
+      times.lap('pack (made while CRIU dumped)');
       const how = postCopy ? ' (post-copy)' : streamTo ? ` (pages streamed to ${streamTo})` : preCopyRound !== undefined ? ` (pre-copy, after round ${preCopyRound})` : '';
       this.d.log(`migration ${id}: ${name} frozen and dumped${how}: ${times.summary()}`);
       return { bytes: await sizeOf(sendDir), dumpMs, ...(pageServer ? { pageServer } : {}), ...(finalDelta ? { finalDelta } : {}) };
     } catch (e) {
+      await packing?.catch(() => undefined);
       await this.stopDeltaServer(id); // a server still waiting for a dump that will not come
       await this.stopTracking(id);
       throw e;
     }
+  }
+
+  /**
+   * Source, frozen: packs into `out` the writable layer (what changed since its base was packed by
+   * packVolumes, else all of it) and host-local volumes `volumes` (what changed since theirs).
+   */
+  private async packFrozen(id: string, upper: string, out: string, volumes: readonly string[]): Promise<void> {
+    await rm(out, { recursive: true, force: true });
+    await mkdir(out, { recursive: true, mode: 0o755 });
+    if (existsSync(this.snapshot(id, UPPER_KEY))) await packDelta(upper, this.snapshot(id, UPPER_KEY), join(out, deltaFile(UPPER_KEY)));
+    else await tar(['-c', '--numeric-owner', '--xattrs', '--xattrs-include=*', '-f', join(out, 'upper.tar'), '-C', upper, '.']);
+    for (const v of volumes) await packDelta(this.localVolume(v), this.snapshot(id, v), join(out, deltaFile(v)));
   }
 
   /**
@@ -1054,6 +1076,15 @@ export class MigrationAgent {
     await this.d.records.save(rec);
     this.d.reconciler.addIncoming(rec);
     try {
+      // Post-copy: the lazy-pages daemon takes the restored process's page faults (through the socket
+      // in the work dir it shares with the restore) and fetches the pages from the source's server.
+      // A big image already here (stop-copy, pre-copy) is restored the same way from this node's own
+      // copy: the processes get their memory as they touch it and in the background, instead of the
+      // freeze waiting while all of it is filled (see lazyRestoreFits). It starts while the rest is
+      // prepared.
+      const local = o.pageServer === undefined && this.d.postCopy !== undefined && !eager && lazyRestoreFits(memoryBytes ?? await pageBytes(imageDir));
+      const lazyStarting = o.pageServer !== undefined || local ? this.startLazyPages(id, a.name, o.pageServer, imageDir) : undefined;
+      lazyStarting?.catch(() => undefined); // awaited below; abort() ends a daemon that did start
       const cdir = this.d.records.containerDir(rec.runtimeId);
       const [prepared, att] = await Promise.all([
         this.d.images.prepareRootfs(rec.runtimeId, a.spec.image, cdir, { deferMount: true }),
@@ -1080,6 +1111,7 @@ export class MigrationAgent {
       await chownTree(o.preCopyRound !== undefined ? join(dir, 'rounds') : imageDir, this.d.idMap.hostId);
       rec.rootfsMode = prepared.mode;
       rec.ip = att.ip;
+      restoredAttachments.set(rec.runtimeId, att);
       // Host-local volumes: their staged copies, brought up to date, go into place.
       if (o.volumes && o.volumes.length > 0) await this.placeVolumes(id, o.volumes, sent);
       // Named volumes mount where they live on this node (a shared one is the same directory the source used).
@@ -1091,13 +1123,7 @@ export class MigrationAgent {
         })),
         fenced: failoverRefusal(a.spec) === undefined,
       };
-      // Post-copy: the lazy-pages daemon takes the restored process's page faults (through the socket
-      // in the work dir it shares with the restore) and fetches the pages from the source's server.
-      // A big image already here (stop-copy, pre-copy) is restored the same way from this node's own
-      // copy: the processes get their memory as they touch it and in the background, instead of the
-      // freeze waiting while all of it is filled (see lazyRestoreFits).
-      const local = o.pageServer === undefined && this.d.postCopy !== undefined && !eager && lazyRestoreFits(memoryBytes ?? await pageBytes(imageDir));
-      const lazy = o.pageServer !== undefined || local ? await this.startLazyPages(id, a.name, o.pageServer, imageDir) : undefined;
+      const lazy = await lazyStarting;
       const st = await this.d.runtime.restore(withCriuConfig(bundle, criuConf), lazy
         ? { imagePath: imageDir, workPath: imageDir, extraArgs: ['--lazy-pages'] }
         : { imagePath: imageDir, workPath: join(dir, 'work') });
@@ -1143,12 +1169,13 @@ export class MigrationAgent {
       const [host, port] = [pageServer.slice(0, pageServer.lastIndexOf(':')), pageServer.slice(pageServer.lastIndexOf(':') + 1)];
       // setpriv --pdeathsig: the daemon dies with this agent. Left running by a dead agent it would pull
       // every page for a copy whose migration is about to roll back.
-      child = spawn('setpriv', ['--pdeathsig', 'KILL', '--', pc.criuPath, ...args, '--page-server', '--address', host, '--port', port], { stdio: ['ignore', 'ignore', 'pipe'] });
+      child = spawnAhead('setpriv', ['--pdeathsig', 'KILL', '--', pc.criuPath, ...args, '--page-server', '--address', host, '--port', port], { noInput: true });
+      child.stdout?.resume();
     } else {
       // From this node's own copy the daemon needs nothing from this agent: it outlives an agent that
       // dies (own process group, no pipe to break), and the copy's memory still completes. It holds
       // the page files open from the restore on, so removing the directory later takes nothing away.
-      child = spawn(pc.criuPath, args, { stdio: 'ignore', detached: true });
+      child = spawnAhead(pc.criuPath, args, { noStdio: true, detached: true });
       child.unref();
     }
     const t: LazyTarget = { name, child, state: 'running', done: exitOf(child, 'criu lazy-pages', join(imageDir, 'lazy-pages.log')) };
@@ -1226,6 +1253,7 @@ export class MigrationAgent {
     }
     const rec = this.d.reconciler.recordByName(name);
     if (rec && rec.incoming === id) {
+      restoredAttachments.delete(rec.runtimeId);
       await teardown(this.d, rec, 0);
       this.d.reconciler.forget(name);
     }
@@ -1309,6 +1337,8 @@ export class MigrationAgent {
 
 /** Continues under way, by runtime id: the reconciler (the switch's assignment arrived) and the manager's call may meet. */
 const continuing = new Map<string, Promise<string>>();
+/** The network attachment a restore made here, by runtime id, until its processes continue. */
+const restoredAttachments = new Map<string, Attachment>();
 
 /**
  * Sends SIGCONT to every process of a container restored with leave-stopped; clears `incoming`. On
@@ -1324,7 +1354,8 @@ export function continueProcesses(d: Pick<MigrateDeps, 'runtime' | 'records' | '
     const times = stopwatch();
     let announce: ((pid: number) => Promise<void>) | undefined;
     if (d.network.cluster && rec.ip) {
-      const att = await d.network.attach(rec.runtimeId, { ip: rec.ip });
+      // The restore's attachment when this agent made it (asking for it again costs a lease lookup).
+      const att = restoredAttachments.get(rec.runtimeId) ?? await d.network.attach(rec.runtimeId, { ip: rec.ip });
       await d.network.bringUp(att);
       announce = (pid) => d.network.announce(att, pid);
       times.lap('connect');
@@ -1335,14 +1366,20 @@ export function continueProcesses(d: Pick<MigrateDeps, 'runtime' | 'records' | '
     }
     times.lap('SIGCONT');
     if (announce && pids[0] !== undefined) void announce(pids[0]).catch((e: Error) => d.log(`network: announcing ${rec.name} failed: ${e.message}`));
-    if (rec.incoming !== undefined) {
-      rec.incoming = undefined;
-      await d.records.save(rec);
-      times.lap('record');
-    }
     return times.summary();
-  })().finally(() => continuing.delete(rec.runtimeId));
-  continuing.set(rec.runtimeId, run);
+  })();
+  // The answer does not wait for the record: the processes run. Until it is saved, a second call
+  // joins this one; an agent that dies before it is saved finds `incoming` still set and sends
+  // SIGCONT again (harmless to running processes) when the switch's assignment reaches it.
+  const saved = run.then(async () => {
+    restoredAttachments.delete(rec.runtimeId);
+    if (rec.incoming === undefined) return;
+    rec.incoming = undefined;
+    await d.records.save(rec).catch((e: Error) => d.log(`${rec.name} runs, but its record could not be saved: ${e.message}`));
+  }).finally(() => continuing.delete(rec.runtimeId));
+  const settled = saved.then(() => '');
+  settled.catch(() => undefined); // the failure reaches the caller through `run`
+  continuing.set(rec.runtimeId, settled);
   return run;
 }
 

@@ -6,15 +6,16 @@
  * gone, which unpacking with `--listed-incremental=/dev/null` deletes. Ownership (numeric ids, as
  * the container's user namespace maps them), modes, xattrs and hard links are kept.
  */
-import { spawn } from 'node:child_process';
+import { spawnAhead } from './spawn-ahead.ts';
 import { copyFile, mkdir, stat } from 'node:fs/promises';
 
 /** Runs GNU tar with `args`; rejects with its stderr. */
 export function tar(args: string[]): Promise<void> {
   return new Promise((resolve, reject) => {
-    const p = spawn('tar', args, { stdio: ['ignore', 'ignore', 'pipe'] });
+    const p = spawnAhead('tar', args, { noInput: true });
+    p.stdout?.resume();
     let err = '';
-    p.stderr.on('data', (d: Buffer) => { err += d.toString(); });
+    p.stderr!.on('data', (d: Buffer) => { err += d.toString(); });
     p.on('error', reject);
     p.on('close', (code) => (code === 0 ? resolve() : reject(new Error(`tar ${args[0]}: ${err.trim() || `exit ${code}`}`))));
   });

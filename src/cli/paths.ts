@@ -8,6 +8,7 @@ export const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..
 /** Paths of the helpers scripts/setup builds and installs. */
 export const TOOLS = {
   shim: process.env.FERRY_SHIM ?? join(REPO_ROOT, 'build/ferry-shim'),
+  exec: process.env.FERRY_EXEC ?? join(REPO_ROOT, 'build/ferry-exec'),
   sampleApp: process.env.FERRY_SAMPLE_APP ?? join(REPO_ROOT, 'build/sample-app'),
   runc: process.env.FERRY_RUNC ?? 'runc',
   criu: process.env.FERRY_CRIU ?? '/opt/ferry/bin/criu',

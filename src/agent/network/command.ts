@@ -2,7 +2,7 @@
  * Runs the host tools the node network drives (`ip`, `iptables`) and turns a failure into
  * NET_SETUP_FAILED carrying the tool's stderr.
  */
-import { spawn } from 'node:child_process';
+import { spawnAhead } from '../spawn-ahead.ts';
 import { netErrors } from './errors.ts';
 
 /** What a finished command printed. */
@@ -22,11 +22,11 @@ export function runCommand(cmd: string, args: readonly string[], options: { inpu
   const { input, describe } = options;
   const command = describe ?? [cmd, ...args].join(' ');
   return new Promise((resolve, reject) => {
-    const child = spawn(cmd, args, { stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, PATH: TOOL_PATH, LC_ALL: 'C' } });
+    const child = spawnAhead(cmd, args, { env: { ...process.env, PATH: TOOL_PATH, LC_ALL: 'C' } });
     const out: Buffer[] = [];
     const err: Buffer[] = [];
-    child.stdout.on('data', (b: Buffer) => out.push(b));
-    child.stderr.on('data', (b: Buffer) => err.push(b));
+    child.stdout!.on('data', (b: Buffer) => out.push(b));
+    child.stderr!.on('data', (b: Buffer) => err.push(b));
     child.on('error', (e) => reject(netErrors.NET_SETUP_FAILED({ command, stderr: e.message }, e)));
     child.on('close', (code, signal) => {
       const stdout = Buffer.concat(out).toString('utf8');
@@ -35,8 +35,8 @@ export function runCommand(cmd: string, args: readonly string[], options: { inpu
       else reject(netErrors.NET_SETUP_FAILED({ command, stderr: stderr || `exited with ${signal ?? `code ${code}`}`, exitCode: code }));
     });
     // A tool that exits before reading stdin must not crash us with EPIPE.
-    child.stdin.on('error', () => undefined);
-    child.stdin.end(input ?? '');
+    child.stdin!.on('error', () => undefined);
+    child.stdin!.end(input ?? '');
   });
 }
 

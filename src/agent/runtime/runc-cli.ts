@@ -2,7 +2,7 @@
  * Thin wrapper over the runc command line: runs one command, collects its output, and turns runc's
  * log lines (JSON or logfmt) into a plain message for errors.
  */
-import { spawn } from 'node:child_process';
+import { spawnAhead } from '../spawn-ahead.ts';
 import { readFile } from 'node:fs/promises';
 
 /** How to invoke runc on this node. */
@@ -32,14 +32,14 @@ export function globalArgs(cmd: RuncCommand, logFile?: string): string[] {
 /** Runs `runc <global flags> <args>` and resolves with its exit code and output (never rejects on exit codes). */
 export function runRunc(cmd: RuncCommand, args: string[], input?: string): Promise<RuncResult> {
   return new Promise((resolve, reject) => {
-    const child = spawn(cmd.bin, [...globalArgs(cmd), ...args], { stdio: ['pipe', 'pipe', 'pipe'] });
+    const child = spawnAhead(cmd.bin, [...globalArgs(cmd), ...args]);
     const out: Buffer[] = [];
     const err: Buffer[] = [];
-    child.stdout.on('data', (b: Buffer) => out.push(b));
-    child.stderr.on('data', (b: Buffer) => err.push(b));
+    child.stdout!.on('data', (b: Buffer) => out.push(b));
+    child.stderr!.on('data', (b: Buffer) => err.push(b));
     child.on('error', reject);
-    child.stdin.on('error', () => undefined);
-    child.stdin.end(input ?? '');
+    child.stdin!.on('error', () => undefined);
+    child.stdin!.end(input ?? '');
     child.on('close', (code, signal) => {
       resolve({
         code: code ?? 128 + signalNumber(signal),

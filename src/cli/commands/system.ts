@@ -170,7 +170,7 @@ export function systemCommands(program: Command, ctx: Ctx, globals: () => { home
       const a = await startAgent({
         name, dataDir, managerUrl, token,
         host: o.host as string, port: positiveInt(o.port as string, '--port', true), advertiseUrl: o.advertise as string | undefined,
-        runcPath: TOOLS.runc, criuPath: TOOLS.criu, shimPath: TOOLS.shim, sampleAppPath: TOOLS.sampleApp,
+        runcPath: TOOLS.runc, criuPath: TOOLS.criu, shimPath: TOOLS.shim, execPath: TOOLS.exec, sampleAppPath: TOOLS.sampleApp,
         idPrefix: o.idPrefix as string, cgroupParent: o.cgroupParent as string, bridge: o.bridge as string, subnet: o.subnet as string,
         labels: Object.fromEntries(((o.label as string[] | undefined) ?? []).map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1)])),
         heartbeatMs: positiveInt(o.heartbeatMs as string, '--heartbeat-ms'), stopTimeoutMs: positiveInt(o.stopTimeoutMs as string, '--stop-timeout-ms', true),
