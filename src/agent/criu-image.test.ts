@@ -43,6 +43,19 @@ test('codec: round-trips large addresses, counts and flags', () => {
   assert.deepEqual(pm.skippedFields, []);
 });
 
+test('codec: the plain-number fast path and the general decoder read the same entries', () => {
+  const entries: PagemapEntry[] = Array.from({ length: 3000 }, (_, i) => ({
+    vaddr: 0x7f12_3400_0000n + BigInt(i * 2 * PAGE_SIZE), nrPages: 1 + (i % 3), flags: i % 2 ? PE_PARENT | PE_LAZY : PE_PRESENT | PE_LAZY,
+  }));
+  const fast = decodePagemap(encodePagemap({ pagesId: 5 }, entries));
+  assert.deepEqual(fast.entries, entries);
+  // An address past 2^49 takes the whole image down the general path.
+  const far: PagemapEntry = { vaddr: 0xffff_ffff_ffff_f000n, nrPages: 1, flags: PE_PRESENT };
+  const general = decodePagemap(encodePagemap({ pagesId: 5 }, [...entries, far]));
+  assert.deepEqual(general.entries, [...entries, far]);
+  assert.deepEqual(general.head, fast.head);
+});
+
 test('codec: older images read the way CRIU reads them (compat_nr_pages, in_parent, no flags)', () => {
   const old = (hex: string): Buffer => record(Buffer.from(hex, 'hex'));
   // vaddr 0x2000 + compat 5 (no flags) → PE_PRESENT; vaddr 0x3000 + compat 1 + in_parent → PE_PARENT.

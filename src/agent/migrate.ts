@@ -19,7 +19,7 @@ import type { Assignment } from '../model/index.ts';
 import type { FreezeResult } from '../client/index.ts';
 import { failoverRefusal } from '../model/index.ts';
 import { fetchFiles, listFiles, safePath, sendFiles, type SendOptions } from './transfer.ts';
-import { flattenImage, makeIncremental, makeTrackedIncremental, startDeltaServer, writeMemoryImage, writeParentInventory, type ChangedPages, type DeltaServer, type IncrementalStats, type MemoryImageStats, type ProcessPages } from './criu-image.ts';
+import { flattenImage, makeIncremental, makeTrackedIncremental, markUnchangedLazy, startDeltaServer, writeMemoryImage, writeParentInventory, type ChangedPages, type DeltaServer, type IncrementalStats, type MemoryImageStats, type ProcessPages } from './criu-image.ts';
 import { DirtyTracker, anonPageRanges, changedPageRanges, cleanPageRanges, namespacePid, openMemory, prefetch, type PageReader, type ProcessScan, type Scan } from './dirty-track.ts';
 import { packBase, packDelta, tar, unpack } from './volume-sync.ts';
 import type { LifecycleDeps } from './lifecycle.ts';
@@ -773,8 +773,10 @@ export class MigrationAgent {
    * One attempt of trackedFinal. With `clean` (the pages the tracker vouches for as unchanged since
    * round `round`, by host pid and by pagemap id) CRIU's dump is incremental over that round's image
    * (native/criu/clean-pages.c tells it which pages are clean): those pages become PE_PARENT entries
-   * it neither pins nor copies, and only the written ones are lazy pages. Without it every anonymous
-   * page is a lazy page CRIU pins (the walk of all of memory: 263–278 ms at 1 GiB).
+   * it neither pins nor copies, and it writes the others — the written ones — itself: its image is
+   * the one sent (markUnchangedLazy only flags the unchanged pages lazy). Without it CRIU makes a lazy
+   * dump in which every anonymous page is a lazy page it pins (the walk of all of memory: 263–278 ms
+   * at 1 GiB), and the image is made from it and the written pages read meanwhile.
    */
   private async trackedFinalDump(
     id: string, rec: ContainerRecord, finalDir: string, round: number, tracked: TrackedChanges, times: { lap(name: string): void },
@@ -782,11 +784,9 @@ export class MigrationAgent {
   ): Promise<IncrementalStats> {
     const pc = this.d.postCopy!;
     await rm(finalDir, { recursive: true, force: true });
-    const [lazy, work] = [join(finalDir, 'lazy'), join(finalDir, 'work')];
-    await mkdir(lazy, { recursive: true, mode: 0o755 });
+    const work = join(finalDir, 'work');
     await mkdir(work, { recursive: true, mode: 0o755 });
     const previous = join(this.dir(id), 'rounds', String(round), 'full');
-    let incremental: { parentPath: string; cleanPages: string } | undefined;
     if (clean) {
       const file = join(work, 'clean-pages');
       const lines: string[] = [];
@@ -799,9 +799,20 @@ export class MigrationAgent {
       // failpoint leaves the file out: CRIU's dump then fails for real, and the plain one follows.)
       if (failpointEnabled('migrate:clean-pages-dump')) await rm(join(previous, 'inventory.img'), { force: true });
       else await writeParentInventory(previous);
-      incremental = { parentPath: relative(lazy, previous), cleanPages: file };
+      const send = join(finalDir, 'send');
+      await mkdir(send, { recursive: true, mode: 0o755 });
+      await this.d.runtime.checkpoint(rec.runtimeId, { imagePath: send, workPath: work, leaveRunning: true, tcpEstablished: true, parentPath: relative(send, previous), cleanPages: file });
+      times.lap('dump of the written pages only (the rest unchanged)');
+      // The parent as the target lays the rounds out (CRIU linked the source's).
+      await rm(join(send, 'parent'), { force: true });
+      await symlink(`../${round}`, join(send, 'parent'));
+      const stats = await markUnchangedLazy({ dump: send, previous, clean: clean.byKey });
+      times.lap(`image (${stats.pagesChanged} of ${stats.pagesTotal} pages sent, tracked)`);
+      return stats;
     }
-    const dumping = pc.checkpoint(rec.runtimeId, { imagePath: lazy, workPath: work, pageServer: `127.0.0.1:${await freePort('127.0.0.1')}`, tcpEstablished: true, ...incremental });
+    const lazy = join(finalDir, 'lazy');
+    await mkdir(lazy, { recursive: true, mode: 0o755 });
+    const dumping = pc.checkpoint(rec.runtimeId, { imagePath: lazy, workPath: work, pageServer: `127.0.0.1:${await freePort('127.0.0.1')}`, tcpEstablished: true });
     // While CRIU works (its own processes, the other CPU), the written pages are read here: the
     // processes are frozen, so they are what the dump sees.
     try {
@@ -812,8 +823,8 @@ export class MigrationAgent {
     }
     const dump = await dumping;
     try {
-      times.lap(clean ? 'dump of the written pages only (the rest unchanged), written pages read meanwhile' : 'dump without pages, written pages read meanwhile');
-      const stats = await makeTrackedIncremental({ dump: lazy, previous, out: join(finalDir, 'send'), parentLink: `../${round}`, changed: tracked.changed, ...(clean ? { clean: clean.byKey } : {}) });
+      times.lap('dump without pages, written pages read meanwhile');
+      const stats = await makeTrackedIncremental({ dump: lazy, previous, out: join(finalDir, 'send'), parentLink: `../${round}`, changed: tracked.changed });
       times.lap(`image (${stats.pagesChanged} of ${stats.pagesTotal} pages sent, tracked)`);
       await dump.stop();
       times.lap('CRIU ended');

@@ -30,9 +30,9 @@ export function globalArgs(cmd: RuncCommand, logFile?: string): string[] {
 }
 
 /** Runs `runc <global flags> <args>` and resolves with its exit code and output (never rejects on exit codes). */
-export function runRunc(cmd: RuncCommand, args: string[], input?: string): Promise<RuncResult> {
+export function runRunc(cmd: RuncCommand, args: string[], input?: string, env?: NodeJS.ProcessEnv): Promise<RuncResult> {
   return new Promise((resolve, reject) => {
-    const child = spawnAhead(cmd.bin, [...globalArgs(cmd), ...args]);
+    const child = spawnAhead(cmd.bin, [...globalArgs(cmd), ...args], env ? { env } : {});
     const out: Buffer[] = [];
     const err: Buffer[] = [];
     child.stdout!.on('data', (b: Buffer) => out.push(b));

@@ -355,7 +355,8 @@ export function createRuncRuntime(options: RuncRuntimeOptions): RuncRuntime {
       if (o.leaveRunning) args.push('--leave-running');
       if (o.tcpEstablished) args.push('--tcp-established');
       if (o.pageServer) args.push('--page-server', o.pageServer);
-      const r = await runRunc(cmd, [...args, id]);
+      if (o.parentPath !== undefined) args.push('--parent-path', o.parentPath);
+      const r = await runRunc(cmd, [...args, id], undefined, o.cleanPages !== undefined ? { ...process.env, FERRY_CRIU_CLEAN: o.cleanPages } : undefined);
       if (r.code !== 0) {
         const errors = await criuLogErrors(join(o.workPath ?? o.imagePath, 'dump.log'));
         throw runtimeErrors.RUNTIME_COMMAND_FAILED({ command: 'checkpoint', id, reason: `${runcMessage(r.stderr)}${errors ? ` — CRIU: ${errors}` : ''}` });

@@ -165,7 +165,9 @@ export interface ContainerRuntime {
   resume(id: string): Promise<void>;
   /** Dumps the container with CRIU into `imagePath`; with `leaveRunning` it stays as it was (e.g. paused). */
   /** `pageServer` (host:port): memory pages go straight to a CRIU page server there, not into imagePath. */
-  checkpoint(id: string, options: { imagePath: string; workPath?: string; leaveRunning?: boolean; tcpEstablished?: boolean; pageServer?: string }): Promise<void>;
+  /** `parentPath` (relative to imagePath) makes it incremental over that image; `cleanPages` is the */
+  /** clean-pages shim's list (native/criu/clean-pages.c) of the pages unchanged since that image. */
+  checkpoint(id: string, options: { imagePath: string; workPath?: string; leaveRunning?: boolean; tcpEstablished?: boolean; pageServer?: string; parentPath?: string; cleanPages?: string }): Promise<void>;
   /** Creates the container from a CRIU image instead of starting it; resolves when it runs. */
   restore(spec: BundleSpec, options: { imagePath: string; workPath?: string; extraArgs?: string[] }): Promise<RuntimeState>;
   /** Host pids of every process in the container (from its cgroup). */
