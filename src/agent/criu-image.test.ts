@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { isFerryError } from '../errors/index.ts';
 import {
   decodePagemap, encodePagemap, readPagemap, writePagemap, makeIncremental, flattenImage,
-  PAGE_SIZE, PE_PARENT, PE_LAZY, PE_PRESENT, IMG_COMMON_MAGIC, PAGEMAP_MAGIC, PAGEDIFF_PATH, DELTA_SERVER_PATH, startDeltaServer, type PagemapEntry, makeTrackedIncremental, type ChangedPages, writeMemoryImage, type ProcessPages,
+  PAGE_SIZE, PE_PARENT, PE_LAZY, PE_PRESENT, IMG_COMMON_MAGIC, PAGEMAP_MAGIC, PAGEDIFF_PATH, DELTA_SERVER_PATH, startDeltaServer, type PagemapEntry, makeTrackedIncremental, markUnchangedLazy, type ChangedPages, writeMemoryImage, type ProcessPages,
 } from './criu-image.ts';
 
 const CRIU = process.env.FERRY_CRIU ?? '/opt/ferry/bin/criu';
@@ -624,45 +624,42 @@ test('makeTrackedIncremental: written pages are read, the others become PE_PAREN
   );
 });
 
-test('makeTrackedIncremental: a dump that left the unchanged pages out (PE_PARENT): clean ones turn lazy, others stay eager', async (t) => {
+test('markUnchangedLazy: an incremental dump that left the unchanged pages out (PE_PARENT): clean ones turn lazy, others stay eager', async (t) => {
   const base = mkdtempSync(join(tmpdir(), 'ferry-tracked-holes-'));
   t.after(() => rmSync(base, { recursive: true, force: true }));
   writeImage(join(base, 'prev'), [{ at: 0x10, pages: [page(1), page(2), page(3), page(4)] }, { at: 0x20, pages: [page(5), page(6)] }]);
-  const lazy = (n: number): Buffer[] => Array.from({ length: n }, () => Buffer.alloc(0));
-  // CRIU's incremental lazy dump (clean-pages shim): 0x10–0x13 and 0x20 unchanged (holes), 0x11 written
-  // (a lazy page), 0x21 a stack pointer's page it dumped eagerly.
+  const hole = (n: number): Buffer[] => Array.from({ length: n }, () => Buffer.alloc(0));
+  // CRIU's incremental dump (clean-pages shim): 0x10, 0x12–0x13 and 0x20 unchanged (holes), 0x11
+  // written and 0x21 a stack pointer's page, both dumped.
+  const lz = PE_PRESENT | PE_LAZY;
   writeImage(join(base, 'dump'), [
-    { at: 0x10, pages: lazy(1), flags: PE_PARENT },
-    { at: 0x11, pages: lazy(1), flags: PE_LAZY },
-    { at: 0x12, pages: lazy(2), flags: PE_PARENT },
-    { at: 0x20, pages: lazy(1), flags: PE_PARENT },
+    { at: 0x10, pages: hole(1), flags: PE_PARENT },
+    { at: 0x11, pages: [page(0x71)], flags: lz },
+    { at: 0x12, pages: hole(2), flags: PE_PARENT },
+    { at: 0x20, pages: hole(1), flags: PE_PARENT },
     { at: 0x21, pages: [page(0x66)], flags: PE_PRESENT },
   ]);
-  const changed = new Map([['1', {
-    ranges: [[0x11, 0x12]] as [number, number][],
-    read(first: number, count: number, buf: Buffer) { assert.deepEqual([first, count], [0x11, 1]); page(0x71).copy(buf); },
-  }]]);
+  symlinkSync('../prev', join(base, 'dump/parent'));
   // The shim's list: 0x10–0x14 clean; 0x20 is a PE_PARENT entry outside it (stays eager).
   const clean = new Map([['1', [[0x10, 0x11], [0x12, 0x14]] as [number, number][]]]);
-  const stats = await makeTrackedIncremental({ dump: join(base, 'dump'), previous: join(base, 'prev'), out: join(base, 'send'), parentLink: '../prev', changed, clean });
+  const stats = await markUnchangedLazy({ dump: join(base, 'dump'), previous: join(base, 'prev'), clean });
   assert.deepEqual([stats.pagesTotal, stats.pagesChanged], [6, 2]);
-  const pm = await readPagemap(join(base, 'send/pagemap-1.img'));
-  assert.equal(flat(pm.entries), `10:1:${PE_PARENT | PE_LAZY} 11:1:${PE_PRESENT | PE_LAZY} 12:2:${PE_PARENT | PE_LAZY} 20:1:${PE_PARENT} 21:1:${PE_PRESENT}`);
-  assert.deepEqual(readFileSync(join(base, 'send/pages-1.img')), Buffer.concat([page(0x71), page(0x66)]));
-  const f = await flattenImage(join(base, 'send'), join(base, 'flat'));
+  const pm = await readPagemap(join(base, 'dump/pagemap-1.img'));
+  assert.equal(flat(pm.entries), `10:1:${PE_PARENT | PE_LAZY} 11:1:${lz} 12:2:${PE_PARENT | PE_LAZY} 20:1:${PE_PARENT} 21:1:${PE_PRESENT}`);
+  assert.deepEqual(readFileSync(join(base, 'dump/pages-1.img')), Buffer.concat([page(0x71), page(0x66)]), "CRIU's pages file, untouched");
+  assert.ok(!readdirSync(join(base, 'dump')).some((n) => n.endsWith('.tmp')));
+  const f = await flattenImage(join(base, 'dump'), join(base, 'flat'));
   assert.equal(f.pages, 6);
   assert.deepEqual(readFileSync(join(base, 'flat/pages-1.img')), Buffer.concat([page(1), page(0x71), page(3), page(4), page(5), page(0x66)]));
   const fm = await readPagemap(join(base, 'flat/pagemap-1.img'));
-  const lz = PE_PRESENT | PE_LAZY;
   assert.equal(flat(fm.entries), `10:1:${lz} 11:1:${lz} 12:2:${lz} 20:1:${PE_PRESENT} 21:1:${PE_PRESENT}`, 'the restore fills only 0x20–0x21 at once');
 
-  // A hole the previous round does not hold: refused (CRIU checks this too), nothing left.
-  writeImage(join(base, 'dump2'), [{ at: 0x30, pages: lazy(1), flags: PE_PARENT }]);
+  // A hole the previous round does not hold: refused (CRIU checks this too).
+  writeImage(join(base, 'dump2'), [{ at: 0x30, pages: hole(1), flags: PE_PARENT }]);
   await assert.rejects(
-    makeTrackedIncremental({ dump: join(base, 'dump2'), previous: join(base, 'prev'), out: join(base, 'send2'), parentLink: '../prev', changed, clean }),
+    markUnchangedLazy({ dump: join(base, 'dump2'), previous: join(base, 'prev'), clean }),
     (e: unknown) => isFerryError(e, 'CRIU_IMAGE_MALFORMED') && /page 0x30000 is a PE_PARENT entry of the dump but not in the previous round/.test((e as Error).message),
   );
-  assert.equal(existsSync(join(base, 'send2')), false);
 });
 
 test('writeMemoryImage: rounds read from running memory, over a flat previous, flatten into what memory holds', async (t) => {

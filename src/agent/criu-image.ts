@@ -1014,8 +1014,8 @@ export interface ChangedPages {
 export interface TrackedIncrementalRequest {
   /**
    * A lazy dump (`--lazy-pages`) of the frozen process tree: its anonymous pages are PE_LAZY entries
-   * without bytes — or, when it was incremental over `previous` (see `clean`), PE_PARENT entries for
-   * the unchanged ones and PE_LAZY entries for the rest.
+   * without bytes (a PE_PARENT entry CRIU may make for [vdso] stays as it is). An incremental dump
+   * that left the unchanged pages out itself goes through markUnchangedLazy instead.
    */
   readonly dump: string;
   /** The plain dump of the round the target holds (kept on the source), taken after the tracker's scan that began it. */
@@ -1026,13 +1026,6 @@ export interface TrackedIncrementalRequest {
   readonly parentLink: string;
   /** Written pages by pagemap id (the process's pid in the container's namespace). */
   readonly changed: ReadonlyMap<string, ChangedPages>;
-  /**
-   * When the dump itself left pages out as PE_PARENT entries (CRIU told which pages are unchanged,
-   * native/criu/clean-pages.c): those pages by pagemap id, as sorted [firstPage, endPage) ranges. A
-   * PE_PARENT entry inside them is lazy (they are pages of private anonymous mappings, no stack
-   * pointer's page); one outside them stays eager.
-   */
-  readonly clean?: ReadonlyMap<string, readonly (readonly [number, number])[]>;
 }
 
 /** Index of the first of sorted, non-overlapping `items` that ends after page `p` (`end` gives an item's end page). */
@@ -1108,22 +1101,12 @@ export async function makeTrackedIncremental(req: TrackedIncrementalRequest): Pr
         appendRun(entries, first, n, flags, first);
         pagesChanged += n;
       };
-      const clean = id === undefined ? undefined : req.clean?.get(id);
       for (const r of runs) {
         if (r.flags & PE_PARENT) {
-          // Left out by the dump (unchanged, see `clean`): the previous round must hold every page.
-          const end = r.first + r.count;
-          const absent = firstAbsent(prevRuns!, r.first, end);
+          // Left to the parent by the dump itself ([vdso]): the previous round must hold every page.
+          const absent = firstAbsent(prevRuns!, r.first, r.first + r.count);
           if (absent !== undefined) throw malformed(file, `page 0x${(absent * PAGE_SIZE).toString(16)} is a PE_PARENT entry of the dump but not in the previous round`);
-          const ranges = clean ?? [];
-          for (let p = r.first, i = firstEndingAfter(ranges, (c) => c[1], r.first); p < end;) {
-            const c = ranges[i];
-            const inside = c !== undefined && c[0] <= p;
-            const stop = inside ? Math.min(end, c[1]) : Math.min(end, c ? c[0] : end);
-            appendRun(entries, p, stop - p, PE_PARENT | (inside ? PE_LAZY : r.flags & PE_LAZY), r.first);
-            p = stop;
-            if (inside) i++;
-          }
+          appendRun(entries, r.first, r.count, r.flags, r.first);
           pagesTotal += r.count;
           continue;
         }
