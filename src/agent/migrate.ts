@@ -7,7 +7,6 @@
  * switch is recorded and is then killed without ever being thawed.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { spawnAhead } from './spawn-ahead.ts';
 import { existsSync, readFileSync, statfsSync } from 'node:fs';
 import { chmod, chown, mkdir, readdir, readFile, rename, rm, rmdir, statfs, symlink, writeFile } from 'node:fs/promises';
 import { createServer, isIPv4 } from 'node:net';
@@ -26,6 +25,7 @@ import type { LifecycleDeps } from './lifecycle.ts';
 import type { LazyDump, RuncRuntime } from './runtime/index.ts';
 import type { Attachment } from './network/index.ts';
 import { criuLogErrors } from './runtime/index.ts';
+import { spawnAhead } from './spawn-ahead.ts';
 import { attachOptions, teardown, writeCriuConfig, withCriuConfig, DUMP_CRIU_OPTIONS } from './lifecycle.ts';
 import type { Reconciler } from './reconciler.ts';
 import type { ContainerRecord } from './records.ts';
@@ -748,12 +748,14 @@ export class MigrationAgent {
   }
 
   /**
-   * Source, pre-copy final round with the writes tracked, frozen: CRIU dumps everything but the
-   * anonymous pages (a lazy dump: it only notes where they are), then the image the target restores
-   * is made from it — the pages written since round `round` began, read from the frozen processes,
-   * and PE_PARENT entries for all the others, which the target holds from that round. The freeze
-   * thus reads the written pages, not all of memory. CRIU's page server of the lazy dump is never
-   * asked for a page and is ended at once; the container stays frozen, as after any final dump.
+   * Source, pre-copy final round with the writes tracked, frozen: the image the target restores
+   * holds the pages written since round `round` began and PE_PARENT entries for all the others,
+   * which the target holds from that round; the freeze reads the written pages, not all of memory.
+   * With the clean-pages shim CRIU's own incremental dump is that image; without it (or when CRIU
+   * refuses it) CRIU makes a lazy dump — everything but the anonymous pages, whose places it only
+   * notes — and the image is made from it and the written pages, read from the frozen processes
+   * (CRIU's page server of that dump is never asked for a page and is ended at once). The container
+   * stays frozen, as after any final dump.
    */
   private async trackedFinal(id: string, rec: ContainerRecord, finalDir: string, round: number, tracked: TrackedChanges, times: { lap(name: string): void }): Promise<IncrementalStats & { unchangedLeftOut: boolean }> {
     await this.stopDeltaServer(id);
@@ -1380,17 +1382,16 @@ export function continueProcesses(d: Pick<MigrateDeps, 'runtime' | 'records' | '
     return times.summary();
   })();
   // The answer does not wait for the record: the processes run. Until it is saved, a second call
-  // joins this one; an agent that dies before it is saved finds `incoming` still set and sends
-  // SIGCONT again (harmless to running processes) when the switch's assignment reaches it.
-  const saved = run.then(async () => {
+  // joins this one (and waits, like it, only for SIGCONT); an agent that dies before it is saved
+  // finds `incoming` still set and sends SIGCONT again (harmless to running processes) when the
+  // switch's assignment reaches it.
+  continuing.set(rec.runtimeId, run);
+  void run.then(async () => {
     restoredAttachments.delete(rec.runtimeId);
     if (rec.incoming === undefined) return;
     rec.incoming = undefined;
     await d.records.save(rec).catch((e: Error) => d.log(`${rec.name} runs, but its record could not be saved: ${e.message}`));
-  }).finally(() => continuing.delete(rec.runtimeId));
-  const settled = saved.then(() => '');
-  settled.catch(() => undefined); // the failure reaches the caller through `run`
-  continuing.set(rec.runtimeId, settled);
+  }, () => undefined).finally(() => continuing.delete(rec.runtimeId));
   return run;
 }
 
