@@ -94,17 +94,16 @@ class FieldReader {
   }
 
   private varint(): bigint {
-    // The first 7 bytes (49 bits) in plain numbers — every address, count and flag word of a pagemap
-    // fits, and BigInt arithmetic per byte made decoding a 2,600-entry pagemap take 5–20 ms —, the
-    // rest (up to 10 bytes, 64 bits) in BigInt.
-    let n = 0;
-    for (let i = 0, mul = 1; i < 7; i++, mul *= 128) {
-      if (this.pos >= this.end) throw malformed(this.file, `truncated varint at offset ${this.pos}`);
-      const b = this.buf[this.pos++]!;
-      n += (b & 0x7f) * mul;
-      if (b < 0x80) return BigInt(n);
+    // The first 7 bytes (49 bits) in plain numbers (see shortVarint), the rest (up to 10 bytes, 64
+    // bits) in BigInt.
+    const short = shortVarint(this.buf, this.pos, this.end);
+    if (short.next < 0) throw malformed(this.file, `truncated varint at offset ${this.end}`);
+    if (short.next > 0) {
+      this.pos = short.next;
+      return BigInt(short.value);
     }
-    let v = BigInt(n);
+    this.pos += 7;
+    let v = BigInt(short.value);
     for (let shift = 49n; shift < 70n; shift += 7n) {
       if (this.pos >= this.end) throw malformed(this.file, `truncated varint at offset ${this.pos}`);
       const b = this.buf[this.pos++]!;
@@ -113,6 +112,23 @@ class FieldReader {
     }
     throw malformed(this.file, `varint longer than 10 bytes at offset ${this.pos}`);
   }
+}
+
+/**
+ * A varint of at most 7 bytes (49 bits: every address, count and flag word of a pagemap) at `pos`,
+ * in plain numbers — BigInt arithmetic per byte made decoding a 2,600-entry pagemap take 5–20 ms.
+ * `next` is the position after it; 0 when it is longer (`value` then holds its first 7 bytes), -1 when
+ * `end` comes first.
+ */
+function shortVarint(buf: Buffer, pos: number, end: number): { value: number; next: number } {
+  let value = 0;
+  for (let i = 0, mul = 1; i < 7; i++, mul *= 128) {
+    if (pos >= end) return { value, next: -1 };
+    const b = buf[pos++]!;
+    value += (b & 0x7f) * mul;
+    if (b < 0x80) return { value, next: pos };
+  }
+  return { value, next: 0 };
 }
 
 function toNumber(v: bigint, max: number, what: string, file: string): number {
@@ -138,13 +154,9 @@ function decodeCommon(buf: Buffer, start: number): { head: PagemapHead; entries:
     for (let p = pos + 4; p < end;) {
       const key = buf[p++]!;
       if (key >= 0x80 || (key & 7) !== 0) return undefined; // a field past 15, or not a varint
-      let n = 0;
-      for (let i = 0, mul = 1; ; i++, mul *= 128) {
-        if (p >= end || i === 7) return undefined;
-        const b = buf[p++]!;
-        n += (b & 0x7f) * mul;
-        if (b < 0x80) break;
-      }
+      const { value: n, next } = shortVarint(buf, p, end);
+      if (next <= 0) return undefined;
+      p = next;
       switch (key >>> 3) {
         case 1: f1 = n; break;
         case 2: f2 = n; break;
@@ -1056,8 +1068,8 @@ function firstAbsent(runs: readonly Run[], first: number, end: number): number |
  * The final round of a pre-copy migration when a write tracker (dirty-track.ts) says which pages
  * changed: writes into `out` the image of `dump` in which every lazy page written since `previous`
  * began is present (read from the frozen process now) and every other one is a PE_PARENT entry, which
- * `previous` must hold; pages the dump holds itself are copied, and its own PE_PARENT entries stay
- * (lazy inside `clean`). So the freeze reads the written pages only, not all of memory. A page that
+ * `previous` must hold; pages the dump holds itself are copied, and its own PE_PARENT entries stay.
+ * So the freeze reads the written pages only, not all of memory. A page that
  * is neither written nor in `previous`, or a process the tracker did not follow, fails the call (and
  * `out` is removed): nothing is ever assumed.
  */
@@ -1075,10 +1087,7 @@ export async function makeTrackedIncremental(req: TrackedIncrementalRequest): Pr
     const changed = id === undefined ? undefined : req.changed.get(id);
     if (lazy && !changed) throw criuImageErrors.CRIU_IMAGE_UNSUPPORTED({ file, reason: 'its lazy pages belong to a process whose writes were not tracked' });
     const holes = runs.some((r) => r.flags & PE_PARENT);
-    const prev = lazy || holes ? await PageSource.open(req.previous, name) : undefined;
-    const prevRuns = prev?.flatRuns();
-    await prev?.close();
-    if ((lazy || holes) && !prevRuns) throw criuImageErrors.CRIU_IMAGE_UNSUPPORTED({ file: join(req.previous, name), reason: 'the previous round has no flat image of this process' });
+    const prevRuns = lazy || holes ? await previousRuns(req.previous, name) : undefined;
     const entries: PagemapEntry[] = [];
     const outFile = join(req.out, `pages-${pm.head.pagesId}.img`);
     const [src, dst] = [await open(pagesFile, 'r'), await open(outFile, 'wx')];
@@ -1103,9 +1112,8 @@ export async function makeTrackedIncremental(req: TrackedIncrementalRequest): Pr
       };
       for (const r of runs) {
         if (r.flags & PE_PARENT) {
-          // Left to the parent by the dump itself ([vdso]): the previous round must hold every page.
-          const absent = firstAbsent(prevRuns!, r.first, r.first + r.count);
-          if (absent !== undefined) throw malformed(file, `page 0x${(absent * PAGE_SIZE).toString(16)} is a PE_PARENT entry of the dump but not in the previous round`);
+          // Left to the parent by the dump itself ([vdso]).
+          checkHeldByPrevious(prevRuns!, r, file);
           appendRun(entries, r.first, r.count, r.flags, r.first);
           pagesTotal += r.count;
           continue;
@@ -1151,6 +1159,21 @@ export async function makeTrackedIncremental(req: TrackedIncrementalRequest): Pr
   });
 }
 
+/** The runs of pagemap `name` in `previous`, the flat image of the round the target holds. */
+async function previousRuns(previous: string, name: string): Promise<readonly Run[]> {
+  const prev = await PageSource.open(previous, name);
+  const runs = prev?.flatRuns();
+  await prev?.close();
+  if (!runs) throw criuImageErrors.CRIU_IMAGE_UNSUPPORTED({ file: join(previous, name), reason: 'the previous round has no flat image of this process' });
+  return runs;
+}
+
+/** Refuses a PE_PARENT run `r` of dump pagemap `file` that the previous round (`prevRuns`) does not hold whole. */
+function checkHeldByPrevious(prevRuns: readonly Run[], r: Run, file: string): void {
+  const absent = firstAbsent(prevRuns, r.first, r.first + r.count);
+  if (absent !== undefined) throw malformed(file, `page 0x${(absent * PAGE_SIZE).toString(16)} is a PE_PARENT entry of the dump but not in the previous round`);
+}
+
 /** What markUnchangedLazy is given. */
 export interface UnchangedLazyRequest {
   /** An incremental dump CRIU made over `previous` (--parent-path, the clean-pages shim): rewritten in place. */
@@ -1187,15 +1210,9 @@ export async function markUnchangedLazy(req: UnchangedLazyRequest): Promise<Incr
         appendRun(entries, r.first, r.count, r.flags, r.first);
         continue;
       }
-      if (!prevRuns) {
-        const prev = await PageSource.open(req.previous, name);
-        prevRuns = prev?.flatRuns();
-        await prev?.close();
-        if (!prevRuns) throw criuImageErrors.CRIU_IMAGE_UNSUPPORTED({ file: join(req.previous, name), reason: 'the previous round has no flat image of this process' });
-      }
+      prevRuns ??= await previousRuns(req.previous, name);
+      checkHeldByPrevious(prevRuns, r, file);
       const end = r.first + r.count;
-      const absent = firstAbsent(prevRuns, r.first, end);
-      if (absent !== undefined) throw malformed(file, `page 0x${(absent * PAGE_SIZE).toString(16)} is a PE_PARENT entry of the dump but not in the previous round`);
       for (let p = r.first, i = firstEndingAfter(clean, (c) => c[1], r.first); p < end;) {
         const c = clean[i];
         const inside = c !== undefined && c[0] <= p;

@@ -98,6 +98,11 @@ const ABANDONED_CREATE_MS = 30_000;
 /** How long after SIGKILL (or `runc delete`) the shim gets to record the exit and leave. */
 const KILL_GRACE_MS = 10_000;
 
+/** The environment of a CRIU run told the clean-pages shim's list (native/criu/clean-pages.c); undefined without one. */
+function criuEnv(cleanPages: string | undefined): NodeJS.ProcessEnv | undefined {
+  return cleanPages !== undefined ? { ...process.env, FERRY_CRIU_CLEAN: cleanPages } : undefined;
+}
+
 /**
  * Creates the runc runtime. Beyond the contract: an exit whose supervisor was killed before it
  * could record it is reported as `exitCode: -1` (status unknown).
@@ -356,7 +361,7 @@ export function createRuncRuntime(options: RuncRuntimeOptions): RuncRuntime {
       if (o.tcpEstablished) args.push('--tcp-established');
       if (o.pageServer) args.push('--page-server', o.pageServer);
       if (o.parentPath !== undefined) args.push('--parent-path', o.parentPath);
-      const r = await runRunc(cmd, [...args, id], undefined, o.cleanPages !== undefined ? { ...process.env, FERRY_CRIU_CLEAN: o.cleanPages } : undefined);
+      const r = await runRunc(cmd, [...args, id], undefined, criuEnv(o.cleanPages));
       if (r.code !== 0) {
         const errors = await criuLogErrors(join(o.workPath ?? o.imagePath, 'dump.log'));
         throw runtimeErrors.RUNTIME_COMMAND_FAILED({ command: 'checkpoint', id, reason: `${runcMessage(r.stderr)}${errors ? ` — CRIU: ${errors}` : ''}` });
@@ -376,8 +381,7 @@ export function createRuncRuntime(options: RuncRuntimeOptions): RuncRuntime {
       // accepts only an O_WRONLY status fd, and Node's pipes are read-write socket pairs, so a shell
       // pipe carries the byte (`cat` passes it on); pipefail keeps runc's exit status. Its own group,
       // so stop() reaches runc too.
-      const env = o.cleanPages !== undefined ? { ...process.env, FERRY_CRIU_CLEAN: o.cleanPages } : process.env;
-      const child = spawnAhead('bash', ['-c', 'set -o pipefail; "$@" 3>&1 >/dev/null | cat', 'bash', cmd.bin, ...args], { noInput: true, detached: true, env });
+      const child = spawnAhead('bash', ['-c', 'set -o pipefail; "$@" 3>&1 >/dev/null | cat', 'bash', cmd.bin, ...args], { noInput: true, detached: true, env: criuEnv(o.cleanPages) ?? process.env });
       let stderr = '';
       child.stderr!.on('data', (b: Buffer) => { stderr += b.toString(); });
       const failure = async (code: number | null): Promise<Error> => {
