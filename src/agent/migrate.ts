@@ -26,7 +26,7 @@ import type { LazyDump, RuncRuntime } from './runtime/index.ts';
 import type { Attachment } from './network/index.ts';
 import { criuLogErrors } from './runtime/index.ts';
 import { spawnAhead } from './spawn-ahead.ts';
-import { attachOptions, teardown, writeCriuConfig, withCriuConfig, DUMP_CRIU_OPTIONS } from './lifecycle.ts';
+import { attachOptions, criuOptions, teardown, writeCriuConfig, withCriuConfig } from './lifecycle.ts';
 import type { Reconciler } from './reconciler.ts';
 import type { ContainerRecord } from './records.ts';
 import { bundleSpec } from './spec.ts';
@@ -643,6 +643,9 @@ export class MigrationAgent {
     if (preCopyRound !== undefined && !delta) await rm(finalDir, { recursive: true, force: true });
     await mkdir(preCopyRound === undefined ? join(dir, 'image') : finalDir, { recursive: true, mode: 0o755 });
     let packing: Promise<void> | undefined;
+    let isolated = false;
+    let lockSkipped = false;
+    const containerDir = this.d.records.containerDir(rec.runtimeId);
     try {
       const st = await stateNow;
       if (st?.status !== 'running' && st?.status !== 'paused') throw agentErrors.BAD_REQUEST({ reason: `${name} is ${st?.status ?? 'gone'}, not running` });
@@ -663,8 +666,14 @@ export class MigrationAgent {
       try {
         if (st.status === 'running') await this.d.runtime.pause(rec.runtimeId);
       } finally {
-        if (this.d.network.cluster) await this.d.network.isolate(rec.runtimeId);
+        if (this.d.network.cluster) isolated = await this.d.network.isolate(rec.runtimeId);
       }
+      // CRIU's own network lock keeps a dump's TCP state still for a restore that takes the connections
+      // on. Here it would guard nothing, and its unlock alone is ≈ 10 ms of the freeze: on the overlay
+      // the copy is cut off at its veth (when that failed, the lock stays); off it the target closes
+      // the connections (its address differs). The file is put back once the dump is made.
+      lockSkipped = isolated || !this.d.network.cluster;
+      if (lockSkipped) await writeCriuConfig(containerDir, criuOptions({ networkLock: 'skip' }));
       times.lap('pause');
       // The writable layer and the host-local volumes are frozen with it: they are packed (aside, as a
       // dump may clear the directory it writes) while CRIU dumps, on the other CPU.
@@ -703,6 +712,7 @@ export class MigrationAgent {
         const pagesTo = streamTo ?? delta?.address;
         await this.d.runtime.checkpoint(rec.runtimeId, { imagePath, leaveRunning: true, tcpEstablished: true, ...(pagesTo ? { pageServer: pagesTo } : {}) });
       }
+      if (lockSkipped) await writeCriuConfig(containerDir, criuOptions());
       if (!trackedStats) times.lap('dump');
       let sendDir = dir;
       let finalDelta: FreezeResult['finalDelta'];
@@ -728,6 +738,7 @@ export class MigrationAgent {
       this.d.log(`migration ${id}: ${name} frozen and dumped${how}: ${times.summary()}`);
       return { bytes: await sizeOf(sendDir), dumpMs, ...(pageServer ? { pageServer } : {}), ...(finalDelta ? { finalDelta } : {}) };
     } catch (e) {
+      if (lockSkipped) await writeCriuConfig(containerDir, criuOptions());
       await packing?.catch(() => undefined);
       await this.stopDeltaServer(id); // a server still waiting for a dump that will not come
       await this.stopTracking(id);
@@ -1119,7 +1130,9 @@ export class MigrationAgent {
       // rolls back never runs a single instruction.
       times.lap('prepare');
       const keepsAddress = this.d.network.cluster !== undefined && a.network !== undefined;
-      const criuConf = await writeCriuConfig(cdir, `${keepsAddress ? 'tcp-established\n' : 'tcp-close\n'}leave-stopped\n${DUMP_CRIU_OPTIONS}`);
+      // CRIU's network lock guards nothing here: with its address the copy's veth stays down until the
+      // continue; without it no connection is restored.
+      const criuConf = await writeCriuConfig(cdir, `${keepsAddress ? 'tcp-established\n' : 'tcp-close\n'}leave-stopped\n${criuOptions({ networkLock: 'skip' })}`);
       // (After pre-copy every round of the parent chain is read.)
       await chownTree(o.preCopyRound !== undefined ? join(dir, 'rounds') : imageDir, this.d.idMap.hostId);
       rec.rootfsMode = prepared.mode;
@@ -1144,7 +1157,7 @@ export class MigrationAgent {
       failpointThrow('migrate:restore-fails');
       this.d.log(`migration ${id}: ${a.name} restored${o.pageServer ? ' (post-copy)' : local ? ' (memory copied in lazily from this node)' : ''}: ${times.summary()}`);
       // From now on the file serves the next dump of this container (a chained migration).
-      await writeCriuConfig(cdir, DUMP_CRIU_OPTIONS);
+      await writeCriuConfig(cdir, criuOptions());
       failpoint('migrate:after-restore');
       if (a.spec.ports.length > 0) await this.d.network.publish(rec.runtimeId, att.ip, a.spec.ports);
       rec.startedAt = new Date().toISOString();

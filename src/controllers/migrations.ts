@@ -78,6 +78,8 @@ interface DriveState {
   streamTo?: string;
   /** Pre-copy: the rounds so far. */
   rounds?: RoundReport[];
+  /** A change to the stored status that rides on the next phase's write (inside a freeze, each write counts). */
+  patch?: (m: Migration) => void;
 }
 
 /** What the executor needs. */
@@ -220,14 +222,15 @@ async function perform(d: MigrationDeps, m: Migration, t: DriveState): Promise<M
       });
       t.pageServer = r.pageServer;
       const fd = r.finalDelta;
-      await save(d, m.metadata.name, (x) => {
+      // Written with the next phase (one store write fewer inside the freeze).
+      t.patch = (x) => {
         x.status.bytes = r.bytes;
         if (fd) {
           const how = !fd.tracked ? 'every page compared with it'
             : `the pages written since it began, as the write tracker found them; ${fd.unchangedLeftOut ? 'CRIU dumped only those' : 'CRIU pinned every page'}`;
           x.status.history.push({ phase: 'Freeze', at: new Date().toISOString(), message: `final delta after round ${m.status.round}: ${fd.pagesSent} of ${fd.pagesTotal} pages (${how})` });
         }
-      });
+      };
       return { type: 'frozen' };
     }
     case 'Transfer':
@@ -243,10 +246,10 @@ async function perform(d: MigrationDeps, m: Migration, t: DriveState): Promise<M
         ...(t.pageServer ? { pageServer: t.pageServer } : {}), ...(m.spec.bandwidthBytesPerSec ? { bytesPerSec: m.spec.bandwidthBytesPerSec } : {}),
         ...(m.status.strategy === 'pre-copy' ? { preCopyRound: m.status.round - 1 } : {}), expectBytes: m.status.bytes, ...volumesOf(c),
       });
-      // What reached the target before the switch (streamed pages included).
-      await save(d, m.metadata.name, (x) => { x.status.targetRuntimeId = r.runtimeId; x.status.bytes = Math.max(x.status.bytes, r.bytes);
+      // What reached the target before the switch (streamed pages included); written with the next phase.
+      t.patch = (x) => { x.status.targetRuntimeId = r.runtimeId; x.status.bytes = Math.max(x.status.bytes, r.bytes);
         if (x.status.progress) x.status.progress = { ...x.status.progress, bytes: r.bytes, updatedAt: new Date().toISOString() };
-      });
+      };
       return { type: 'restored' };
     }
     case 'Switch': {
@@ -261,12 +264,14 @@ async function perform(d: MigrationDeps, m: Migration, t: DriveState): Promise<M
       });
       const c = kv.value;
       await put<Assignment>(d.store, keys.assignment(m.spec.to, name), await assignmentOf(d.store, c, c.placement!.epoch, m.spec.to));
-      await remove(d.store, keys.assignment(m.spec.from, name));
       // Now (and only now) the restored processes run; the target's agent also does this itself when
       // the new assignment reaches it, so a lost call here only delays it.
       const t1 = performance.now();
       await (await agent(d, m.spec.to)).client.migrateContinue(m.metadata.name, name);
       const t2 = performance.now();
+      // The old node's assignment goes once the copy runs (outside the freeze): its agent then kills
+      // the frozen, cut-off source. A manager that dies before this does it again (Switch is replayed).
+      await remove(d.store, keys.assignment(m.spec.from, name));
       await releaseHold(d.store, name);
       const freezeMs = t.freezeStart ? Date.now() - t.freezeStart : undefined;
       d.log(`migration ${m.metadata.name}: switched ${name}: store ${Math.round(t1 - t0)} ms, continue ${Math.round(t2 - t1)} ms, hold released ${Math.round(performance.now() - t2)} ms`);
@@ -328,16 +333,19 @@ async function save(d: MigrationDeps, id: string, fn: (m: Migration) => void): P
   return (await mutate<Migration>(d.store, keys.migration(id), (m) => { fn(m); return m; })).value;
 }
 
-/** Applies a step result to the stored object. */
-async function apply(d: MigrationDeps, id: string, state: MachineState, message?: string): Promise<Migration> {
-  const m = await applyState(d, id, state, message);
+/** Applies a step result to the stored object, with the change `t` still holds (see DriveState.patch). */
+async function apply(d: MigrationDeps, id: string, state: MachineState, message?: string, t?: DriveState): Promise<Migration> {
+  const patch = t?.patch;
+  if (t) t.patch = undefined;
+  const m = await applyState(d, id, state, message, patch);
   // However it ended, nothing may stay held at the entry point.
   if (TERMINAL.has(state.phase)) await releaseHold(d.store, m.spec.container);
   return m;
 }
 
-async function applyState(d: MigrationDeps, id: string, state: MachineState, message?: string): Promise<Migration> {
+async function applyState(d: MigrationDeps, id: string, state: MachineState, message?: string, patch?: (m: Migration) => void): Promise<Migration> {
   return save(d, id, (m) => {
+    patch?.(m);
     const changed = m.status.phase !== state.phase;
     m.status.phase = state.phase;
     m.status.round = state.round;
@@ -375,10 +383,17 @@ async function drive(d: MigrationDeps, id: string, recovering: boolean): Promise
     const r = recover(machineOf(kv.value));
     if (r.ok && r.state.phase !== kv.value.status.phase) await apply(d, id, r.state, 'recovered after a restart');
   }
+  /** The object as the last write left it (mutate read it just before): no read before the next phase. */
+  let written: Migration | undefined;
   for (;;) {
-    kv = await d.store.get<Migration>(keys.migration(id));
-    if (!kv || TERMINAL.has(kv.value.status.phase as MigrationPhase)) return;
-    const m = kv.value;
+    let m = written;
+    written = undefined;
+    if (!m) {
+      kv = await d.store.get<Migration>(keys.migration(id));
+      if (!kv) return;
+      m = kv.value;
+    }
+    if (TERMINAL.has(m.status.phase as MigrationPhase)) return;
     let s = machineOf(m);
     if (m.status.cancelRequested && m.status.phase !== 'RollingBack') {
       const c = step(s, { type: 'cancel' });
@@ -401,11 +416,11 @@ async function drive(d: MigrationDeps, id: string, recovering: boolean): Promise
     if (!r.ok) {
       d.log(`migration ${id}: ${r.reason}`);
       s = { ...s, error: r.reason };
-      await apply(d, id, { ...s, phase: 'Failed' }, r.reason);
+      await apply(d, id, { ...s, phase: 'Failed' }, r.reason, t);
       return;
     }
     if (ev.type === 'error' && r.state.phase === m.status.phase) await new Promise((res) => setTimeout(res, 1000)); // retry forward after the switch
-    await apply(d, id, r.state);
+    written = await apply(d, id, r.state, undefined, t);
   }
 }
 

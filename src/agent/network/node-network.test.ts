@@ -191,7 +191,11 @@ test('runc containers get plumbed by the hook, answer on their address and on a 
   const after = sentByB();
   assert.ok(after > before, `B's connection attempt left its port (${before} → ${after} frames), though no answer came back`);
   // Cut off altogether, then connected again: the port is an ordinary bridge port once more.
-  await net.isolate(ids.b);
+  assert.equal(await net.isolate(ids.b), true);
+  const [vethBCut] = ipJson<Array<{ master?: string; flags: string[] }>>(undefined, ['link', 'show', 'dev', b.hostVeth]);
+  assert.ok(vethBCut !== undefined && vethBCut.master === undefined && !vethBCut.flags.includes('UP'), 'isolated: off the bridge and down');
+  // Nothing to take down: said so (the dump then keeps CRIU's own network lock).
+  assert.equal(await net.isolate(`${prefix}-none`), false);
   await bringUp(b);
   assert.deepEqual(await getWhenUp(b.ip, 8080), { status: 200, body: `hello from ${ids.b}` });
 

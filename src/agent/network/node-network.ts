@@ -148,10 +148,10 @@ export class LocalNodeNetwork implements NodeNetwork {
    * source of a migration, whose kernel would otherwise still answer for connections the target now
    * holds. `announce` (or `bringUp`) connects it again.
    */
-  async isolate(containerId: string): Promise<void> {
+  async isolate(containerId: string): Promise<boolean> {
     checkContainerId(containerId);
     const veth = vethName(containerId);
-    await runCommand('ip', ['link', 'set', 'dev', veth, 'nomaster', 'down']).catch(() => undefined);
+    return runCommand('ip', ['link', 'set', 'dev', veth, 'nomaster', 'down']).then(() => true, () => false);
   }
 
   /**

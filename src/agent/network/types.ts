@@ -68,8 +68,11 @@ export interface NodeNetwork {
    * these settings); idempotent.
    */
   refuseInbound(containerId: string): Promise<void>;
-  /** Takes the container's host veth off the bridge and down (a frozen migration source); idempotent. */
-  isolate(containerId: string): Promise<void>;
+  /**
+   * Takes the container's host veth off the bridge and down (a frozen migration source); idempotent.
+   * False when the veth could not be taken down (then something may still reach the container).
+   */
+  isolate(containerId: string): Promise<boolean>;
   /** Connects a container's host veth and, on the overlay, announces its address from inside process `pid`'s namespace. */
   announce(attachment: Attachment, pid: number): Promise<void>;
   /** Connects a container's host veth (joins its bridge, up) without announcing anything; idempotent. */
