@@ -269,12 +269,13 @@ async function perform(d: MigrationDeps, m: Migration, t: DriveState): Promise<M
       const t1 = performance.now();
       await (await agent(d, m.spec.to)).client.migrateContinue(m.metadata.name, name);
       const t2 = performance.now();
-      // The old node's assignment goes once the copy runs (outside the freeze): its agent then kills
-      // the frozen, cut-off source. A manager that dies before this does it again (Switch is replayed).
-      await remove(d.store, keys.assignment(m.spec.from, name));
       await releaseHold(d.store, name);
       const freezeMs = t.freezeStart ? Date.now() - t.freezeStart : undefined;
       d.log(`migration ${m.metadata.name}: switched ${name}: store ${Math.round(t1 - t0)} ms, continue ${Math.round(t2 - t1)} ms, hold released ${Math.round(performance.now() - t2)} ms`);
+      // The old node's assignment goes once the copy runs and the entry point lets requests through
+      // (outside the freeze): its agent then kills the frozen, cut-off source. A manager that dies
+      // before this does it again (Switch is replayed).
+      await remove(d.store, keys.assignment(m.spec.from, name));
       if (freezeMs !== undefined) await save(d, m.metadata.name, (x) => { x.status.freezeMs = freezeMs; });
       // The switch is in the store and the target runs: a manager dying here must finish, not undo.
       failpoint('migrate:after-switch');
