@@ -65,6 +65,9 @@ async function measure<T>(s: Series<T>, label: string, fn: () => Promise<T>): Pr
     // flat image on the target's, the restored copy). With 4× the 1 GiB pre-copy restore met cold
     // memory and took 3.3–3.6 s; with 8×, 1.1 s (stop-copy's 1.0 s, raw CRIU's 0.9 s).
     warmHostMemory(8 * currentSizeMiB);
+    // That held this process for seconds: let it see the sockets the manager closed meanwhile (idle
+    // keep-alive), or the next request goes out on one of them and fails with UND_ERR_SOCKET.
+    await new Promise((resolve) => setTimeout(resolve, 50));
     const r = await fn();
     s.runs.push(r);
     note(`${label}: ${JSON.stringify(r, (_k, v: unknown) => (typeof v === 'number' ? Math.round(v) : v))}`);
