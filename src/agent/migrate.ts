@@ -1133,8 +1133,8 @@ export class MigrationAgent {
       // CRIU's network lock guards nothing here: with its address the copy's veth stays down until the
       // continue; without it no connection is restored.
       const criuConf = await writeCriuConfig(cdir, `${keepsAddress ? 'tcp-established\n' : 'tcp-close\n'}leave-stopped\n${criuOptions({ networkLock: 'skip' })}`);
-      // (After pre-copy every round of the parent chain is read.)
-      await chownTree(o.preCopyRound !== undefined ? join(dir, 'rounds') : imageDir, this.d.idMap.hostId);
+      // A flat image is read alone; an overlaid one (after pre-copy) with its parent round.
+      await chownTree(eager ? join(dir, 'rounds') : imageDir, this.d.idMap.hostId);
       rec.rootfsMode = prepared.mode;
       rec.ip = att.ip;
       restoredAttachments.set(rec.runtimeId, att);
@@ -1477,7 +1477,9 @@ export function freePort(host: string): Promise<number> {
 async function chownTree(dir: string, uid: number): Promise<void> {
   await chown(dir, uid, uid);
   await chmod(dir, 0o755);
-  for (const e of await readdir(dir, { withFileTypes: true, recursive: true })) await chown(join(e.parentPath, e.name), uid, uid);
+  // All at once: one after another, a few hundred entries took 10–30 ms here (inside the freeze).
+  const entries = await readdir(dir, { withFileTypes: true, recursive: true });
+  await Promise.all(entries.map((e) => chown(join(e.parentPath, e.name), uid, uid)));
 }
 
 /** On the cluster overlay: connects a container's host veth again and announces its address here. */
