@@ -683,13 +683,15 @@ async function linkOrCopy(from: string, to: string): Promise<void> {
 
 /** Puts `names` of `from` into `to` as they are: files hard-linked (or copied), symlinks and directories copied. */
 async function linkOthers(from: string, to: string, names: readonly string[]): Promise<void> {
-  for (const name of names) {
+  // All at once: an image has dozens of small files, and two thread-pool round trips each, one file
+  // after another, took 3.5–13 ms for 45 files on tmpfs here (1–3 ms at once), inside the freeze.
+  await Promise.all(names.map(async (name) => {
     const src = join(from, name);
     const st = await lstat(src);
     if (st.isSymbolicLink()) await symlink(await readlink(src), join(to, name));
     else if (st.isDirectory()) await cp(src, join(to, name), { recursive: true, verbatimSymlinks: true });
     else await linkOrCopy(src, join(to, name));
-  }
+  }));
 }
 
 /**
