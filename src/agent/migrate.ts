@@ -613,11 +613,12 @@ export class MigrationAgent {
    * is returned; the frozen container is then CRIU's until the target has every page.
    */
   freeze(id: string, name: string, o: FreezeOptions = {}): Promise<FreezeResult> {
+    const asked = performance.now();
     // The reconcile loop stays away meanwhile: a re-scan must not publish the ports being closed.
-    return this.d.reconciler.exclusive(name, () => this.freezeNow(id, name, o));
+    return this.d.reconciler.exclusive(name, () => this.freezeNow(id, name, o, asked));
   }
 
-  private async freezeNow(id: string, name: string, o: FreezeOptions): Promise<FreezeResult> {
+  private async freezeNow(id: string, name: string, o: FreezeOptions, asked: number): Promise<FreezeResult> {
     const { postCopy, streamTo, preCopyRound } = o;
     const rec = this.record(name);
     // runc's answer comes while the files are made ready (a runc run costs ~10 ms).
@@ -646,14 +647,21 @@ export class MigrationAgent {
     let isolated = false;
     let lockSkipped = false;
     const containerDir = this.d.records.containerDir(rec.runtimeId);
-    try {
+    // runc's answer is not waited for before the pause (≈ 7 ms of the freeze): freezing a container
+    // that is already frozen changes nothing, and one that is not running is refused right after the
+    // pause, before anything is dumped (the manager's rollback then resumes and reconnects it).
+    const mustRun = async (): Promise<void> => {
       const st = await stateNow;
       if (st?.status !== 'running' && st?.status !== 'paused') throw agentErrors.BAD_REQUEST({ reason: `${name} is ${st?.status ?? 'gone'}, not running` });
+    };
+    try {
       rec.outgoing = id;
       await this.d.records.save(rec);
       // Refuse new connections, let requests already in the app finish (bounded), then freeze: a request
       // the app has counted is never cut before its answer leaves.
-      const times = stopwatch();
+      // From the request on: what comes before the pause (the record, the files) is in the freeze too.
+      const times = stopwatch(asked);
+      times.lap('ready');
       await this.d.network.unpublish(rec.runtimeId, DRAIN_MS);
       times.lap('drain');
       const t0 = performance.now();
@@ -664,10 +672,14 @@ export class MigrationAgent {
       // kernel's retransmissions and, later, the resets of its end must not reach the clients).
       if (this.d.network.cluster) await this.d.network.refuseInbound(rec.runtimeId);
       try {
-        if (st.status === 'running') await this.d.runtime.pause(rec.runtimeId);
+        await this.d.runtime.pause(rec.runtimeId).catch(async (e: unknown) => {
+          await mustRun();
+          if ((await stateNow)?.status !== 'paused') throw e; // (paused already: nothing to do)
+        });
       } finally {
         if (this.d.network.cluster) isolated = await this.d.network.isolate(rec.runtimeId);
       }
+      await mustRun();
       // CRIU's own network lock keeps a dump's TCP state still for a restore that takes the connections
       // on. Here it would guard nothing, and its unlock alone is ≈ 10 ms of the freeze: on the overlay
       // the copy is cut off at its veth (when that failed, the lock stays); off it the target closes
@@ -1091,6 +1103,10 @@ export class MigrationAgent {
       else memoryBytes = s.pages * 4096;
       times.lap(`${s.overlaid ? 'overlay' : 'flatten'} (${s.pagesWritten} of ${s.pages} pages written${s.copiedWhy ? `; the layout changed, ${s.copiedWhy}` : ''})`);
     }
+    // What arrived is all here: its size is read while the restore goes on, not after it (a walk of
+    // the rounds, ≈ 3 ms). Files the restore adds (CRIU's logs) are not transfer; a walk that trips
+    // over one going away is done again at the end.
+    const arrived = sizeOf(dir).catch(() => undefined);
     const t0 = performance.now();
     const rec: ContainerRecord = {
       name: a.name, uid: a.uid, runtimeId: `${this.d.idPrefix}${a.name.toLowerCase().slice(0, 40)}-${randomBytes(4).toString('hex')}`,
@@ -1163,7 +1179,7 @@ export class MigrationAgent {
       rec.startedAt = new Date().toISOString();
       rec.appliedResources = { ...a.spec.resources };
       await this.d.records.save(rec);
-      return { runtimeId: rec.runtimeId, pid: st.pid, bytes: await sizeOf(dir), restoreMs: performance.now() - t0 };
+      return { runtimeId: rec.runtimeId, pid: st.pid, bytes: (await arrived) ?? await sizeOf(dir), restoreMs: performance.now() - t0 };
     } catch (e) {
       await this.abort(id, a.name).catch(() => undefined);
       throw e;
@@ -1449,8 +1465,8 @@ function exitOf(child: ChildProcess, what: string, logFile: string): Promise<voi
 }
 
 /** Lap times for the agent's log: where a freeze or restore spends its time. */
-function stopwatch(): { lap(name: string): void; summary(): string } {
-  let last = performance.now();
+function stopwatch(start = performance.now()): { lap(name: string): void; summary(): string } {
+  let last = start;
   const laps: string[] = [];
   return {
     lap(name) {
