@@ -62,6 +62,9 @@ describe('live migration between two nodes (pre-copy)', { skip: skipUnlessReady(
       const final = finalLine(m);
       // …and CRIU's dump left the others out (the clean-pages shim scripts/setup installs).
       assert.match(final, /^final delta after round \d+: \d+ of \d+ pages \(the pages written since it began, as the write tracker found them; CRIU dumped only those\)$/);
+      // The target asked for the final delta before the freeze and began on it as the source finished.
+      const restored = readFileSync(join(c.home, 'logs', `agent-${to}.log`), 'utf8').split('\n').find((l) => l.includes(`migration ${m.metadata.name}: pre restored`));
+      assert.match(restored ?? '', /: fetch \(begun as the source finished\) \d+ ms/, restored);
       process.stdout.write(`# pre-copy to ${to}: ${m.status.round} round(s), freeze ${m.status.freezeMs} ms, total ${m.status.totalMs} ms, ${m.status.bytes} bytes; ${final}\n`);
     }
     for (const x of c.hosts) assert.deepEqual(migrationFilesOn(x), [], `no migration files left on ${x.node}`);

@@ -12,7 +12,7 @@ import { chmod, chown, mkdir, readdir, readFile, rename, rm, rmdir, statfs, syml
 import { createServer, isIPv4 } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { basename, join, relative } from 'node:path';
-import type { Readable } from 'node:stream';
+import { PassThrough, type Readable } from 'node:stream';
 import { createHash, randomBytes } from 'node:crypto';
 import type { Assignment } from '../model/index.ts';
 import type { FreezeResult } from '../client/index.ts';
@@ -85,6 +85,32 @@ const deltaFile = (key: string): string => (key === UPPER_KEY ? 'upper.delta.tar
 const VOLUMES_SUBDIR = 'volumes';
 /** The `files` subdir a target asks for to get the link probe of `--strategy auto` (see layProbe). */
 const PROBE_SUBDIR = 'probe';
+/** The `files` subdir of pre-copy's final delta. */
+const FINAL_SUBDIR = 'rounds/final/send';
+/** How long a prefetch waits for the source's freeze before it gives up (the restore then fetches). */
+const FINAL_WAIT_MS = 120_000;
+
+/** A final delta as a prefetch waits for it: `settled` gives the freeze's error, or undefined once it is made. */
+interface Final {
+  readonly settled: Promise<string | undefined>;
+  /** True once settled. */
+  readonly done: boolean;
+  settle(error?: Error): void;
+}
+
+function newFinal(): Final {
+  let resolve!: (error: string | undefined) => void;
+  const settled = new Promise<string | undefined>((r) => { resolve = r; });
+  const f = {
+    settled, done: false,
+    settle(error?: Error): void {
+      if (f.done) return;
+      f.done = true;
+      resolve(error?.message);
+    },
+  };
+  return f;
+}
 
 /** How long open connections through a published port may take to finish before the freeze. */
 const DRAIN_MS = 500;
@@ -211,6 +237,10 @@ export class MigrationAgent {
   private readonly movedVolumes = new Map<string, string[]>();
   /** Target, pre-copy: the round being made flat in the background, by migration id. */
   private readonly flattening = new Map<string, { done: Promise<void>; error?: string }>();
+  /** Source, pre-copy: each migration's final delta, settled once the freeze has made it (or failed). */
+  private readonly finals = new Map<string, Final>();
+  /** Target, pre-copy: the final delta fetched the moment the source has it (prefetchFinal), by migration id. */
+  private readonly prefetches = new Map<string, { readonly round: number; readonly done: Promise<{ bytes: number; resumes: number } | undefined> }>();
   /**
    * Source, pre-copy: the delta server for a freeze after round `round`, started when that round was
    * dumped so that mapping the round's pages (≈ 90 ms at 1 GiB) is no part of the freeze.
@@ -268,6 +298,13 @@ export class MigrationAgent {
    * with `keepVolumes` the volume copies (packVolumes, fetchVolumes) stay: a phase starting over.
    */
   private async removeFiles(id: string, o: { keepVolumes?: boolean } = {}): Promise<void> {
+    this.endFinal(id);
+    const pre = this.prefetches.get(id);
+    if (pre) {
+      this.fetches.get(id)?.abort(); // a prefetch still waiting for the source
+      await pre.done;
+      this.prefetches.delete(id);
+    }
     await this.stopDeltaServer(id);
     await this.stopTracking(id);
     // A round still being made flat would write into what is removed here.
@@ -637,6 +674,8 @@ export class MigrationAgent {
     // round as they arrive (no full image, no comparison afterwards); copyRound started it. Without
     // the helper: a full dump into rounds/final/full, then the delta from files.
     const finalDir = join(dir, 'rounds', 'final');
+    // A target may already wait for this freeze's delta (prefetchFinal); a settled one is an earlier try's.
+    const final = preCopyRound === undefined ? undefined : this.finalOf(id, { fresh: true });
     const ready = this.deltaServers.get(id);
     // While the writes are tracked none waits, and none is started (the tracked final round needs none).
     const delta = preCopyRound === undefined ? undefined : ready?.round === preCopyRound ? await ready.server
@@ -746,10 +785,12 @@ export class MigrationAgent {
       for (const f of await readdir(packDir)) await rename(join(packDir, f), join(sendDir, f));
       await rmdir(packDir);
       times.lap('pack (made while CRIU dumped)');
+      final?.settle();
       const how = postCopy ? ' (post-copy)' : streamTo ? ` (pages streamed to ${streamTo})` : preCopyRound !== undefined ? ` (pre-copy, after round ${preCopyRound})` : '';
       this.d.log(`migration ${id}: ${name} frozen and dumped${how}: ${times.summary()}`);
       return { bytes: await sizeOf(sendDir), dumpMs, ...(pageServer ? { pageServer } : {}), ...(finalDelta ? { finalDelta } : {}) };
     } catch (e) {
+      final?.settle(e as Error);
       if (lockSkipped) await writeCriuConfig(containerDir, criuOptions());
       await packing?.catch(() => undefined);
       await this.stopDeltaServer(id); // a server still waiting for a dump that will not come
@@ -860,8 +901,37 @@ export class MigrationAgent {
     }
   }
 
+  /** Migration `id`'s final delta (see `finals`); `fresh` replaces one an earlier freeze settled. */
+  private finalOf(id: string, o: { fresh?: boolean } = {}): Final {
+    const f = this.finals.get(id);
+    if (f && !(o.fresh && f.done)) return f;
+    const made = newFinal();
+    this.finals.set(id, made);
+    return made;
+  }
+
+  /** Forgets migration `id`'s final delta; a prefetch still waiting for it is told the migration ended. */
+  private endFinal(id: string): void {
+    this.finals.get(id)?.settle(new Error('the migration ended'));
+    this.finals.delete(id);
+  }
+
   /** Source: the files of migration `id` (CRIU image + writable layer) for the target, from `resume` on. */
-  files(id: string, o: SendOptions, subdir?: string): Readable {
+  files(id: string, o: SendOptions, subdir?: string, waitFinal = false): Readable {
+    if (waitFinal) {
+      // A target's prefetch: the final delta is sent once the freeze has made it (see prefetchFinal).
+      const out = new PassThrough();
+      const final = this.finalOf(id);
+      const timeout = setTimeout(() => out.destroy(new Error('no freeze came within 2 minutes')), FINAL_WAIT_MS);
+      timeout.unref();
+      void final.settled.then((error) => {
+        clearTimeout(timeout);
+        if (error !== undefined) out.destroy(new Error(`the freeze failed: ${error}`));
+        else if (!out.destroyed) sendFiles(join(this.dir(id), safePath(subdir ?? FINAL_SUBDIR)), o).on('error', (e) => out.destroy(e)).pipe(out);
+      });
+      out.once('close', () => clearTimeout(timeout));
+      return out;
+    }
     if (subdir === VOLUMES_SUBDIR) return sendFiles(join(this.volumesDir(id), 'base'), o);
     if (subdir === PROBE_SUBDIR) {
       // Sent once, then gone (a --check migration has no Cleanup to remove it).
@@ -993,12 +1063,13 @@ export class MigrationAgent {
   }
 
   /** Fetches files of migration `id` from the source agent into `dir`; ended by a rollback (abort). */
-  private async fetch(id: string, sourceUrl: string, dir: string, o: { bytesPerSec: number; subdir?: string; failpoint?: string }): Promise<{ bytes: number; resumes: number }> {
+  private async fetch(id: string, sourceUrl: string, dir: string, o: { bytesPerSec: number; subdir?: string; failpoint?: string; waitFinal?: boolean; retries?: number }): Promise<{ bytes: number; resumes: number }> {
     const ac = new AbortController();
     this.fetches.set(id, ac);
     try {
       return await fetchFiles(new URL(`v1/migrate/${id}/files`, sourceUrl.endsWith('/') ? sourceUrl : `${sourceUrl}/`).href, this.d.token, dir, {
         bytesPerSec: o.bytesPerSec, signal: ac.signal, ...(o.subdir ? { subdir: o.subdir } : {}), progress: () => failpoint(o.failpoint ?? 'migrate:during-fetch'),
+        ...(o.waitFinal ? { waitFinal: true } : {}), ...(o.retries !== undefined ? { retries: o.retries } : {}),
       });
     } finally {
       if (this.fetches.get(id) === ac) this.fetches.delete(id);
@@ -1053,6 +1124,27 @@ export class MigrationAgent {
     return { pageServer: `${pc.host}:${port}` };
   }
 
+  /**
+   * Target, pre-copy, asked just before the source freezes: fetches the final delta of round
+   * `round`'s successor as soon as the source has made it — the source holds the request until then —
+   * instead of when the manager relays that the freeze is done (≈ 15 ms later). restore() takes it
+   * over; when it failed, restore() fetches as before. Answers at once.
+   */
+  async prefetchFinal(id: string, sourceUrl: string, round: number, bytesPerSec = 0): Promise<void> {
+    const earlier = this.prefetches.get(id);
+    if (earlier) {
+      this.fetches.get(id)?.abort();
+      await earlier.done;
+    }
+    const imageDir = join(this.dir(id), 'rounds', 'final');
+    await rm(imageDir, { recursive: true, force: true });
+    await mkdir(imageDir, { recursive: true, mode: 0o755 });
+    await symlink(`../${round}`, join(imageDir, 'parent'));
+    const done = this.fetch(id, sourceUrl, imageDir, { bytesPerSec, subdir: FINAL_SUBDIR, waitFinal: true, retries: 0 })
+      .catch((e: Error) => { this.d.log(`migration ${id}: fetching the final delta ahead failed (${e.message}); the restore fetches it`); return undefined; });
+    this.prefetches.set(id, { round, done });
+  }
+
   /** Target: fetch the archive from the source agent and restore the container from it. */
   async restore(id: string, sourceUrl: string, a: Assignment, o: RestoreFrom = {}): Promise<{ runtimeId: string; pid: number; bytes: number; restoreMs: number }> {
     // Pages streamed during the dump: the page server has them all once it exits.
@@ -1078,15 +1170,27 @@ export class MigrationAgent {
     } else if (o.preCopyRound === undefined) {
       await mkdir(dir, { recursive: true, mode: 0o755 });
     }
-    if (o.preCopyRound !== undefined) {
-      await rm(imageDir, { recursive: true, force: true });
-      await mkdir(imageDir, { recursive: true, mode: 0o755 });
-      await symlink(`../${o.preCopyRound}`, join(imageDir, 'parent'));
+    const pre = this.prefetches.get(id);
+    this.prefetches.delete(id);
+    let got: { bytes: number; resumes: number } | undefined;
+    if (pre && pre.round === o.preCopyRound) {
+      got = await pre.done;
+    } else if (pre) {
+      this.fetches.get(id)?.abort(); // asked for another round's: not this one
+      await pre.done;
     }
-    const got = await this.fetch(id, sourceUrl, o.preCopyRound !== undefined ? imageDir : dir, {
-      bytesPerSec: o.bytesPerSec ?? 0, ...(o.preCopyRound !== undefined ? { subdir: 'rounds/final/send' } : {}),
-    });
-    times.lap(`fetch${got.resumes > 0 ? ` (${got.resumes} resumes)` : ''}`);
+    const ahead = got !== undefined;
+    if (!got) {
+      if (o.preCopyRound !== undefined) {
+        await rm(imageDir, { recursive: true, force: true });
+        await mkdir(imageDir, { recursive: true, mode: 0o755 });
+        await symlink(`../${o.preCopyRound}`, join(imageDir, 'parent'));
+      }
+      got = await this.fetch(id, sourceUrl, o.preCopyRound !== undefined ? imageDir : dir, {
+        bytesPerSec: o.bytesPerSec ?? 0, ...(o.preCopyRound !== undefined ? { subdir: FINAL_SUBDIR } : {}),
+      });
+    }
+    times.lap(`fetch${ahead ? ' (begun as the source finished)' : ''}${got.resumes > 0 ? ` (${got.resumes} resumes)` : ''}`);
     if (o.preCopyRound !== undefined) {
       // CRIU reads a parent chain run by run: a flat image (the last round's pages file patched with
       // the final delta's pages) restores as fast as a plain dump, lazily when big. When the memory
@@ -1285,6 +1389,7 @@ export class MigrationAgent {
   /** Target, rollback: remove the incoming copy of migration `id`, if any. */
   async abort(id: string, name: string): Promise<void> {
     this.fetches.get(id)?.abort();
+    this.prefetches.delete(id);
     await this.pageServers.get(id)?.stop();
     this.pageServers.delete(id);
     const lazy = this.lazyTargets.get(id);

@@ -186,10 +186,16 @@ export async function buildAgentApi(deps: AgentApiDeps): Promise<FastifyInstance
     partial: Type.Optional(Type.Object({ path: Type.String(), offset: Type.Integer({ minimum: 0 }) })),
   });
   app.post('/v1/migrate/:id/files', {
-    schema: { params: Mid, body: Type.Object({ resume: ResumeSchema, bytesPerSec: Type.Optional(Type.Integer({ minimum: 0 })), subdir: Type.Optional(Type.String()) }) },
+    schema: { params: Mid, body: Type.Object({ resume: ResumeSchema, bytesPerSec: Type.Optional(Type.Integer({ minimum: 0 })), subdir: Type.Optional(Type.String()), waitFinal: Type.Optional(Type.Boolean()) }) },
   }, async (req, reply) => {
     void reply.header('content-type', 'application/octet-stream');
-    return reply.send(deps.migrations.files(req.params.id, { resume: req.body.resume, bytesPerSec: req.body.bytesPerSec }, req.body.subdir));
+    return reply.send(deps.migrations.files(req.params.id, { resume: req.body.resume, bytesPerSec: req.body.bytesPerSec }, req.body.subdir, req.body.waitFinal === true));
+  });
+  app.post('/v1/migrate/:id/prefetch', {
+    schema: { params: Mid, body: Type.Object({ source: Type.String(), round: Type.Integer({ minimum: 0 }), bytesPerSec: Type.Optional(Type.Integer({ minimum: 0 })) }) },
+  }, async (req) => {
+    await deps.migrations.prefetchFinal(req.params.id, req.body.source, req.body.round, req.body.bytesPerSec);
+    return { ok: true };
   });
   app.post('/v1/migrate/:id/resume', {
     schema: { params: Mid, body: Type.Object({ name: Type.String(), ports: Type.Array(PortSchema) }) },

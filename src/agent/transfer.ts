@@ -211,6 +211,8 @@ export interface FetchOptions {
   readonly signal?: AbortSignal;
   /** Attempts after a broken stream (default 5). */
   readonly retries?: number;
+  /** The sender holds the request until the files exist (pre-copy's final delta, asked for ahead). */
+  readonly waitFinal?: boolean;
   readonly progress?: ProgressFn;
 }
 
@@ -223,7 +225,7 @@ export async function fetchFiles(url: string, token: string, dir: string, o: Fet
   let bytes = 0;
   for (let attempt = 0; ; attempt++) {
     o.signal?.throwIfAborted();
-    const res = await post(url, token, { resume, bytesPerSec: o.bytesPerSec ?? 0, ...(o.subdir ? { subdir: o.subdir } : {}) }, o.signal);
+    const res = await post(url, token, { resume, bytesPerSec: o.bytesPerSec ?? 0, ...(o.subdir ? { subdir: o.subdir } : {}), ...(o.waitFinal ? { waitFinal: true } : {}) }, o.signal);
     let before = 0;
     const r = await receiveFiles(res, dir, resume, (n) => { o.progress?.(bytes + n); before = n; });
     bytes += before;

@@ -126,6 +126,11 @@ export class AgentClient {
     return requestJson(this.endpoint, 'POST', `v1/migrate/${id}/resume`, { body: { name, ports } });
   }
 
+  /** Migration, target, pre-copy, before the freeze: fetch the final delta from `source` as soon as it exists. */
+  migratePrefetch(id: string, source: string, round: number, bytesPerSec?: number): Promise<void> {
+    return requestJson(this.endpoint, 'POST', `v1/migrate/${id}/prefetch`, { body: { source, round, ...(bytesPerSec ? { bytesPerSec } : {}) } });
+  }
+
   /** Migration, target: fetch from `source` (an agent URL) and restore. */
   migrateRestore(id: string, source: string, assignment: Assignment, o: { pageServer?: string; bytesPerSec?: number; preCopyRound?: number; expectBytes?: number; volumes?: string[] } = {}): Promise<{ runtimeId: string; pid: number; bytes: number; restoreMs: number }> {
     return requestJson(this.endpoint, 'POST', `v1/migrate/${id}/restore`, { body: { source, assignment, ...o } });
