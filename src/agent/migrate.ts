@@ -299,12 +299,7 @@ export class MigrationAgent {
    */
   private async removeFiles(id: string, o: { keepVolumes?: boolean } = {}): Promise<void> {
     this.endFinal(id);
-    const pre = this.prefetches.get(id);
-    if (pre) {
-      this.fetches.get(id)?.abort(); // a prefetch still waiting for the source
-      await pre.done;
-      this.prefetches.delete(id);
-    }
+    await this.endPrefetch(id);
     await this.stopDeltaServer(id);
     await this.stopTracking(id);
     // A round still being made flat would write into what is removed here.
@@ -1016,9 +1011,7 @@ export class MigrationAgent {
     }
     await this.flattened(id);
     const dir = join(this.dir(id), 'rounds', String(round));
-    await rm(dir, { recursive: true, force: true });
-    await mkdir(dir, { recursive: true, mode: 0o755 });
-    if (round > 0) await symlink(`../${round - 1}`, join(dir, 'parent'));
+    await freshRoundDir(dir, round > 0 ? round - 1 : undefined);
     const t0 = performance.now();
     const got = await this.fetch(id, sourceUrl, dir, { bytesPerSec, subdir: `rounds/${round}/${round === 0 ? 'full' : 'send'}` });
     const ms = performance.now() - t0;
@@ -1124,6 +1117,15 @@ export class MigrationAgent {
     return { pageServer: `${pc.host}:${port}` };
   }
 
+  /** Target: ends migration `id`'s prefetch, if any (a fetch still waiting for the source is aborted). */
+  private async endPrefetch(id: string): Promise<void> {
+    const pre = this.prefetches.get(id);
+    if (!pre) return;
+    this.prefetches.delete(id);
+    this.fetches.get(id)?.abort();
+    await pre.done;
+  }
+
   /**
    * Target, pre-copy, asked just before the source freezes: fetches the final delta of round
    * `round`'s successor as soon as the source has made it — the source holds the request until then —
@@ -1131,15 +1133,9 @@ export class MigrationAgent {
    * over; when it failed, restore() fetches as before. Answers at once.
    */
   async prefetchFinal(id: string, sourceUrl: string, round: number, bytesPerSec = 0): Promise<void> {
-    const earlier = this.prefetches.get(id);
-    if (earlier) {
-      this.fetches.get(id)?.abort();
-      await earlier.done;
-    }
+    await this.endPrefetch(id);
     const imageDir = join(this.dir(id), 'rounds', 'final');
-    await rm(imageDir, { recursive: true, force: true });
-    await mkdir(imageDir, { recursive: true, mode: 0o755 });
-    await symlink(`../${round}`, join(imageDir, 'parent'));
+    await freshRoundDir(imageDir, round);
     const done = this.fetch(id, sourceUrl, imageDir, { bytesPerSec, subdir: FINAL_SUBDIR, waitFinal: true, retries: 0 })
       .catch((e: Error) => { this.d.log(`migration ${id}: fetching the final delta ahead failed (${e.message}); the restore fetches it`); return undefined; });
     this.prefetches.set(id, { round, done });
@@ -1171,21 +1167,16 @@ export class MigrationAgent {
       await mkdir(dir, { recursive: true, mode: 0o755 });
     }
     const pre = this.prefetches.get(id);
-    this.prefetches.delete(id);
     let got: { bytes: number; resumes: number } | undefined;
     if (pre && pre.round === o.preCopyRound) {
+      this.prefetches.delete(id);
       got = await pre.done;
-    } else if (pre) {
-      this.fetches.get(id)?.abort(); // asked for another round's: not this one
-      await pre.done;
+    } else {
+      await this.endPrefetch(id); // one asked for another round's: not this one
     }
     const ahead = got !== undefined;
     if (!got) {
-      if (o.preCopyRound !== undefined) {
-        await rm(imageDir, { recursive: true, force: true });
-        await mkdir(imageDir, { recursive: true, mode: 0o755 });
-        await symlink(`../${o.preCopyRound}`, join(imageDir, 'parent'));
-      }
+      if (o.preCopyRound !== undefined) await freshRoundDir(imageDir, o.preCopyRound);
       got = await this.fetch(id, sourceUrl, o.preCopyRound !== undefined ? imageDir : dir, {
         bytesPerSec: o.bytesPerSec ?? 0, ...(o.preCopyRound !== undefined ? { subdir: FINAL_SUBDIR } : {}),
       });
@@ -1593,6 +1584,13 @@ export function freePort(host: string): Promise<number> {
       s.close(() => (typeof a === 'object' && a ? resolve(a.port) : reject(new Error('no port'))));
     });
   });
+}
+
+/** Empties (or makes) the target's directory `dir` for one pre-copy round, linked to round `parent` when given. */
+async function freshRoundDir(dir: string, parent: number | undefined): Promise<void> {
+  await rm(dir, { recursive: true, force: true });
+  await mkdir(dir, { recursive: true, mode: 0o755 });
+  if (parent !== undefined) await symlink(`../${parent}`, join(dir, 'parent'));
 }
 
 async function chownTree(dir: string, uid: number): Promise<void> {
