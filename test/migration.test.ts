@@ -186,9 +186,9 @@ describe('live migration between two nodes (stop-copy)', { skip: skipUnlessReady
       assert.equal(r.code, 0, r.stderr);
       return JSON.parse(r.stdout) as { pages: number; fnv1a: string };
     };
+    let last = await counterAt(c, ip); // waits until it listens: the app writes its ballast first
     const before = await ballast();
     assert.equal(before.pages, 160 * 256);
-    let last = await counterAt(c, ip);
     for (const [to, host, strategy] of [[b.node, b, 'stop-copy'], [a.node, a, 'pre-copy']] as const) {
       {
         const m = await c.json<Migration>(['migrate', 'big', '--to', to, '--strategy', strategy]);

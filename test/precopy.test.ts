@@ -131,7 +131,7 @@ describe('live migration between two nodes (pre-copy)', { skip: skipUnlessReady(
       const now = await counts();
       assert.deepEqual(now, last.map((x) => x + 1), 'both counters continued');
       last = now;
-      const who = await c.ok(['exec', 'tree', '--', 'sh', '-c', 'for p in /proc/[0-9]*; do [ "$(cat $p/comm)" = sample-app ] && stat -c %u $p; done']);
+      const who = await c.ok(['exec', 'tree', '--', 'sh', '-c', 'for p in /proc/[0-9]*; do if [ "$(cat $p/comm)" = sample-app ]; then stat -c %u $p; fi; done']);
       assert.deepEqual(who.trim().split('\n'), ['999', '999'], 'two sample apps, both still uid 999');
       process.stdout.write(`# two processes to ${to}: freeze ${m.status.freezeMs} ms; ${final}\n`);
     }

@@ -105,7 +105,7 @@ test('real CRIU: with the clean-pages switch CRIU keeps a cache of its own, whic
   }
 });
 
-test('real CRIU: the wrapper scripts/setup writes runs CRIU with Ferry\'s recv() shim preloaded', (t) => {
+test('real CRIU: the wrapper scripts/setup writes runs CRIU with Ferry\'s shims preloaded (recv, clean pages, tmpfs archiver)', (t) => {
   const missing = !existsSync(CRIU) ? `needs CRIU at ${CRIU} (scripts/setup)` : undefined;
   if (missing) {
     if (process.env.CI === 'true') assert.fail(`CRIU wrapper test cannot run: ${missing}`);
@@ -114,7 +114,9 @@ test('real CRIU: the wrapper scripts/setup writes runs CRIU with Ferry\'s recv()
   const shim = '/opt/ferry/lib/ferry-criu-uncork.so';
   const wrapper = readFileSync(CRIU, 'utf8');
   if (!wrapper.includes('/criu-root/')) return t.skip('a system CRIU is in use (no private root, no shim)');
-  assert.ok(wrapper.includes(`--preload "${shim}:/opt/ferry/lib/ferry-criu-clean.so"`), wrapper);
+  assert.ok(wrapper.includes(`--preload "${shim}:/opt/ferry/lib/ferry-criu-clean.so:/opt/ferry/lib/ferry-criu-tar.so"`), wrapper);
+  const tarShim = spawnSync('nm', ['-D', '--defined-only', '/opt/ferry/lib/ferry-criu-tar.so'], { encoding: 'utf8' });
+  assert.match(tarShim.stdout, /\bT execvp\b/, 'the tmpfs archiver wraps execvp()');
   const symbols = spawnSync('nm', ['-D', '--defined-only', shim], { encoding: 'utf8' });
   assert.equal(symbols.status, 0, symbols.stderr);
   assert.match(symbols.stdout, /\bT recv\b/, 'the shim defines recv()');

@@ -5,7 +5,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, readlinkSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { isFerryError } from '../../errors/index.ts';
@@ -271,7 +271,8 @@ test('runc runtime (real runc, user namespace, new netns)', { ...prerequisiteGat
   });
 
   await t.test('restore from a CRIU image runs under a new shim with fresh pipes', { ...prerequisiteGate(missingPrerequisite({ criu: true })) }, async () => {
-    const s = spec('ckpt', ['sh', '-c', 'i=0; while true; do echo tick$i; i=$((i+1)); sleep 0.1; done']);
+    // A file in /dev/shm (a tmpfs: CRIU saves and restores its content through native/criu/tar.c).
+    const s = spec('ckpt', ['sh', '-c', 'echo kept > /dev/shm/ferry-tar-check; chmod 4710 /dev/shm/ferry-tar-check; i=0; while true; do echo tick$i; i=$((i+1)); sleep 0.1; done']);
     await rt.create(s);
     await rt.start(s.id);
     await eventually('a few ticks', async () => (await logsOf(s.id)).length >= 3);
@@ -279,6 +280,12 @@ test('runc runtime (real runc, user namespace, new netns)', { ...prerequisiteGat
     mkdirSync(images);
     const r = spawnSync('runc', ['--root', runcRoot, '--criu', CRIU, 'checkpoint', '--image-path', images, s.id], { encoding: 'utf8' });
     assert.equal(r.status, 0, `checkpoint failed: ${r.stderr}`);
+    // Every tmpfs was archived in CRIU's own child (the preloaded shim), none handed to tar.
+    const dumpLog = readFileSync(join(images, 'dump.log'), 'utf8');
+    const tmpfsImages = readdirSync(images).filter((n) => n.startsWith('tmpfs-dev-')).length;
+    assert.ok(tmpfsImages >= 2, `runc's /dev and /dev/shm are tmpfs: ${readdirSync(images).join(' ')}`);
+    assert.equal(dumpLog.match(/ferry-criu-tar: archived \d+ entries/g)?.length, tmpfsImages, dumpLog);
+    assert.doesNotMatch(dumpLog, /handing over to tar/);
     const before = (await logsOf(s.id)).map((e) => Number(e.line.slice(4)));
     await rt.waitExit(s.id, AbortSignal.timeout(WAIT));
     await rt.delete(s.id);
@@ -292,6 +299,14 @@ test('runc runtime (real runc, user namespace, new netns)', { ...prerequisiteGat
     await eventually('ticks after the restore', async () => (await logsOf(restored.id)).length >= 2);
     const after = (await logsOf(restored.id)).map((e) => Number(e.line.slice(4)));
     assert.ok(after[0]! > Math.max(...before) - 1, `counting goes on: before ${before.join(',')} after ${after.join(',')}`);
+    const restoreLog = readFileSync(join(base, 'work-ckpt', 'restore.log'), 'utf8');
+    assert.equal(restoreLog.match(/ferry-criu-tar: extracted \d+ entries/g)?.length, tmpfsImages, restoreLog);
+    assert.doesNotMatch(restoreLog, /handing over to tar/);
+    assert.deepEqual(await exec(restored.id, ['cat', '/dev/shm/ferry-tar-check']), { code: 0, out: 'kept\n', err: '' });
+    for (const [path, mode] of [['', 0o1777], ['/ferry-tar-check', 0o4710]] as const) {
+      const st = statSync(`/proc/${restored.pid}/root/dev/shm${path}`);
+      assert.deepEqual([st.mode & 0o7777, st.uid], [mode, HOST_ROOT], `/dev/shm${path}: mode and owner (the mapped root) kept`);
+    }
     assert.equal((await rt.stop(restored.id, 300))?.exitCode, 137);
     await rt.delete(restored.id);
   });
