@@ -356,20 +356,30 @@ static void scan(int frozen) {
   printf("end %lu %lu\n", w, u);
 }
 
-/* `ferry-dirty-track zero-pfn`: prints the page frame number of the kernel's shared zero page (what a
- * read of a never-written anonymous page maps; a checkpoint leaves such pages out), read from this
- * process's own pagemap (root sees frame numbers). */
-static int zero_pfn(void) {
+/* The frame backing a fresh read-only anonymous page after a read (kept mapped: two calls never share
+ * a recycled frame); 0 when pagemap shows none. */
+static uint64_t read_fault_frame(int fd) {
   volatile unsigned char *p = mmap(NULL, 4096, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (p == MAP_FAILED) die("mmap");
   (void)p[0];
-  int fd = open("/proc/self/pagemap", O_RDONLY);
-  if (fd < 0) die("/proc/self/pagemap");
   uint64_t e;
   if (pread(fd, &e, 8, (off_t)((uintptr_t)p / 4096) * 8) != 8) die("pagemap");
-  uint64_t pfn = e & ((1ULL << 55) - 1);
-  if (!(e & (1ULL << 63)) || pfn == 0) { fprintf(stderr, "ferry-dirty-track: no frame number in pagemap (not root?)\n"); return 1; }
-  printf("%llu\n", (unsigned long long)pfn);
+  return (e & (1ULL << 63)) ? e & ((1ULL << 55) - 1) : 0;
+}
+
+/* `ferry-dirty-track zero-pfn`: prints the page frame number of the kernel's shared zero page (what a
+ * read of a never-written anonymous page maps; a checkpoint leaves such pages out), read from this
+ * process's own pagemap (root sees frame numbers). On a kernel whose read faults get frames of their
+ * own (two reads, two frames: no shared zero page) it prints 2^55 - 1, a frame number no page has —
+ * the value CRIU keeps there too with Ferry's shim (native/criu/zero-page.c): a frame of our own,
+ * freed at exit, must never pass for the zero page, or a container's page that lands on it would be
+ * left out of a round. */
+static int zero_pfn(void) {
+  int fd = open("/proc/self/pagemap", O_RDONLY);
+  if (fd < 0) die("/proc/self/pagemap");
+  uint64_t a = read_fault_frame(fd), b = read_fault_frame(fd);
+  if (a == 0 || b == 0) { fprintf(stderr, "ferry-dirty-track: no frame number in pagemap (not root?)\n"); return 1; }
+  printf("%llu\n", (unsigned long long)(a == b ? a : (1ULL << 55) - 1));
   return 0;
 }
 

@@ -6,6 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CRIU_CACHE_FILE, CRIU_CLEAN_CACHE_FILE, CRIU_RUN_DIR, cleanPagesSupported, primeCriuCache } from './criu-cache.ts';
 import { isTmpfs } from './migrate.ts';
+import { zeroPfn as ferryZeroPfn } from './dirty-track.ts';
 
 const CRIU = process.env.FERRY_CRIU ?? '/opt/ferry/bin/criu';
 
@@ -105,6 +106,51 @@ test('real CRIU: with the clean-pages switch CRIU keeps a cache of its own, whic
   }
 });
 
+/** The frames that back two read-only anonymous pages of a fresh process after a read of each (python3, ctypes). */
+function readFaultFrames(): [bigint, bigint] {
+  const script = [
+    'import ctypes, struct',
+    'libc = ctypes.CDLL(None)',
+    'libc.mmap.restype = ctypes.c_void_p',
+    'libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]',
+    'def frame():',
+    '    p = libc.mmap(None, 4096, 1, 0x22, -1, 0)  # PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS',
+    '    ctypes.c_char.from_address(p).value',
+    '    with open("/proc/self/pagemap", "rb") as f:',
+    '        f.seek(p // 4096 * 8)',
+    '        return struct.unpack("<Q", f.read(8))[0] & ((1 << 55) - 1)',
+    'print(frame(), frame())',
+  ].join('\n');
+  const r = spawnSync('python3', ['-c', script], { encoding: 'utf8' });
+  assert.equal(r.status, 0, r.stderr);
+  const [a, b] = r.stdout.trim().split(' ').map((x) => BigInt(x));
+  return [a!, b!];
+}
+
+test('real CRIU: its zero-page frame matches no page where read faults get frames of their own (native/criu/zero-page.c)', async (t) => {
+  const missing = process.getuid?.() !== 0 ? 'needs root' : !existsSync(CRIU) ? `needs CRIU at ${CRIU} (scripts/setup)` : undefined;
+  if (missing) {
+    if (process.env.CI === 'true') assert.fail(`CRIU zero-page test cannot run: ${missing}`);
+    return t.skip(missing);
+  }
+  if (!readFileSync(CRIU, 'utf8').includes('/criu-root/')) return t.skip('a system CRIU is in use (no private root, no shim)');
+  if (isTmpfs(CRIU_RUN_DIR)) return t.skip('/run is a tmpfs: CRIU keeps its cache itself (the probe is the same)');
+  const [a, b] = readFaultFrames();
+  assert.ok(a > 0n && b > 0n, 'frame numbers are readable as root');
+  for (const cleanPages of [false, true]) {
+    const r = await primeCriuCache(CRIU, { cleanPages });
+    assert.equal(r.status, 'written', JSON.stringify(r));
+    // struct kerndat_s of CRIU 4.x: u32 magic1 (0x57023458), u32 magic2, dev_t, int, then u64 zero_page_pfn.
+    const kdat = readFileSync(cleanPages ? CRIU_CLEAN_CACHE_FILE : CRIU_CACHE_FILE);
+    assert.equal(kdat.readUInt32LE(0), 0x57023458, 'the layout this test reads');
+    const zeroPfn = kdat.readBigUInt64LE(24);
+    if (a === b) assert.equal(zeroPfn, a, 'a shared zero page: CRIU keeps its own answer');
+    else assert.equal(zeroPfn, (1n << 55n) - 1n, `read faults got frames ${a} and ${b}: no frame may pass for the zero page`);
+    // Ferry's rounds leave out the same pages CRIU's dumps do (anonPageRanges), or the final image misses one.
+    assert.equal(zeroPfn, ferryZeroPfn(), 'ferry-dirty-track zero-pfn agrees with CRIU');
+  }
+});
+
 test('real CRIU: the wrapper scripts/setup writes runs CRIU with Ferry\'s shims preloaded (recv, clean pages, tmpfs archiver)', (t) => {
   const missing = !existsSync(CRIU) ? `needs CRIU at ${CRIU} (scripts/setup)` : undefined;
   if (missing) {
@@ -114,7 +160,7 @@ test('real CRIU: the wrapper scripts/setup writes runs CRIU with Ferry\'s shims 
   const shim = '/opt/ferry/lib/ferry-criu-uncork.so';
   const wrapper = readFileSync(CRIU, 'utf8');
   if (!wrapper.includes('/criu-root/')) return t.skip('a system CRIU is in use (no private root, no shim)');
-  assert.ok(wrapper.includes(`--preload "${shim}:/opt/ferry/lib/ferry-criu-clean.so:/opt/ferry/lib/ferry-criu-tar.so"`), wrapper);
+  assert.ok(wrapper.includes(`--preload "${shim}:/opt/ferry/lib/ferry-criu-clean.so:/opt/ferry/lib/ferry-criu-tar.so:/opt/ferry/lib/ferry-criu-zeropage.so"`), wrapper);
   const tarShim = spawnSync('nm', ['-D', '--defined-only', '/opt/ferry/lib/ferry-criu-tar.so'], { encoding: 'utf8' });
   assert.match(tarShim.stdout, /\bT execvp\b/, 'the tmpfs archiver wraps execvp()');
   const symbols = spawnSync('nm', ['-D', '--defined-only', shim], { encoding: 'utf8' });

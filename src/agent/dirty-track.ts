@@ -253,7 +253,10 @@ const PM_PFN = (1n << 55n) - 1n;
 
 let zeroPfnCache: bigint | undefined;
 
-/** The frame number of the kernel's zero page (ferry-dirty-track zero-pfn), which a checkpoint leaves out. */
+/**
+ * The frame number of the kernel's zero page (ferry-dirty-track zero-pfn), which a checkpoint leaves out;
+ * 2^55 - 1, which no page has, on a kernel without a shared zero page (as CRIU with native/criu/zero-page.c).
+ */
 export function zeroPfn(helper = DIRTY_TRACK_PATH): bigint {
   if (zeroPfnCache === undefined) {
     const r = spawnSync(helper, ['zero-pfn'], { encoding: 'utf8' });
