@@ -180,6 +180,25 @@ describe('the tmpfs archiver preloaded into CRIU (native/criu/tar.c) against GNU
     assert.ok(other.stdout.length >= 10240, 'GNU tar wrote the archive');
   });
 
+  it('a member below one of the archive\'s own symlinks goes to GNU tar, which writes nothing through the link', () => {
+    const outside = join(base, 'outside');
+    mkdirSync(outside);
+    const archive = join(base, 'through-link.tgz');
+    const script = [
+      'import io, sys, tarfile',
+      'with tarfile.open(sys.argv[1], "w:gz", format=tarfile.USTAR_FORMAT) as t:',
+      '    d = tarfile.TarInfo("./d"); d.type = tarfile.SYMTYPE; d.linkname = sys.argv[2]; t.addfile(d)',
+      '    f = tarfile.TarInfo("./d/x"); f.size = 3; t.addfile(f, io.BytesIO(b"bad"))',
+    ].join('\n');
+    const made = run('python3', ['-c', script, archive, outside]);
+    assert.equal(made.status, 0, made.stderr);
+    const gnu = tar('gnu', [...EXTRACT, fresh()], archive);
+    const x = tar('ferry', [...EXTRACT, fresh()], archive);
+    assert.match(x.stderr, /handing over to tar: a member below a symlink of the archive/);
+    assert.equal(x.status, gnu.status, 'the same outcome as GNU tar\'s own');
+    assert.deepEqual(readdirSync(outside), [], 'nothing written through the link');
+  });
+
   it('a damaged archive or a missing directory fails with tar\'s status 2 and says why', () => {
     const good = tar('ferry', [...CREATE, src, '.']).stdout;
     const bad = join(base, 'bad.tgz');

@@ -14,7 +14,8 @@
  * exits with tar's status convention (0 done, 2 failed). Anything it does not handle exactly as GNU
  * tar would — hard links, sockets, another file system below DIR, names or link targets longer than
  * ustar's 100 bytes, numbers too big for octal fields, and on extract any entry type but a regular
- * file, directory, symlink, device or fifo, pax or GNU extension headers — it hands to the real tar,
+ * file, directory, symlink, device or fifo, pax or GNU extension headers, a member below one of the
+ * archive's own symlinks (GNU tar defers such links so nothing is written through them) — it hands to the real tar,
  * untouched: a create is checked in full before the first byte is written, an extract is read through
  * once without touching anything and the input rewound before tar gets it. Archives it writes are
  * plain gzip'd ustar: GNU tar extracts them, and it extracts GNU tar's.
@@ -496,6 +497,28 @@ static int extract_one(struct gzin *g, int root, const struct member *m, struct 
   return apply_meta(root, p, m, m->type == '2');
 }
 
+/* Whether `path` lies below (not at) one of the `n` symlink paths in `links`. */
+static int below_link(char *const *links, size_t n, const char *path) {
+  for (size_t i = 0; i < n; i++) {
+    size_t len = strlen(links[i]);
+    if (strncmp(path, links[i], len) == 0 && path[len] == '/') return 1;
+  }
+  return 0;
+}
+
+static int remember(char ***links, size_t *n, size_t *cap, const char *path) {
+  if (*n == *cap) {
+    size_t c = *cap ? *cap * 2 : 16;
+    char **l = realloc(*links, c * sizeof *l);
+    if (!l) return -1;
+    *links = l;
+    *cap = c;
+  }
+  if (!((*links)[*n] = strdup(path))) return -1;
+  (*n)++;
+  return 0;
+}
+
 /* One pass over the archive on stdin: checks only (extract 0) or extracts (extract 1). */
 static int pass(int root, int extract) {
   static struct gzin g;
@@ -504,7 +527,8 @@ static int pass(int root, int extract) {
   g.eof = 0;
   if (inflateInit2(&g.z, 15 + 32) != Z_OK) { complain("inflateInit failed"); return FAILED; }
   struct dirmeta *dirs = NULL;
-  size_t nd = 0, cd = 0, members = 0;
+  char **links = NULL; /* the symlink members seen so far (check pass) */
+  size_t nd = 0, cd = 0, members = 0, nl = 0, cl = 0;
   int ret = DONE;
   for (;;) {
     unsigned char h[BLOCK];
@@ -517,6 +541,10 @@ static int pass(int root, int extract) {
     if (d < 0) { ret = extract ? FAILED : d == -1 ? UNSUPPORTED("a damaged header") : FALLBACK; break; }
     members++;
     if (!extract) {
+      /* A member below one of the archive's own symlinks would be written wherever that link points:
+       * GNU tar defers such links (placeholders); it gets the archive. */
+      if (below_link(links, nl, m.path)) { ret = UNSUPPORTED("a member below a symlink of the archive"); break; }
+      if (m.type == '2' && remember(&links, &nl, &cl, m.path) != 0) { ret = FAILED; break; }
       if (m.type == '0' && skip(&g, m.size) != 0) { ret = UNSUPPORTED("an archive that ends inside a member"); break; }
       continue;
     }
@@ -529,6 +557,8 @@ static int pass(int root, int extract) {
     if (apply_meta(root, strcmp(d->path, ".") == 0 ? "" : d->path, &d->m, 0) != 0) ret = FAILED;
   }
   free(dirs);
+  for (size_t i = 0; i < nl; i++) free(links[i]);
+  free(links);
   if (extract && ret == DONE) complain("extracted %zu entries in %.2f ms", members, elapsed_ms());
   return ret;
 }
