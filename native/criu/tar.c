@@ -96,10 +96,9 @@ static int matches(char *const argv[], const char *const *pattern, size_t len, c
 /* ---------- writing: entries ---------- */
 
 struct entry {
-  char name[NAME_MAX_USTAR];   /* "./", "./a/", "./a/f" */
+  char name[NAME_MAX_USTAR];   /* "./", "./a/", "./a/f": a file's path below DIR is name + 2 */
   char link[NAME_MAX_USTAR];   /* symlink target */
   struct stat st;
-  char rel[PATH_MAX];          /* path relative to DIR for openat: ".", "a", "a/f" */
 };
 
 struct list { struct entry *e; size_t n, cap; };
@@ -116,9 +115,10 @@ static struct entry *push(struct list *l) {
   return &l->e[l->n++];
 }
 
-/* Collects DIR's tree depth first, a directory before its content; FALLBACK when GNU tar would write
- * something this writer does not (see the top of the file), FAILED on an error. */
-static int collect(int root, dev_t dev, const char *rel, const char *name, struct list *l) {
+/* Collects DIR's tree from `rel` (".", "a", "a/f") depth first, a directory before its content;
+ * FALLBACK when GNU tar would write something this writer does not (see the top of the file), FAILED
+ * on an error. */
+static int collect(int root, dev_t dev, const char *rel, struct list *l) {
   struct entry *e = push(l);
   if (!e) return FAILED;
   if (fstatat(root, rel, &e->st, AT_SYMLINK_NOFOLLOW) != 0) {
@@ -127,8 +127,8 @@ static int collect(int root, dev_t dev, const char *rel, const char *name, struc
   }
   mode_t t = e->st.st_mode & S_IFMT;
   int dir = t == S_IFDIR;
-  if (snprintf(e->rel, sizeof e->rel, "%s", rel) >= (int)sizeof e->rel) return UNSUPPORTED("a path longer than PATH_MAX");
-  if (snprintf(e->name, sizeof e->name, "%s%s", name, dir && strcmp(name, "./") != 0 ? "/" : "") >= (int)sizeof e->name)
+  int top = strcmp(rel, ".") == 0;
+  if (snprintf(e->name, sizeof e->name, "./%s%s", top ? "" : rel, dir && !top ? "/" : "") >= (int)sizeof e->name)
     return UNSUPPORTED("a name longer than 100 bytes");
   if (e->st.st_dev != dev) return UNSUPPORTED("another file system below the directory");
   if (t != S_IFDIR && t != S_IFREG && t != S_IFLNK && t != S_IFCHR && t != S_IFBLK && t != S_IFIFO) return UNSUPPORTED("a socket or another type tar skips or treats apart");
@@ -154,12 +154,10 @@ static int collect(int root, dev_t dev, const char *rel, const char *name, struc
   struct dirent *de;
   while (ret == DONE && (errno = 0, de = readdir(d)) != NULL) {
     if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0) continue;
-    char crel[PATH_MAX], cname[PATH_MAX];
-    int a = strcmp(rel, ".") == 0 ? snprintf(crel, sizeof crel, "%s", de->d_name)
-                                  : snprintf(crel, sizeof crel, "%s/%s", rel, de->d_name);
-    int b = snprintf(cname, sizeof cname, "%s%s%s", name, strcmp(name, "./") == 0 ? "" : "/", de->d_name);
-    if (a >= (int)sizeof crel || b >= (int)sizeof cname) { ret = UNSUPPORTED("a path longer than PATH_MAX"); break; }
-    ret = collect(root, dev, crel, cname, l);
+    char crel[PATH_MAX];
+    int a = top ? snprintf(crel, sizeof crel, "%s", de->d_name) : snprintf(crel, sizeof crel, "%s/%s", rel, de->d_name);
+    if (a >= (int)sizeof crel) { ret = UNSUPPORTED("a path longer than PATH_MAX"); break; }
+    ret = collect(root, dev, crel, l);
   }
   if (ret == DONE && errno != 0) { complain("readdir %s: %s", rel, strerror(errno)); ret = FAILED; }
   closedir(d);
@@ -226,7 +224,7 @@ static int create(const char *dir) {
   struct stat rst;
   if (fstat(root, &rst) != 0) { complain("stat %s: %s", dir, strerror(errno)); close(root); return FAILED; }
   struct list l = {0};
-  int ret = collect(root, rst.st_dev, ".", "./", &l);
+  int ret = collect(root, rst.st_dev, ".", &l);
   if (ret != DONE) { free(l.e); close(root); return ret; }
 
   static struct gz g; /* 64 KiB buffer: kept off the stack */
@@ -252,14 +250,15 @@ static int create(const char *dir) {
     if (gz_write(&g, h, BLOCK) != 0) { ret = FAILED; break; }
     total += BLOCK;
     if (!S_ISREG(e->st.st_mode) || e->st.st_size == 0) continue;
-    int fd = openat(root, e->rel, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
-    if (fd < 0) { complain("open %s: %s", e->rel, strerror(errno)); ret = FAILED; break; }
+    const char *rel = e->name + 2;
+    int fd = openat(root, rel, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0) { complain("open %s: %s", rel, strerror(errno)); ret = FAILED; break; }
     uint64_t left = (uint64_t)e->st.st_size;
     while (left > 0) {
       ssize_t r = read(fd, buf, left < sizeof buf ? left : sizeof buf);
       if (r < 0 && errno == EINTR) continue;
       if (r <= 0) {
-        complain("%s: %s while reading (%llu bytes short)", e->rel, r < 0 ? strerror(errno) : "file shrank",
+        complain("%s: %s while reading (%llu bytes short)", rel, r < 0 ? strerror(errno) : "file shrank",
                  (unsigned long long)left);
         ret = FAILED;
         break;

@@ -1,4 +1,4 @@
-import { test } from 'node:test';
+import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync } from 'node:fs';
@@ -16,6 +16,25 @@ function checkLog(dir: string): string {
   const r = spawnSync(CRIU, ['check', '-v4', '-o', log], { encoding: 'utf8' });
   assert.equal(r.status, 0, `criu check failed: ${r.stdout}${r.stderr}`);
   return readFileSync(log, 'utf8');
+}
+
+/**
+ * Whether a real-CRIU test may run here: a missing prerequisite (root unless `root: false`, CRIU at
+ * CRIU) fails it under CI and skips it elsewhere; `shims` also skips it when a system CRIU is in use
+ * (no private root, so none of Ferry's shims).
+ */
+function realCriu(t: TestContext, what: string, o: { root?: boolean; shims?: boolean } = {}): boolean {
+  const missing = o.root !== false && process.getuid?.() !== 0 ? 'needs root' : !existsSync(CRIU) ? `needs CRIU at ${CRIU} (scripts/setup)` : undefined;
+  if (missing) {
+    if (process.env.CI === 'true') assert.fail(`${what} cannot run: ${missing}`);
+    t.skip(missing);
+    return false;
+  }
+  if (o.shims && !readFileSync(CRIU, 'utf8').includes('/criu-root/')) {
+    t.skip('a system CRIU is in use (no private root, no shim)');
+    return false;
+  }
+  return true;
 }
 
 test('primeCriuCache: on a tmpfs run dir there is nothing to do (CRIU keeps the file itself)', async () => {
@@ -42,11 +61,7 @@ test('primeCriuCache: a CRIU that cannot run leaves a reason, not an exception, 
 });
 
 test('real CRIU: after primeCriuCache, CRIU loads its kernel facts from /run instead of probing', async (t) => {
-  const missing = process.getuid?.() !== 0 ? 'needs root' : !existsSync(CRIU) ? `needs CRIU at ${CRIU} (scripts/setup)` : undefined;
-  if (missing) {
-    if (process.env.CI === 'true') assert.fail(`CRIU cache test cannot run: ${missing}`);
-    return t.skip(missing);
-  }
+  if (!realCriu(t, 'CRIU cache test')) return;
   const dir = mkdtempSync(join(tmpdir(), 'ferry-kdat-test-'));
   try {
     const r = await primeCriuCache(CRIU);
@@ -73,12 +88,7 @@ test('real CRIU: after primeCriuCache, CRIU loads its kernel facts from /run ins
 });
 
 test('real CRIU: with the clean-pages switch CRIU keeps a cache of its own, which says "dirty tracking"', async (t) => {
-  const missing = process.getuid?.() !== 0 ? 'needs root' : !existsSync(CRIU) ? `needs CRIU at ${CRIU} (scripts/setup)` : undefined;
-  if (missing) {
-    if (process.env.CI === 'true') assert.fail(`CRIU cache test cannot run: ${missing}`);
-    return t.skip(missing);
-  }
-  if (!readFileSync(CRIU, 'utf8').includes('/criu-root/')) return t.skip('a system CRIU is in use (no private root, no shim)');
+  if (!realCriu(t, 'CRIU cache test', { shims: true })) return;
   const dir = mkdtempSync(join(tmpdir(), 'ferry-kdat-test-'));
   try {
     const r = await primeCriuCache(CRIU, { cleanPages: true });
@@ -128,12 +138,7 @@ function readFaultFrames(): [bigint, bigint] {
 }
 
 test('real CRIU: its zero-page frame matches no page where read faults get frames of their own (native/criu/zero-page.c)', async (t) => {
-  const missing = process.getuid?.() !== 0 ? 'needs root' : !existsSync(CRIU) ? `needs CRIU at ${CRIU} (scripts/setup)` : undefined;
-  if (missing) {
-    if (process.env.CI === 'true') assert.fail(`CRIU zero-page test cannot run: ${missing}`);
-    return t.skip(missing);
-  }
-  if (!readFileSync(CRIU, 'utf8').includes('/criu-root/')) return t.skip('a system CRIU is in use (no private root, no shim)');
+  if (!realCriu(t, 'CRIU zero-page test', { shims: true })) return;
   if (isTmpfs(CRIU_RUN_DIR)) return t.skip('/run is a tmpfs: CRIU keeps its cache itself (the probe is the same)');
   const [a, b] = readFaultFrames();
   assert.ok(a > 0n && b > 0n, 'frame numbers are readable as root');
@@ -152,14 +157,9 @@ test('real CRIU: its zero-page frame matches no page where read faults get frame
 });
 
 test('real CRIU: the wrapper scripts/setup writes runs CRIU with Ferry\'s shims preloaded (recv, clean pages, tmpfs archiver)', (t) => {
-  const missing = !existsSync(CRIU) ? `needs CRIU at ${CRIU} (scripts/setup)` : undefined;
-  if (missing) {
-    if (process.env.CI === 'true') assert.fail(`CRIU wrapper test cannot run: ${missing}`);
-    return t.skip(missing);
-  }
+  if (!realCriu(t, 'CRIU wrapper test', { root: false, shims: true })) return;
   const shim = '/opt/ferry/lib/ferry-criu-uncork.so';
   const wrapper = readFileSync(CRIU, 'utf8');
-  if (!wrapper.includes('/criu-root/')) return t.skip('a system CRIU is in use (no private root, no shim)');
   assert.ok(wrapper.includes(`--preload "${shim}:/opt/ferry/lib/ferry-criu-clean.so:/opt/ferry/lib/ferry-criu-tar.so:/opt/ferry/lib/ferry-criu-zeropage.so"`), wrapper);
   const tarShim = spawnSync('nm', ['-D', '--defined-only', '/opt/ferry/lib/ferry-criu-tar.so'], { encoding: 'utf8' });
   assert.match(tarShim.stdout, /\bT execvp\b/, 'the tmpfs archiver wraps execvp()');
