@@ -1,7 +1,7 @@
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CRIU_CACHE_FILE, CRIU_CLEAN_CACHE_FILE, CRIU_RUN_DIR, cleanPagesSupported, primeCriuCache } from './criu-cache.ts';
@@ -156,17 +156,80 @@ test('real CRIU: its zero-page frame matches no page where read faults get frame
   }
 });
 
-test('real CRIU: the wrapper scripts/setup writes runs CRIU with Ferry\'s shims preloaded (recv, clean pages, tmpfs archiver)', (t) => {
+test('real CRIU: the wrapper scripts/setup builds runs CRIU with Ferry\'s shims preloaded (recv, clean pages, tmpfs archiver, zero page)', (t) => {
   if (!realCriu(t, 'CRIU wrapper test', { root: false, shims: true })) return;
   const shim = '/opt/ferry/lib/ferry-criu-uncork.so';
-  const wrapper = readFileSync(CRIU, 'utf8');
-  assert.ok(wrapper.includes(`--preload "${shim}:/opt/ferry/lib/ferry-criu-clean.so:/opt/ferry/lib/ferry-criu-tar.so:/opt/ferry/lib/ferry-criu-zeropage.so"`), wrapper);
+  const wrapper = readFileSync(CRIU, 'latin1'); // a program (native/criu/wrapper.c) with the preload list built in
+  assert.ok(wrapper.includes(`${shim}:/opt/ferry/lib/ferry-criu-clean.so:/opt/ferry/lib/ferry-criu-tar.so:/opt/ferry/lib/ferry-criu-zeropage.so\0`), 'the preload list');
   const tarShim = spawnSync('nm', ['-D', '--defined-only', '/opt/ferry/lib/ferry-criu-tar.so'], { encoding: 'utf8' });
   assert.match(tarShim.stdout, /\bT execvp\b/, 'the tmpfs archiver wraps execvp()');
   const symbols = spawnSync('nm', ['-D', '--defined-only', shim], { encoding: 'utf8' });
   assert.equal(symbols.status, 0, symbols.stderr);
   assert.match(symbols.stdout, /\bT recv\b/, 'the shim defines recv()');
-  // CRIU still works through it.
+  // CRIU still works through it (runc.test's checkpoint finds the tmpfs archiver's lines in CRIU's logs).
   const r = spawnSync(CRIU, ['check'], { encoding: 'utf8' });
   assert.equal(r.status, 0, `${r.stdout}${r.stderr}`);
+});
+
+/**
+ * Sends each request (hex) to `criu swrk FD` started as `argv` on a SOCK_SEQPACKET socket pair (Node
+ * has none, so a Python client) and returns the answers in hex; the exit status of each CRIU too.
+ */
+function swrk(argv: readonly string[], requests: readonly string[], env: NodeJS.ProcessEnv): { answers: string[]; statuses: number[] } {
+  const script = `import json, socket, subprocess, sys
+argv, reqs = json.loads(sys.argv[1]), json.loads(sys.argv[2])
+out = {"answers": [], "statuses": []}
+for hexreq in reqs:
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    p = subprocess.Popen(argv + ["swrk", str(b.fileno())], pass_fds=[b.fileno()], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    b.close()
+    a.send(bytes.fromhex(hexreq))
+    out["answers"].append(a.recv(65536).hex())
+    a.close()
+    out["statuses"].append(p.wait())
+print(json.dumps(out))`;
+  const r = spawnSync('python3', ['-c', script, JSON.stringify(argv), JSON.stringify(requests)], { encoding: 'utf8', env, timeout: 60_000 });
+  assert.equal(r.status, 0, r.stderr);
+  return JSON.parse(r.stdout) as { answers: string[]; statuses: number[] };
+}
+
+test('real CRIU: the wrapper answers runc\'s VERSION and FEATURE_CHECK requests from CRIU\'s own answers, kept per CRIU binary and boot', (t) => {
+  if (!realCriu(t, 'CRIU wrapper cache test', { root: false, shims: true })) return;
+  const root = '/opt/ferry/criu-root/usr';
+  const bare = [`${root}/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2`, '--library-path', `${root}/lib/x86_64-linux-gnu`, `${root}/sbin/criu`];
+  const dir = mkdtempSync(join(tmpdir(), 'ferry-criu-rpc-'));
+  try {
+    const env = { ...process.env, FERRY_CRIU_RPC_DIR: dir };
+    const version = '080a'; // criu_req { type: VERSION }
+    const lazy = '08092a021001'; // criu_req { type: FEATURE_CHECK, features { lazy_pages: true } }
+    const withOpts = '0809' + '1205080a800301' + '2a021001'; // as runc 1.1 sends it: opts { images_dir_fd: 10, lazy_pages: true } too
+    const own = swrk(bare, [version, lazy], env); // CRIU itself, no wrapper
+    assert.deepEqual(own.statuses, [0, 0]);
+    assert.match(own.answers[0]!, /^080a1001/, 'CRIU: a successful VERSION answer');
+    assert.match(own.answers[1]!, /^08091001/, 'CRIU: a successful FEATURE_CHECK answer');
+
+    const first = swrk([CRIU], [version, lazy, withOpts], env);
+    assert.deepEqual(first, { answers: [own.answers[0], own.answers[1], own.answers[1]], statuses: [0, 0, 0] }, 'the same answers as CRIU\'s');
+    const kept = readdirSync(dir).sort();
+    assert.equal(kept.length, 2, `one answer per type and features: ${kept.join(', ')}`);
+    assert.match(kept[0]!, /-10-$/);
+    assert.match(kept[1]!, /-9-1001$/);
+    assert.equal(readFileSync(join(dir, kept[0]!)).toString('hex'), own.answers[0]);
+
+    // The kept answer is what the wrapper sends: a (valid) answer put there comes back as it is …
+    const planted = '080a1001520408091002'; // success, version 9.2
+    writeFileSync(join(dir, kept[0]!), Buffer.from(planted, 'hex'));
+    assert.deepEqual(swrk([CRIU], [version], env), { answers: [planted], statuses: [0] });
+    // … a request with a field the wrapper does not know (keep_open) goes to CRIU, which answers itself …
+    const keepOpen = swrk([CRIU], ['080a2001'], env);
+    assert.equal(keepOpen.answers[0], own.answers[0], 'keep_open: CRIU\'s own answer');
+    assert.deepEqual(keepOpen, swrk(bare, ['080a2001'], env), 'and the same exit as CRIU\'s (it waited for more)');
+    // … and a damaged answer is asked of CRIU again and replaced.
+    writeFileSync(join(dir, kept[0]!), 'garbage');
+    assert.deepEqual(swrk([CRIU], [version], env), { answers: [own.answers[0]], statuses: [0] });
+    assert.equal(readFileSync(join(dir, kept[0]!)).toString('hex'), own.answers[0]);
+    assert.deepEqual(readdirSync(dir).sort(), kept, 'no temporary file left');
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
