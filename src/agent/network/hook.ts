@@ -2,13 +2,16 @@
  * The OCI hook that plumbs a container's network namespace. runc creates the namespace itself
  * (inside the container's user namespace, which CRIU needs) and runs this hook at `runc create` and
  * again at `runc restore`, with the container state JSON on stdin; the hook reads the pid and wires
- * a veth into `/proc/PID/ns/net`. The script itself is `ferry-net-hook.sh` beside this file.
+ * a veth into `/proc/PID/ns/net`. The hook is a program (native/nethook/ferry-net-hook.c, built by
+ * scripts/setup into build/): it talks rtnetlink itself, as a restore waits for it inside the freeze.
  */
 import { createHash } from 'node:crypto';
 import { chmod, mkdir, readFile, rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import type { Hook } from '../runtime/types.ts';
 import { TOOL_PATH } from './command.ts';
+import { netErrors } from './errors.ts';
 
 /** File name of the hook inside the network state dir. */
 export const HOOK_FILE = 'ferry-net-hook';
@@ -54,18 +57,21 @@ export function poststopHook(hookPath: string, veth: string): Hook {
   return { path: hookPath, args: [hookPath, 'mode=remove', `veth=${veth}`], env: [`PATH=${TOOL_PATH}`], timeout: HOOK_TIMEOUT_S };
 }
 
-/** The hook's source, beside this file (a real bash file, so it can be read and linted as one). */
-const HOOK_SOURCE = new URL('./ferry-net-hook.sh', import.meta.url);
+/** The hook program scripts/setup builds (FERRY_NET_HOOK names another). */
+export const HOOK_PROGRAM = process.env.FERRY_NET_HOOK ?? fileURLToPath(new URL('../../../build/ferry-net-hook', import.meta.url));
 
 /**
- * Copies the hook into `dir` (atomically, only when its content changed) and returns its absolute path.
- * Bundles name the copy, so upgrading the agent's code never swaps a hook under a running start.
+ * Copies the hook program into `dir` (atomically, only when its content changed) and returns its
+ * absolute path. Bundles name the copy, so rebuilding the program never swaps a hook under a running start.
  */
 export async function installHook(dir: string): Promise<string> {
   const path = join(dir, HOOK_FILE);
-  const script = await readFile(HOOK_SOURCE, 'utf8');
-  const current = await readFile(path, 'utf8').catch(() => undefined);
-  if (current === script) return path;
+  const program = HOOK_PROGRAM;
+  const script = await readFile(program).catch((e: NodeJS.ErrnoException) => {
+    throw netErrors.NET_BAD_CONFIG({ reason: `the network hook ${program} cannot be read (${e.code ?? e.message}); scripts/setup builds it` });
+  });
+  const current = await readFile(path).catch(() => undefined);
+  if (current?.equals(script)) return path;
   await mkdir(dir, { recursive: true });
   // A hook running right now keeps reading the old inode; a half-written file is never visible.
   const tmp = `${path}.${process.pid}.tmp`;
