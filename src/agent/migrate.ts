@@ -704,23 +704,28 @@ export class MigrationAgent {
       // it sends still leaves until the pause: an answer written from a socket the app then closes is
       // not in the checkpoint, so it must go out now or never. Frozen, it is cut off altogether (its
       // kernel's retransmissions and, later, the resets of its end must not reach the clients).
-      if (this.d.network.cluster) await this.d.network.refuseInbound(rec.runtimeId);
+      if (this.d.network.cluster) {
+        await this.d.network.refuseInbound(rec.runtimeId);
+        times.lap('inbound refused');
+      }
       try {
         await this.d.runtime.pause(rec.runtimeId).catch(async (e: unknown) => {
           await mustRun();
           if ((await stateNow)?.status !== 'paused') throw e; // (paused already: nothing to do)
         });
+        times.lap('pause');
       } finally {
         if (this.d.network.cluster) isolated = await this.d.network.isolate(rec.runtimeId);
       }
+      if (isolated) times.lap('isolated');
       await mustRun();
+      times.lap("runc's state");
       // CRIU's own network lock keeps a dump's TCP state still for a restore that takes the connections
       // on. Here it would guard nothing, and its unlock alone is ≈ 10 ms of the freeze: on the overlay
       // the copy is cut off at its veth (when that failed, the lock stays); off it the target closes
       // the connections (its address differs). The file is put back once the dump is made.
       lockSkipped = isolated || !this.d.network.cluster;
       if (lockSkipped) await writeCriuConfig(containerDir, criuOptions({ networkLock: 'skip' }));
-      times.lap('pause');
       // The writable layer and the host-local volumes are frozen with it: they are packed (aside, as a
       // dump may clear the directory it writes) while CRIU dumps, on the other CPU.
       const packDir = join(dir, 'packing');
@@ -1226,6 +1231,7 @@ export class MigrationAgent {
         // On the overlay the container keeps its address; its veth stays down until the switch.
         this.d.network.attach(rec.runtimeId, this.d.network.cluster && a.network ? attachOptions(a, 'down') : {}),
       ]);
+      times.lap('rootfs and address');
       // The writable layer goes into the overlay's upper dir before it is mounted (whiteouts and xattrs kept).
       const sent = o.preCopyRound !== undefined ? imageDir : dir;
       if (existsSync(join(sent, deltaFile(UPPER_KEY))) && existsSync(join(this.volumesDir(id), 'data', UPPER_KEY))) {
@@ -1234,12 +1240,12 @@ export class MigrationAgent {
       } else {
         await tar(['-x', '--numeric-owner', '--xattrs', '--xattrs-include=*', '-p', '-f', join(sent, 'upper.tar'), '-C', join(cdir, 'upper')]);
       }
+      times.lap('writable layer');
       // The image must be readable by the container's mapped root; established TCP connections are
       // restored as they were on the cluster overlay (the address moves with the container) and
       // closed otherwise (a node-local subnet: the address changes); the processes are restored
       // stopped (SIGSTOP) and continue only once the switch is recorded, so a copy whose migration
       // rolls back never runs a single instruction.
-      times.lap('prepare');
       const keepsAddress = this.d.network.cluster !== undefined && a.network !== undefined;
       // CRIU's network lock guards nothing here: with its address the copy's veth stays down until the
       // continue; without it no connection is restored.
@@ -1260,7 +1266,9 @@ export class MigrationAgent {
         })),
         fenced: failoverRefusal(a.spec) === undefined,
       };
+      times.lap('image owner, volumes, bundle');
       const lazy = await lazyStarting;
+      times.lap('lazy-pages daemon');
       const st = await this.d.runtime.restore(withCriuConfig(bundle, criuConf), lazy
         ? { imagePath: imageDir, workPath: imageDir, extraArgs: ['--lazy-pages'] }
         : { imagePath: imageDir, workPath: join(dir, 'work') });

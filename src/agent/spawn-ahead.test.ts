@@ -4,7 +4,7 @@ import type { ChildProcess } from 'node:child_process';
 import { existsSync, readFileSync, readlinkSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { TOOLS } from '../cli/paths.ts';
-import { spawnAhead, sparesWaiting, startSpares, stopSpares } from './spawn-ahead.ts';
+import { canRelayStatus, spawnAhead, sparesWaiting, startSpares, stopSpares } from './spawn-ahead.ts';
 
 const PATH = '/usr/sbin:/usr/bin:/sbin:/bin';
 
@@ -66,6 +66,23 @@ test('spawnAhead: detached gets its own process group; noStdio gets /dev/null; n
   assert.deepEqual(await outcome(n), { stdout: '', stderr: '', code: 0 });
 });
 
+/** A command that reports its fd 3's open flags through it, writes to stdout and stderr, and exits 4. */
+const STATUS_SCRIPT = 'f=$(sed -n "s/^flags:[[:space:]]*//p" /proc/$$/fdinfo/3); printf "flags:%s" "$f" >&3; echo to-devnull; echo err >&2; exit 4';
+
+test('spawnAhead: statusPipe gives the command a write-only pipe as fd 3 whose bytes come out on stdout; its own stdout goes nowhere; its exit is the child\'s', async () => {
+  await waitForSpares(3);
+  assert.ok(canRelayStatus());
+  const r = await outcome(spawnAhead('sh', ['-c', STATUS_SCRIPT], { env: { PATH }, noInput: true, detached: true, statusPipe: true }));
+  assert.equal(r.code, 4);
+  assert.equal(r.stderr, 'err\n');
+  const m = /^flags:([0-7]+)$/.exec(r.stdout);
+  assert.ok(m, `only the status bytes on stdout: ${JSON.stringify(r.stdout)}`);
+  assert.equal(parseInt(m[1]!, 8) & 3, 1, 'O_WRONLY');
+  // A command ended by a signal: 128 + its number, as a shell reports it.
+  const killed = await outcome(spawnAhead('sh', ['-c', 'kill -TERM $$'], { env: { PATH }, noInput: true, statusPipe: true }));
+  assert.equal(killed.code, 128 + 15);
+});
+
 test('spawnAhead: a command that cannot run exits 127 and says why; with no spare left it is a plain spawn', async () => {
   await waitForSpares(1);
   const missing = await outcome(spawnAhead('no-such-command-ferry', [], { env: { PATH } }));
@@ -78,4 +95,12 @@ test('spawnAhead: a command that cannot run exits 127 and says why; with no spar
   const plain = spawnAhead('sh', ['-c', 'echo plain'], { env: { PATH } });
   plain.stdin!.end();
   assert.deepEqual(await outcome(plain), { stdout: 'plain\n', stderr: '', code: 0 });
+});
+
+test('spawnAhead: with no spare waiting, a status pipe still goes through the helper', async () => {
+  stopSpares();
+  assert.equal(sparesWaiting(), 0);
+  const r = await outcome(spawnAhead('sh', ['-c', STATUS_SCRIPT], { env: { PATH }, noInput: true, statusPipe: true }));
+  assert.equal(r.code, 4);
+  assert.match(r.stdout, /^flags:[0-7]+$/);
 });

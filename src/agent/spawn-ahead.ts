@@ -21,6 +21,12 @@ export interface SpawnAheadOptions {
   readonly noInput?: boolean;
   /** No pipes at all: stdio from/to /dev/null (a daemon that must outlive this process's pipes). */
   readonly noStdio?: boolean;
+  /**
+   * The command's fd 3 is the write end of a pipe (O_WRONLY, as `runc --status-fd` wants) whose
+   * bytes arrive on the child's stdout; the command's own stdout goes to /dev/null, and the child
+   * exits as the command did. Done by the helper (ferry-exec, FLAGS 4): only when canRelayStatus().
+   */
+  readonly statusPipe?: boolean;
 }
 
 /** How many spares wait, by default. */
@@ -56,6 +62,11 @@ export function stopSpares(): void {
   if (refill) clearTimeout(refill);
   refill = undefined;
   for (const s of spares.splice(0)) s.child.stdin?.end();
+}
+
+/** Whether spawnAhead can give a command a status pipe (the helper is there to relay it). */
+export function canRelayStatus(): boolean {
+  return helper !== undefined;
 }
 
 /** Spares waiting now (for tests). */
@@ -95,7 +106,7 @@ function startSpare(path: string): Spare {
 
 function request(cmd: string, args: readonly string[], o: SpawnAheadOptions): Buffer {
   const env = Object.entries(o.env ?? process.env).filter(([, v]) => v !== undefined).map(([k, v]) => `${k}=${v}`);
-  const fields = [String((o.detached ? 1 : 0) | (o.noStdio ? 2 : 0)), o.cwd ?? '', String(args.length + 1), cmd, ...args, ...env];
+  const fields = [String((o.detached ? 1 : 0) | (o.noStdio ? 2 : 0) | (o.statusPipe ? 4 : 0)), o.cwd ?? '', String(args.length + 1), cmd, ...args, ...env];
   for (const f of fields) if (f.includes('\0')) throw new Error(`spawnAhead: a NUL byte in ${JSON.stringify(f.slice(0, 40))}`);
   const body = Buffer.from(`${fields.join('\0')}\0`);
   const head = Buffer.alloc(4);
@@ -114,6 +125,11 @@ export function spawnAhead(cmd: string, args: readonly string[], o: SpawnAheadOp
   while ((s = spares.shift()) && (s.dead || s.child.exitCode !== null)) { /* skip the dead */ }
   lastUse = Date.now();
   if (helper && target > 0) scheduleRefill(REFILL_QUIET_MS);
+  if (!s && o.statusPipe) {
+    // No spare waits: the helper, started now, does the relaying all the same.
+    if (!helper) throw new Error('spawnAhead: a status pipe needs the ferry-exec helper (see canRelayStatus)');
+    s = startSpare(helper);
+  }
   if (!s) {
     const stdio = o.noStdio ? 'ignore' : o.noInput ? ['ignore', 'pipe', 'pipe'] as const : 'pipe';
     return spawn(cmd, args, { stdio: stdio as 'pipe', ...(o.env ? { env: o.env } : {}), ...(o.cwd ? { cwd: o.cwd } : {}), ...(o.detached ? { detached: true } : {}) });

@@ -4,7 +4,7 @@
  * listing the state directory; the shims keep running without it.
  */
 import { randomBytes } from 'node:crypto';
-import { spawnAhead } from '../spawn-ahead.ts';
+import { canRelayStatus, spawnAhead } from '../spawn-ahead.ts';
 import { existsSync } from 'node:fs';
 import { mkdir, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -378,10 +378,14 @@ export function createRuncRuntime(options: RuncRuntimeOptions): RuncRuntime {
         ...(o.parentPath !== undefined ? ['--parent-path', o.parentPath] : []), id,
       ];
       // Fd 3 gets one byte from CRIU once the images are written and the page server listens. runc
-      // accepts only an O_WRONLY status fd, and Node's pipes are read-write socket pairs, so a shell
-      // pipe carries the byte (`cat` passes it on); pipefail keeps runc's exit status. Its own group,
-      // so stop() reaches runc too.
-      const child = spawnAhead('bash', ['-c', 'set -o pipefail; "$@" 3>&1 >/dev/null | cat', 'bash', cmd.bin, ...args], { noInput: true, detached: true, env: criuEnv(o.cleanPages) ?? process.env });
+      // accepts only an O_WRONLY status fd, and Node's pipes are read-write socket pairs, so a real
+      // pipe carries the byte to stdout: ferry-exec's status pipe (no process start of its own), or
+      // without that helper a shell pipe (`cat` passes it on; pipefail keeps runc's exit status). Its
+      // own group, so stop() reaches runc too.
+      const env = criuEnv(o.cleanPages) ?? process.env;
+      const child = canRelayStatus()
+        ? spawnAhead(cmd.bin, args, { noInput: true, detached: true, statusPipe: true, env })
+        : spawnAhead('bash', ['-c', 'set -o pipefail; "$@" 3>&1 >/dev/null | cat', 'bash', cmd.bin, ...args], { noInput: true, detached: true, env });
       let stderr = '';
       child.stderr!.on('data', (b: Buffer) => { stderr += b.toString(); });
       const failure = async (code: number | null): Promise<Error> => {
