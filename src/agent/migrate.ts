@@ -1215,6 +1215,7 @@ export class MigrationAgent {
     };
     await this.d.records.save(rec);
     this.d.reconciler.addIncoming(rec);
+    let upperPlaced: Promise<void> | undefined;
     try {
       // Post-copy: the lazy-pages daemon takes the restored process's page faults (through the socket
       // in the work dir it shares with the restore) and fetches the pages from the source's server.
@@ -1226,21 +1227,25 @@ export class MigrationAgent {
       const lazyStarting = o.pageServer !== undefined || local ? this.startLazyPages(id, a.name, o.pageServer, imageDir) : undefined;
       lazyStarting?.catch(() => undefined); // awaited below; abort() ends a daemon that did start
       const cdir = this.d.records.containerDir(rec.runtimeId);
+      const preparing = this.d.images.prepareRootfs(rec.runtimeId, a.spec.image, cdir, { deferMount: true });
+      // The writable layer goes into the overlay's upper dir before it is mounted (whiteouts and xattrs
+      // kept), as soon as that dir exists: meanwhile the rest is prepared (tar is a process of its own).
+      const sent = o.preCopyRound !== undefined ? imageDir : dir;
+      upperPlaced = preparing.then(async () => {
+        if (existsSync(join(sent, deltaFile(UPPER_KEY))) && existsSync(join(this.volumesDir(id), 'data', UPPER_KEY))) {
+          // Staged before the freeze; brought up to date, it becomes the overlay's (not yet mounted) upper dir.
+          await this.unstage(id, UPPER_KEY, sent, join(cdir, 'upper'));
+        } else {
+          await tar(['-x', '--numeric-owner', '--xattrs', '--xattrs-include=*', '-p', '-f', join(sent, 'upper.tar'), '-C', join(cdir, 'upper')]);
+        }
+      });
+      upperPlaced.catch(() => undefined); // awaited before the restore
       const [prepared, att] = await Promise.all([
-        this.d.images.prepareRootfs(rec.runtimeId, a.spec.image, cdir, { deferMount: true }),
+        preparing,
         // On the overlay the container keeps its address; its veth stays down until the switch.
         this.d.network.attach(rec.runtimeId, this.d.network.cluster && a.network ? attachOptions(a, 'down') : {}),
       ]);
       times.lap('rootfs and address');
-      // The writable layer goes into the overlay's upper dir before it is mounted (whiteouts and xattrs kept).
-      const sent = o.preCopyRound !== undefined ? imageDir : dir;
-      if (existsSync(join(sent, deltaFile(UPPER_KEY))) && existsSync(join(this.volumesDir(id), 'data', UPPER_KEY))) {
-        // Staged before the freeze; brought up to date, it becomes the overlay's (not yet mounted) upper dir.
-        await this.unstage(id, UPPER_KEY, sent, join(cdir, 'upper'));
-      } else {
-        await tar(['-x', '--numeric-owner', '--xattrs', '--xattrs-include=*', '-p', '-f', join(sent, 'upper.tar'), '-C', join(cdir, 'upper')]);
-      }
-      times.lap('writable layer');
       // The image must be readable by the container's mapped root; established TCP connections are
       // restored as they were on the cluster overlay (the address moves with the container) and
       // closed otherwise (a node-local subnet: the address changes); the processes are restored
@@ -1267,6 +1272,8 @@ export class MigrationAgent {
         fenced: failoverRefusal(a.spec) === undefined,
       };
       times.lap('image owner, volumes, bundle');
+      await upperPlaced;
+      times.lap('writable layer (placed meanwhile)');
       const lazy = await lazyStarting;
       times.lap('lazy-pages daemon');
       const st = await this.d.runtime.restore(withCriuConfig(bundle, criuConf), lazy
@@ -1284,6 +1291,7 @@ export class MigrationAgent {
       await this.d.records.save(rec);
       return { runtimeId: rec.runtimeId, pid: st.pid, bytes: (await arrived) ?? await sizeOf(dir), restoreMs: performance.now() - t0 };
     } catch (e) {
+      await upperPlaced?.catch(() => undefined); // no tar still writing into what abort removes
       await this.abort(id, a.name).catch(() => undefined);
       throw e;
     }
