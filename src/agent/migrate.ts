@@ -717,7 +717,7 @@ export class MigrationAgent {
       } finally {
         if (this.d.network.cluster) isolated = await this.d.network.isolate(rec.runtimeId);
       }
-      if (isolated) times.lap('isolated');
+      if (this.d.network.cluster) times.lap(isolated ? 'isolated' : 'isolating failed (the lock stays)');
       await mustRun();
       times.lap("runc's state");
       // CRIU's own network lock keeps a dump's TCP state still for a restore that takes the connections

@@ -67,15 +67,15 @@ export const HOOK_PROGRAM = process.env.FERRY_NET_HOOK ?? fileURLToPath(new URL(
 export async function installHook(dir: string): Promise<string> {
   const path = join(dir, HOOK_FILE);
   const program = HOOK_PROGRAM;
-  const script = await readFile(program).catch((e: NodeJS.ErrnoException) => {
+  const bytes = await readFile(program).catch((e: NodeJS.ErrnoException) => {
     throw netErrors.NET_BAD_CONFIG({ reason: `the network hook ${program} cannot be read (${e.code ?? e.message}); scripts/setup builds it` });
   });
   const current = await readFile(path).catch(() => undefined);
-  if (current?.equals(script)) return path;
+  if (current?.equals(bytes)) return path;
   await mkdir(dir, { recursive: true });
   // A hook running right now keeps reading the old inode; a half-written file is never visible.
   const tmp = `${path}.${process.pid}.tmp`;
-  await writeFile(tmp, script, { mode: 0o755 });
+  await writeFile(tmp, bytes, { mode: 0o755 });
   await chmod(tmp, 0o755);
   await rename(tmp, path);
   return path;
