@@ -5,6 +5,12 @@
  *   prestart: mode=up|down addr=IP/LEN gateway=IP gateway-mac=MAC mac=MAC veth=NAME bridge=NAME [mtu=N]
  *             the container state JSON on stdin names the pid whose network namespace gets eth0
  *   poststop: mode=remove veth=NAME
+ *   and for the agent around a migration's freeze (each an `ip link set` before, ≈ 2.3 ms more
+ *   a run idle):
+ *             mode=refuse veth=NAME   the host end stays on the bridge, but the bridge stops
+ *                                     learning and flooding to it and forgets what it learnt
+ *             mode=isolate veth=NAME  the host end leaves the bridge and goes down
+ *             mode=connect veth=NAME bridge=NAME  the host end goes on the bridge and up
  * Arguments are key=value; anything else (argv[0] included) is ignored.
  *
  * runc creates the namespace itself (inside the container's user namespace, which CRIU needs) and runs
@@ -192,6 +198,36 @@ static int add_veth(int nl, const char *veth, unsigned mtu, const unsigned char 
   return talk(nl, &m);
 }
 
+/* The bridge stops learning addresses behind a port and flooding frames to it, and forgets the
+ * addresses it learnt there (`ip link set dev V type bridge_slave learning off flood off mcast_flood
+ * off bcast_flood off fdb_flush`). */
+static int refuse_port(int nl, unsigned index) {
+  struct msg m;
+  struct ifinfomsg ifi = { .ifi_family = AF_UNSPEC, .ifi_index = (int)index };
+  msg_init(&m, RTM_NEWLINK, 0, &ifi, sizeof ifi);
+  struct rtattr *info = attr(&m, IFLA_LINKINFO, NULL, 0);
+  attr_str(&m, IFLA_INFO_SLAVE_KIND, "bridge");
+  struct rtattr *data = attr(&m, IFLA_INFO_SLAVE_DATA, NULL, 0);
+  const uint8_t off = 0;
+  attr(&m, IFLA_BRPORT_LEARNING, &off, 1);
+  attr(&m, IFLA_BRPORT_UNICAST_FLOOD, &off, 1);
+  attr(&m, IFLA_BRPORT_MCAST_FLOOD, &off, 1);
+  attr(&m, IFLA_BRPORT_BCAST_FLOOD, &off, 1);
+  attr(&m, IFLA_BRPORT_FLUSH, NULL, 0);
+  nest_end(&m, data);
+  nest_end(&m, info);
+  return talk(nl, &m);
+}
+
+/* Takes a link off its master and down (`ip link set dev V nomaster down`). */
+static int link_isolate(int nl, unsigned index) {
+  struct msg m;
+  struct ifinfomsg ifi = { .ifi_family = AF_UNSPEC, .ifi_index = (int)index, .ifi_flags = 0, .ifi_change = IFF_UP };
+  msg_init(&m, RTM_NEWLINK, 0, &ifi, sizeof ifi);
+  attr_u32(&m, IFLA_MASTER, 0);
+  return talk(nl, &m);
+}
+
 /* Sets a link up, and onto `master` when it is not 0. */
 static int link_up(int nl, unsigned index, unsigned master) {
   struct msg m;
@@ -250,7 +286,23 @@ int main(int argc, char **argv) {
     }
     return 0;
   }
-  if (strcmp(mode, "up") != 0 && strcmp(mode, "down") != 0) die("mode must be up, down or remove, not '%s'", mode);
+  if (strcmp(mode, "refuse") == 0 || strcmp(mode, "isolate") == 0 || strcmp(mode, "connect") == 0) {
+    unsigned index = if_nametoindex(veth);
+    if (!index) die("no link %s", veth);
+    int nl = nl_open(), e;
+    if (mode[0] == 'r') {
+      if ((e = refuse_port(nl, index))) die("could not stop the bridge forwarding to %s: %s", veth, strerror(-e));
+    } else if (mode[0] == 'i') {
+      if ((e = link_isolate(nl, index))) die("could not take %s off its bridge and down: %s", veth, strerror(-e));
+    } else {
+      if (!*bridge) die("missing bridge=");
+      unsigned br = if_nametoindex(bridge);
+      if (!br) die("no bridge %s for %s", bridge, veth);
+      if ((e = link_up(nl, index, br))) die("could not put %s on bridge %s: %s", veth, bridge, strerror(-e));
+    }
+    return 0;
+  }
+  if (strcmp(mode, "up") != 0 && strcmp(mode, "down") != 0) die("mode must be up, down, remove, refuse, isolate or connect, not '%s'", mode);
   if (!*addr || !*gw || !*gwmac || !*mac || !*bridge) die("missing one of addr= gateway= gateway-mac= mac= bridge=");
 
   char *state = read_all(0);

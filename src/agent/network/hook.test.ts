@@ -146,7 +146,7 @@ test('bad input fails with a message and leaves no link behind', async (t) => {
   assert.equal(r.status, 1);
   assert.match(r.stderr, /process \d+ is gone/);
   r = runHook({ ...hook, args: [env.hookPath, 'mode=sideways', `veth=${p.veth}`] }, state(1));
-  assert.match(r.stderr, /mode must be up, down or remove/);
+  assert.match(r.stderr, /mode must be up, down, remove, refuse, isolate or connect/);
   r = runHook({ ...hook, args: [env.hookPath, 'mode=up', `veth=${p.veth}`] }, state(1));
   assert.match(r.stderr, /missing one of/);
   assert.equal(linkExists(p.veth), false);

@@ -196,7 +196,9 @@ test('runc containers get plumbed by the hook, answer on their address and on a 
   assert.ok(vethBCut !== undefined && vethBCut.master === undefined && !vethBCut.flags.includes('UP'), 'isolated: off the bridge and down');
   // Nothing to take down: said so (the dump then keeps CRIU's own network lock).
   assert.equal(await net.isolate(`${prefix}-none`), false);
-  await bringUp(b);
+  await net.bringUp(b);
+  const [vethBBack] = ipJson<Array<{ master?: string; flags: string[] }>>(undefined, ['link', 'show', 'dev', b.hostVeth]);
+  assert.ok(vethBBack?.master === prefix && vethBBack.flags.includes('UP'), 'connected: on the bridge and up');
   assert.deepEqual(await getWhenUp(b.ip, 8080), { status: 200, body: `hello from ${ids.b}` });
 
   // The same host port for B is taken by A.

@@ -139,8 +139,9 @@ export class LocalNodeNetwork implements NodeNetwork {
    */
   async refuseInbound(containerId: string): Promise<void> {
     checkContainerId(containerId);
-    const veth = vethName(containerId);
-    await runCommand('ip', ['link', 'set', 'dev', veth, 'type', 'bridge_slave', 'learning', 'off', 'flood', 'off', 'mcast_flood', 'off', 'bcast_flood', 'off', 'fdb_flush']);
+    // The hook program does it over rtnetlink (`ip link set … type bridge_slave learning off flood
+    // off mcast_flood off bcast_flood off fdb_flush`, one static process: this is inside the freeze).
+    await runCommand(this.hookPath, ['mode=refuse', `veth=${vethName(containerId)}`]);
   }
 
   /**
@@ -150,8 +151,7 @@ export class LocalNodeNetwork implements NodeNetwork {
    */
   async isolate(containerId: string): Promise<boolean> {
     checkContainerId(containerId);
-    const veth = vethName(containerId);
-    return runCommand('ip', ['link', 'set', 'dev', veth, 'nomaster', 'down']).then(() => true, () => false);
+    return runCommand(this.hookPath, ['mode=isolate', `veth=${vethName(containerId)}`]).then(() => true, () => false);
   }
 
   /**
@@ -180,9 +180,10 @@ export class LocalNodeNetwork implements NodeNetwork {
     await this.named?.release(containerId);
   }
 
-  /** Connects a `mode=down` attachment's host veth to the bridge and brings it up. */
-  bringUp(attachment: Attachment): Promise<void> {
-    return attachToBridge(attachment.hostVeth, attachment.bridge ?? this.bridge);
+  /** Connects a `mode=down` attachment's host veth to the bridge and brings it up (the hook program, as `ip link set … master B up`). */
+  async bringUp(attachment: Attachment): Promise<void> {
+    checkLinkName(attachment.hostVeth);
+    await runCommand(this.hookPath, ['mode=connect', `veth=${attachment.hostVeth}`, `bridge=${attachment.bridge ?? this.bridge}`]);
   }
 
   /** Makes `ports` the container's published set (see PortProxy.publish). */
