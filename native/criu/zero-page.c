@@ -38,26 +38,27 @@
 
 static ssize_t (*real_pread)(int, void *, size_t, off_t);
 
-/* The frame backing a read-only anonymous page after a read; 0 when it cannot be told. */
-static uint64_t frame_of_read_page(int pagemap) {
-  long page = sysconf(_SC_PAGESIZE);
-  volatile char *p = mmap(NULL, (size_t)page, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-  if (p == MAP_FAILED) return 0;
-  (void)p[0];
-  uint64_t e = 0;
-  ssize_t n = real_pread(pagemap, &e, sizeof e, (off_t)((uintptr_t)p / (uintptr_t)page * sizeof e));
-  munmap((void *)p, (size_t)page);
-  return n == (ssize_t)sizeof e && (e & PRESENT) ? e & PFN_MASK : 0;
-}
-
-/* 1 when read faults share one zero page, 0 when they get frames of their own, -1 when unknown. */
+/* 1 when read faults share one zero page, 0 when they get frames of their own, -1 when unknown. Two
+ * read-only anonymous pages, both mapped while their frames are read: a page unmapped before the
+ * other is faulted could hand its freed frame straight to it, and the two would seem to share one. */
 static int shared_zero_page(void) {
   static int known = -2;
   if (known != -2) return known;
+  long page = sysconf(_SC_PAGESIZE);
+  volatile char *p = mmap(NULL, 2 * (size_t)page, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (p == MAP_FAILED) return known = -1;
+  (void)p[0];
+  (void)p[page];
+  uint64_t e[2] = { 0, 0 };
+  ssize_t n = -1;
   int fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return known = -1;
-  uint64_t a = frame_of_read_page(fd), b = frame_of_read_page(fd);
-  close(fd);
+  if (fd >= 0) {
+    n = real_pread(fd, e, sizeof e, (off_t)((uintptr_t)p / (uintptr_t)page * sizeof e[0]));
+    close(fd);
+  }
+  munmap((void *)p, 2 * (size_t)page);
+  if (n != (ssize_t)sizeof e || !(e[0] & PRESENT) || !(e[1] & PRESENT)) return known = -1;
+  uint64_t a = e[0] & PFN_MASK, b = e[1] & PFN_MASK;
   known = (a == 0 || b == 0) ? -1 : a == b;
   return known;
 }

@@ -237,6 +237,15 @@ static int link_up(int nl, unsigned index, unsigned master) {
   return talk(nl, &m);
 }
 
+/* Puts host link `veth` on `bridge` and up (mode=up, mode=connect); dies with the reason otherwise. */
+static void connect_to_bridge(int nl, const char *veth, const char *bridge) {
+  unsigned index = if_nametoindex(veth), br = if_nametoindex(bridge);
+  if (!index) die("no link %s", veth);
+  if (!br) die("no bridge %s for %s", bridge, veth);
+  int e = link_up(nl, index, br);
+  if (e) die("could not put %s on bridge %s: %s", veth, bridge, strerror(-e));
+}
+
 static int add_addr(int nl, unsigned index, struct in_addr a, unsigned prefix) {
   struct msg m;
   struct ifaddrmsg ifa = { .ifa_family = AF_INET, .ifa_prefixlen = (unsigned char)prefix, .ifa_index = index };
@@ -286,20 +295,17 @@ int main(int argc, char **argv) {
     }
     return 0;
   }
-  if (strcmp(mode, "refuse") == 0 || strcmp(mode, "isolate") == 0 || strcmp(mode, "connect") == 0) {
+  if (strcmp(mode, "connect") == 0) {
+    if (!*bridge) die("missing bridge=");
+    connect_to_bridge(nl_open(), veth, bridge);
+    return 0;
+  }
+  if (strcmp(mode, "refuse") == 0 || strcmp(mode, "isolate") == 0) {
     unsigned index = if_nametoindex(veth);
     if (!index) die("no link %s", veth);
     int nl = nl_open(), e;
-    if (mode[0] == 'r') {
-      if ((e = refuse_port(nl, index))) die("could not stop the bridge forwarding to %s: %s", veth, strerror(-e));
-    } else if (mode[0] == 'i') {
-      if ((e = link_isolate(nl, index))) die("could not take %s off its bridge and down: %s", veth, strerror(-e));
-    } else {
-      if (!*bridge) die("missing bridge=");
-      unsigned br = if_nametoindex(bridge);
-      if (!br) die("no bridge %s for %s", bridge, veth);
-      if ((e = link_up(nl, index, br))) die("could not put %s on bridge %s: %s", veth, bridge, strerror(-e));
-    }
+    if (mode[0] == 'r' && (e = refuse_port(nl, index))) die("could not stop the bridge forwarding to %s: %s", veth, strerror(-e));
+    if (mode[0] == 'i' && (e = link_isolate(nl, index))) die("could not take %s off its bridge and down: %s", veth, strerror(-e));
     return 0;
   }
   if (strcmp(mode, "up") != 0 && strcmp(mode, "down") != 0) die("mode must be up, down, remove, refuse, isolate or connect, not '%s'", mode);
@@ -340,11 +346,7 @@ int main(int argc, char **argv) {
     e = add_veth(nl, veth, (unsigned)m, peer_mac, nsfd);
   }
   if (e) die("could not create veth %s for pid %ld: %s", veth, pid, strerror(-e));
-  if (strcmp(mode, "up") == 0) {
-    unsigned host = if_nametoindex(veth), br = if_nametoindex(bridge);
-    if (!br) die("no bridge %s for veth %s", bridge, veth);
-    if (!host || (e = link_up(nl, host, br))) die("could not put veth %s on bridge %s: %s", veth, bridge, strerror(host ? -e : errno));
-  }
+  if (strcmp(mode, "up") == 0) connect_to_bridge(nl, veth, bridge);
   close(nl);
 
   // Inside the container's namespace; netlink and if_nametoindex's sockets opened from now on live there.
